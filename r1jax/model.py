@@ -1,0 +1,396 @@
+"""A functional decoder of the Qwen2 / Llama family.
+
+RMSNorm, RoPE (with Llama-3 / linear scaling), grouped-query attention, SwiGLU MLP, optional
+q/k/v bias, tied or untied embeddings. Parameters are a plain pytree; layers are stacked on a
+leading axis and run with `jax.lax.scan`, so compile time does not grow with depth.
+
+Shape letters: B batch, T query length, S cached length, D d_model, N query heads,
+K kv heads, G = N // K, H head_dim, F d_ff, V vocab, L layers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.sharding import constrain
+
+Params = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """RoPE frequency scaling as in Hugging Face `rope_scaling` ('llama3' or 'linear')."""
+  kind: str = "llama3"
+  factor: float = 8.0
+  low_freq_factor: float = 1.0
+  high_freq_factor: float = 4.0
+  original_max_position: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture and numerics of the decoder."""
+  vocab_size: int = 512
+  d_model: int = 64
+  n_layers: int = 2
+  n_heads: int = 4
+  n_kv_heads: int = 2
+  head_dim: int = 16
+  d_ff: int = 128
+  rope_theta: float = 10000.0
+  rope_scaling: RopeScaling | None = None
+  rms_eps: float = 1e-6
+  qkv_bias: bool = False
+  """Qwen2 has biases on q/k/v projections; Llama does not."""
+  tie_embeddings: bool = False
+  """Output projection reuses the input embedding (Qwen2.5 up to 3B)."""
+  max_seq_len: int = 4096
+  dtype: str = "float32"
+  """Compute dtype of activations and matmuls: 'float32' or 'bfloat16'."""
+  param_dtype: str = "float32"
+  """Storage dtype of the parameters: 'float32' or 'bfloat16'."""
+  remat: str = "none"
+  """Rematerialization per layer: 'none', 'full' (save nothing), 'dots' (save matmul outputs)."""
+  attention_impl: str = "xla"
+  """Training/prefill attention kernel of `jax.nn.dot_product_attention`: 'xla', 'cudnn' or
+  'auto' (cuDNN on GPU in 16-bit compute, XLA elsewhere). Decoding against the cache is XLA."""
+  logits_chunk: int = 256
+  """Sequence chunk for log-probabilities from hidden states: the B x T x V logits are never
+  materialized whole."""
+
+  def __post_init__(self):
+    _check(self, "dtype", self.dtype, ("float32", "bfloat16"))
+    _check(self, "param_dtype", self.param_dtype, ("float32", "bfloat16"))
+    _check(self, "remat", self.remat, ("none", "full", "dots"))
+    _check(self, "attention_impl", self.attention_impl, ("xla", "cudnn", "auto"))
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
+                 "max_seq_len", "logits_chunk"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"model.{name}={getattr(self, name)} must be >= 1")
+    if self.n_heads % self.n_kv_heads:
+      raise ValueError(f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}")
+    if self.head_dim % 2:
+      raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
+    if self.rope_scaling is not None:
+      _check(self, "rope_scaling.kind", self.rope_scaling.kind, ("llama3", "linear"))
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  def num_params(self) -> int:
+    p = abstract_params(self)
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(p))
+
+
+def _check(cfg, field, value, allowed):
+  if value not in allowed:
+    raise ValueError(f"model.{field}={value!r} is not one of {allowed}")
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(),
+    "qwen2.5-0.5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2,
+                                head_dim=64, d_ff=4864, rope_theta=1e6, qkv_bias=True, tie_embeddings=True,
+                                max_seq_len=32768),
+    "qwen2.5-1.5b": ModelConfig(vocab_size=151936, d_model=1536, n_layers=28, n_heads=12, n_kv_heads=2,
+                                head_dim=128, d_ff=8960, rope_theta=1e6, qkv_bias=True, tie_embeddings=True,
+                                max_seq_len=32768),
+    "qwen2.5-3b": ModelConfig(vocab_size=151936, d_model=2048, n_layers=36, n_heads=16, n_kv_heads=2,
+                              head_dim=128, d_ff=11008, rope_theta=1e6, qkv_bias=True, tie_embeddings=True,
+                              max_seq_len=32768),
+    "qwen2.5-7b": ModelConfig(vocab_size=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4,
+                              head_dim=128, d_ff=18944, rope_theta=1e6, qkv_bias=True, tie_embeddings=False,
+                              max_seq_len=32768),
+    "qwen2.5-14b": ModelConfig(vocab_size=152064, d_model=5120, n_layers=48, n_heads=40, n_kv_heads=8,
+                               head_dim=128, d_ff=13824, rope_theta=1e6, qkv_bias=True, tie_embeddings=False,
+                               max_seq_len=32768),
+    "llama3-8b": ModelConfig(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                             head_dim=128, d_ff=14336, rope_theta=5e5, rms_eps=1e-5, max_seq_len=8192),
+    "llama3.1-8b": ModelConfig(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                               head_dim=128, d_ff=14336, rope_theta=5e5, rms_eps=1e-5, max_seq_len=131072,
+                               rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+  if name not in PRESETS:
+    raise ValueError(f"model.preset={name!r} is not one of {sorted(PRESETS)}")
+  return dataclasses.replace(PRESETS[name], **overrides)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def param_axes(cfg: ModelConfig) -> Params:
+  """Logical axis names of every parameter (same tree as `init_params`)."""
+  layers = {
+      "attn_norm": ("layers", "norm"),
+      "wq": ("layers", "embed", "q_heads", "head_dim"),
+      "wk": ("layers", "embed", "kv_heads", "head_dim"),
+      "wv": ("layers", "embed", "kv_heads", "head_dim"),
+      "wo": ("layers", "q_heads", "head_dim", "embed"),
+      "mlp_norm": ("layers", "norm"),
+      "w_gate": ("layers", "embed", "mlp"),
+      "w_up": ("layers", "embed", "mlp"),
+      "w_down": ("layers", "mlp", "embed"),
+  }
+  if cfg.qkv_bias:
+    layers |= {"bq": ("layers", "q_heads", "head_dim"), "bk": ("layers", "kv_heads", "head_dim"),
+               "bv": ("layers", "kv_heads", "head_dim")}
+  axes = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
+  if not cfg.tie_embeddings:
+    axes["lm_head"] = ("embed", "vocab")
+  return axes
+
+
+def param_shapes(cfg: ModelConfig) -> Params:
+  L, D, N, K, H, F, V = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff,
+                         cfg.vocab_size)
+  layers = {
+      "attn_norm": (L, D), "wq": (L, D, N, H), "wk": (L, D, K, H), "wv": (L, D, K, H),
+      "wo": (L, N, H, D), "mlp_norm": (L, D), "w_gate": (L, D, F), "w_up": (L, D, F), "w_down": (L, F, D),
+  }
+  if cfg.qkv_bias:
+    layers |= {"bq": (L, N, H), "bk": (L, K, H), "bv": (L, K, H)}
+  shapes = {"embed": (V, D), "layers": layers, "final_norm": (D,)}
+  if not cfg.tie_embeddings:
+    shapes["lm_head"] = (D, V)
+  return shapes
+
+
+def init_params(key: jax.Array, cfg: ModelConfig, std: float = 0.02) -> Params:
+  """Random parameters: normal(std) matrices, unit norms, zero biases. Pure, so it can be
+  traced abstractly and materialized sharded with `jax.jit(..., out_shardings=...)`."""
+  shapes = param_shapes(cfg)
+  flat, treedef = jax.tree.flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))
+  keys = jax.random.split(key, len(flat))
+  dtype = jnp.dtype(cfg.param_dtype)
+  leaves = []
+  for k, (path, shape) in zip(keys, flat):
+    name = path[-1].key
+    if name.endswith("norm"):
+      leaves.append(jnp.ones(shape, dtype))
+    elif name in ("bq", "bk", "bv"):
+      leaves.append(jnp.zeros(shape, dtype))
+    else:
+      leaves.append((std * jax.random.normal(k, shape, jnp.float32)).astype(dtype))
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def abstract_params(cfg: ModelConfig) -> Params:
+  return jax.eval_shape(lambda: init_params(jax.random.key(0), cfg))
+
+
+def param_shardings(cfg: ModelConfig, mesh, rules=None) -> Params:
+  from r1jax import sharding
+  return sharding.tree_shardings(param_axes(cfg), abstract_params(cfg), mesh,
+                                 rules or sharding.DEFAULT_RULES)
+
+
+def init_sharded(key: jax.Array, cfg: ModelConfig, mesh, rules=None) -> Params:
+  """Materialize parameters directly in their shardings; nothing is built whole on one device."""
+  shardings = param_shardings(cfg, mesh, rules)
+  return jax.jit(lambda k: init_params(k, cfg), out_shardings=shardings)(key)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def rms_norm(x, w, eps):
+  """RMSNorm computed in float32, cast back (as Hugging Face Qwen2/Llama)."""
+  x32 = x.astype(jnp.float32)
+  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return w.astype(x.dtype) * x32.astype(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+  H = cfg.head_dim
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H))
+  rs = cfg.rope_scaling
+  if rs is None:
+    return inv
+  if rs.kind == "linear":
+    return inv / rs.factor
+  # Llama 3.1: keep high frequencies, divide low ones by `factor`, interpolate between.
+  low_wavelen = rs.original_max_position / rs.low_freq_factor
+  high_wavelen = rs.original_max_position / rs.high_freq_factor
+  wavelen = 2 * math.pi / inv
+  scaled = jnp.where(wavelen > low_wavelen, inv / rs.factor, inv)
+  smooth = (rs.original_max_position / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
+  smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x_BxTxNxH, positions_BxT, inv_freq):
+  """Rotary embedding in the 'rotate half' layout of Hugging Face checkpoints."""
+  freqs = positions_BxT.astype(jnp.float32)[..., None] * inv_freq  # B,T,H/2
+  cos = jnp.cos(freqs)[:, :, None, :]
+  sin = jnp.sin(freqs)[:, :, None, :]
+  x = x_BxTxNxH.astype(jnp.float32)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxTxNxH.dtype)
+
+
+def _attention_impl(cfg: ModelConfig):
+  if cfg.attention_impl != "auto":
+    return cfg.attention_impl
+  return "cudnn" if jax.default_backend() == "gpu" and cfg.dtype == "bfloat16" else "xla"
+
+
+def self_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, cfg: ModelConfig):
+  """Causal attention within the sequence; padded keys are masked (left padding)."""
+  T = q_BxTxNxH.shape[1]
+  impl = _attention_impl(cfg)
+  causal = jnp.tril(jnp.ones((T, T), bool))
+  # A query always sees itself, so fully padded rows stay finite.
+  allowed = causal[None] & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool)[None])
+  return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=allowed[:, None],
+                                      implementation=impl)
+
+
+def cached_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, ck_BxSxKxH, cv_BxSxKxH, cmask_BxS):
+  """Attention of T new tokens over S cached keys plus themselves (causal among the new ones).
+
+  The cache is read, never copied: scores over cache and new keys are softmaxed jointly and
+  the two value sums added, so one decode step moves the cache through memory once.
+  """
+  B, T, N, H = q_BxTxNxH.shape
+  K = k_BxTxKxH.shape[2]
+  q = q_BxTxNxH.reshape(B, T, K, N // K, H) * (H ** -0.5)
+  s_c = jnp.einsum("btkgh,bskh->bkgts", q, ck_BxSxKxH, preferred_element_type=jnp.float32)
+  s_n = jnp.einsum("btkgh,bskh->bkgts", q, k_BxTxKxH, preferred_element_type=jnp.float32)
+  neg = jnp.finfo(jnp.float32).min
+  s_c = jnp.where(cmask_BxS[:, None, None, None, :], s_c, neg)
+  new_ok = jnp.tril(jnp.ones((T, T), bool))[None] & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool)[None])
+  s_n = jnp.where(new_ok[:, None, None], s_n, neg)
+  p = jax.nn.softmax(jnp.concatenate([s_c, s_n], axis=-1), axis=-1)
+  S = ck_BxSxKxH.shape[1]
+  p = p.astype(v_BxTxKxH.dtype)
+  out = (jnp.einsum("bkgts,bskh->btkgh", p[..., :S], cv_BxSxKxH)
+         + jnp.einsum("bkgts,bskh->btkgh", p[..., S:], v_BxTxKxH))
+  return out.reshape(B, T, N, H)
+
+
+def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq):
+  """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values."""
+  dt = cfg.compute_dtype
+  w = jax.tree.map(lambda a: a.astype(dt), layer)
+  h = rms_norm(x, layer["attn_norm"], cfg.rms_eps)
+  q = jnp.einsum("btd,dnh->btnh", h, w["wq"])
+  k = jnp.einsum("btd,dkh->btkh", h, w["wk"])
+  v = jnp.einsum("btd,dkh->btkh", h, w["wv"])
+  if cfg.qkv_bias:
+    q, k, v = q + w["bq"], k + w["bk"], v + w["bv"]
+  q = constrain(q, ("batch", "length", "act_heads", "head_dim"))
+  q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+  if cache_kv is None:
+    att = self_attention(q, k, v, mask, cfg)
+  else:
+    ck, cv, cmask = cache_kv
+    att = cached_attention(q, k, v, mask, ck, cv, cmask)
+  x = x + jnp.einsum("btnh,nhd->btd", att, w["wo"])
+  x = constrain(x, ("batch", "length", "act_embed"))
+  h = rms_norm(x, layer["mlp_norm"], cfg.rms_eps)
+  g = jnp.einsum("btd,df->btf", h, w["w_gate"])
+  u = jnp.einsum("btd,df->btf", h, w["w_up"])
+  act = constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"))
+  x = x + jnp.einsum("btf,fd->btd", act, w["w_down"])
+  x = constrain(x, ("batch", "length", "act_embed"))
+  return x, (k, v)
+
+
+_REMAT = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *, mask_BxT=None,
+                  cache=None):
+  """Final-norm hidden states and the new keys/values of every layer.
+
+  Args:
+    tokens_BxT: int token ids. positions_BxT: RoPE positions (left padding: count from the first
+      real token). mask_BxT: True for real tokens (default all).
+    cache: optional dict with 'k', 'v' (L x B x S x K x H) and 'mask' (B x S) of earlier tokens.
+  Returns:
+    hidden_BxTxD, (k_LxBxTxKxH, v_LxBxTxKxH).
+  """
+  dt = cfg.compute_dtype
+  if mask_BxT is None:
+    mask_BxT = jnp.ones(tokens_BxT.shape, bool)
+  mask_BxT = mask_BxT.astype(bool)
+  x = jnp.take(params["embed"], tokens_BxT, axis=0).astype(dt)
+  x = constrain(x, ("batch", "length", "act_embed"))
+  inv_freq = rope_inv_freq(cfg)
+
+  def body(x, xs):
+    layer, ckv = xs
+    ckv = None if ckv is None else (ckv[0], ckv[1], cache["mask"])
+    return _block(x, layer, positions_BxT, mask_BxT, ckv, cfg, inv_freq)
+
+  if cfg.remat != "none":
+    body = jax.checkpoint(body, policy=_REMAT[cfg.remat], prevent_cse=False)
+  xs = (params["layers"], None if cache is None else (cache["k"], cache["v"]))
+  x, kv = jax.lax.scan(body, x, xs)
+  return rms_norm(x, params["final_norm"], cfg.rms_eps), kv
+
+
+def output_weights(params: Params, cfg: ModelConfig):
+  """D x V projection onto the vocabulary (the transposed embedding when tied)."""
+  return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+
+
+def logits_from_hidden(params, hidden_BxTxD, cfg: ModelConfig):
+  w = output_weights(params, cfg).astype(cfg.compute_dtype)
+  logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, w, preferred_element_type=jnp.float32)
+  return constrain(logits, ("batch", "length", "act_vocab"))
+
+
+def forward(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *, mask_BxT=None, cache=None):
+  """Logits (float32, B x T x V) and the new keys/values; see `hidden_states`."""
+  h, kv = hidden_states(params, tokens_BxT, positions_BxT, cfg, mask_BxT=mask_BxT, cache=cache)
+  return logits_from_hidden(params, h, cfg), kv
+
+
+def token_logprobs(params: Params, hidden_BxTxD, targets_BxT, cfg: ModelConfig, temperature: float = 1.0):
+  """log p(target) and entropy per position, float32, computed in sequence chunks.
+
+  The B x T x V logits exist one chunk at a time (and are recomputed in the backward pass),
+  which is what lets a 150k vocabulary train at long sequence lengths.
+  """
+  B, T, D = hidden_BxTxD.shape
+  c = min(cfg.logits_chunk, T)
+  pad = (-T) % c
+  h = jnp.pad(hidden_BxTxD, ((0, 0), (0, pad), (0, 0)))
+  y = jnp.pad(targets_BxT, ((0, 0), (0, pad)))
+  n = (T + pad) // c
+  h = h.reshape(B, n, c, D).swapaxes(0, 1)
+  y = y.reshape(B, n, c).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def chunk(_, hy):
+    hc, yc = hy
+    logits = logits_from_hidden(params, hc, cfg) / temperature
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    tgt = jnp.take_along_axis(logits, yc[..., None], axis=-1)[..., 0]
+    p = jax.nn.softmax(logits, axis=-1)
+    ent = logz - jnp.sum(p * logits, axis=-1)
+    return None, (tgt - logz, ent)
+
+  _, (logp, ent) = jax.lax.scan(chunk, None, (h, y))
+  logp = logp.swapaxes(0, 1).reshape(B, n * c)[:, :T]
+  ent = ent.swapaxes(0, 1).reshape(B, n * c)[:, :T]
+  return logp, ent
+
+
+def positions_from_mask(mask_BxT):
+  """RoPE positions for left-padded rows: 0 at the first real token."""
+  return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=-1) - 1, 0)

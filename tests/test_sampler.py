@@ -1,0 +1,132 @@
+"""Sampler: KV-cache decoding against teacher-forced forward passes of the same model."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from r1jax import model as M
+from r1jax import sampler as S
+
+CFG = M.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
+                    qkv_bias=True)
+
+
+@pytest.fixture(scope="module")
+def params():
+  # Larger init so the argmax is not a near-tie anywhere.
+  return M.init_params(jax.random.key(0), CFG, std=0.3)
+
+
+def _prompts():
+  rng = np.random.default_rng(0)
+  return [list(rng.integers(1, CFG.vocab_size, size=n)) for n in (5, 9, 3)]
+
+
+def _teacher_forced_logits(params, seq):
+  toks = jnp.asarray([seq], jnp.int32)
+  pos = jnp.arange(len(seq))[None]
+  return np.asarray(M.forward(params, toks, pos, CFG)[0][0])
+
+
+def test_greedy_equals_teacher_forced_argmax(params):
+  scfg = S.SamplingConfig(max_new_tokens=12, temperature=0.0, prompt_buckets=(16,))
+  prompts = _prompts()
+  toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
+  out = jax.device_get(S.generate(params, toks, mask, jax.random.key(1), CFG, scfg))
+  for i, p in enumerate(prompts):
+    seq = list(p) + list(out["tokens"][i])
+    logits = _teacher_forced_logits(params, seq)
+    want = logits[len(p) - 1:len(seq) - 1].argmax(-1)
+    np.testing.assert_array_equal(out["tokens"][i], want)
+    # Returned log-probs equal a separate forward pass's log-probs of the same tokens.
+    lp = jax.nn.log_softmax(logits[len(p) - 1:len(seq) - 1], -1)
+    np.testing.assert_allclose(out["logp"][i], np.take_along_axis(np.asarray(lp), want[:, None], 1)[:, 0],
+                               atol=2e-5)
+
+
+def test_sampled_logprobs_match_forward_with_temperature(params):
+  scfg = S.SamplingConfig(max_new_tokens=10, temperature=0.7, top_k=20, num_samples=3, prompt_buckets=(16,))
+  prompts = _prompts()
+  toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
+  out = jax.device_get(S.generate(params, toks, mask, jax.random.key(2), CFG, scfg))
+  assert out["tokens"].shape == (9, 10)
+  for r in range(9):
+    p = prompts[r // 3]
+    seq = list(p) + list(out["tokens"][r])
+    logits = _teacher_forced_logits(params, seq)[len(p) - 1:len(seq) - 1] / 0.7
+    lp = np.asarray(jax.nn.log_softmax(logits, -1))
+    np.testing.assert_allclose(out["logp"][r], lp[np.arange(10), out["tokens"][r]], atol=2e-5)
+    # top-k: every sampled token is among the 20 most likely.
+    ranks = (logits > logits[np.arange(10), out["tokens"][r]][:, None]).sum(-1)
+    assert (ranks < 20).all()
+
+
+def test_deterministic_and_samples_differ(params):
+  scfg = S.SamplingConfig(max_new_tokens=8, temperature=1.0, num_samples=4, prompt_buckets=(16,))
+  toks, mask = S.pad_prompts(_prompts(), scfg.prompt_buckets, pad_id=0)
+  a = jax.device_get(S.generate(params, toks, mask, jax.random.key(3), CFG, scfg))
+  b = jax.device_get(S.generate(params, toks, mask, jax.random.key(3), CFG, scfg))
+  c = jax.device_get(S.generate(params, toks, mask, jax.random.key(4), CFG, scfg))
+  np.testing.assert_array_equal(a["tokens"], b["tokens"])
+  assert (a["tokens"] != c["tokens"]).any()
+  assert len({tuple(r) for r in a["tokens"][:4]}) > 1  # the n samples of one prompt differ
+
+
+def test_tokens_after_eos_are_masked(params):
+  # Make EOS the greedy choice at the 3rd step of row 0 by picking it from a greedy run.
+  scfg = S.SamplingConfig(max_new_tokens=10, temperature=0.0, prompt_buckets=(16,))
+  toks, mask = S.pad_prompts(_prompts(), scfg.prompt_buckets, pad_id=0)
+  free = jax.device_get(S.generate(params, toks, mask, jax.random.key(0), CFG, scfg))
+  eos = int(free["tokens"][0, 2])
+  scfg = dataclasses.replace(scfg, eos_ids=(eos,), pad_id=0)
+  out = jax.device_get(S.generate(params, toks, mask, jax.random.key(0), CFG, scfg))
+  for r in range(3):
+    row = list(free["tokens"][r])
+    stop = row.index(eos) + 1 if eos in row else 10
+    assert out["length"][r] == stop
+    assert out["mask"][r, :stop].all() and not out["mask"][r, stop:].any()
+    np.testing.assert_array_equal(out["tokens"][r, :stop], free["tokens"][r, :stop])
+    assert (out["tokens"][r, stop:] == 0).all() and (out["logp"][r, stop:] == 0).all()
+    assert out["truncated"][r] == (eos not in row)
+  # suppress_eos: the same run never stops early.
+  sup = jax.device_get(S.generate(params, toks, mask, jax.random.key(0), CFG,
+                                  dataclasses.replace(scfg, suppress_eos=True)))
+  assert (sup["length"] == 10).all() and (sup["tokens"] != eos).all()
+
+
+def test_causality(params):
+  toks = jax.random.randint(jax.random.key(5), (2, 12), 0, CFG.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
+  a = M.forward(params, toks, pos, CFG)[0]
+  b = M.forward(params, toks.at[:, 7:].set(3), pos, CFG)[0]
+  np.testing.assert_allclose(a[:, :7], b[:, :7], atol=1e-6)
+  assert np.abs(np.asarray(a[:, 7:] - b[:, 7:])).max() > 1e-3
+
+
+def test_left_padding_does_not_change_logits(params):
+  seq = jnp.asarray([[5, 6, 7, 8]])
+  full = M.forward(params, seq, jnp.arange(4)[None], CFG)[0]
+  padded = jnp.asarray([[0, 0, 0, 5, 6, 7, 8]])
+  mask = padded != 0
+  out = M.forward(params, padded, M.positions_from_mask(mask), CFG, mask_BxT=mask)[0]
+  np.testing.assert_allclose(out[:, 3:], full, atol=1e-5)
+
+
+def test_no_recompile_for_same_shapes(params):
+  scfg = S.SamplingConfig(max_new_tokens=4, temperature=1.0, prompt_buckets=(16,))
+  prompts = _prompts()
+  toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
+  S.generate(params, toks, mask, jax.random.key(0), CFG, scfg)
+  before = S.generate._cache_size()
+  toks2, mask2 = S.pad_prompts([p[:2] for p in prompts], scfg.prompt_buckets, pad_id=0)
+  S.generate(params, toks2, mask2, jax.random.key(1), CFG, scfg)
+  assert S.generate._cache_size() == before
+
+
+def test_bad_config_and_long_prompt():
+  with pytest.raises(ValueError, match="top_p"):
+    S.SamplingConfig(top_p=0.0)
+  with pytest.raises(ValueError, match="prompt_buckets"):
+    S.pad_prompts([[1] * 40], (16, 32), pad_id=0)
