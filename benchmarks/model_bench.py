@@ -1,0 +1,160 @@
+"""Decode, prefill and forward+backward throughput of the r1jax transformer against hardware limits.
+
+    python benchmarks/model_bench.py --presets qwen2.5-0.5b,qwen2.5-1.5b --out results.json
+
+Measures, in the same process: the device-to-device copy bandwidth and the bf16 matmul rate
+(the two ceilings), then for each preset with random bf16 weights:
+- decode tokens/s at batch 64/256/1024 with a 1024-token prompt, as a fraction of the HBM
+  roofline (weights + the KV cache read once per step, over the measured copy bandwidth);
+- prefill and forward+backward tokens/s at sequence 2048 as MFU against the measured matmul rate.
+Decode time is t(prefill + N steps) - t(prefill + 1 step), so the prompt is not counted.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import model as M
+from r1jax import sampler as S
+
+
+def bench(fn, *args, warmup=2, iters=5):
+  """Median wall time of fn(*args) in seconds, synchronized."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def ceilings(n=1 << 30, m=8192):
+  """Copy bandwidth over n bf16 elements (default 2 GiB) and an m^3 bf16 matmul rate."""
+  x = jax.random.normal(jax.random.key(0), (n,), jnp.bfloat16)
+  copy = jax.jit(lambda x: x * 1.0001)
+  t = bench(copy, x, iters=10)
+  bw = 2 * x.nbytes / t
+  a = jax.random.normal(jax.random.key(1), (m, m), jnp.bfloat16)
+  b = jax.random.normal(jax.random.key(2), (m, m), jnp.bfloat16)
+  mm = jax.jit(lambda a, b: a @ b)
+  t = bench(mm, a, b, iters=10)
+  return {"copy_bandwidth_Bps": bw, "bf16_matmul_flops": 2 * m ** 3 / t}
+
+
+def matmul_params(cfg: M.ModelConfig) -> int:
+  """Parameters that take part in matmuls per token (embedding lookup excluded, LM head included)."""
+  L, D, N, K, H, F, V = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff,
+                         cfg.vocab_size)
+  return L * (D * N * H * 2 + D * K * H * 2 + 3 * D * F) + D * V
+
+
+def attn_flops_fwd(cfg: M.ModelConfig, T: int) -> float:
+  """Causal attention forward FLOPs per token averaged over a length-T sequence (QK and PV)."""
+  return 2 * 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T / 2
+
+
+def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8):
+  # GRPO-shaped: batch / group prompts, each sampled `group` times from one shared prefill.
+  group = group if batch % group == 0 else 1
+  prompt = jax.random.randint(jax.random.key(3), (batch // group, prompt_len), 0, cfg.vocab_size)
+  mask = jnp.ones_like(prompt, bool)
+  mk = lambda n: S.SamplingConfig(max_new_tokens=n, temperature=1.0, eos_ids=(0,), suppress_eos=True,
+                                  num_samples=group, prompt_buckets=(prompt_len,))
+  gen = lambda s: (lambda p, t, m: S.generate(p, t, m, jax.random.key(0), cfg, s))
+  t_full = bench(gen(mk(new_tokens)), params, prompt, mask, warmup=1, iters=3)
+  t_one = bench(gen(mk(1)), params, prompt, mask, warmup=1, iters=3)
+  steps = new_tokens - 1
+  dt = (t_full - t_one) / steps
+  itemsize = jnp.dtype(cfg.dtype).itemsize
+  w_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+  if cfg.tie_embeddings:  # the embedding is read again as the output projection
+    w_bytes += params["embed"].nbytes
+  ctx = prompt_len + new_tokens / 2
+  kv_bytes = 2 * cfg.n_layers * batch * ctx * cfg.n_kv_heads * cfg.head_dim * itemsize
+  return {"batch": batch, "step_s": dt, "tokens_per_s": batch / dt, "bytes_per_step": w_bytes + kv_bytes,
+          "weights_bytes": w_bytes, "kv_bytes": kv_bytes, "total_s": t_full}
+
+
+def prefill_bench(cfg, params, batch, T):
+  toks = jax.random.randint(jax.random.key(4), (batch, T), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(T), (batch, T))
+  f = jax.jit(lambda p, t: M.hidden_states(p, t, pos, cfg)[0][:, -1])
+  t = bench(f, params, toks)
+  flops = batch * T * (2 * (matmul_params(cfg) - cfg.d_model * cfg.vocab_size) + attn_flops_fwd(cfg, T))
+  return {"batch": batch, "seq": T, "s": t, "tokens_per_s": batch * T / t, "flops": flops}
+
+
+def train_bench(cfg, params, batch, T):
+  toks = jax.random.randint(jax.random.key(5), (batch, T + 1), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(T), (batch, T))
+
+  def loss(p):
+    h, _ = M.hidden_states(p, toks[:, :-1], pos, cfg)
+    return -M.token_logprobs(p, h, toks[:, 1:], cfg)[0].mean()
+
+  g = jax.jit(jax.grad(loss))
+  t = bench(g, params, iters=3)
+  flops = batch * T * 3 * (2 * matmul_params(cfg) + attn_flops_fwd(cfg, T))
+  return {"batch": batch, "seq": T, "s": t, "tokens_per_s": batch * T / t, "flops": flops}
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--presets", default="qwen2.5-0.5b,qwen2.5-1.5b")
+  ap.add_argument("--decode_batches", default="64,256,1024")
+  ap.add_argument("--prompt_len", type=int, default=1024)
+  ap.add_argument("--new_tokens", type=int, default=128)
+  ap.add_argument("--train_batch", type=int, default=8)
+  ap.add_argument("--seq", type=int, default=2048)
+  ap.add_argument("--remat", default="none,dots")
+  ap.add_argument("--attention", default="xla")
+  ap.add_argument("--skip", default="", help="comma list of: decode,prefill,train")
+  ap.add_argument("--out", default="")
+  ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script on CPU")
+  a = ap.parse_args()
+  skip = set(a.skip.split(","))
+  ceil = ceilings(1 << 20, 256) if a.smoke else ceilings()
+  print(f"device {jax.devices()[0].device_kind}  jax {jax.__version__}  copy {ceil['copy_bandwidth_Bps'] / 1e12:.2f} TB/s"
+        f"  bf16 matmul {ceil['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s", flush=True)
+  results = {"ceilings": ceil, "jax": jax.__version__, "device": jax.devices()[0].device_kind, "runs": []}
+  for name in a.presets.split(","):
+    cfg = M.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
+    params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
+    if "decode" not in skip:
+      for b in map(int, a.decode_batches.split(",")):
+        r = decode_bench(cfg, params, b, a.prompt_len, a.new_tokens)
+        r["roofline_frac"] = r["bytes_per_step"] / ceil["copy_bandwidth_Bps"] / r["step_s"]
+        results["runs"].append({"preset": name, "kind": "decode"} | r)
+        print(f"{name:14s} decode  B={b:5d} ctx~{a.prompt_len}  {r['tokens_per_s']:10.0f} tok/s  "
+              f"step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}", flush=True)
+    if "prefill" not in skip:
+      r = prefill_bench(cfg, params, a.train_batch, a.seq)
+      r["mfu"] = r["flops"] / r["s"] / ceil["bf16_matmul_flops"]
+      results["runs"].append({"preset": name, "kind": "prefill"} | r)
+      print(f"{name:14s} prefill B={a.train_batch} T={a.seq}  {r['tokens_per_s']:10.0f} tok/s  MFU {r['mfu']:.0%}",
+            flush=True)
+    if "train" not in skip:
+      for remat in a.remat.split(","):
+        c = dataclasses.replace(cfg, remat=remat)
+        r = train_bench(c, params, a.train_batch, a.seq)
+        r["mfu"] = r["flops"] / r["s"] / ceil["bf16_matmul_flops"]
+        results["runs"].append({"preset": name, "kind": "fwd+bwd", "remat": remat} | r)
+        print(f"{name:14s} fwd+bwd B={a.train_batch} T={a.seq} remat={remat}  {r['tokens_per_s']:10.0f} tok/s  "
+              f"MFU {r['mfu']:.0%}", flush=True)
+    del params
+  if a.out:
+    with open(a.out, "w") as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
