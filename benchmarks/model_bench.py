@@ -62,14 +62,17 @@ def attn_flops_fwd(cfg: M.ModelConfig, T: int) -> float:
   return 2 * 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T / 2
 
 
-def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8):
+def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="threefry"):
+  """variant: 'threefry' (default PRNG), 'rbg' (jax's fast unsafe_rbg PRNG), 'greedy' (no noise)."""
   # GRPO-shaped: batch / group prompts, each sampled `group` times from one shared prefill.
   group = group if batch % group == 0 else 1
   prompt = jax.random.randint(jax.random.key(3), (batch // group, prompt_len), 0, cfg.vocab_size)
   mask = jnp.ones_like(prompt, bool)
-  mk = lambda n: S.SamplingConfig(max_new_tokens=n, temperature=1.0, eos_ids=(0,), suppress_eos=True,
-                                  num_samples=group, prompt_buckets=(prompt_len,))
-  gen = lambda s: (lambda p, t, m: S.generate(p, t, m, jax.random.key(0), cfg, s))
+  mk = lambda n: S.SamplingConfig(max_new_tokens=n, temperature=0.0 if variant == "greedy" else 1.0,
+                                  eos_ids=(0,), suppress_eos=True, num_samples=group,
+                                  prompt_buckets=(prompt_len,))
+  key = jax.random.key(0, impl="unsafe_rbg" if variant == "rbg" else None)
+  gen = lambda s: (lambda p, t, m: S.generate(p, t, m, key, cfg, s))
   t_full = bench(gen(mk(new_tokens)), params, prompt, mask, warmup=1, iters=3)
   t_one = bench(gen(mk(1)), params, prompt, mask, warmup=1, iters=3)
   steps = new_tokens - 1
@@ -80,7 +83,7 @@ def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8):
     w_bytes += params["embed"].nbytes
   ctx = prompt_len + new_tokens / 2
   kv_bytes = 2 * cfg.n_layers * batch * ctx * cfg.n_kv_heads * cfg.head_dim * itemsize
-  return {"batch": batch, "step_s": dt, "tokens_per_s": batch / dt, "bytes_per_step": w_bytes + kv_bytes,
+  return {"batch": batch, "variant": variant, "step_s": dt, "tokens_per_s": batch / dt, "bytes_per_step": w_bytes + kv_bytes,
           "weights_bytes": w_bytes, "kv_bytes": kv_bytes, "total_s": t_full}
 
 
@@ -116,7 +119,8 @@ def main():
   ap.add_argument("--train_batch", type=int, default=8)
   ap.add_argument("--seq", type=int, default=2048)
   ap.add_argument("--remat", default="none,dots")
-  ap.add_argument("--attention", default="xla")
+  ap.add_argument("--attention", default="auto")
+  ap.add_argument("--decode_variants", default="threefry")
   ap.add_argument("--skip", default="", help="comma list of: decode,prefill,train")
   ap.add_argument("--out", default="")
   ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script on CPU")
@@ -130,11 +134,11 @@ def main():
     cfg = M.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
     params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
     if "decode" not in skip:
-      for b in map(int, a.decode_batches.split(",")):
-        r = decode_bench(cfg, params, b, a.prompt_len, a.new_tokens)
+      for b, variant in [(b, v) for b in map(int, a.decode_batches.split(",")) for v in a.decode_variants.split(",")]:
+        r = decode_bench(cfg, params, b, a.prompt_len, a.new_tokens, variant=variant)
         r["roofline_frac"] = r["bytes_per_step"] / ceil["copy_bandwidth_Bps"] / r["step_s"]
         results["runs"].append({"preset": name, "kind": "decode"} | r)
-        print(f"{name:14s} decode  B={b:5d} ctx~{a.prompt_len}  {r['tokens_per_s']:10.0f} tok/s  "
+        print(f"{name:14s} decode  B={b:5d} {variant:8s} ctx~{a.prompt_len}  {r['tokens_per_s']:10.0f} tok/s  "
               f"step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}", flush=True)
     if "prefill" not in skip:
       r = prefill_bench(cfg, params, a.train_batch, a.seq)

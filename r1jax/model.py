@@ -55,7 +55,7 @@ class ModelConfig:
   """Storage dtype of the parameters: 'float32' or 'bfloat16'."""
   remat: str = "none"
   """Rematerialization per layer: 'none', 'full' (save nothing), 'dots' (save matmul outputs)."""
-  attention_impl: str = "xla"
+  attention_impl: str = "auto"
   """Training/prefill attention kernel of `jax.nn.dot_product_attention`: 'xla', 'cudnn' or
   'auto' (cuDNN on GPU in 16-bit compute, XLA elsewhere). Decoding against the cache is XLA."""
   logits_chunk: int = 256
@@ -255,26 +255,30 @@ def self_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, cfg: ModelConfig):
                                       implementation=impl)
 
 
-def cached_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, ck_BxSxKxH, cv_BxSxKxH, cmask_BxS):
+def cached_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS):
   """Attention of T new tokens over S cached keys plus themselves (causal among the new ones).
 
   The cache is read, never copied: scores over cache and new keys are softmaxed jointly and
-  the two value sums added, so one decode step moves the cache through memory once.
+  the two value sums added, so one decode step moves the cache through memory once. The cache
+  is kv-head-major (B x K x S x H) so each (b, k) block is one contiguous S x H matrix for the
+  batched matmul, with no transpose of the cache.
   """
   B, T, N, H = q_BxTxNxH.shape
   K = k_BxTxKxH.shape[2]
-  q = q_BxTxNxH.reshape(B, T, K, N // K, H) * (H ** -0.5)
-  s_c = jnp.einsum("btkgh,bskh->bkgts", q, ck_BxSxKxH, preferred_element_type=jnp.float32)
-  s_n = jnp.einsum("btkgh,bskh->bkgts", q, k_BxTxKxH, preferred_element_type=jnp.float32)
+  q = q_BxTxNxH.reshape(B, T, K, N // K, H) * jnp.asarray(H ** -0.5, q_BxTxNxH.dtype)
+  q = q.transpose(0, 2, 3, 1, 4).reshape(B, K, (N // K) * T, H)  # B, K, G*T, H
+  s_c = jnp.einsum("bkmh,bksh->bkms", q, ck_BxKxSxH, preferred_element_type=jnp.float32)
+  s_n = jnp.einsum("bkmh,btkh->bkmt", q, k_BxTxKxH, preferred_element_type=jnp.float32)
   neg = jnp.finfo(jnp.float32).min
-  s_c = jnp.where(cmask_BxS[:, None, None, None, :], s_c, neg)
+  s_c = jnp.where(cmask_BxS[:, None, None, :], s_c, neg)
   new_ok = jnp.tril(jnp.ones((T, T), bool))[None] & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool)[None])
-  s_n = jnp.where(new_ok[:, None, None], s_n, neg)
-  p = jax.nn.softmax(jnp.concatenate([s_c, s_n], axis=-1), axis=-1)
-  S = ck_BxSxKxH.shape[1]
-  p = p.astype(v_BxTxKxH.dtype)
-  out = (jnp.einsum("bkgts,bskh->btkgh", p[..., :S], cv_BxSxKxH)
-         + jnp.einsum("bkgts,bskh->btkgh", p[..., S:], v_BxTxKxH))
+  new_ok = jnp.tile(new_ok, (1, N // K, 1))  # B, G*T, T (row m is query t = m % T)
+  s_n = jnp.where(new_ok[:, None], s_n, neg)
+  p = jax.nn.softmax(jnp.concatenate([s_c, s_n], axis=-1), axis=-1).astype(v_BxTxKxH.dtype)
+  S = ck_BxKxSxH.shape[2]
+  out = (jnp.einsum("bkms,bksh->bkmh", p[..., :S], cv_BxKxSxH)
+         + jnp.einsum("bkmt,btkh->bkmh", p[..., S:], v_BxTxKxH))
+  out = out.reshape(B, K, N // K, T, H).transpose(0, 3, 1, 2, 4)
   return out.reshape(B, T, N, H)
 
 
@@ -319,7 +323,7 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
   Args:
     tokens_BxT: int token ids. positions_BxT: RoPE positions (left padding: count from the first
       real token). mask_BxT: True for real tokens (default all).
-    cache: optional dict with 'k', 'v' (L x B x S x K x H) and 'mask' (B x S) of earlier tokens.
+    cache: optional dict with 'k', 'v' (L x B x K x S x H) and 'mask' (B x S) of earlier tokens.
   Returns:
     hidden_BxTxD, (k_LxBxTxKxH, v_LxBxTxKxH).
   """

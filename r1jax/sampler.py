@@ -99,8 +99,10 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
 
   rep = lambda x, axis: jnp.repeat(x, n, axis=axis)
   L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
-  cache_axes = ("layers", "batch", "cache_length", "act_kv_heads", "head_dim")
-  pad_kv = lambda x: constrain(jnp.pad(rep(x, 1), ((0, 0), (0, 0), (0, N), (0, 0), (0, 0))), cache_axes)
+  # kv-head-major cache, L x R x K x S x H (see model.cached_attention).
+  cache_axes = ("layers", "batch", "act_kv_heads", "cache_length", "head_dim")
+  pad_kv = lambda x: constrain(jnp.pad(rep(x, 1).swapaxes(2, 3), ((0, 0), (0, 0), (0, 0), (0, N), (0, 0))),
+                               cache_axes)
   cache = {"k": pad_kv(k), "v": pad_kv(v),
            "mask": jnp.pad(rep(prompt_mask_BxP, 0), ((0, 0), (0, N)))}
   next_pos_R = rep(positions[:, -1] + 1, 0)
@@ -137,8 +139,8 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
                                           cache=s["cache"])
     c = s["cache"]
     slot = P + t - 1
-    cache = {"k": jax.lax.dynamic_update_slice(c["k"], k1.astype(c["k"].dtype), (0, 0, slot, 0, 0)),
-             "v": jax.lax.dynamic_update_slice(c["v"], v1.astype(c["v"].dtype), (0, 0, slot, 0, 0)),
+    put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.swapaxes(2, 3).astype(buf.dtype), (0, 0, 0, slot, 0))
+    cache = {"k": put(c["k"], k1), "v": put(c["v"], v1),
              "mask": jax.lax.dynamic_update_slice(c["mask"], jnp.ones((R, 1), bool), (0, slot))}
     logits = model_lib.logits_from_hidden(params, h, cfg)[:, 0]
     tok, lp = pick(logits, t, s["done"])
