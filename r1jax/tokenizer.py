@@ -1,0 +1,325 @@
+"""One tokenizer interface over SentencePiece `.model` files and Hugging Face `tokenizer.json`.
+
+`load_tokenizer(path)` accepts:
+  * a SentencePiece model file (`*.model`),
+  * a Hugging Face tokenizer file (`*.json`, or gzipped `*.json.gz`),
+  * a directory holding `tokenizer.json`, `tokenizer.json.gz` or `tokenizer.model` (first found wins).
+Beside the file it reads, when present, `tokenizer_config.json` (bos/eos/pad tokens, chat template,
+`added_tokens_decoder`), `special_tokens_map.json` and `added_tokens.json`.
+
+`encode` never adds special tokens unless asked (`add_bos=True`), and never parses special-token
+text for SentencePiece (as `sentencepiece` itself does); Hugging Face files keep the `tokenizers`
+rule that added tokens in the text (`<|im_end|>`) become their ids. `decode` drops ids outside
+the vocabulary (the model's embedding table is often padded past the tokenizer's size).
+
+`train_sentencepiece` builds a small byte-fallback model in-process for CPU experiments.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import pathlib
+from typing import Iterable, Protocol, Sequence, runtime_checkable
+
+import sentencepiece as spm
+import tokenizers
+
+ALLOWED = ("a SentencePiece '*.model' file", "a Hugging Face '*.json' or '*.json.gz' file",
+           "a directory holding tokenizer.json, tokenizer.json.gz or tokenizer.model")
+_DIR_FILES = ("tokenizer.json", "tokenizer.json.gz", "tokenizer.model")
+# Used only when no config names the token. Order matters: a base model's end-of-text comes first.
+_EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "<|im_end|>")
+_BOS_NAMES = ("<s>", "<|begin_of_text|>", "<bos>")
+_PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>")
+REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+  """What the rest of r1jax needs from a tokenizer."""
+  vocab_size: int
+  """Ids are in [0, vocab_size), added tokens included."""
+  bos_id: int | None
+  eos_id: int
+  pad_id: int
+  """The pad token if the tokenizer defines one, else eos."""
+  chat_template: str | None
+  """Jinja chat template from tokenizer_config.json, if any."""
+
+  def encode(self, text: str, add_bos: bool = False) -> list[int]: ...
+  def encode_batch(self, texts: Sequence[str], add_bos: bool = False) -> list[list[int]]: ...
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str: ...
+  def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True) -> list[str]: ...
+  def id_to_piece(self, i: int) -> str: ...
+  def piece_to_id(self, piece: str) -> int | None: ...
+
+
+def _token_str(v) -> str | None:
+  """tokenizer_config.json stores a token as a string or as {"content": ...}."""
+  if isinstance(v, dict):
+    return v.get("content")
+  return v
+
+
+def _read_sidecars(folder: pathlib.Path) -> tuple[dict, list[dict]]:
+  """(special token names and chat template, added tokens as dicts with 'id' and 'content')."""
+  meta, added = {}, []
+  for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the config wins
+    f = folder / name
+    if f.is_file():
+      cfg = json.loads(f.read_text())
+      for key in ("bos_token", "eos_token", "pad_token"):
+        if key in cfg:
+          meta[key] = _token_str(cfg[key])
+      if isinstance(cfg.get("chat_template"), str):
+        meta["chat_template"] = cfg["chat_template"]
+      for i, tok in cfg.get("added_tokens_decoder", {}).items():
+        added.append({**tok, "id": int(i)})
+  f = folder / "added_tokens.json"
+  if f.is_file():
+    data = json.loads(f.read_text())
+    if isinstance(data, dict):  # the {"<tok>": id} form written by slow tokenizers
+      data = [{"content": c, "id": i, "special": True} for c, i in data.items()]
+    added.extend(data)
+  return meta, added
+
+
+def _pick(name: str, configured: str | None, candidates: Sequence[str], lookup, where: str) -> int | None:
+  """Id of the configured token (which must exist), else of the first candidate present."""
+  if configured is not None:
+    i = lookup(configured)
+    if i is None:
+      raise ValueError(f"{name}={configured!r} (from {where}) is not in the vocabulary")
+    return i
+  for c in candidates:
+    i = lookup(c)
+    if i is not None:
+      return i
+  return None
+
+
+class _Base:
+  """Shared batch helpers and special-id selection."""
+  vocab_size: int
+  bos_id: int | None
+  eos_id: int
+  pad_id: int
+  chat_template: str | None = None
+
+  def _set_special(self, meta: dict, where: str) -> None:
+    lookup = self.piece_to_id
+    self.bos_id = self.bos_id if "bos_token" not in meta else _pick("bos_token", meta["bos_token"], (), lookup, where)
+    eos = _pick("eos_token", meta.get("eos_token"), (), lookup, where) if meta.get("eos_token") else self.eos_id
+    if eos is None:
+      raise ValueError(f"{where}: no end-of-sequence token found (looked for {_EOS_NAMES}); pass "
+                       "eos_token='...' to load_tokenizer so the sampler can stop")
+    self.eos_id = eos
+    pad = _pick("pad_token", meta.get("pad_token"), (), lookup, where) if meta.get("pad_token") else self.pad_id
+    self.pad_id = eos if pad is None else pad
+    self.chat_template = meta.get("chat_template")
+
+  @property
+  def special_tokens_map(self) -> dict[str, str]:
+    """bos/eos/pad token strings, as Hugging Face passes them to chat templates."""
+    out = {"eos_token": self.id_to_piece(self.eos_id), "pad_token": self.id_to_piece(self.pad_id)}
+    if self.bos_id is not None:
+      out["bos_token"] = self.id_to_piece(self.bos_id)
+    return out
+
+  def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True) -> list[str]:
+    """Decode each row of `batch`."""
+    return [self.decode(ids, skip_special) for ids in batch]
+
+  def _check_id(self, i: int) -> int:
+    if not 0 <= i < self.vocab_size:
+      raise IndexError(f"token id {i} is outside the vocabulary [0, {self.vocab_size})")
+    return int(i)
+
+  def __repr__(self) -> str:
+    return (f"{type(self).__name__}({self.source!r}, vocab_size={self.vocab_size}, bos_id={self.bos_id}, "
+            f"eos_id={self.eos_id}, pad_id={self.pad_id})")
+
+
+class SentencePieceTokenizer(_Base):
+  """A SentencePiece model; ids are exactly `sentencepiece.SentencePieceProcessor`'s."""
+
+  def __init__(self, model: str | pathlib.Path | bytes, meta: dict | None = None, source: str = "<bytes>"):
+    if isinstance(model, bytes):
+      self._sp = spm.SentencePieceProcessor(model_proto=model)
+    else:
+      source = str(model)
+      self._sp = spm.SentencePieceProcessor(model_file=source)
+    self.source = source
+    self.vocab_size = self._sp.get_piece_size()
+    self.bos_id = self._sp.bos_id() if self._sp.bos_id() >= 0 else None
+    self.eos_id = self._sp.eos_id() if self._sp.eos_id() >= 0 else None
+    self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else None
+    self._set_special(meta or {}, source)
+    self._control = {i for i in range(self.vocab_size) if self._sp.is_control(i)}
+
+  def encode(self, text: str, add_bos: bool = False) -> list[int]:
+    """Token ids of `text`, with BOS first if asked and defined."""
+    return self.encode_batch([text], add_bos)[0]
+
+  def encode_batch(self, texts: Sequence[str], add_bos: bool = False) -> list[list[int]]:
+    """Token ids of each text, encoded on all cores."""
+    out = self._sp.encode(list(texts))
+    if add_bos and self.bos_id is not None:
+      out = [[self.bos_id] + ids for ids in out]
+    return out
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+    """Text of `ids`. Control tokens (bos/eos/pad) are dropped, or written as their piece."""
+    ids = [int(i) for i in ids if 0 <= i < self.vocab_size]
+    if skip_special:
+      return self._sp.decode(ids)
+    parts, run = [], []
+    for i in ids:
+      if i in self._control:
+        parts += [self._sp.decode(run), self._sp.id_to_piece(i)]
+        run = []
+      else:
+        run.append(i)
+    return "".join(parts + [self._sp.decode(run)])
+
+  def id_to_piece(self, i: int) -> str:
+    """The vocabulary piece of id `i` (SentencePiece spelling, e.g. '▁the')."""
+    return self._sp.id_to_piece(self._check_id(i))
+
+  def piece_to_id(self, piece: str) -> int | None:
+    """Id of a vocabulary piece, None if absent."""
+    i = self._sp.piece_to_id(piece)
+    return None if i == self._sp.unk_id() and piece != self._sp.id_to_piece(i) else i
+
+
+class HFTokenizer(_Base):
+  """A Hugging Face `tokenizers` tokenizer; ids are exactly `tokenizers.Tokenizer`'s."""
+
+  def __init__(self, tok: tokenizers.Tokenizer, meta: dict | None = None, added: Sequence[dict] = (),
+               source: str = "<tokenizer>"):
+    self._tok = tok
+    self.source = source
+    _add_tokens(tok, added, source)
+    self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    # Guess only among added tokens: Qwen's vocabulary holds '<s>' as ordinary text.
+    added_ids = {t.content: i for i, t in tok.get_added_tokens_decoder().items()}
+    lookup = added_ids.get
+    self.bos_id = _pick("bos_token", None, _BOS_NAMES, lookup, source)
+    self.eos_id = _pick("eos_token", None, _EOS_NAMES, lookup, source)
+    self.pad_id = _pick("pad_token", None, _PAD_NAMES, lookup, source)
+    self._set_special(meta or {}, source)
+
+  def encode(self, text: str, add_bos: bool = False) -> list[int]:
+    """Token ids of `text` (no post-processor), with BOS first if asked and defined."""
+    return self.encode_batch([text], add_bos)[0]
+
+  def encode_batch(self, texts: Sequence[str], add_bos: bool = False) -> list[list[int]]:
+    """Token ids of each text, encoded in parallel by the Rust library."""
+    out = [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+    if add_bos and self.bos_id is not None:
+      out = [[self.bos_id] + ids for ids in out]
+    return out
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+    """Text of `ids`; special added tokens are dropped unless `skip_special=False`."""
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+
+  def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True) -> list[str]:
+    """Decode each row of `batch` in parallel."""
+    return self._tok.decode_batch([[int(i) for i in ids] for ids in batch], skip_special_tokens=skip_special)
+
+  def id_to_piece(self, i: int) -> str:
+    """The vocabulary token of id `i` (byte-level spelling, e.g. 'Ġthe')."""
+    return self._tok.id_to_token(self._check_id(i))
+
+  def piece_to_id(self, piece: str) -> int | None:
+    """Id of a vocabulary token, None if absent."""
+    return self._tok.token_to_id(piece)
+
+
+def _add_tokens(tok: tokenizers.Tokenizer, added: Sequence[dict], source: str) -> None:
+  """Add tokens listed beside the file, each at the id the file gives it, or fail."""
+  seen = set()
+  for t in sorted(added, key=lambda t: int(t["id"])):
+    content, want = t["content"], int(t["id"])
+    if (content, want) in seen:
+      continue
+    seen.add((content, want))
+    have = tok.token_to_id(content)
+    if have is not None:
+      if have != want:
+        raise ValueError(f"{source}: added token {content!r} is listed with id {want} but the vocabulary has {have}")
+      continue
+    if want != tok.get_vocab_size(with_added_tokens=True):
+      raise ValueError(f"{source}: added token {content!r} wants id {want}, but the next free id is "
+                       f"{tok.get_vocab_size(with_added_tokens=True)}; added ids must be contiguous")
+    at = tokenizers.AddedToken(content, single_word=t.get("single_word", False), lstrip=t.get("lstrip", False),
+                               rstrip=t.get("rstrip", False), normalized=t.get("normalized", False),
+                               special=t.get("special", True))
+    (tok.add_special_tokens if t.get("special", True) else tok.add_tokens)([at])
+
+
+def load_tokenizer(path: str | pathlib.Path, *, bos_token: str | None = None, eos_token: str | None = None,
+                   pad_token: str | None = None) -> Tokenizer:
+  """Load the tokenizer at `path` (see the module docstring for what is accepted).
+
+  `bos_token` / `eos_token` / `pad_token` override what the files say (e.g. '<|im_end|>' as EOS
+  for an instruct model).
+  """
+  p = pathlib.Path(path)
+  if not p.exists():
+    raise FileNotFoundError(f"tokenizer path {str(p)!r} does not exist; expected one of: {'; '.join(ALLOWED)}")
+  if p.is_dir():
+    found = [p / n for n in _DIR_FILES if (p / n).is_file()]
+    if not found:
+      raise FileNotFoundError(f"directory {str(p)!r} holds none of {_DIR_FILES}")
+    p = found[0]
+  meta, added = _read_sidecars(p.parent)
+  for key, value in (("bos_token", bos_token), ("eos_token", eos_token), ("pad_token", pad_token)):
+    if value is not None:
+      meta[key] = value
+  name = p.name.lower()
+  if name.endswith(".model"):
+    return SentencePieceTokenizer(p, meta)
+  if name.endswith(".json.gz"):
+    with gzip.open(p, "rt", encoding="utf-8") as f:
+      return HFTokenizer(tokenizers.Tokenizer.from_str(f.read()), meta, added, str(p))
+  if name.endswith(".json"):
+    return HFTokenizer(tokenizers.Tokenizer.from_file(str(p)), meta, added, str(p))
+  raise ValueError(f"cannot tell the tokenizer format of {str(p)!r}; expected one of: {'; '.join(ALLOWED)}")
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_path: str | pathlib.Path,
+                        user_defined_symbols: Sequence[str] = REASONING_TAGS, *, model_type: str = "unigram",
+                        pad_id: int = 0, unk_id: int = 1, bos_id: int = 2, eos_id: int = 3,
+                        split_digits: bool = True, max_sentence_length: int = 1 << 16,
+                        num_threads: int = 1) -> SentencePieceTokenizer:
+  """Train a SentencePiece model on `texts`, write it to `out_path`, and load it.
+
+  Byte fallback makes any UTF-8 text round-trip; identity normalization, no extra-whitespace
+  removal and no dummy prefix make decode(encode(s)) == s exactly and decode(a + b) ==
+  decode(a) + decode(b). `user_defined_symbols` (the R1 tags) are always single tokens.
+  One thread and no input sampling make two runs on the same texts give the same model.
+  `vocab_size` must leave room past the 256 byte pieces, the 4 special ids and the symbols; if
+  the corpus is too small for it, the model comes out smaller (read `.vocab_size`).
+  """
+  floor = 256 + 4 + len(user_defined_symbols)
+  if vocab_size <= floor:
+    raise ValueError(f"vocab_size={vocab_size} must exceed {floor} (256 byte pieces + 4 special ids + "
+                     f"{len(user_defined_symbols)} user symbols)")
+  if model_type not in ("unigram", "bpe"):
+    raise ValueError(f"model_type={model_type!r} is not one of ('unigram', 'bpe')")
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type=model_type,
+      user_defined_symbols=list(user_defined_symbols), byte_fallback=True, character_coverage=1.0,
+      normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
+      split_digits=split_digits, allow_whitespace_only_pieces=True, hard_vocab_limit=False,
+      pad_id=pad_id, unk_id=unk_id, bos_id=bos_id, eos_id=eos_id, input_sentence_size=0,
+      shuffle_input_sentence=False, max_sentence_length=max_sentence_length, num_threads=num_threads,
+      minloglevel=2)
+  out = pathlib.Path(out_path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_bytes(model.getvalue())
+  return SentencePieceTokenizer(out)
