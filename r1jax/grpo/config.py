@@ -1,0 +1,87 @@
+"""Hyperparameters of the GRPO update (DeepSeekMath sec. 4.1, DeepSeek-R1, DAPO, Dr. GRPO, GSPO)."""
+from __future__ import annotations
+
+import dataclasses
+
+LOSS_TYPES = ("grpo", "token_mean", "dr_grpo")
+"""Loss aggregations, see `r1jax.grpo.loss.aggregate`."""
+LOSS_TYPE_ALIASES = {"bnpo": "token_mean", "dapo": "token_mean"}
+"""Names peers use for the same aggregation; resolved to the canonical name on construction."""
+SCALE_REWARDS = ("group", "batch", "none")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+  """One GRPO update: sampling group, clipped objective, KL, aggregation, optimizer.
+
+  Invalid values raise a ValueError naming `grpo.<field>` at construction, before anything compiles.
+  `loss_type` aliases ('bnpo', 'dapo') are stored as their canonical name ('token_mean').
+  """
+  num_generations: int = 8
+  """G: completions sampled per prompt; rows of one prompt are contiguous in every batch."""
+  beta: float = 0.001
+  """KL coefficient (R1 Nature: 0.001; DeepSeekMath: 0.04). 0 disables the KL term and no
+  reference model is needed."""
+  eps_low: float = 0.2
+  """Lower clip range: the ratio is clipped below at 1 - eps_low."""
+  eps_high: float = 0.2
+  """Upper clip range: the ratio is clipped above at 1 + eps_high (DAPO clip-higher: 0.28)."""
+  loss_type: str = "grpo"
+  """Aggregation of per-token losses: 'grpo' (mean over sequences of per-sequence token means),
+  'token_mean' (alias 'bnpo', 'dapo': sum over tokens / valid tokens in the batch), 'dr_grpo'
+  (sum over tokens / (num sequences * max_completion_length)). Dr. GRPO proper also needs
+  scale_rewards='none'; the two are separate knobs so each fix can be ablated alone."""
+  scale_rewards: str = "group"
+  """Advantage scaling after subtracting the group mean: 'group' (divide by the group's std),
+  'batch' (divide by the whole batch's std), 'none' (Dr. GRPO)."""
+  mu: int = 1
+  """Inner iterations over each rollout batch (pi_old fixed during them). With mu = 1 the ratio is
+  1 at the update point: the loss value is ~0 but its gradient is not."""
+  num_minibatches: int = 1
+  """Optimizer steps per inner iteration; the rollout rows are split into this many minibatches."""
+  max_completion_length: int = 256
+  """Completion tokens per row (N); also the 'dr_grpo' normalizer."""
+  ref_reset_every: int = 0
+  """Reset the reference model to the current policy every this many steps (R1: 400); 0 = never."""
+  dynamic_sampling: bool = False
+  """DAPO dynamic sampling: drop groups whose rewards are all equal and resample to refill."""
+  mask_truncated_completions: bool = False
+  """Exclude completions that hit max_completion_length without EOS from the loss (DAPO)."""
+  importance_sampling_level: str = "token"
+  """'token': per-token ratio (GRPO); 'sequence': exp(mean_t log ratio) per sequence (GSPO)."""
+
+  def __post_init__(self):
+    if isinstance(self.loss_type, str) and self.loss_type in LOSS_TYPE_ALIASES:
+      object.__setattr__(self, "loss_type", LOSS_TYPE_ALIASES[self.loss_type])
+    self.validate()
+
+  def validate(self) -> None:
+    """Raise ValueError naming the field, its value and what is allowed."""
+    _one_of("loss_type", self.loss_type, LOSS_TYPES,
+            extra=f" (aliases: {', '.join(f'{k!r}' for k in LOSS_TYPE_ALIASES)} -> 'token_mean')")
+    _one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+    _one_of("importance_sampling_level", self.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
+    for name in ("dynamic_sampling", "mask_truncated_completions"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"grpo.{name}={getattr(self, name)!r} must be a bool")
+    _at_least("num_generations", self.num_generations, 2, "a group needs >= 2 samples to have a spread")
+    _at_least("mu", self.mu, 1)
+    _at_least("num_minibatches", self.num_minibatches, 1)
+    _at_least("max_completion_length", self.max_completion_length, 1)
+    _at_least("ref_reset_every", self.ref_reset_every, 0, "0 = never")
+    if not self.beta >= 0:
+      raise ValueError(f"grpo.beta={self.beta!r} must be >= 0 (0 disables the KL term)")
+    if not 0 <= self.eps_low < 1:
+      raise ValueError(f"grpo.eps_low={self.eps_low!r} must be in [0, 1) so that 1 - eps_low > 0")
+    if not self.eps_high >= 0:
+      raise ValueError(f"grpo.eps_high={self.eps_high!r} must be >= 0")
+
+def _one_of(name: str, value, allowed: tuple[str, ...], extra: str = "") -> None:
+  if value not in allowed:
+    raise ValueError(f"grpo.{name}={value!r} is not one of {allowed}{extra}")
+
+
+def _at_least(name: str, value, lo: int, why: str = "") -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+    raise ValueError(f"grpo.{name}={value!r} must be an int >= {lo}" + (f" ({why})" if why else ""))
