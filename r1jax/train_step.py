@@ -1,0 +1,204 @@
+"""The jit-compiled steps: GRPO policy update, log-probabilities, and supervised (SFT) update.
+
+Each is a pure function `(state, batch) -> (state, metrics)` compiled once with explicit
+in/out shardings and the state donated. A batch row is a left-padded prompt of P tokens
+followed by N completion tokens; logits at position t score token t + 1.
+
+Shape letters: R rows, P prompt length, N completion length, T = P + N.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from r1jax import model as model_lib
+from r1jax.grpo import loss as loss_lib
+from r1jax.grpo.config import GRPOConfig
+from r1jax.sharding import logical_to_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """AdamW with linear warmup, then constant or cosine decay, and global-norm clipping."""
+  learning_rate: float = 1e-6
+  warmup_steps: int = 0
+  decay: str = "constant"
+  """'constant' or 'cosine' (to 10% over total_steps)."""
+  total_steps: int = 1000
+  b1: float = 0.9
+  b2: float = 0.99
+  weight_decay: float = 0.1
+  max_grad_norm: float = 1.0
+
+  def __post_init__(self):
+    if self.learning_rate <= 0:
+      raise ValueError(f"optim.learning_rate={self.learning_rate} must be > 0")
+    if self.decay not in ("constant", "cosine"):
+      raise ValueError(f"optim.decay={self.decay!r} is not one of ('constant', 'cosine')")
+    if self.warmup_steps < 0 or self.total_steps < 1:
+      raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be >= 0 and "
+                       f"optim.total_steps={self.total_steps} >= 1")
+
+
+def schedule(cfg: OptimConfig) -> optax.Schedule:
+  warm = optax.linear_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 1))
+  if cfg.decay == "cosine":
+    rest = optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.total_steps - cfg.warmup_steps, 1), 0.1)
+  else:
+    rest = optax.constant_schedule(cfg.learning_rate)
+  return optax.join_schedules([warm, rest], [cfg.warmup_steps]) if cfg.warmup_steps else rest
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+  return optax.chain(
+      optax.clip_by_global_norm(cfg.max_grad_norm),
+      optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
+                  mask=_decay_mask),
+  )
+
+
+_MATRICES = {"embed", "lm_head", "wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}
+
+
+def _decay_mask(params):
+  """Weight decay on matrices only, not on norms and biases."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key in _MATRICES, params)
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def init_state(params, optimizer: optax.GradientTransformation):
+  """Train state: parameters, optimizer state and step. Sharding follows the parameters."""
+  opt_state = jax.jit(optimizer.init)(params)
+  state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32)}
+  sh = jax.tree.leaves(params)[0].sharding
+  if isinstance(sh, NamedSharding):
+    # Scalars (step, Adam counts) on the same mesh, replicated, so every call of the step sees
+    # the same input shardings as its outputs and nothing recompiles.
+    rep = NamedSharding(sh.mesh, PartitionSpec())
+    state = jax.tree.map(lambda x: x if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == sh.mesh
+                         else jax.device_put(x, rep), state)
+  return state
+
+
+def state_shardings(state):
+  return jax.tree.map(lambda x: x.sharding, state)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  """Rows of a batch are split over the data and fsdp mesh axes."""
+  return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+
+def shard_batch(batch: dict, mesh) -> dict:
+  def put(x):
+    spec = logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh)
+    return jax.device_put(x, NamedSharding(mesh, spec))
+  return jax.tree.map(put, batch)
+
+
+# ----------------------------------------------------------------------------- log-probs
+
+
+def completion_logprobs(params, tokens_RxT, mask_RxT, prompt_len: int, cfg: model_lib.ModelConfig,
+                        temperature: float = 1.0):
+  """log p and entropy of the N = T - P completion tokens under `params` (R x N, float32)."""
+  positions = model_lib.positions_from_mask(mask_RxT)
+  h, _ = model_lib.hidden_states(params, tokens_RxT[:, :-1], positions[:, :-1], cfg, mask_BxT=mask_RxT[:, :-1])
+  return model_lib.token_logprobs(params, h[:, prompt_len - 1:], tokens_RxT[:, prompt_len:], cfg, temperature)
+
+
+def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float, mesh=None):
+  """Jitted `(params, batch) -> logp_RxN` (reference / old-policy log-probs)."""
+  def fn(params, batch):
+    P = batch["tokens"].shape[1] - batch["completion_mask"].shape[1]
+    return completion_logprobs(params, batch["tokens"], batch["mask"], P, cfg, temperature)[0]
+  return jax.jit(fn)
+
+
+# ----------------------------------------------------------------------------- GRPO
+
+
+def _finite_update(state, grads, loss, optimizer):
+  """Apply the optimizer unless loss or gradients are NaN/inf; then keep the old state."""
+  gnorm = optax.tree.norm(grads) if hasattr(optax, "tree") else optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+  updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  new = {"params": keep(params, state["params"]), "opt_state": keep(opt_state, state["opt_state"]),
+         "step": state["step"] + finite.astype(jnp.int32)}
+  return new, gnorm, finite
+
+
+def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConfig, temperature: float,
+                   shardings: Any | None = None, mesh=None) -> Callable:
+  """Jitted GRPO update `(state, batch) -> (state, metrics)` on one minibatch.
+
+  batch: tokens_RxT, mask_RxT (real tokens), completion_mask_RxN, old_logp_RxN (sampling-time),
+  ref_logp_RxN (only when beta > 0), adv_R.
+  """
+  optimizer = make_optimizer(ocfg)
+  lr = schedule(ocfg)
+
+  def step(state, batch):
+    P = batch["tokens"].shape[1] - batch["completion_mask"].shape[1]
+
+    def loss_fn(params):
+      logp, ent = completion_logprobs(params, batch["tokens"], batch["mask"], P, cfg, temperature)
+      loss, m = loss_lib.grpo_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["adv"],
+                                   batch["completion_mask"], gcfg)
+      m = dict(m)
+      m["entropy"] = loss_lib.masked_mean(ent, batch["completion_mask"])
+      return loss, m
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    new_state, gnorm, finite = _finite_update(state, grads, loss, optimizer)
+    metrics |= {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state["step"]),
+                "nonfinite": (~finite).astype(jnp.int32)}
+    return new_state, metrics
+
+  return _jit_step(step, shardings, mesh)
+
+
+def _jit_step(step, shardings, mesh):
+  if shardings is None:
+    return jax.jit(step, donate_argnums=0)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated),
+                 donate_argnums=0)
+
+
+# ----------------------------------------------------------------------------- SFT
+
+
+def make_sft_step(cfg: model_lib.ModelConfig, ocfg: OptimConfig, shardings=None, mesh=None) -> Callable:
+  """Jitted next-token cross-entropy update on tokens_RxT with loss_mask_RxT (targets to learn).
+
+  Used to pretrain the tiny default base model, for the cold-start SFT stage and distillation.
+  """
+  optimizer = make_optimizer(ocfg)
+  lr = schedule(ocfg)
+
+  def step(state, batch):
+    toks, mask, lmask = batch["tokens"], batch["mask"], batch["loss_mask"]
+
+    def loss_fn(params):
+      pos = model_lib.positions_from_mask(mask)
+      h, _ = model_lib.hidden_states(params, toks[:, :-1], pos[:, :-1], cfg, mask_BxT=mask[:, :-1])
+      logp, _ = model_lib.token_logprobs(params, h, toks[:, 1:], cfg)
+      w = lmask[:, 1:].astype(jnp.float32)
+      return -jnp.sum(logp * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+    new_state, gnorm, finite = _finite_update(state, grads, loss, optimizer)
+    return new_state, {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state["step"]),
+                       "nonfinite": (~finite).astype(jnp.int32)}
+
+  return _jit_step(step, shardings, mesh)
