@@ -1,0 +1,116 @@
+"""Evaluate a policy on verifiable problems: pass@1 over k samples, pass@k, cons@k.
+
+The DeepSeek-R1 protocol by default (temperature 0.6, top-p 0.95, k samples per problem).
+Completions go through the sharded sampler in fixed-shape batches and are graded by the one
+grader the accuracy reward uses (`r1jax.rewards.answer.grade`).
+Outputs: a summary dict (also `summary.json`), `samples.jsonl` with every sample, and a table.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import pathlib
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from r1jax import rollout
+from r1jax.evaluation import metrics
+from r1jax.rewards import aha
+from r1jax.rewards import answer
+from r1jax.rewards import format as format_lib
+from r1jax.sampler import SamplingConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Sampling protocol and batching of an evaluation."""
+  num_samples: int = 1
+  """k completions per problem."""
+  temperature: float = 0.6
+  top_p: float = 0.95
+  max_new_tokens: int = 256
+  max_prompt_len: int = 512
+  batch_size: int = 32
+  """Problems per sampler call (rows = batch_size * num_samples)."""
+  seed: int = 0
+  grade_timeout_s: float = 2.0
+  group_by: tuple[str, ...] = ("subject", "level")
+  """Example fields to break the results down by, where present."""
+
+  def __post_init__(self):
+    if self.num_samples < 1:
+      raise ValueError(f"eval.num_samples={self.num_samples} must be >= 1 (k samples per problem)")
+    if self.batch_size < 1 or self.max_new_tokens < 1:
+      raise ValueError(f"eval.batch_size={self.batch_size} and eval.max_new_tokens={self.max_new_tokens} "
+                       f"must be >= 1")
+
+
+def _summarize(rows: list[dict], k: int) -> dict:
+  by_problem = collections.defaultdict(list)
+  for r in rows:
+    by_problem[r["problem_id"]].append(r)
+  pass1, passk, cons = [], [], []
+  for samples in by_problem.values():
+    c = sum(s["correct"] for s in samples)
+    pass1.append(c / len(samples))
+    passk.append(metrics.pass_at_k(len(samples), c, k))
+    cons.append(metrics.cons_at_k([s["normalized"] for s in samples], [s["correct"] for s in samples]))
+  return {"problems": len(by_problem), "samples": len(rows), "pass@1": float(np.mean(pass1)),
+          f"pass@{k}": float(np.mean(passk)), f"cons@{k}": float(np.mean(cons)),
+          "format_rate": float(np.mean([r["format"] for r in rows])),
+          "mean_length": float(np.mean([r["length"] for r in rows]))}
+
+
+def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: str, ecfg: EvalConfig, *,
+             eos_ids: tuple[int, ...], pad_id: int, out_dir=None, progress: bool = True) -> dict:
+  """Sample, grade and summarize; writes summary.json and samples.jsonl under `out_dir` if given."""
+  for i, ex in enumerate(examples):
+    if not str(ex.get("final", "")).strip():
+      raise ValueError(f"evaluation example {i} (id {ex.get('id', '?')!r}) has no reference answer 'final'")
+  kept, prompt_ids, dropped = rollout.encode_prompts(examples, tokenizer, template, ecfg.max_prompt_len)
+  buckets = tuple(sorted({min(b for b in (32, 64, 128, 256, 512, 1024, 2048, 4096) if b >= len(p))
+                          for p in prompt_ids}))
+  scfg = SamplingConfig(max_new_tokens=ecfg.max_new_tokens, temperature=ecfg.temperature, top_p=ecfg.top_p,
+                        num_samples=ecfg.num_samples, eos_ids=tuple(eos_ids), pad_id=pad_id,
+                        prompt_buckets=buckets)
+  rows = []
+  key = jax.random.key(ecfg.seed)
+  starts = range(0, len(kept), ecfg.batch_size)
+  if progress:
+    from tqdm.auto import tqdm
+    starts = tqdm(starts, desc="evaluate", dynamic_ncols=True)
+  for b in starts:
+    exs, ids = kept[b:b + ecfg.batch_size], prompt_ids[b:b + ecfg.batch_size]
+    ro = rollout.sample(params, ids, jax.random.fold_in(key, b), model_cfg, scfg, tokenizer,
+                        batch_size=ecfg.batch_size)
+    for r, text in enumerate(ro.texts):
+      ex = exs[r // ecfg.num_samples]
+      v = answer.grade(text, str(ex["final"]), timeout_s=ecfg.grade_timeout_s)
+      rows.append({"problem_id": ex.get("id", str(b + r // ecfg.num_samples)), "sample": r % ecfg.num_samples,
+                   "completion": text, "extracted": v.extracted, "reference": str(ex["final"]),
+                   "correct": bool(v.correct), "verdict": v.reason,
+                   "normalized": answer.normalize_answer(v.extracted) if v.extracted is not None else None,
+                   "format": bool(format_lib.strict_format(text) > 0), "length": int(ro.length[r]),
+                   **{g: ex[g] for g in ecfg.group_by if g in ex}})
+  summary = _summarize(rows, ecfg.num_samples)
+  summary |= {k: float(v) for k, v in aha.batch_metrics([r["completion"] for r in rows]).items()}
+  summary["timeouts"] = sum(r["verdict"] == "timeout" for r in rows)
+  summary["prompts_dropped_too_long"] = dropped
+  for g in ecfg.group_by:
+    groups = collections.defaultdict(list)
+    for r in rows:
+      if g in r:
+        groups[r[g]].append(r)
+    for name, rs in sorted(groups.items(), key=lambda x: str(x[0])):
+      summary[f"{g}={name}/pass@1"] = _summarize(rs, ecfg.num_samples)["pass@1"]
+  if out_dir is not None:
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    with open(out / "samples.jsonl", "w") as f:
+      for r in rows:
+        f.write(json.dumps(r) + "\n")
+  return summary

@@ -1,0 +1,247 @@
+"""What `experiments/*.py` run: build tokenizer, base model and data from a config, then a stage.
+
+Stages:
+- 'r1_zero': evaluate the base model, GRPO with the R1 template and rule rewards, evaluate
+  again, print a summary table, write plots and `summary.json`.
+- 'pretrain': only build (or load) the base model.
+- 'evaluate': only evaluate the base model (or `model.init_checkpoint`).
+
+The embedded default needs no network: verifiable arithmetic problems are generated, a
+SentencePiece tokenizer is trained on them, and a tiny base model is pretrained on a corpus of
+solved problems (cached in the work directory). The corpus mostly answers in plain prose and
+only sometimes in the R1 `<think>/<answer>` form, and some of its answers are wrong, so the base
+model is weak at the template and RL has something to teach.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+
+from absl import logging as absl_logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from r1jax import checkpoint as ckpt_lib
+from r1jax import model as model_lib
+from r1jax import sharding
+from r1jax import templates
+from r1jax import tokenizer as tok_lib
+from r1jax import train
+from r1jax import train_step
+from r1jax.config import to_dataclass
+from r1jax.evaluation import harness
+from r1jax.grpo.config import GRPOConfig
+from r1jax.logger import format_table, plot_run
+from r1jax.rewards import combine
+from r1jax.sampler import SamplingConfig
+from r1jax.tasks import arithmetic
+
+STAGES = ("r1_zero", "pretrain", "evaluate")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> dict:
+  """Every section as its frozen dataclass; raises ValueError naming the bad field. Compiles nothing."""
+  if cfg.stage not in STAGES:
+    raise ValueError(f"stage={cfg.stage!r} is not one of {STAGES}")
+  model_over = {k: v for k, v in cfg.model.items() if k not in ("preset", "hf_checkpoint", "init_checkpoint")}
+  if cfg.model.preset not in model_lib.PRESETS:
+    raise ValueError(f"model.preset={cfg.model.preset!r} is not one of {sorted(model_lib.PRESETS)}")
+  base = dataclasses.asdict(model_lib.PRESETS[cfg.model.preset])
+  base.pop("rope_scaling")
+  model_cfg = to_dataclass(model_lib.ModelConfig, base | model_over, "model")
+  out = {
+      "model": model_cfg,
+      "mesh": to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"),
+      "grpo": to_dataclass(GRPOConfig, cfg.grpo, "grpo"),
+      "optim": to_dataclass(train_step.OptimConfig, cfg.optim, "optim"),
+      "pretrain_optim": to_dataclass(train_step.OptimConfig, cfg.pretrain.optim, "pretrain.optim"),
+      "train": to_dataclass(train.TrainConfig, cfg.train, "train"),
+      "eval": to_dataclass(harness.EvalConfig, cfg.eval, "eval"),
+  }
+  out["sampling"] = to_dataclass(SamplingConfig, cfg.sampling, "sampling",
+                                 num_samples=out["grpo"].num_generations)
+  for f in ("steps", "batch_size", "seq_len"):
+    if cfg.pretrain[f] < 1:
+      raise ValueError(f"pretrain.{f}={cfg.pretrain[f]} must be >= 1")
+  if cfg.template not in ("r1_zero",) and "{prompt}" not in cfg.template:
+    raise ValueError(f"template={cfg.template!r}: use 'r1_zero' or a string with a {{prompt}} slot")
+  return out
+
+
+def template_text(cfg) -> str:
+  return templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_examples(cfg) -> tuple[list[dict], list[dict]]:
+  """(train, held-out) examples for the configured source."""
+  d = cfg.data
+  if d.source not in ("synthetic", "jsonl", "reasoning_gym", "tfds"):
+    raise ValueError(f"data.source={d.source!r} is not one of ('synthetic', 'jsonl', 'reasoning_gym', 'tfds')")
+  if d.source == "synthetic":
+    return arithmetic.split(d.num_train, d.num_eval, seed=d.seed)
+  from r1jax import data as data_lib
+  dcfg = data_lib.DataConfig(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(
+      data_lib.DataConfig)}})
+  train_ex = data_lib.load(dcfg)
+  if d.eval_path:
+    eval_ex = data_lib.load(dataclasses.replace(dcfg, path=d.eval_path, max_examples=d.num_eval))
+  else:
+    train_ex, eval_ex = train_ex[d.num_eval:], train_ex[:d.num_eval]
+  return train_ex, eval_ex
+
+
+def pretraining_documents(examples, template: str, seed: int, r1_fraction: float, wrong_fraction: float):
+  """Solved problems as text. Mostly prose answers, a `r1_fraction` in the R1 tag format, and a
+  `wrong_fraction` of final answers replaced by a wrong number (the base model's noise)."""
+  rng = np.random.default_rng(seed)
+  docs = []
+  for ex in examples:
+    final = ex["final"]
+    if rng.random() < wrong_fraction:
+      final = str(int(final) + int(rng.choice([-2, -1, 1, 2, 10]))) if final.lstrip("-").isdigit() else final
+    sol = ex.get("solution", "")
+    prompt = templates.format_prompt(ex["question"], template)
+    u = rng.random()
+    if u < r1_fraction:
+      docs.append(f"{prompt} <think> {sol} </think> <answer> {final} </answer>")
+    elif u < 0.75:
+      docs.append(f"{prompt} {sol} The answer is {final}.")
+    else:
+      docs.append(f"Question: {ex['question']}\nSolution: {sol} So the result is {final}.")
+  return docs
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_tokenizer(cfg, workdir: pathlib.Path, corpus_fn):
+  if cfg.model.hf_checkpoint:
+    return tok_lib.load_tokenizer(cfg.model.hf_checkpoint)
+  if cfg.tokenizer.path:
+    return tok_lib.load_tokenizer(cfg.tokenizer.path)
+  path = workdir / "base" / "tokenizer.model"
+  if path.exists():
+    return tok_lib.load_tokenizer(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return tok_lib.train_sentencepiece(corpus_fn(), cfg.tokenizer.vocab_size, path,
+                                     model_type=cfg.tokenizer.model_type)
+
+
+def pack_documents(docs, tokenizer, seq_len: int):
+  """Tokenize documents (BOS ... EOS) and pack the stream into full rows of `seq_len` tokens,
+  so no compute goes to padding (documents may straddle rows, as in GPT pretraining)."""
+  stream = []
+  for ids in tokenizer.encode_batch(docs):
+    stream += ([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + list(ids) + [tokenizer.eos_id]
+  n = len(stream) // seq_len
+  toks = np.asarray(stream[:n * seq_len], np.int32).reshape(n, seq_len)
+  return toks, np.ones_like(toks, bool)
+
+
+def pretrain(cfg, parts, params, tokenizer, docs, mesh, workdir: pathlib.Path):
+  """Next-token pretraining of the tiny base model; cached as a checkpoint in workdir/base."""
+  model_cfg, ocfg = parts["model"], parts["pretrain_optim"]
+  optimizer = train_step.make_optimizer(ocfg)
+  state = train_step.init_state(params, optimizer)
+  shardings = train_step.state_shardings(state)
+  ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(workdir / "base" / "ckpt"), save_every=1, keep=1,
+                                                       async_save=False))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  if ck.latest_step() == cfg.pretrain.steps:
+    state, _ = ck.restore(cfg.pretrain.steps, abstract)
+    ck.close()
+    print(f"base model: loaded the pretrained checkpoint from {workdir / 'base'}")
+    return state["params"]
+  toks, mask = pack_documents(docs, tokenizer, cfg.pretrain.seq_len)
+  step_fn = train_step.make_sft_step(model_cfg, ocfg, shardings, mesh)
+  rng = np.random.default_rng(cfg.seed)
+  from tqdm.auto import tqdm
+  B = cfg.pretrain.batch_size
+  losses = []
+  for _ in (bar := tqdm(range(cfg.pretrain.steps), desc="pretrain base", dynamic_ncols=True,
+                        disable=not cfg.train.progress)):
+    idx = rng.integers(0, len(toks), B)
+    batch = train_step.shard_batch({"tokens": toks[idx], "mask": mask[idx], "loss_mask": mask[idx]}, mesh)
+    state, m = step_fn(state, batch)
+    losses.append(m["loss"])
+    if len(losses) % 50 == 0:
+      bar.set_postfix(loss=f"{float(np.mean(jax.device_get(losses[-50:]))):.3f}")
+  ck.save(cfg.pretrain.steps, state, {"step": cfg.pretrain.steps}, force=True)
+  ck.wait()
+  ck.close()
+  return state["params"]
+
+
+def build_model(cfg, parts, tokenizer, mesh, workdir, docs_fn):
+  """(model config, params): from a Hugging Face checkpoint, or the pretrained tiny default."""
+  if cfg.model.hf_checkpoint:
+    from r1jax import hf
+    overrides = {k: getattr(parts["model"], k) for k in ("dtype", "param_dtype", "remat", "attention_impl")}
+    return hf.load_hf_checkpoint(cfg.model.hf_checkpoint, mesh=mesh, **overrides)
+  model_cfg = dataclasses.replace(parts["model"], vocab_size=tokenizer.vocab_size)
+  parts["model"] = model_cfg
+  params = model_lib.init_sharded(jax.random.key(cfg.seed), model_cfg, mesh)
+  if cfg.pretrain.steps:
+    params = pretrain(cfg, parts, params, tokenizer, docs_fn(), mesh, workdir)
+  return model_cfg, params
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(cfg: ml_collections.ConfigDict) -> dict:
+  """Run the configured stage; returns (and for 'r1_zero' writes) the summary."""
+  t_start = time.time()
+  parts = validate(cfg)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
+  if cfg.get("distributed", False):
+    jax.distributed.initialize()
+  workdir = pathlib.Path(cfg.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=1))
+  template = template_text(cfg)
+  train_ex, eval_ex = load_examples(cfg)
+  docs_fn = lambda: pretraining_documents(train_ex, template, cfg.seed, cfg.pretrain.r1_fraction,
+                                          cfg.pretrain.wrong_fraction)
+  mesh = sharding.make_mesh(parts["mesh"])
+  with jax.set_mesh(mesh):
+    tokenizer = build_tokenizer(cfg, workdir, docs_fn)
+    model_cfg, params = build_model(cfg, parts, tokenizer, mesh, workdir, docs_fn)
+    if cfg.stage == "pretrain":
+      return {"num_params": model_cfg.num_params()}
+    eos = (tokenizer.eos_id,)
+    ecfg = parts["eval"]
+    evaluate = lambda p, tag: harness.evaluate(p, model_cfg, tokenizer, eval_ex, template, ecfg, eos_ids=eos,
+                                               pad_id=tokenizer.pad_id, out_dir=workdir / f"eval_{tag}",
+                                               progress=cfg.train.progress)
+    base = evaluate(params, "base")
+    print(format_table([(k, v) for k, v in base.items() if isinstance(v, float)], ("base model", "value")))
+    if cfg.stage == "evaluate":
+      return base
+    scfg = dataclasses.replace(parts["sampling"], eos_ids=eos, pad_id=tokenizer.pad_id)
+    specs = combine.default_specs(cfg.rewards.to_dict())
+    ckcfg = ckpt_lib.CheckpointConfig(str(workdir / "ckpt"), save_every=cfg.checkpoint.save_every,
+                                      keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
+    result = train.run_grpo(model_cfg=model_cfg, params=params, tokenizer=tokenizer, examples=train_ex,
+                            reward_specs=specs, template=template, tcfg=parts["train"], gcfg=parts["grpo"],
+                            ocfg=parts["optim"], scfg=scfg, ckcfg=ckcfg, mesh=mesh, workdir=workdir)
+    final = evaluate(result["state"]["params"], "final")
+  plots = plot_run(workdir)
+  summary = {"base_accuracy": base["pass@1"], "final_accuracy": final["pass@1"],
+             "base_format_rate": base["format_rate"], "format_rate": final["format_rate"],
+             "base_mean_length": base["mean_length"], "final_mean_length": final["mean_length"],
+             "eval_problems": len(eval_ex), "train_steps": parts["train"].steps,
+             "wall_seconds": time.time() - t_start, "plots": [str(p) for p in plots]}
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+  rows = [(k, base[k], final[k]) for k in ("pass@1", "format_rate", "mean_length", "reflection_rate")
+          if k in base]
+  print(format_table(rows, ("held-out metric", "base", "after GRPO")))
+  print(f"wall time {summary['wall_seconds']:.0f} s; summary, metrics and plots in {workdir}")
+  return summary

@@ -1,0 +1,107 @@
+"""Metrics to JSONL and TensorBoard, sample completions to JSONL, and PNG plots of a run."""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any
+
+import numpy as np
+
+
+def _scalar(v) -> float:
+  return float(np.asarray(v))
+
+
+class MetricsLogger:
+  """Appends one JSON line per step to `metrics.jsonl` (resume-safe: later lines win)."""
+
+  def __init__(self, workdir: str | pathlib.Path, tensorboard: bool = True):
+    self.dir = pathlib.Path(workdir)
+    self.dir.mkdir(parents=True, exist_ok=True)
+    self._metrics = open(self.dir / "metrics.jsonl", "a")
+    self._samples = open(self.dir / "samples.jsonl", "a")
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(str(self.dir / "tb"))
+
+  def log(self, step: int, metrics: dict[str, Any]):
+    row = {"step": int(step)} | {k: _scalar(v) for k, v in metrics.items()}
+    self._metrics.write(json.dumps(row) + "\n")
+    self._metrics.flush()
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and math.isfinite(v):
+          self._tb.add_scalar(k, v, step)
+
+  def log_samples(self, step: int, rows: list[dict]):
+    for r in rows:
+      self._samples.write(json.dumps({"step": int(step)} | r) + "\n")
+    self._samples.flush()
+
+  def close(self):
+    self._metrics.close()
+    self._samples.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir) -> list[dict]:
+  """Metrics rows by step; when a resumed run re-logged a step, the last row wins."""
+  rows = {}
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if path.exists():
+    for line in path.read_text().splitlines():
+      if line.strip():
+        r = json.loads(line)
+        rows[r["step"]] = r
+  return [rows[k] for k in sorted(rows)]
+
+
+PLOTS = {
+    "reward": ("reward", "Total reward"),
+    "accuracy": ("rewards/accuracy/mean", "Accuracy reward"),
+    "format": ("rewards/format/mean", "Format reward"),
+    "response_length": ("completions/mean_length", "Response length (tokens)"),
+    "reflection_rate": ("aha/reflection_rate", "Reflection rate (responses with 'wait', re-checks)"),
+}
+
+
+def plot_run(workdir, extra: dict[str, tuple[str, str]] | None = None) -> list[pathlib.Path]:
+  """One PNG per curve (reward, accuracy, response length, reflection rate) in `workdir/plots`."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = read_metrics(workdir)
+  out_dir = pathlib.Path(workdir) / "plots"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  written = []
+  for name, (key, title) in (PLOTS | (extra or {})).items():
+    pts = [(r["step"], r[key]) for r in rows if key in r]
+    if not pts:
+      continue
+    x, y = zip(*pts)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(x, y, lw=1, alpha=0.4, color="C0")
+    if len(y) >= 5:
+      w = max(len(y) // 20, 3)
+      smooth = np.convolve(y, np.ones(w) / w, mode="valid")
+      ax.plot(x[w - 1:], smooth, lw=2, color="C0")
+    ax.set(title=title, xlabel="step")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
+def format_table(rows: list[tuple], headers: tuple[str, ...]) -> str:
+  """A plain-text table with aligned columns."""
+  cells = [[str(h) for h in headers]] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+  line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))
+  return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])

@@ -1,0 +1,73 @@
+"""Prompts in, completions out: tokenize with a template, sample in fixed-shape batches, decode.
+
+Shared by GRPO training, rejection sampling and evaluation, so all three see the same prompts
+and the same sampler.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from r1jax import sampler as sampler_lib
+from r1jax import templates
+
+
+def encode_prompts(examples: Sequence[dict], tokenizer, template: str, max_prompt_len: int,
+                   on_too_long: str = "skip") -> tuple[list[dict], list[list[int]], int]:
+  """Template and tokenize each example's question.
+
+  Prompts longer than `max_prompt_len` tokens are dropped ('skip', counted) or raise ('fail').
+  Returns (kept examples, their token ids, number dropped).
+  """
+  if on_too_long not in ("skip", "fail"):
+    raise ValueError(f"data.on_too_long={on_too_long!r} is not one of ('skip', 'fail')")
+  texts = [templates.format_prompt(ex["question"], template) for ex in examples]
+  ids = tokenizer.encode_batch(texts)
+  kept, kept_ids, dropped = [], [], 0
+  for ex, p in zip(examples, ids):
+    if tokenizer.bos_id is not None:
+      p = [tokenizer.bos_id] + list(p)
+    if len(p) > max_prompt_len:
+      if on_too_long == "fail":
+        raise ValueError(f"example {ex.get('id', '?')!r}: prompt has {len(p)} tokens, more than "
+                         f"sampling.max_prompt_len={max_prompt_len}")
+      dropped += 1
+      continue
+    kept.append(ex)
+    kept_ids.append(list(p))
+  return kept, kept_ids, dropped
+
+
+@dataclasses.dataclass
+class Rollout:
+  """Host (numpy) result of sampling n completions for each of B prompts; R = B * n rows."""
+  prompt_tokens: np.ndarray  # B x P
+  prompt_mask: np.ndarray  # B x P
+  tokens: np.ndarray  # R x N
+  logp: np.ndarray  # R x N
+  mask: np.ndarray  # R x N
+  length: np.ndarray  # R
+  truncated: np.ndarray  # R
+  texts: list[str]  # R decoded completions
+
+  def train_batch(self, n: int) -> dict:
+    """Prompt + completion rows (R x (P + N)) in the layout `train_step` expects."""
+    pt = np.repeat(self.prompt_tokens, n, axis=0)
+    pm = np.repeat(self.prompt_mask, n, axis=0)
+    return {"tokens": np.concatenate([pt, self.tokens], 1), "mask": np.concatenate([pm, self.mask], 1),
+            "completion_mask": self.mask, "old_logp": self.logp}
+
+
+def sample(params, prompt_ids: Sequence[Sequence[int]], key, cfg, scfg: sampler_lib.SamplingConfig,
+           tokenizer, batch_size: int | None = None) -> Rollout:
+  """Sample `scfg.num_samples` completions per prompt; the batch is padded to `batch_size` rows."""
+  toks, pmask = sampler_lib.pad_prompts(prompt_ids, scfg.prompt_buckets, scfg.pad_id, batch_size)
+  out = jax.device_get(sampler_lib.generate(params, toks, pmask, key, cfg, scfg))
+  R = len(prompt_ids) * scfg.num_samples
+  out = {k: v[:R] for k, v in out.items() if k != "steps"}
+  texts = [tokenizer.decode([int(t) for t in row[m]]) for row, m in zip(out["tokens"], out["mask"])]
+  return Rollout(toks[:len(prompt_ids)], pmask[:len(prompt_ids)], out["tokens"], out["logp"], out["mask"],
+                 out["length"], out["truncated"], texts)
