@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pass@k, cons@k, grouped tables) and the sampling harness."""

@@ -1,0 +1,9 @@
+"""Rule-based rewards, pure `fn(completion, example) -> float`, and the one answer grader.
+
+answer    extraction and grading of final answers (numbers exactly, LaTeX via math-verify)
+format    R1 template format: strict, lenient, open-r1 tag count
+language  language consistency of the chain of thought
+length    DAPO soft overlong punishment (tokens)
+aha       reflection / restart / uncertainty phrase rates
+combine   the standard reward functions, RewardSpec, parallel time-limited compute_rewards
+"""
