@@ -76,4 +76,4 @@ if __name__ == "__main__":
   from r1jax import experiment
 
   _CONFIG = config_flags.DEFINE_config_dict("config", get_config())
-  app.run(lambda argv: experiment.run(_CONFIG.value))
+  app.run(lambda argv: experiment.run(_CONFIG.value) and None)

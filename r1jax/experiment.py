@@ -222,7 +222,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
                                                pad_id=tokenizer.pad_id, out_dir=workdir / f"eval_{tag}",
                                                progress=cfg.train.progress)
     base = evaluate(params, "base")
-    print(format_table([(k, v) for k, v in base.items() if isinstance(v, float)], ("base model", "value")))
+    print(format_table([(k, v) for k, v in base.items() if not k.endswith("per_response")], ("base model", "value")))
     if cfg.stage == "evaluate":
       return base
     scfg = dataclasses.replace(parts["sampling"], eos_ids=eos, pad_id=tokenizer.pad_id)

@@ -108,7 +108,8 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   examples, prompt_ids, dropped = rollout_lib.encode_prompts(examples, tokenizer, template,
                                                             tcfg.max_prompt_len, tcfg.on_too_long)
   if not examples:
-    raise ValueError("no training example fits train.max_prompt_len")
+    raise ValueError(f"none of the {dropped} training prompts fits train.max_prompt_len={tcfg.max_prompt_len} "
+                     f"tokens; raise it")
   # One prompt length for the whole run: one compile of the sampler and of the update.
   P = max(len(p) for p in prompt_ids)
   scfg = dataclasses.replace(scfg, prompt_buckets=(P,))
