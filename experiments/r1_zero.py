@@ -12,7 +12,8 @@ Real setups override fields from the shell, e.g. a Hugging Face base model on GS
       --config.model.dtype=bfloat16 --config.sampling.max_new_tokens=1024 \
       --config.grpo.max_completion_length=1024 --config.eval.max_new_tokens=1024
 
-`--config.stage=pretrain|evaluate` runs one stage only; `sweep()` lists the ablations.
+`--config.stage=pretrain|evaluate` runs one stage only; `sweep()` lists the ablations and
+`--sweep_index=i` runs the i-th (give each its own `--config.workdir`).
 """
 import sys
 
@@ -47,10 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
                 ref_reset_every=0, dynamic_sampling=False, mask_truncated_completions=False)
   c.optim = dict(learning_rate=2e-4, warmup_steps=5, decay="constant", total_steps=80, b1=0.9, b2=0.99,
                  weight_decay=0.0, max_grad_norm=1.0)
-  c.rewards = dict(accuracy=1.0, format=1.0, language=0.0, overlong=0.0, language_alpha=0.8,
-                   language_target="en", overlong_buffer=16)
+  c.rewards = dict(accuracy=1.0, format=1.0, language=0.0, language_alpha=0.8, language_target="en")
   c.train = dict(steps=80, prompts_per_step=16, max_prompt_len=128, seed=0, sample_log_every=10,
-                 reward_timeout_s=5.0, reward_workers=2, progress=True)
+                 reward_timeout_s=5.0, reward_workers=2, overlong_weight=0.0, overlong_buffer=8,
+                 progress=True)
   c.eval = dict(num_samples=1, temperature=0.6, top_p=0.95, max_new_tokens=40, batch_size=64)
   c.checkpoint = dict(save_every=20, keep=3, async_save=True)
   return c
@@ -61,7 +62,7 @@ def sweep():
   return [
       {"grpo.loss_type": "grpo"},
       {"grpo.loss_type": "token_mean", "grpo.eps_high": 0.28, "grpo.beta": 0.0, "grpo.dynamic_sampling": True,
-       "rewards.overlong": 1.0},  # DAPO
+       "train.overlong_weight": 1.0},  # DAPO
       {"grpo.loss_type": "dr_grpo", "grpo.scale_rewards": "none"},  # Dr. GRPO
       {"grpo.beta": 0.0},  # no KL: the reference model is not even built
       {"grpo.mu": 2, "grpo.num_minibatches": 2},
@@ -70,10 +71,11 @@ def sweep():
 
 
 if __name__ == "__main__":
-  from absl import app
+  from absl import app, flags
   from ml_collections import config_flags
 
   from r1jax import experiment
 
   _CONFIG = config_flags.DEFINE_config_dict("config", get_config())
-  app.run(lambda argv: experiment.run(_CONFIG.value) and None)
+  _SWEEP = flags.DEFINE_integer("sweep_index", -1, "apply sweep()[i] on top of the config")
+  app.run(lambda argv: experiment.run(experiment.with_sweep(_CONFIG.value, sweep(), _SWEEP.value)) and None)

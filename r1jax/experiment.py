@@ -72,6 +72,24 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   return out
 
 
+def with_sweep(cfg: ml_collections.ConfigDict, sweep: list[dict], index: int) -> ml_collections.ConfigDict:
+  """`cfg` with the dotted overrides of sweep[index] applied (index -1: unchanged)."""
+  if index < 0:
+    return cfg
+  if index >= len(sweep):
+    raise ValueError(f"sweep_index={index} but the sweep has {len(sweep)} entries")
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  for key, value in sweep[index].items():
+    *path, leaf = key.split(".")
+    node = cfg
+    for p in path:
+      node = node[p]
+    if leaf not in node:
+      raise ValueError(f"sweep entry {index}: unknown config field {key!r}")
+    node[leaf] = value
+  return cfg
+
+
 def template_text(cfg) -> str:
   return templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
 

@@ -23,6 +23,7 @@ from r1jax.grpo import advantages as adv_lib
 from r1jax.grpo.config import GRPOConfig
 from r1jax.rewards import aha
 from r1jax.rewards import combine
+from r1jax.rewards import length as length_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,10 @@ class TrainConfig:
   """Stop after this many consecutive updates with NaN/inf loss or gradient."""
   reward_timeout_s: float = 5.0
   reward_workers: int = 2
+  overlong_weight: float = 0.0
+  """DAPO soft overlong punishment (in tokens) added to the reward with this weight; 0 = off."""
+  overlong_buffer: int = 16
+  """Its buffer C: the penalty ramps from 0 at max_completion_length - C to -1 at the maximum."""
   max_sampling_rounds: int = 4
   """DAPO dynamic sampling: most rollout rounds per step to fill the batch with informative groups."""
   progress: bool = True
@@ -163,6 +168,10 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
         total, per_fn, stats = combine.compute_rewards(ro.texts, exs, reward_specs,
                                                        timeout_s=tcfg.reward_timeout_s,
                                                        num_workers=tcfg.reward_workers)
+        if tcfg.overlong_weight:
+          per_fn["overlong"] = length_lib.soft_overlong_punishment(ro.length, gcfg.max_completion_length,
+                                                                   tcfg.overlong_buffer)
+          total = total + tcfg.overlong_weight * per_fn["overlong"]
         t_gen += tb - ta
         t_rew += time.perf_counter() - tb
         rounds += 1

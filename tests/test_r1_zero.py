@@ -98,3 +98,20 @@ def test_bad_config_fails_before_compiling(tmp_path):
   assert out.returncode != 0
   assert "grpo.loss_type='foo' is not one of" in out.stderr
   assert not (tmp_path / "base").exists()  # nothing was built
+
+
+def test_every_sweep_entry_is_a_valid_config():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  from r1jax import experiment
+  for i in range(len(mod.sweep())):
+    cfg = experiment.with_sweep(mod.get_config(), mod.sweep(), i)
+    parts = experiment.validate(cfg)
+    for key, value in mod.sweep()[i].items():
+      section, field = key.split(".")
+      if section in ("grpo", "train"):
+        assert getattr(parts[section], field) == value
+  with pytest.raises(ValueError, match="unknown config field"):
+    experiment.with_sweep(mod.get_config(), [{"grpo.nope": 1}], 0)

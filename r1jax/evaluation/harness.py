@@ -7,7 +7,6 @@ Outputs: a summary dict (also `summary.json`), `samples.jsonl` with every sample
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import pathlib
@@ -49,19 +48,9 @@ class EvalConfig:
 
 
 def _summarize(rows: list[dict], k: int) -> dict:
-  by_problem = collections.defaultdict(list)
-  for r in rows:
-    by_problem[r["problem_id"]].append(r)
-  pass1, passk, cons = [], [], []
-  for samples in by_problem.values():
-    c = sum(s["correct"] for s in samples)
-    pass1.append(c / len(samples))
-    passk.append(metrics.pass_at_k(len(samples), c, k))
-    cons.append(metrics.cons_at_k([s["normalized"] for s in samples], [s["correct"] for s in samples]))
-  return {"problems": len(by_problem), "samples": len(rows), "pass@1": float(np.mean(pass1)),
-          f"pass@{k}": float(np.mean(passk)), f"cons@{k}": float(np.mean(cons)),
-          "format_rate": float(np.mean([r["format"] for r in rows])),
-          "mean_length": float(np.mean([r["length"] for r in rows]))}
+  return metrics.summarize(rows, k) | {
+      "format_rate": float(np.mean([r["format"] for r in rows])),
+      "mean_length": float(np.mean([r["length"] for r in rows]))}
 
 
 def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: str, ecfg: EvalConfig, *,
@@ -100,12 +89,8 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
   summary["timeouts"] = sum(r["verdict"] == "timeout" for r in rows)
   summary["prompts_dropped_too_long"] = dropped
   for g in ecfg.group_by:
-    groups = collections.defaultdict(list)
-    for r in rows:
-      if g in r:
-        groups[r[g]].append(r)
-    for name, rs in sorted(groups.items(), key=lambda x: str(x[0])):
-      summary[f"{g}={name}/pass@1"] = _summarize(rs, ecfg.num_samples)["pass@1"]
+    for name, rs in sorted(metrics.group_rows(rows, g).items(), key=lambda x: str(x[0])):
+      summary[f"{g}={name}/pass@1"] = metrics.summarize(rs, ecfg.num_samples)["pass@1"]
   if out_dir is not None:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
