@@ -197,6 +197,12 @@ class Checkpointer:
     _check_abstract(abstract_state)
     return _restore(self._mgr, _check_step(self._mgr, step), abstract_state)
 
+  def restore_meta(self, step: int | None = None) -> dict:
+    """Only the JSON meta of `step` (latest if None): e.g. the model config needed to build the
+    abstract state for `restore`."""
+    step = _check_step(self._mgr, step)
+    return self._mgr.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+
   def wait(self) -> None:
     """Block until the pending asynchronous save is on disk (and old steps are deleted)."""
     self._mgr.wait_until_finished()

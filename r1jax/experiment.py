@@ -72,6 +72,38 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   return out
 
 
+# ----------------------------------------------------------------------------- policy on disk
+
+
+def save_policy(directory, step: int, params, model_cfg: model_lib.ModelConfig, tokenizer_path: str):
+  """Parameters (sharded Orbax checkpoint) plus what is needed to use them: model config and tokenizer."""
+  meta = {"model": dataclasses.asdict(model_cfg), "tokenizer": str(tokenizer_path), "step": int(step)}
+  with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(directory), save_every=1, keep=1,
+                                                       async_save=False)) as ck:
+    ck.save(step, {"params": params}, meta, force=True)
+
+
+def load_policy(directory, mesh):
+  """(model config, params, tokenizer) saved by `save_policy`, restored into `mesh` shardings."""
+  if not pathlib.Path(directory).is_dir():
+    raise FileNotFoundError(f"checkpoint={str(directory)!r}: no such directory")
+  with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(directory), save_every=1, keep=1,
+                                                       async_save=False)) as ck:
+    meta = ck.restore_meta()
+    if "model" not in meta:
+      raise ValueError(f"checkpoint={str(directory)!r} was not written by save_policy (its meta has no model "
+                       f"config); pass a policy directory such as <workdir>/policy")
+    m = dict(meta["model"])
+    if m.get("rope_scaling"):
+      m["rope_scaling"] = model_lib.RopeScaling(**m["rope_scaling"])
+    model_cfg = model_lib.ModelConfig(**m)
+    shardings = model_lib.param_shardings(model_cfg, mesh)
+    abstract = {"params": jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                                       model_lib.abstract_params(model_cfg), shardings)}
+    state, _ = ck.restore(None, abstract)
+  return model_cfg, state["params"], tok_lib.load_tokenizer(meta["tokenizer"])
+
+
 def with_sweep(cfg: ml_collections.ConfigDict, sweep: list[dict], index: int) -> ml_collections.ConfigDict:
   """`cfg` with the dotted overrides of sweep[index] applied (index -1: unchanged)."""
   if index < 0:
@@ -139,13 +171,17 @@ def pretraining_documents(examples, template: str, seed: int, r1_fraction: float
 # ----------------------------------------------------------------------------- model
 
 
-def build_tokenizer(cfg, workdir: pathlib.Path, corpus_fn):
+def tokenizer_path(cfg, workdir: pathlib.Path) -> pathlib.Path:
   if cfg.model.hf_checkpoint:
-    return tok_lib.load_tokenizer(cfg.model.hf_checkpoint)
+    return pathlib.Path(cfg.model.hf_checkpoint).resolve()
   if cfg.tokenizer.path:
-    return tok_lib.load_tokenizer(cfg.tokenizer.path)
-  path = workdir / "base" / "tokenizer.model"
-  if path.exists():
+    return pathlib.Path(cfg.tokenizer.path).resolve()
+  return (workdir / "base" / "tokenizer.model").resolve()
+
+
+def build_tokenizer(cfg, workdir: pathlib.Path, corpus_fn):
+  path = tokenizer_path(cfg, workdir)
+  if cfg.model.hf_checkpoint or cfg.tokenizer.path or path.exists():
     return tok_lib.load_tokenizer(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   return tok_lib.train_sentencepiece(corpus_fn(), cfg.tokenizer.vocab_size, path,
@@ -251,6 +287,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
                             reward_specs=specs, template=template, tcfg=parts["train"], gcfg=parts["grpo"],
                             ocfg=parts["optim"], scfg=scfg, ckcfg=ckcfg, mesh=mesh, workdir=workdir)
     final = evaluate(result["state"]["params"], "final")
+    save_policy(workdir / "policy", parts["train"].steps, result["state"]["params"], model_cfg, tokenizer_path(cfg, workdir))
   plots = plot_run(workdir)
   summary = {"base_accuracy": base["pass@1"], "final_accuracy": final["pass@1"],
              "base_format_rate": base["format_rate"], "format_rate": final["format_rate"],
@@ -263,3 +300,37 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
   print(format_table(rows, ("held-out metric", "base", "after GRPO")))
   print(f"wall time {summary['wall_seconds']:.0f} s; summary, metrics and plots in {workdir}")
   return summary
+
+
+def run_evaluation(cfg: ml_collections.ConfigDict) -> dict:
+  """experiments/evaluate.py: a policy or Hugging Face model on JSONL / generated datasets."""
+  from r1jax import datasets as datasets_lib
+  ecfg = to_dataclass(harness.EvalConfig, cfg.eval, "eval")
+  specs = harness.parse_datasets(cfg.datasets)
+  if cfg.template not in ("r1_zero", "chat") and "{prompt}" not in cfg.template:
+    raise ValueError(f"template={cfg.template[:60]!r} has no {{prompt}} slot; use 'r1_zero', 'chat' or such a text")
+  data = []
+  for name, path, layout in specs:  # read (and check) every dataset before loading the model
+    if name == "arithmetic":
+      data.append((name, arithmetic.split(0, cfg.max_examples or 256, seed=0)[1]))
+    else:
+      ex, _ = datasets_lib.load_jsonl(datasets_lib.JsonlConfig(path=path, layout=layout, on_bad_line=cfg.on_bad_line,
+                                                               max_examples=cfg.max_examples))
+      data.append((name, ex))
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  mesh = sharding.make_mesh(to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"))
+  with jax.set_mesh(mesh):
+    if cfg.hf_checkpoint:
+      from r1jax import hf
+      model_cfg, params = hf.load_hf_checkpoint(cfg.hf_checkpoint, mesh=mesh)
+      tokenizer = tok_lib.load_tokenizer(cfg.hf_checkpoint)
+    else:
+      model_cfg, params, tokenizer = load_policy(cfg.checkpoint, mesh)
+    if cfg.template == "chat":
+      if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("template='chat' but the tokenizer has no chat_template")
+      template = templates.get_template("chat", chat_template=tokenizer.chat_template)
+    else:
+      template = templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
+    return harness.evaluate_datasets(params, model_cfg, tokenizer, data, template, ecfg, cfg.out_dir,
+                                     progress=cfg.progress)

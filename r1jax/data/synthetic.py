@@ -22,6 +22,7 @@ NAMES = ("Tom", "Ana", "Sam", "Mia", "Ben", "Lily")
 THINGS = ("apples", "pens", "books", "coins", "cards", "eggs")
 KINDS = ("add", "sub", "mul", "story_add", "story_sub", "story_mul", "two_step")
 HELDOUT_BUCKETS = 10
+_MAX_MISSES = 20_000  # draws in a row without a new problem: the split is (nearly) exhausted
 
 _QUESTION = {
     "add": "What is {a} + {b}?",
@@ -86,9 +87,9 @@ def generate(n: int, split: str, seed: int = 0) -> list[dict]:
   if split not in ("train", "eval"):
     raise ValueError(f"split={split!r} is not one of ('train', 'eval')")
   rng = random.Random(f"r1jax-synthetic/{split}/{seed}")
-  out, seen, attempts = [], set(), 0
-  while len(out) < n and attempts < 100 * n + 1000:
-    attempts += 1
+  out, seen, misses = [], set(), 0
+  while len(out) < n and misses < _MAX_MISSES:
+    misses += 1
     kind = rng.choice(KINDS)
     nums = _operands(kind, rng)
     ex = make_problem(kind, nums, rng)
@@ -96,6 +97,7 @@ def generate(n: int, split: str, seed: int = 0) -> list[dict]:
       continue
     seen.add(ex["id"])
     out.append(ex)
+    misses = 0
   if len(out) < n:
     raise ValueError(f"asked for {n} synthetic {split} problems; only {len(out)} distinct ones were found "
                      f"(data.num_{split} is too large for the generator)")

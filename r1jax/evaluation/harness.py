@@ -99,3 +99,42 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
       for r in rows:
         f.write(json.dumps(r) + "\n")
   return summary
+
+
+def parse_datasets(spec: str) -> list[tuple[str, str, str]]:
+  """'name=path[:layout],...' -> [(name, path, layout)]; the bare name 'arithmetic' is the generated
+  held-out set of the default run."""
+  out = []
+  for item in filter(None, (x.strip() for x in spec.split(","))):
+    if item == "arithmetic":
+      out.append(("arithmetic", "", ""))
+      continue
+    if "=" not in item:
+      raise ValueError(f"datasets entry {item!r}: use name=path[:layout] or 'arithmetic'")
+    name, rest = item.split("=", 1)
+    path, _, layout = rest.partition(":")
+    out.append((name, path, layout or ("aime" if "aime" in name.lower() else
+                                       "math" if "math" in name.lower() else "gsm8k")))
+  if not out:
+    raise ValueError("datasets is empty: give at least one name=path[:layout]")
+  return out
+
+
+def evaluate_datasets(params, model_cfg, tokenizer, datasets: list[tuple[str, list[dict]]], template, ecfg,
+                      out_dir, progress=True) -> dict:
+  """Evaluate on each (name, examples); prints one table, writes out_dir/summary.json and
+  out_dir/<name>/{summary.json,samples.jsonl}."""
+  from r1jax.logger import format_table
+  k = ecfg.num_samples
+  results = {}
+  for name, examples in datasets:
+    results[name] = evaluate(params, model_cfg, tokenizer, examples, template, ecfg,
+                             eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
+                             out_dir=pathlib.Path(out_dir) / name, progress=progress)
+  rows = [(n, r["problems"], r["pass@1"], r[f"pass@{k}"], r[f"cons@{k}"], r["format_rate"], r["mean_length"],
+           r["reflection_rate"]) for n, r in results.items()]
+  print(format_table(rows, ("dataset", "problems", "pass@1", f"pass@{k}", f"cons@{k}", "format", "mean len",
+                            "reflection")))
+  pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)
+  (pathlib.Path(out_dir) / "summary.json").write_text(json.dumps(results, indent=1))
+  return results

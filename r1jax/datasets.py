@@ -1,0 +1,96 @@
+"""Verifiable problems from JSONL files: GSM8K, MATH and AIME field layouts, strict or lenient.
+
+An example is a dict with 'id', 'question', 'final' (the reference answer) and, where the file
+has them, 'subject' and 'level'. Bad lines are reported by file and line number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+
+from r1jax.rewards import answer as answer_lib
+
+# question field, answer field, optional id/subject/level fields of known layouts.
+LAYOUTS = {
+    "gsm8k": {"question": "question", "final": "final"},
+    "aime": {"question": "question", "final": "final"},
+    "math": {"question": "problem", "final": "answer", "subject": "type", "level": "level"},
+    "math_solution": {"question": "problem", "final": "solution", "subject": "type", "level": "level"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonlConfig:
+  """Where the problems are and how their fields are named."""
+  path: str = ""
+  layout: str = "gsm8k"
+  """A key of LAYOUTS; 'math_solution' takes the last \\boxed{} of the solution as the answer."""
+  question_field: str = ""
+  """Overrides the layout's question field when set."""
+  answer_field: str = ""
+  """Overrides the layout's answer field when set."""
+  on_bad_line: str = "fail"
+  """'fail' raises on a malformed line or a row without an answer; 'skip' drops and counts it."""
+  max_examples: int = 0
+  """Keep the first n examples (0 = all)."""
+
+  def __post_init__(self):
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"data.layout={self.layout!r} is not one of {sorted(LAYOUTS)}")
+    if self.on_bad_line not in ("fail", "skip"):
+      raise ValueError(f"data.on_bad_line={self.on_bad_line!r} is not one of ('fail', 'skip')")
+    if self.max_examples < 0:
+      raise ValueError(f"data.max_examples={self.max_examples} must be >= 0")
+
+
+def load_jsonl(cfg: JsonlConfig) -> tuple[list[dict], int]:
+  """(examples, number of skipped lines). Errors name the file, the line and the field."""
+  path = pathlib.Path(cfg.path)
+  if not path.is_file():
+    raise FileNotFoundError(f"data.path={cfg.path!r}: no such file")
+  fields = dict(LAYOUTS[cfg.layout])
+  if cfg.question_field:
+    fields["question"] = cfg.question_field
+  if cfg.answer_field:
+    fields["final"] = cfg.answer_field
+  out, skipped = [], 0
+
+  def bad(lineno, why):
+    nonlocal skipped
+    msg = f"{path}:{lineno}: {why}"
+    if cfg.on_bad_line == "fail":
+      raise ValueError(msg + " (set data.on_bad_line='skip' to drop such lines)")
+    logging.warning("skipping %s", msg)
+    skipped += 1
+
+  with open(path) as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        bad(lineno, f"malformed JSON ({e.msg})")
+        continue
+      if not isinstance(row, dict):
+        bad(lineno, "not a JSON object")
+        continue
+      q, a = row.get(fields["question"]), row.get(fields["final"])
+      if not isinstance(q, str) or not q.strip():
+        bad(lineno, f"no question in field {fields['question']!r}")
+        continue
+      if cfg.layout == "math_solution" and isinstance(a, str):
+        a = answer_lib.extract_answer(a)
+      if a is None or not str(a).strip():
+        bad(lineno, f"no answer in field {fields['final']!r}")
+        continue
+      ex = {"id": str(row.get("id", row.get("idx", f"{path.stem}:{lineno}"))), "question": q, "final": str(a).strip()}
+      for k in ("subject", "level"):
+        if k in fields and fields[k] in row:
+          ex[k] = row[fields[k]]
+      out.append(ex)
+      if cfg.max_examples and len(out) >= cfg.max_examples:
+        break
+  return out, skipped

@@ -1,0 +1,113 @@
+"""The evaluation harness end to end on CPU, and its bad-input errors."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from r1jax import datasets
+from r1jax import experiment
+from r1jax import model as M
+from r1jax import sharding
+from r1jax import templates
+from r1jax import tokenizer as tok_lib
+from r1jax import train_step as TS
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ANSWER = " <think> I add. </think> <answer> 4 </answer>"
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+  """A tiny model taught (by a few SFT steps) to answer '4' to every question, saved as a policy."""
+  d = tmp_path_factory.mktemp("policy")
+  qs = [f"What is {a} + {b}?" for a in range(8) for b in range(8)]
+  texts = [templates.format_prompt(q, templates.R1_ZERO_TEMPLATE) + ANSWER for q in qs]
+  tok = tok_lib.train_sentencepiece(texts, 500, d / "tok.model", model_type="bpe")
+  cfg = M.ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
+                      d_ff=64)
+  ids = [[tok.bos_id] + tok.encode(t) + [tok.eos_id] for t in texts]
+  T = max(map(len, ids))
+  toks = np.zeros((len(ids), T), np.int32)
+  mask = np.zeros((len(ids), T), bool)
+  lmask = np.zeros((len(ids), T), bool)
+  for i, (row, t) in enumerate(zip(ids, texts)):
+    toks[i, :len(row)], mask[i, :len(row)] = row, True
+    lmask[i, len(row) - len(tok.encode(ANSWER)) - 1:len(row)] = True  # learn the answer and EOS
+  o = TS.OptimConfig(learning_rate=1e-2)
+  state = TS.init_state(M.init_params(jax.random.key(0), cfg), TS.make_optimizer(o))
+  step = TS.make_sft_step(cfg, o)
+  for _ in range(120):
+    state, m = step(state, {"tokens": toks, "mask": mask, "loss_mask": lmask})
+  assert float(m["loss"]) < 0.05
+  experiment.save_policy(d / "policy", 1, state["params"], cfg, d / "tok.model")
+  return d / "policy"
+
+
+def _cfg(policy, tmp_path, datasets_spec, **eval_over):
+  spec = __import__("importlib.util").util.spec_from_file_location("ev", REPO / "experiments" / "evaluate.py")
+  mod = __import__("importlib.util").util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  c.checkpoint = str(policy)
+  c.datasets = datasets_spec
+  c.out_dir = str(tmp_path / "eval")
+  c.progress = False
+  c.eval.update(dict(num_samples=3, max_new_tokens=24, batch_size=4) | eval_over)
+  return c
+
+
+def _write_jsonl(path, rows):
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return path
+
+
+def test_evaluation_end_to_end(policy, tmp_path):
+  # 4 of 10 problems have reference 4; one has "004" (leading zeros still equal 4).
+  rows = [{"question": f"What is {a} + {b}?", "final": f} for (a, b, f) in
+          [(1, 3, "4"), (2, 2, "4"), (0, 4, "004"), (3, 1, "4"), (2, 3, "5"), (1, 1, "2"), (3, 3, "6"),
+           (5, 2, "7"), (0, 0, "0"), (6, 1, "7")]]
+  path = _write_jsonl(tmp_path / "d.jsonl", rows)
+  res = experiment.run_evaluation(_cfg(policy, tmp_path, f"toy={path}"))["toy"]
+  out = tmp_path / "eval"
+  samples = [json.loads(l) for l in (out / "toy" / "samples.jsonl").read_text().splitlines()]
+  assert len(samples) == 30 and json.loads((out / "summary.json").read_text())["toy"]["pass@1"] == res["pass@1"]
+  # pass@1 is the mean of the per-sample verdicts (3 samples for every problem).
+  assert res["pass@1"] == pytest.approx(np.mean([s["correct"] for s in samples]))
+  # The model answers 4: exactly the four problems whose reference is 4 are solved.
+  solved = {s["problem_id"] for s in samples if s["correct"]}
+  assert res["pass@1"] == pytest.approx(0.4, abs=0.05) and len(solved) == 4
+  assert res["format_rate"] > 0.9 and res["cons@3"] == pytest.approx(0.4)
+  assert {"problem_id", "completion", "extracted", "correct", "verdict"} <= set(samples[0])
+
+
+def test_bad_inputs(policy, tmp_path):
+  bad = _write_jsonl(tmp_path / "bad.jsonl", [{"question": "q1", "final": "1"}, {"question": "q2"}])
+  with pytest.raises(ValueError, match=r"bad.jsonl:2: no answer in field 'final'"):
+    experiment.run_evaluation(_cfg(policy, tmp_path, f"x={bad}"))
+  mal = tmp_path / "mal.jsonl"
+  mal.write_text('{"question": "q", "final": "1"}\n{"question": oops}\n')
+  with pytest.raises(ValueError, match=r"mal.jsonl:2: malformed JSON"):
+    experiment.run_evaluation(_cfg(policy, tmp_path, f"x={mal}"))
+  ex, skipped = datasets.load_jsonl(datasets.JsonlConfig(path=str(mal), on_bad_line="skip"))
+  assert len(ex) == 1 and skipped == 1
+  with pytest.raises(FileNotFoundError, match="checkpoint='/nonexistent'"):
+    experiment.run_evaluation(_cfg("/nonexistent", tmp_path, "arithmetic"))
+  with pytest.raises(ValueError, match="eval.num_samples=0 must be >= 1"):
+    experiment.run_evaluation(_cfg(policy, tmp_path, "arithmetic", num_samples=0))
+  c = _cfg(policy, tmp_path, "arithmetic")
+  c.template = "Solve this."
+  with pytest.raises(ValueError, match=r"has no \{prompt\} slot"):
+    experiment.run_evaluation(c)
+
+
+def test_real_files_load(shared_data):
+  for name, n, layout in [("gsm8k_test.jsonl", 1319, "gsm8k"), ("gsm8k_train.jsonl", 7473, "gsm8k"),
+                          ("aime2024.jsonl", 30, "aime")]:
+    ex, skipped = datasets.load_jsonl(datasets.JsonlConfig(path=str(shared_data / name), layout=layout))
+    assert len(ex) == n and skipped == 0
+    assert all(e["question"] and e["final"] for e in ex)
