@@ -36,7 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.tokenizer = dict(path="", vocab_size=800, model_type="bpe")
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
 
-  c.data = dict(source="synthetic", path="", eval_path="", num_train=8000, num_eval=256, seed=0)
+  # source: synthetic (generated arithmetic) | jsonl (GSM8K / MATH / AIME layouts) | reasoning_gym | tfds
+  c.data = dict(source="synthetic", path="", eval_path="", layout="gsm8k", question_field="", answer_field="",
+                on_bad_line="fail", num_train=8000, num_eval=256, seed=0, rg_tasks="basic_arithmetic",
+                tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="test")
   # The tiny base model: next-token pretraining on solved problems (cached in workdir/base).
   c.pretrain = dict(steps=600, batch_size=32, seq_len=128, r1_fraction=0.25, wrong_fraction=0.3,
                     optim=dict(learning_rate=3e-3, warmup_steps=50, decay="cosine", total_steps=600,
@@ -52,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = dict(steps=80, prompts_per_step=16, max_prompt_len=128, seed=0, sample_log_every=10,
                  reward_timeout_s=5.0, reward_workers=2, overlong_weight=0.0, overlong_buffer=8,
                  progress=True)
-  c.eval = dict(num_samples=1, temperature=0.6, top_p=0.95, max_new_tokens=40, batch_size=64)
+  c.eval = dict(num_samples=1, temperature=0.6, top_p=0.95, max_new_tokens=40, max_prompt_len=512, batch_size=64)
   c.checkpoint = dict(save_every=20, keep=3, async_save=True)
   return c
 

@@ -87,6 +87,8 @@ def load_jsonl(cfg: JsonlConfig) -> tuple[list[dict], int]:
         bad(lineno, f"no answer in field {fields['final']!r}")
         continue
       ex = {"id": str(row.get("id", row.get("idx", f"{path.stem}:{lineno}"))), "question": q, "final": str(a).strip()}
+      if isinstance(row.get("answer"), str) and "####" in row["answer"]:  # GSM8K's worked solution
+        ex["solution"] = row["answer"].split("####")[0].strip()
       for k in ("subject", "level"):
         if k in fields and fields[k] in row:
           ex[k] = row[fields[k]]
@@ -94,3 +96,46 @@ def load_jsonl(cfg: JsonlConfig) -> tuple[list[dict], int]:
       if cfg.max_examples and len(out) >= cfg.max_examples:
         break
   return out, skipped
+
+
+def reasoning_gym_examples(names: str, size: int, seed: int) -> list[dict]:
+  """Procedural tasks from reasoning-gym ('name1,name2'); each carries what its own verifier needs
+  (`rg_dataset`, `rg_entry`), so the accuracy reward scores it with the dataset's `score_answer`."""
+  import reasoning_gym
+  out = []
+  for name in filter(None, (n.strip() for n in names.split(","))):
+    try:
+      ds = reasoning_gym.create_dataset(name, size=size, seed=seed)
+    except Exception as e:  # an unknown name: say which and what exists
+      raise ValueError(f"data.rg_tasks: reasoning-gym has no dataset {name!r} ({e})") from None
+    for i, entry in enumerate(ds):
+      entry = json.loads(json.dumps(entry, default=str))  # JSON-safe for worker processes and logs
+      out.append({"id": f"{name}/{i}", "question": entry["question"], "final": str(entry["answer"]),
+                  "rg_dataset": name, "rg_entry": entry})
+  return out
+
+
+def tfds_examples(name: str, split: str, data_dir: str, question_field: str, answer_field: str,
+                  max_examples: int = 0) -> list[dict]:
+  """Rows of a TensorFlow Datasets dataset (already prepared under `data_dir`; nothing is
+  downloaded), mapped to examples. Needs the `tfds` extra (tensorflow-datasets)."""
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError:
+    raise ImportError("data.source='tfds' needs tensorflow-datasets: pip install 'r1jax[tfds]'") from None
+  prepared = pathlib.Path(data_dir or "~/tensorflow_datasets").expanduser() / name
+  versions = sorted(p for p in prepared.glob("*") if (p / "dataset_info.json").exists()) if prepared.is_dir() else []
+  if versions:  # a prepared directory: readable without the builder's code
+    builder = tfds.builder_from_directory(str(versions[-1]))
+  else:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  ds = builder.as_data_source(split=split)
+  out = []
+  for i in range(len(ds) if not max_examples else min(max_examples, len(ds))):
+    row = ds[i]
+    dec = lambda v: v.decode() if isinstance(v, bytes) else str(v)
+    if question_field not in row or answer_field not in row:
+      raise ValueError(f"tfds {name}/{split} row {i} lacks {question_field!r} or {answer_field!r}; "
+                       f"fields: {sorted(row)}")
+    out.append({"id": f"{name}/{split}/{i}", "question": dec(row[question_field]), "final": dec(row[answer_field])})
+  return out

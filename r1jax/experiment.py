@@ -136,12 +136,20 @@ def load_examples(cfg) -> tuple[list[dict], list[dict]]:
     raise ValueError(f"data.source={d.source!r} is not one of ('synthetic', 'jsonl', 'reasoning_gym', 'tfds')")
   if d.source == "synthetic":
     return arithmetic.split(d.num_train, d.num_eval, seed=d.seed)
-  from r1jax import data as data_lib
-  dcfg = data_lib.DataConfig(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(
-      data_lib.DataConfig)}})
-  train_ex = data_lib.load(dcfg)
+  from r1jax import datasets as datasets_lib
+  if d.source == "reasoning_gym":
+    ex = datasets_lib.reasoning_gym_examples(d.rg_tasks, d.num_train + d.num_eval, d.seed)
+    return ex[d.num_eval:], ex[:d.num_eval]
+  if d.source == "tfds":
+    load = lambda split, n: datasets_lib.tfds_examples(d.tfds_name, split, d.tfds_data_dir, d.question_field or
+                                                       "question", d.answer_field or "answer", n)
+    return load(d.tfds_train_split, d.num_train), load(d.tfds_eval_split, d.num_eval)
+  jc = lambda path, n: datasets_lib.JsonlConfig(path=path, layout=d.layout, question_field=d.question_field,
+                                                answer_field=d.answer_field, on_bad_line=d.on_bad_line,
+                                                max_examples=n)
+  train_ex, _ = datasets_lib.load_jsonl(jc(d.path, d.num_train))
   if d.eval_path:
-    eval_ex = data_lib.load(dataclasses.replace(dcfg, path=d.eval_path, max_examples=d.num_eval))
+    eval_ex, _ = datasets_lib.load_jsonl(jc(d.eval_path, d.num_eval))
   else:
     train_ex, eval_ex = train_ex[d.num_eval:], train_ex[:d.num_eval]
   return train_ex, eval_ex

@@ -111,3 +111,28 @@ def test_real_files_load(shared_data):
     ex, skipped = datasets.load_jsonl(datasets.JsonlConfig(path=str(shared_data / name), layout=layout))
     assert len(ex) == n and skipped == 0
     assert all(e["question"] and e["final"] for e in ex)
+
+
+def test_tfds_dataset_built_locally(tmp_path):
+  """A TFDS dataset prepared on this machine (array_record, no TensorFlow, no network) loads as examples."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  class ToyMath(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+          {"question": tfds.features.Text(), "answer": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(10), "test": self._generate_examples(4)}
+
+    def _generate_examples(self, n):
+      for i in range(n):
+        yield i, {"question": f"What is {i} + 1?", "answer": str(i + 1)}
+
+  ToyMath(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  ex = datasets.tfds_examples("toy_math", "test", str(tmp_path), "question", "answer")
+  assert sorted((e["question"], e["final"]) for e in ex) == [(f"What is {i} + 1?", str(i + 1)) for i in range(4)]
+  with pytest.raises(ValueError, match="lacks 'problem'"):
+    datasets.tfds_examples("toy_math", "train", str(tmp_path), "problem", "answer")

@@ -73,15 +73,24 @@ def test_resume_is_bit_identical(setup, tmp_path):
     assert k in rows[-1], k
 
 
-@pytest.mark.parametrize("experiment", sorted(p.name for p in (REPO / "experiments").glob("*.py")))
-def test_experiment_two_step_smoke(experiment, tmp_path):
-  """Each experiment file runs two GRPO steps end to end on a tiny setting, and writes its outputs."""
-  args = [sys.executable, str(REPO / "experiments" / experiment), f"--config.workdir={tmp_path}",
+SOURCES = {
+    "synthetic": [],
+    "jsonl": ["--config.data.source=jsonl", "--config.train.max_prompt_len=512", "--config.eval.max_prompt_len=512"],
+    "reasoning_gym": ["--config.data.source=reasoning_gym", "--config.data.rg_tasks=basic_arithmetic",
+                      "--config.train.max_prompt_len=512", "--config.eval.max_prompt_len=512"],
+}
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_r1_zero_two_step_smoke(source, tmp_path, shared_data):
+  """experiments/r1_zero.py runs two GRPO steps end to end on each data source, and writes its outputs."""
+  extra = SOURCES[source] + ([f"--config.data.path={shared_data / 'gsm8k_train.jsonl'}"] if source == "jsonl" else [])
+  args = [sys.executable, str(REPO / "experiments" / "r1_zero.py"), f"--config.workdir={tmp_path}",
           "--config.train.steps=2", "--config.optim.total_steps=2", "--config.pretrain.steps=20",
           "--config.pretrain.optim.total_steps=20", "--config.pretrain.optim.warmup_steps=2",
           "--config.data.num_train=200", "--config.data.num_eval=16", "--config.eval.batch_size=16",
           "--config.train.progress=False", "--config.model.n_layers=1", "--config.model.d_model=32",
-          "--config.model.head_dim=8", "--config.model.d_ff=64"]
+          "--config.model.head_dim=8", "--config.model.d_ff=64"] + extra
   out = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
@@ -89,6 +98,12 @@ def test_experiment_two_step_smoke(experiment, tmp_path):
     assert 0 <= summary[k] and (k == "wall_seconds" or summary[k] <= 1)
   assert (tmp_path / "plots" / "reward.png").exists()
   assert len((tmp_path / "eval_final" / "samples.jsonl").read_text().splitlines()) == 16
+  # The trained policy is saved and experiments/evaluate.py evaluates it (its two-step smoke).
+  ev = subprocess.run([sys.executable, str(REPO / "experiments" / "evaluate.py"), f"--config.checkpoint={tmp_path / 'policy'}",
+                       f"--config.out_dir={tmp_path / 'ev'}", "--config.max_examples=4", "--config.eval.num_samples=2",
+                       "--config.progress=False"], capture_output=True, text=True, timeout=300)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  assert json.loads((tmp_path / "ev" / "summary.json").read_text())["arithmetic"]["samples"] == 8
 
 
 def test_bad_config_fails_before_compiling(tmp_path):
