@@ -130,3 +130,35 @@ def test_every_sweep_entry_is_a_valid_config():
         assert getattr(parts[section], field) == value
   with pytest.raises(ValueError, match="unknown config field"):
     experiment.with_sweep(mod.get_config(), [{"grpo.nope": 1}], 0)
+
+
+def test_too_long_prompts_are_skipped_or_fail(setup):
+  from r1jax import rollout
+  train_ex, tok, _ = setup
+  long = dict(train_ex[0], question="What is " + " + ".join(["1"] * 200) + "?", id="long")
+  kept, ids, dropped = rollout.encode_prompts([train_ex[0], long], tok, templates.R1_ZERO_TEMPLATE, 256)
+  assert [e["id"] for e in kept] == [train_ex[0]["id"]] and dropped == 1
+  with pytest.raises(ValueError, match=r"example 'long': prompt has \d+ tokens, more than .*max_prompt_len=256"):
+    rollout.encode_prompts([long], tok, templates.R1_ZERO_TEMPLATE, 256, on_too_long="fail")
+
+
+def test_nonfinite_losses_stop_the_run_with_a_clear_message(setup, tmp_path):
+  """An absurd learning rate blows the parameters up; the following NaN updates are skipped and
+  the run stops after train.max_nonfinite of them in a row, keeping the last good checkpoint."""
+  train_ex, tok, cfg = setup
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  with jax.set_mesh(mesh):
+    params = M.init_sharded(jax.random.key(0), cfg, mesh)
+    s = SamplingConfig(max_new_tokens=8, temperature=1.0, num_samples=4, eos_ids=(tok.eos_id,), pad_id=tok.pad_id)
+    with pytest.raises(train.NonFiniteError, match="2 consecutive steps had NaN/inf"):
+      train.run_grpo(model_cfg=cfg, params=params, tokenizer=tok, examples=train_ex,
+                     reward_specs=combine.default_specs({"accuracy": 1.0, "format": 1.0}),
+                     template=templates.R1_ZERO_TEMPLATE,
+                     tcfg=train.TrainConfig(steps=8, prompts_per_step=4, max_prompt_len=256, max_nonfinite=2,
+                                            progress=False),
+                     gcfg=GRPOConfig(num_generations=4, beta=0.0, max_completion_length=8, scale_rewards="none"),
+                     ocfg=train_step.OptimConfig(learning_rate=1e30, max_grad_norm=1e30), scfg=s,
+                     ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=1, keep=2),
+                     mesh=mesh, workdir=tmp_path)
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert rows[-1]["nonfinite"] == 1 and rows[-2]["nonfinite"] == 1
