@@ -58,9 +58,9 @@ class ModelConfig:
   attention_impl: str = "auto"
   """Training/prefill attention kernel of `jax.nn.dot_product_attention`: 'xla', 'cudnn' or
   'auto' (cuDNN on GPU in 16-bit compute, XLA elsewhere). Decoding against the cache is XLA."""
-  logits_chunk: int = 256
-  """Sequence chunk for log-probabilities from hidden states: the B x T x V logits are never
-  materialized whole."""
+  logits_chunk: int = 8192
+  """Tokens (rows x positions) per chunk when computing log-probabilities from hidden states:
+  the B x T x V logits are never materialized whole, only B x (logits_chunk // B) x V at a time."""
 
   def __post_init__(self):
     _check(self, "dtype", self.dtype, ("float32", "bfloat16"))
@@ -248,11 +248,18 @@ def self_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, cfg: ModelConfig):
   """Causal attention within the sequence; padded keys are masked (left padding)."""
   T = q_BxTxNxH.shape[1]
   impl = _attention_impl(cfg)
-  causal = jnp.tril(jnp.ones((T, T), bool))
+  pad = T % 2 if impl == "cudnn" else 0  # cuDNN's masked (biased) attention needs an even length
+  if pad:
+    q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = (jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0)))
+                                       for x in (q_BxTxNxH, k_BxTxKxH, v_BxTxKxH))
+    mask_BxT = jnp.pad(mask_BxT, ((0, 0), (0, 1)))
+  Tp = T + pad
+  causal = jnp.tril(jnp.ones((Tp, Tp), bool))
   # A query always sees itself, so fully padded rows stay finite.
-  allowed = causal[None] & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool)[None])
-  return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=allowed[:, None],
-                                      implementation=impl)
+  allowed = causal[None] & (mask_BxT[:, None, :] | jnp.eye(Tp, dtype=bool)[None])
+  out = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=allowed[:, None],
+                                     implementation=impl)
+  return out[:, :T]
 
 
 def cached_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS):
@@ -371,7 +378,7 @@ def token_logprobs(params: Params, hidden_BxTxD, targets_BxT, cfg: ModelConfig, 
   which is what lets a 150k vocabulary train at long sequence lengths.
   """
   B, T, D = hidden_BxTxD.shape
-  c = min(cfg.logits_chunk, T)
+  c = max(1, min(cfg.logits_chunk // B, T))
   pad = (-T) % c
   h = jnp.pad(hidden_BxTxD, ((0, 0), (0, pad), (0, 0)))
   y = jnp.pad(targets_BxT, ((0, 0), (0, pad)))

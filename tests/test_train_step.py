@@ -10,7 +10,7 @@ from r1jax import train_step as TS
 from r1jax.grpo.config import GRPOConfig
 
 CFG = M.ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
-                    logits_chunk=3)
+                    logits_chunk=24)
 P, N, R = 5, 6, 8
 
 
