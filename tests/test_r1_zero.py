@@ -162,3 +162,29 @@ def test_nonfinite_losses_stop_the_run_with_a_clear_message(setup, tmp_path):
                      mesh=mesh, workdir=tmp_path)
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert rows[-1]["nonfinite"] == 1 and rows[-2]["nonfinite"] == 1
+
+
+def test_dapo_variant_runs_dynamic_sampling_mu_and_minibatches(setup, tmp_path):
+  """DAPO settings through the loop: token-mean loss, clip-higher, no reference, dynamic sampling,
+  overlong punishment, mu = 2 inner iterations over 2 minibatches, truncated completions masked."""
+  train_ex, tok, cfg = setup
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  with jax.set_mesh(mesh):
+    params = M.init_sharded(jax.random.key(0), cfg, mesh)
+    g = GRPOConfig(num_generations=4, beta=0.0, loss_type="token_mean", eps_high=0.28, mu=2, num_minibatches=2,
+                   dynamic_sampling=True, mask_truncated_completions=True, max_completion_length=8)
+    s = SamplingConfig(max_new_tokens=8, temperature=1.0, num_samples=4, eos_ids=(tok.eos_id,), pad_id=tok.pad_id)
+    out = train.run_grpo(
+        model_cfg=cfg, params=params, tokenizer=tok, examples=train_ex,
+        reward_specs=combine.default_specs({"accuracy": 1.0, "format": 1.0, "tag_count": 1.0}),
+        template=templates.R1_ZERO_TEMPLATE,
+        tcfg=train.TrainConfig(steps=2, prompts_per_step=4, max_prompt_len=256, progress=False,
+                               overlong_weight=1.0, overlong_buffer=4, max_sampling_rounds=3),
+        gcfg=g, ocfg=train_step.OptimConfig(learning_rate=1e-3), scfg=s,
+        ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=1, keep=1), mesh=mesh, workdir=tmp_path)
+  assert "ref_params" not in out["state"]  # beta = 0: no reference model at all
+  m = out["history"][-1]
+  assert 1 <= m["sampling_rounds"] <= 3 and "kl" not in m
+  assert "rewards/overlong/mean" in m and m["rewards/overlong/mean"] <= 0
+  # 2 inner iterations x 2 minibatches = 4 optimizer steps per rollout.
+  assert int(out["state"]["step"]) == 8
