@@ -12,7 +12,8 @@ Real setups override fields from the shell, e.g. a Hugging Face base model on GS
       --config.model.dtype=bfloat16 --config.sampling.max_new_tokens=1024 \
       --config.grpo.max_completion_length=1024 --config.eval.max_new_tokens=1024
 
-`--config.stage=pretrain|evaluate` runs one stage only; `sweep()` lists the ablations and
+`--config.stage=pretrain|evaluate|average` runs one stage only (average: checkpoint averaging of
+the run's last `average.last_k` checkpoints into `<workdir>/policy_avg`); `sweep()` lists the ablations and
 `--sweep_index=i` runs the i-th (give each its own `--config.workdir`).
 """
 import sys
@@ -57,6 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
                  progress=True)
   c.eval = dict(num_samples=1, temperature=0.6, top_p=0.95, max_new_tokens=40, max_prompt_len=512, batch_size=64)
   c.checkpoint = dict(save_every=20, keep=3, async_save=True)
+  # --config.stage=average: mean of these GRPO checkpoints' parameters -> workdir/policy_avg.
+  c.average = dict(last_k=3, steps="")  # steps: "40,60,80" overrides last_k
   return c
 
 

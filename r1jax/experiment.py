@@ -4,7 +4,9 @@ Stages:
 - 'r1_zero': evaluate the base model, GRPO with the R1 template and rule rewards, evaluate
   again, print a summary table, write plots and `summary.json`.
 - 'pretrain': only build (or load) the base model.
-- 'evaluate': only evaluate the base model (or `model.init_checkpoint`).
+- 'evaluate': only evaluate the base model.
+- 'average': average the parameters of the run's last-k (or chosen) GRPO checkpoints into
+  `workdir/policy_avg` (sharded: each checkpoint is read into the mesh, never gathered).
 
 The embedded default needs no network: verifiable arithmetic problems are generated, a
 SentencePiece tokenizer is trained on them, and a tiny base model is pretrained on a corpus of
@@ -40,7 +42,7 @@ from r1jax.rewards import combine
 from r1jax.sampler import SamplingConfig
 from r1jax.tasks import arithmetic
 
-STAGES = ("r1_zero", "pretrain", "evaluate")
+STAGES = ("r1_zero", "pretrain", "evaluate", "average")
 
 
 def validate(cfg: ml_collections.ConfigDict) -> dict:
@@ -255,6 +257,25 @@ def build_model(cfg, parts, tokenizer, mesh, workdir, docs_fn):
   return model_cfg, params
 
 
+def average_stage(cfg, parts, model_cfg, params, workdir: pathlib.Path, tok_path) -> dict:
+  """Average parameters of checkpoints in workdir/ckpt; writes workdir/policy_avg (a policy)."""
+  state = train_step.init_state(params, train_step.make_optimizer(parts["optim"]))
+  if parts["grpo"].beta > 0:
+    state["ref_params"] = params
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  del state
+  steps = [int(x) for x in str(cfg.average.steps).split(",") if x.strip()] or None
+  used = ckpt_lib.average_checkpoints(workdir / "ckpt", workdir / "ckpt_avg", abstract, steps=steps,
+                                      last_k=None if steps else cfg.average.last_k,
+                                      select=lambda path: path.startswith("params"))
+  with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(workdir / "ckpt_avg"), save_every=1, keep=1,
+                                                       async_save=False)) as ck:
+    avg, _ = ck.restore(None, abstract)
+  save_policy(workdir / "policy_avg", max(used), avg["params"], model_cfg, tok_path)
+  print(f"averaged the parameters of steps {used} into {workdir / 'policy_avg'}")
+  return {"averaged_steps": used}
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -278,6 +299,8 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
     model_cfg, params = build_model(cfg, parts, tokenizer, mesh, workdir, docs_fn)
     if cfg.stage == "pretrain":
       return {"num_params": model_cfg.num_params()}
+    if cfg.stage == "average":
+      return average_stage(cfg, parts, model_cfg, params, workdir, tokenizer_path(cfg, workdir))
     eos = (tokenizer.eos_id,)
     ecfg = parts["eval"]
     evaluate = lambda p, tag: harness.evaluate(p, model_cfg, tokenizer, eval_ex, template, ecfg, eos_ids=eos,

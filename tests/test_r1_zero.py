@@ -74,7 +74,7 @@ def test_resume_is_bit_identical(setup, tmp_path):
 
 
 SOURCES = {
-    "synthetic": [],
+    "synthetic": ["--config.checkpoint.save_every=1"],
     "jsonl": ["--config.data.source=jsonl", "--config.train.max_prompt_len=512", "--config.eval.max_prompt_len=512"],
     "reasoning_gym": ["--config.data.source=reasoning_gym", "--config.data.rg_tasks=basic_arithmetic",
                       "--config.train.max_prompt_len=512", "--config.eval.max_prompt_len=512"],
@@ -104,6 +104,12 @@ def test_r1_zero_two_step_smoke(source, tmp_path, shared_data):
                        "--config.progress=False"], capture_output=True, text=True, timeout=300)
   assert ev.returncode == 0, ev.stderr[-3000:]
   assert json.loads((tmp_path / "ev" / "summary.json").read_text())["arithmetic"]["samples"] == 8
+  if source == "synthetic":  # the averaging stage over the run's two checkpoints
+    av = subprocess.run(args + ["--config.stage=average", "--config.average.last_k=2"], capture_output=True,
+                        text=True, timeout=300, cwd=tmp_path)
+    assert av.returncode == 0, av.stderr[-3000:]
+    assert "averaged the parameters of steps [1, 2]" in av.stdout
+    assert (tmp_path / "policy_avg").is_dir()
 
 
 def test_bad_config_fails_before_compiling(tmp_path):
