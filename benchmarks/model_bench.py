@@ -121,6 +121,7 @@ def main():
   ap.add_argument("--remat", default="none,dots")
   ap.add_argument("--attention", default="auto")
   ap.add_argument("--decode_variants", default="threefry")
+  ap.add_argument("--unroll_decode", default="0", help="comma list of 0/1: decode with unrolled layers")
   ap.add_argument("--skip", default="", help="comma list of: decode,prefill,train")
   ap.add_argument("--out", default="")
   ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script on CPU")
@@ -134,11 +135,14 @@ def main():
     cfg = M.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
     params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
     if "decode" not in skip:
-      for b, variant in [(b, v) for b in map(int, a.decode_batches.split(",")) for v in a.decode_variants.split(",")]:
-        r = decode_bench(cfg, params, b, a.prompt_len, a.new_tokens, variant=variant)
+      for b, variant, unroll in [(b, v, u) for b in map(int, a.decode_batches.split(","))
+                                 for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")]:
+        r = decode_bench(dataclasses.replace(cfg, unroll_decode=unroll == "1"), params, b, a.prompt_len,
+                         a.new_tokens, variant=variant)
+        r["unroll_decode"] = unroll == "1"
         r["roofline_frac"] = r["bytes_per_step"] / ceil["copy_bandwidth_Bps"] / r["step_s"]
         results["runs"].append({"preset": name, "kind": "decode"} | r)
-        print(f"{name:14s} decode  B={b:5d} {variant:8s} ctx~{a.prompt_len}  {r['tokens_per_s']:10.0f} tok/s  "
+        print(f"{name:14s} decode  B={b:5d} {variant:8s} unroll={unroll} ctx~{a.prompt_len}  {r['tokens_per_s']:10.0f} tok/s  "
               f"step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}", flush=True)
     if "prefill" not in skip:
       r = prefill_bench(cfg, params, a.train_batch, a.seq)

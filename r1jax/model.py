@@ -58,6 +58,9 @@ class ModelConfig:
   attention_impl: str = "auto"
   """Training/prefill attention kernel of `jax.nn.dot_product_attention`: 'xla', 'cudnn' or
   'auto' (cuDNN on GPU in 16-bit compute, XLA elsewhere). Decoding against the cache is XLA."""
+  unroll_decode: bool = False
+  """Run the layers of cached (decode) steps as an unrolled loop over static slices of the cache
+  rather than a scan (compile time grows with depth; an experiment on decode bandwidth)."""
   logits_chunk: int = 8192
   """Tokens (rows x positions) per chunk when computing log-probabilities from hidden states:
   the B x T x V logits are never materialized whole, only B x (logits_chunk // B) x V at a time."""
@@ -349,6 +352,14 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
 
   if cfg.remat != "none":
     body = jax.checkpoint(body, policy=_REMAT[cfg.remat], prevent_cse=False)
+  if cache is not None and cfg.unroll_decode:
+    # Static per-layer slices of the stacked cache instead of the scan's dynamic slices.
+    kvs = []
+    for i in range(cfg.n_layers):
+      x, kv_i = body(x, (jax.tree.map(lambda a: a[i], params["layers"]), (cache["k"][i], cache["v"][i])))
+      kvs.append(kv_i)
+    kv = jax.tree.map(lambda *a: jnp.stack(a), *kvs)
+    return rms_norm(x, params["final_norm"], cfg.rms_eps), kv
   xs = (params["layers"], None if cache is None else (cache["k"], cache["v"]))
   x, kv = jax.lax.scan(body, x, xs)
   return rms_norm(x, params["final_norm"], cfg.rms_eps), kv
