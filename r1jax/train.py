@@ -88,9 +88,7 @@ def reward_metrics(rewards: dict[str, np.ndarray], total: np.ndarray, stats: dic
   for key, counts in stats.items():
     for name, c in counts.items():
       m[f"rewards/{name}/{key}"] = c
-  groups = total.reshape(-1, G)
-  m["frac_reward_zero_std"] = np.mean(groups.std(axis=1) == 0)
-  return m
+  return m | {k: float(v) for k, v in adv_lib.group_stats(total, G).items()}
 
 
 def completion_metrics(ro: rollout_lib.Rollout) -> dict:
