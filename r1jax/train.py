@@ -136,6 +136,9 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
     state, meta = checkpointer.restore(latest, abstract)
     start = int(meta["step"])
     position = meta["data_position"]
+    if meta.get("seed", tcfg.seed) != tcfg.seed:
+      raise ValueError(f"train.seed={tcfg.seed} but the checkpoint in {ckcfg.directory} was written with seed "
+                       f"{meta['seed']}: resuming would not continue the same random stream")
     print(f"resumed from {ckcfg.directory} at step {start}")
   it = iterate_prompts(len(examples), tcfg.prompts_per_step, tcfg.seed, position)
 
@@ -236,7 +239,8 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
         raise NonFiniteError(f"{bad_in_a_row} consecutive steps had NaN/inf loss or gradients "
                              f"(train.max_nonfinite={tcfg.max_nonfinite}); stopping. Lower the learning rate "
                              f"or check the data; the last good checkpoint is in {ckcfg.directory}")
-      checkpointer.save(step + 1, state, {"step": step + 1, "data_position": position},
+      # The RNG needs no state of its own: every key is fold_in(PRNGKey(seed), step).
+      checkpointer.save(step + 1, state, {"step": step + 1, "data_position": position, "seed": tcfg.seed},
                         force=step + 1 == tcfg.steps)
   finally:
     checkpointer.wait()

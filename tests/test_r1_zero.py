@@ -35,12 +35,12 @@ def setup(tmp_path_factory):
   return train_ex, tok, cfg
 
 
-def _run(setup, workdir, steps):
+def _run(setup, workdir, steps, **grpo):
   train_ex, tok, cfg = setup
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   with jax.set_mesh(mesh):
     params = M.init_sharded(jax.random.key(0), cfg, mesh)
-    g = GRPOConfig(num_generations=4, beta=0.04, max_completion_length=12)
+    g = GRPOConfig(**({"num_generations": 4, "beta": 0.04, "max_completion_length": 12} | grpo))
     s = SamplingConfig(max_new_tokens=12, temperature=1.0, num_samples=4, eos_ids=(tok.eos_id,), pad_id=tok.pad_id)
     return train.run_grpo(
         model_cfg=cfg, params=params, tokenizer=tok, examples=train_ex,
@@ -194,3 +194,15 @@ def test_dapo_variant_runs_dynamic_sampling_mu_and_minibatches(setup, tmp_path):
   assert "rewards/overlong/mean" in m and m["rewards/overlong/mean"] <= 0
   # 2 inner iterations x 2 minibatches = 4 optimizer steps per rollout.
   assert int(out["state"]["step"]) == 8
+
+
+def test_reference_reset_every_n_steps(setup, tmp_path):
+  """With ref_reset_every=2 the reference equals the policy right after step 2 and 4; without it
+  the reference stays the initial parameters."""
+  out = _run(setup, tmp_path / "reset", 4, ref_reset_every=2)
+  st = jax.device_get(out["state"])
+  jax.tree.map(np.testing.assert_array_equal, st["ref_params"], st["params"])
+  kept = jax.device_get(_run(setup, tmp_path / "keep", 2)["state"])
+  init = jax.device_get(M.init_sharded(jax.random.key(0), setup[2], sharding.make_mesh((1, 1, 1), jax.devices()[:1])))
+  jax.tree.map(np.testing.assert_array_equal, kept["ref_params"], init)
+  assert not np.array_equal(kept["params"]["embed"], init["embed"])
