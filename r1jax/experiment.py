@@ -53,7 +53,6 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   if cfg.model.preset not in model_lib.PRESETS:
     raise ValueError(f"model.preset={cfg.model.preset!r} is not one of {sorted(model_lib.PRESETS)}")
   base = dataclasses.asdict(model_lib.PRESETS[cfg.model.preset])
-  base.pop("rope_scaling")
   model_cfg = to_dataclass(model_lib.ModelConfig, base | model_over, "model")
   out = {
       "model": model_cfg,

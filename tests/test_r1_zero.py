@@ -206,3 +206,20 @@ def test_reference_reset_every_n_steps(setup, tmp_path):
   init = jax.device_get(M.init_sharded(jax.random.key(0), setup[2], sharding.make_mesh((1, 1, 1), jax.devices()[:1])))
   jax.tree.map(np.testing.assert_array_equal, kept["ref_params"], init)
   assert not np.array_equal(kept["params"]["embed"], init["embed"])
+
+
+def test_model_presets_survive_config_overrides():
+  """A preset chosen by name keeps every field (rope scaling included) under shell overrides."""
+  import dataclasses
+  import importlib.util
+  from r1jax import experiment
+  spec = importlib.util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  cfg = mod.get_config()
+  cfg.model = {"preset": "llama3.1-8b", "hf_checkpoint": "", "dtype": "bfloat16"}
+  got = experiment.validate(cfg)["model"]
+  assert got == dataclasses.replace(M.PRESETS["llama3.1-8b"], dtype="bfloat16")
+  cfg.model = {"preset": "tiny", "hf_checkpoint": "", "remat": "sometimes"}
+  with pytest.raises(ValueError, match="model.remat='sometimes' is not one of"):
+    experiment.validate(cfg)
