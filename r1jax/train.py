@@ -21,6 +21,7 @@ from r1jax import rollout as rollout_lib
 from r1jax import train_step
 from r1jax.grpo import advantages as adv_lib
 from r1jax.grpo.config import GRPOConfig
+from r1jax.grpo.dynamic_sampling import keep_groups_mask
 from r1jax.rewards import aha
 from r1jax.rewards import combine
 from r1jax.rewards import length as length_lib
@@ -101,7 +102,7 @@ def completion_metrics(ro: rollout_lib.Rollout) -> dict:
 
 def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_specs, template: str,
              tcfg: TrainConfig, gcfg: GRPOConfig, ocfg: train_step.OptimConfig, scfg, ckcfg, mesh,
-             workdir, eval_fn=None) -> dict[str, Any]:
+             workdir) -> dict[str, Any]:
   """Train `params` with GRPO on `examples`; resumes from `ckcfg.directory` if it holds a checkpoint.
 
   Returns the final train state (params, opt_state, step) and the reference params if any.
@@ -179,16 +180,16 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
         kept.append((ro, idx, total, per_fn, stats))
         if not gcfg.dynamic_sampling:
           break
-        informative = sum(int((total.reshape(-1, G).std(1) > 0).sum()) for _, _, total, _, _ in kept)
+        informative = sum(int(keep_groups_mask(total, G).sum()) for _, _, total, _, _ in kept)
         if informative >= need or rounds >= tcfg.max_sampling_rounds:
           break
       ro, idx, total, per_fn, stats = _assemble(kept, G, need, gcfg.dynamic_sampling)
       adv = np.asarray(adv_lib.group_advantages(total, G, gcfg.scale_rewards), np.float32)
-      batch = ro.train_batch(G) | {"adv": adv}
-      batch["completion_mask"] = batch["completion_mask"].astype(np.float32)
+      host = ro.train_batch(G) | {"adv": adv}
+      host["completion_mask"] = host["completion_mask"].astype(np.float32)
       if gcfg.mask_truncated_completions:
-        batch["completion_mask"] = batch["completion_mask"] * (~ro.truncated)[:, None]
-      batch = train_step.shard_batch(batch, mesh)
+        host["completion_mask"] = host["completion_mask"] * (~ro.truncated)[:, None]
+      batch = train_step.shard_batch(host, mesh)  # the one host -> device copy of the rollout
       # ---- reference log-probs and updates
       tc = time.perf_counter()
       if use_ref:
@@ -197,11 +198,16 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       step_metrics = []
       rows = len(adv)
       mb = rows // gcfg.num_minibatches
+      if gcfg.num_minibatches > 1 and use_ref:
+        host["ref_logp"] = np.asarray(jax.device_get(batch["ref_logp"]))
       for it_mu in range(gcfg.mu):
         perm = np.random.default_rng([tcfg.seed, step, it_mu]).permutation(rows)
         for j in range(gcfg.num_minibatches):
-          sel = np.sort(perm[j * mb:(j + 1) * mb])
-          minibatch = train_step.shard_batch(jax.tree.map(lambda x: np.asarray(x)[sel], batch), mesh)
+          if gcfg.num_minibatches == 1:  # the whole batch, already on the devices
+            minibatch = batch
+          else:  # slice on the host, send each minibatch once
+            sel = np.sort(perm[j * mb:(j + 1) * mb])
+            minibatch = train_step.shard_batch(jax.tree.map(lambda x: x[sel], host), mesh)
           state, m = update(state, minibatch)
           step_metrics.append(m)
       if ref is not None:
@@ -221,8 +227,6 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
             "tokens_per_second": ntok / dt, "generate_tokens_per_second": ntok / max(t_gen, 1e-9),
             "sampling_rounds": rounds,
             "prompts_dropped_too_long": dropped}
-      if eval_fn is not None:
-        m |= eval_fn(step + 1, state["params"]) or {}
       if (step + 1) % tcfg.log_every == 0:
         log.log(step + 1, m)
       if (step + 1) % tcfg.sample_log_every == 0 or step == start:
@@ -272,8 +276,7 @@ def _assemble(kept, G, need, dynamic):
     return kept[0]
   groups = []
   for ro, idx, total, per_fn, stats in kept:
-    for g in range(len(idx)):
-      informative = total[g * G:(g + 1) * G].std() > 0
+    for g, informative in enumerate(keep_groups_mask(total, G)):
       groups.append((not informative, len(groups), ro, idx, g, total, per_fn))
   groups = sorted(groups, key=lambda x: (x[0], x[1]))[:need]
   rows = lambda ro, g: slice(g * G, (g + 1) * G)

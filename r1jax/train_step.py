@@ -114,7 +114,7 @@ def completion_logprobs(params, tokens_RxT, mask_RxT, prompt_len: int, cfg: mode
   return model_lib.token_logprobs(params, h[:, prompt_len - 1:], tokens_RxT[:, prompt_len:], cfg, temperature)
 
 
-def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float, mesh=None):
+def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float):
   """Jitted `(params, batch) -> logp_RxN` (reference / old-policy log-probs)."""
   def fn(params, batch):
     P = batch["tokens"].shape[1] - batch["completion_mask"].shape[1]

@@ -206,6 +206,9 @@ def test_reference_reset_every_n_steps(setup, tmp_path):
   init = jax.device_get(M.init_sharded(jax.random.key(0), setup[2], sharding.make_mesh((1, 1, 1), jax.devices()[:1])))
   jax.tree.map(np.testing.assert_array_equal, kept["ref_params"], init)
   assert not np.array_equal(kept["params"]["embed"], init["embed"])
+  # With a reference and 2 minibatches x mu 2, the reference log-probs are sliced with the rows.
+  mb = jax.device_get(_run(setup, tmp_path / "mb", 2, num_minibatches=2, mu=2)["state"])
+  assert int(mb["step"]) == 8 and all(np.isfinite(x).all() for x in jax.tree.leaves(mb["params"]))
 
 
 def test_model_presets_survive_config_overrides():
