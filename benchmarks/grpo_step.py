@@ -1,27 +1,172 @@
-"""One GRPO step of r1jax on one device: generation, reference log-probs, update; median of steps.
+"""One GRPO step on one device: r1jax against Tunix and TRL, and r1jax against the hardware limits.
 
-    python benchmarks/grpo_step.py --preset qwen2.5-0.5b --out grpo.json
+    python benchmarks/grpo_step.py --preset qwen2.5-0.5b --peers tunix,trl --out grpo.json
 
 Workload (issue 5): random weights, 16 prompts x G = 8 samples, 256-token prompts, 512 generated
 tokens each (EOS suppressed), beta = 0.04 with a reference model, mu = 1, one optimizer step.
-Parameters fp32 (AdamW master copy), compute bf16; the sampler reads the same arrays.
-Tokens/s counts prompt + completion tokens of all rows over the whole step.
+r1jax: parameters fp32 (AdamW master copy) or bf16 (`--param_dtype`), compute bf16; the sampler
+reads the same arrays (cast once to bf16 per generate call). The peers run the same workload
+from `benchmarks/peers/` in their own processes (their packages installed, never copied here).
+Tokens/s counts prompt + completion tokens of all rows over the whole step; the median of
+`--steps` steps after one warm-up step.
+
+Against the limits, in the same process: the copy bandwidth and the bf16 matmul rate measured
+first (`model_bench.ceilings`); decode as bytes per step (weights in the compute dtype, the tied
+embedding twice, the KV cache at the mean context) over the bandwidth, per generated token; the
+update as 6 x matmul parameters x tokens + attention FLOPs over the matmul rate (MFU; the forward
+recomputed by rematerialization is not credited). Memory: resident arrays by component, each
+jitted phase's temporary buffers from XLA's compiled memory analysis, and the measured peak.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import model as M
-from r1jax import sampler as S
-from r1jax import sharding
-from r1jax import train_step as TS
-from r1jax.grpo.config import GRPOConfig
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model_bench  # noqa: E402
+
+from r1jax import model as M  # noqa: E402
+from r1jax import sampler as S  # noqa: E402
+from r1jax import sharding  # noqa: E402
+from r1jax import train_step as TS  # noqa: E402
+from r1jax.grpo.config import GRPOConfig  # noqa: E402
+
+GB = 1e9
+
+
+def nbytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def temp_bytes(jitted, *args) -> int | None:
+  try:
+    return int(jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes)
+  except Exception:  # memory analysis is not available on every backend
+    return None
+
+
+def run_r1jax(a, ceil):
+  cfg = M.preset(a.preset, dtype="bfloat16", param_dtype=a.param_dtype, remat=a.remat,
+                 decode_attention=a.decode_attention)
+  if a.preset == "tiny":
+    cfg = M.preset("tiny", decode_attention=a.decode_attention)
+  cfg = dataclasses.replace(cfg, unroll_decode=bool(a.unroll_decode))
+  mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=-1, tensor=1))
+  with jax.set_mesh(mesh):
+    params = M.init_sharded(jax.random.key(0), cfg, mesh)
+    ref = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cfg.compute_dtype), p))(params)  # a new copy
+    g = GRPOConfig(num_generations=a.G, beta=0.04, max_completion_length=a.new_tokens, grad_accum=a.grad_accum)
+    o = TS.OptimConfig(learning_rate=1e-6)
+    state = TS.init_state(params, TS.make_optimizer(o))
+    del params
+    update = TS.make_grpo_step(cfg, g, o, 1.0, TS.state_shardings(state), mesh)
+    ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
+    ref_fn = TS.make_logprob_fn(ref_cfg, 1.0)
+    scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
+                            suppress_eos=True, prompt_buckets=(a.prompt_len,))
+    prompts = jax.random.randint(jax.random.key(1), (a.prompts, a.prompt_len), 1, cfg.vocab_size)
+    pmask = jnp.ones_like(prompts, bool)
+    R = a.prompts * a.G
+    gen = jax.jit(lambda p, t, m, k: S.generate(p, t, m, k, cfg, scfg))
+    times, temps = [], {}
+    for i in range(a.steps + 1):
+      t0 = time.perf_counter()
+      out = gen(state["params"], prompts, pmask, jax.random.key(i))
+      jax.block_until_ready(out["tokens"])
+      t1 = time.perf_counter()
+      assert int(out["mask"].sum()) == R * a.new_tokens, "every row must generate new_tokens tokens"
+      batch = {"tokens": jnp.concatenate([jnp.repeat(prompts, a.G, 0), out["tokens"]], 1),
+               "mask": jnp.concatenate([jnp.repeat(pmask, a.G, 0), out["mask"]], 1),
+               "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"],
+               "adv": jax.random.normal(jax.random.key(100 + i), (R,))}
+      batch["ref_logp"] = ref_fn(ref, batch)
+      jax.block_until_ready(batch["ref_logp"])
+      t2 = time.perf_counter()
+      if i == 0:
+        temps = {"generate": temp_bytes(gen, state["params"], prompts, pmask, jax.random.key(0)),
+                 "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, batch)}
+      state, m = update(state, batch)
+      jax.block_until_ready(m["loss"])
+      t3 = time.perf_counter()
+      if i:  # the first step compiles
+        times.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
+    gen_s, lp_s, upd_s, tot = np.median(np.asarray(times), axis=0)
+
+    # Against the limits.
+    itemsize = jnp.dtype(cfg.dtype).itemsize
+    w_bytes = nbytes(ref) + (ref["embed"].nbytes if cfg.tie_embeddings else 0)
+    ctx = a.prompt_len + a.new_tokens / 2
+    kv_step = 2 * cfg.n_layers * R * ctx * cfg.n_kv_heads * cfg.head_dim * itemsize
+    decode_step_s = gen_s / a.new_tokens  # includes the (small) prefill
+    T = a.prompt_len + a.new_tokens
+    upd_flops = R * T * 3 * (2 * model_bench.matmul_params(cfg) + model_bench.attn_flops_fwd(cfg, T))
+    stats = jax.devices()[0].memory_stats() or {}
+    kv_cache = 2 * cfg.n_layers * R * T * cfg.n_kv_heads * cfg.head_dim * itemsize
+    return {"system": "r1jax", "preset": a.preset, "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "rows": R, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "grad_accum": a.grad_accum,
+            "decode_attention": M.decode_attention_impl(cfg),
+            "generate_s": gen_s, "ref_logprobs_s": lp_s, "update_s": upd_s, "step_s": tot,
+            "tokens_per_s": R * T / tot, "generated_tokens_per_s": R * a.new_tokens / gen_s,
+            "decode_roofline_frac": (w_bytes + kv_step) / ceil["copy_bandwidth_Bps"] / decode_step_s,
+            "update_mfu": upd_flops / upd_s / ceil["bf16_matmul_flops"] if ceil["bf16_matmul_flops"] else None,
+            "memory": {"params": nbytes(state["params"]), "optimizer_state": nbytes(state["opt_state"]),
+                       "reference": nbytes(ref), "kv_cache": kv_cache,
+                       "temp_generate": temps.get("generate"), "temp_ref_logprobs": temps.get("ref_logprobs"),
+                       "temp_update": temps.get("update")},
+            "peak_bytes": stats.get("peak_bytes_in_use"), "bytes_limit": stats.get("bytes_limit")}
+
+
+def run_system(name, a):
+  """One system's benchmark in its own process, so each has the device to itself: its last
+  'RESULT {json}' line, or the error. r1jax is this script with --system r1jax."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  script = os.path.join(here, "grpo_step.py") if name == "r1jax" else os.path.join(here, "peers", f"{name}_grpo.py")
+  cmd = [sys.executable, script, "--preset", a.preset, "--steps", str(a.steps), "--prompts", str(a.prompts),
+         "--G", str(a.G), "--prompt_len", str(a.prompt_len), "--new_tokens", str(a.new_tokens)]
+  if name == "r1jax":
+    cmd += ["--system", "r1jax", "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
+            str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode)]
+  else:
+    extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
+    cmd += extra.get(name, "").split()
+  print("running", " ".join(cmd), flush=True)
+  t = time.perf_counter()
+  try:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+  except subprocess.TimeoutExpired as e:
+    return {"system": name, "error": f"timeout after {a.timeout} s: {str(e.stdout or '')[-500:]}"}
+  res = [json.loads(l[len("RESULT "):]) for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+  for l in p.stdout.splitlines():
+    if not l.startswith("RESULT "):
+      print(f"  [{name}] {l}", flush=True)
+  if p.returncode or not res:
+    tail = (p.stdout + p.stderr)[-3000:]
+    print(f"{name} failed (rc {p.returncode}, {time.perf_counter() - t:.0f} s):\n{tail}", flush=True)
+    return {"system": name, "error": tail[-800:]}
+  return res[-1]
+
+
+def table(results, base):
+  head = "| system | step (s) | generate | log-probs | update | tokens/s | r1jax speed-up | peak memory |"
+  lines = [head, "|" + "---|" * 8]
+  for r in results:
+    if "error" in r:
+      lines.append(f"| {r['system']} | failed: {r['error'][-120:]!r} |||||||")
+      continue
+    ratio = base["tokens_per_s"] / r["tokens_per_s"]
+    lines.append(f"| {r['system']} | {r['step_s']:.2f} | {r['generate_s']:.2f} | {r['ref_logprobs_s']:.2f} | "
+                 f"{r['update_s']:.2f} | {r['tokens_per_s']:,.0f} | {ratio:.2f}x | "
+                 f"{(r.get('peak_bytes') or 0) / GB:.1f} GB |")
+  return "\n".join(lines)
 
 
 def main():
@@ -33,56 +178,36 @@ def main():
   ap.add_argument("--new_tokens", type=int, default=512)
   ap.add_argument("--steps", type=int, default=4, help="measured steps after one warm-up step")
   ap.add_argument("--remat", default="dots")
+  ap.add_argument("--param_dtype", default="float32", help="policy parameters and AdamW state dtype")
+  ap.add_argument("--grad_accum", type=int, default=1)
+  ap.add_argument("--decode_attention", default="auto")
+  ap.add_argument("--peers", default="", help="comma list of: tunix,trl")
   ap.add_argument("--out", default="")
+  ap.add_argument("--unroll_decode", type=int, default=1, help="1: per-layer KV-cache buffers (model.unroll_decode)")
+  ap.add_argument("--peer_args", default="", help="extra arguments of each peer's script: 'tunix=--micro_batch 2;trl=--micro_batch 32'")
+  ap.add_argument("--system", default="", help="internal: run only r1jax in this process")
+  ap.add_argument("--timeout", type=int, default=900, help="seconds per system")
   a = ap.parse_args()
-  cfg = M.preset(a.preset, dtype="bfloat16", param_dtype="float32", remat=a.remat)
-  if a.preset == "tiny":
-    cfg = M.preset("tiny")
-  mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=-1, tensor=1))
-  with jax.set_mesh(mesh):
-    params = M.init_sharded(jax.random.key(0), cfg, mesh)
-    ref = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
-    g = GRPOConfig(num_generations=a.G, beta=0.04, max_completion_length=a.new_tokens)
-    o = TS.OptimConfig(learning_rate=1e-6)
-    state = TS.init_state(params, TS.make_optimizer(o))
-    update = TS.make_grpo_step(cfg, g, o, 1.0, TS.state_shardings(state), mesh)
-    ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
-    ref_fn = TS.make_logprob_fn(ref_cfg, 1.0)
-    scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
-                            suppress_eos=True, prompt_buckets=(a.prompt_len,))
-    prompts = jax.random.randint(jax.random.key(1), (a.prompts, a.prompt_len), 1, cfg.vocab_size)
-    pmask = jnp.ones_like(prompts, bool)
-    R = a.prompts * a.G
-    times = []
-    for i in range(a.steps + 1):
-      t0 = time.perf_counter()
-      out = S.generate(state["params"], prompts, pmask, jax.random.key(i), cfg, scfg)
-      jax.block_until_ready(out["tokens"])
-      t1 = time.perf_counter()
-      batch = {"tokens": jnp.concatenate([jnp.repeat(prompts, a.G, 0), out["tokens"]], 1),
-               "mask": jnp.concatenate([jnp.repeat(pmask, a.G, 0), out["mask"]], 1),
-               "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"],
-               "adv": jax.random.normal(jax.random.key(100 + i), (R,))}
-      batch["ref_logp"] = ref_fn(ref, batch)
-      jax.block_until_ready(batch["ref_logp"])
-      t2 = time.perf_counter()
-      state, m = update(state, batch)
-      jax.block_until_ready(m["loss"])
-      t3 = time.perf_counter()
-      if i:  # the first step compiles
-        times.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
-    gen, lp, upd, tot = np.median(np.asarray(times), axis=0)
-    tokens = R * (a.prompt_len + a.new_tokens)
-    stats = jax.devices()[0].memory_stats() or {}
-    res = {"preset": a.preset, "device": jax.devices()[0].device_kind, "jax": jax.__version__, "rows": R,
-           "generate_s": gen, "ref_logprobs_s": lp, "update_s": upd, "step_s": tot, "tokens_per_s": tokens / tot,
-           "generated_tokens_per_s": R * a.new_tokens / gen, "peak_bytes": stats.get("peak_bytes_in_use")}
-    print(json.dumps(res))
-    print(f"{a.preset}: step {tot:.2f} s = generate {gen:.2f} + ref log-probs {lp:.2f} + update {upd:.2f}; "
-          f"{tokens / tot:,.0f} tokens/s; peak {res['peak_bytes'] or 0:,} bytes")
-    if a.out:
-      with open(a.out, "w") as f:
-        json.dump(res, f)
+  if a.system == "r1jax":
+    small = a.preset == "tiny" or jax.default_backend() == "cpu"
+    ceil = model_bench.ceilings(1 << 20, 256) if small else model_bench.ceilings()
+    r = run_r1jax(a, ceil) | {"ceilings": ceil}
+    print(f"device {r['device']}  jax {jax.__version__}  copy {ceil['copy_bandwidth_Bps'] / 1e12:.2f} TB/s  "
+          f"bf16 matmul {ceil['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s")
+    print(f"r1jax {a.preset}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + ref log-probs "
+          f"{r['ref_logprobs_s']:.2f} + update {r['update_s']:.2f}; {r['tokens_per_s']:,.0f} tokens/s; decode "
+          f"{r['decode_roofline_frac']:.0%} of roofline; update MFU {r['update_mfu'] or 0:.0%}; peak "
+          f"{(r['peak_bytes'] or 0) / GB:.1f} GB")
+    print("memory (GB): " + ", ".join(f"{k} {v / GB:.1f}" for k, v in r["memory"].items() if v is not None))
+    print("RESULT " + json.dumps(r), flush=True)
+    return
+  results = [run_system(name, a) for name in ["r1jax"] + list(filter(None, a.peers.split(",")))]
+  if "error" in results[0]:
+    sys.exit("r1jax failed")
+  print(table(results, results[0]))
+  if a.out:
+    with open(a.out, "w") as f:
+      json.dump({"args": vars(a), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -41,12 +41,12 @@ def ceilings(n=1 << 30, m=8192):
   """Copy bandwidth over n bf16 elements (default 2 GiB) and an m^3 bf16 matmul rate."""
   x = jax.random.normal(jax.random.key(0), (n,), jnp.bfloat16)
   copy = jax.jit(lambda x: x * 1.0001)
-  t = bench(copy, x, iters=10)
+  t = bench(copy, x, warmup=10, iters=20)  # long warm-up: the clocks ramp up
   bw = 2 * x.nbytes / t
   a = jax.random.normal(jax.random.key(1), (m, m), jnp.bfloat16)
   b = jax.random.normal(jax.random.key(2), (m, m), jnp.bfloat16)
   mm = jax.jit(lambda a, b: a @ b)
-  t = bench(mm, a, b, iters=10)
+  t = bench(mm, a, b, warmup=10, iters=20)
   return {"copy_bandwidth_Bps": bw, "bf16_matmul_flops": 2 * m ** 3 / t}
 
 
@@ -62,7 +62,7 @@ def attn_flops_fwd(cfg: M.ModelConfig, T: int) -> float:
   return 2 * 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T / 2
 
 
-def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="threefry"):
+def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="threefry", profile=False):
   """variant: 'threefry' (default PRNG), 'rbg' (jax's fast unsafe_rbg PRNG), 'greedy' (no noise)."""
   # GRPO-shaped: batch / group prompts, each sampled `group` times from one shared prefill.
   group = group if batch % group == 0 else 1
@@ -77,6 +77,7 @@ def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="t
   t_one = bench(gen(mk(1)), params, prompt, mask, warmup=1, iters=3)
   steps = new_tokens - 1
   dt = (t_full - t_one) / steps
+  prof = kernel_profile(gen(mk(new_tokens)), params, prompt, mask, steps=new_tokens) if profile else None
   itemsize = jnp.dtype(cfg.dtype).itemsize
   w_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   if cfg.tie_embeddings:  # the embedding is read again as the output projection
@@ -84,7 +85,38 @@ def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="t
   ctx = prompt_len + new_tokens / 2
   kv_bytes = 2 * cfg.n_layers * batch * ctx * cfg.n_kv_heads * cfg.head_dim * itemsize
   return {"batch": batch, "variant": variant, "step_s": dt, "tokens_per_s": batch / dt, "bytes_per_step": w_bytes + kv_bytes,
-          "weights_bytes": w_bytes, "kv_bytes": kv_bytes, "total_s": t_full}
+          "weights_bytes": w_bytes, "kv_bytes": kv_bytes, "total_s": t_full, "profile": prof}
+
+
+def kernel_profile(fn, *args, steps=1, top=18):
+  """GPU kernel time of one call of fn, summed by kernel name, per decode step (jax.profiler)."""
+  import collections
+  import glob
+  import tempfile
+  jax.block_until_ready(fn(*args))
+  d = tempfile.mkdtemp()
+  with jax.profiler.trace(d):
+    jax.block_until_ready(fn(*args))
+  pd = jax.profiler.ProfileData.from_file(glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[0])
+  tables = {"kernels": collections.Counter(), "ops": collections.Counter()}
+  calls = collections.Counter()
+  lines = set()
+  for plane in pd.planes:
+    if not plane.name.startswith("/device:GPU"):
+      continue
+    for line in plane.lines:
+      lines.add(line.name)
+      kind = "ops" if line.name == "XLA Ops" else "kernels" if "stream" in line.name.lower() else None
+      for e in line.events if kind else ():
+        tables[kind][e.name] += e.duration_ns
+        calls[kind, e.name] += 1
+  out = {"lines": sorted(lines)}
+  for kind, tot in tables.items():
+    busy = sum(tot.values())
+    out[f"{kind}_busy_us_per_step"] = busy / 1e3 / steps
+    out[kind] = [{"name": k[:100], "us_per_step": v / 1e3 / steps, "calls_per_step": calls[kind, k] / steps,
+                  "share": v / max(busy, 1)} for k, v in tot.most_common(top)]
+  return out
 
 
 def prefill_bench(cfg, params, batch, T):
@@ -121,6 +153,8 @@ def main():
   ap.add_argument("--remat", default="none,dots")
   ap.add_argument("--attention", default="auto")
   ap.add_argument("--decode_variants", default="threefry")
+  ap.add_argument("--decode_attention", default="xla", help="comma list of xla/pallas")
+  ap.add_argument("--profile", action="store_true", help="kernel-time table of each decode run")
   ap.add_argument("--unroll_decode", default="0", help="comma list of 0/1: decode with unrolled layers")
   ap.add_argument("--skip", default="", help="comma list of: decode,prefill,train")
   ap.add_argument("--out", default="")
@@ -135,15 +169,30 @@ def main():
     cfg = M.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
     params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
     if "decode" not in skip:
-      for b, variant, unroll in [(b, v, u) for b in map(int, a.decode_batches.split(","))
-                                 for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")]:
-        r = decode_bench(dataclasses.replace(cfg, unroll_decode=unroll == "1"), params, b, a.prompt_len,
-                         a.new_tokens, variant=variant)
+      for b, variant, unroll, att in [(b, v, u, da) for b in map(int, a.decode_batches.split(","))
+                                      for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")
+                                      for da in a.decode_attention.split(",")]:
+        c = dataclasses.replace(cfg, unroll_decode=unroll == "1", decode_attention=att)
+        try:
+          r = decode_bench(c, params, b, a.prompt_len, a.new_tokens, variant=variant, profile=a.profile)
+        except Exception as e:  # report and go on: one call measures many variants
+          print(f"{name} decode B={b} {att}: FAILED {type(e).__name__}: {str(e)[:1500]}", flush=True)
+          continue
         r["unroll_decode"] = unroll == "1"
+        r["decode_attention"] = att
         r["roofline_frac"] = r["bytes_per_step"] / ceil["copy_bandwidth_Bps"] / r["step_s"]
         results["runs"].append({"preset": name, "kind": "decode"} | r)
-        print(f"{name:14s} decode  B={b:5d} {variant:8s} unroll={unroll} ctx~{a.prompt_len}  {r['tokens_per_s']:10.0f} tok/s  "
-              f"step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}", flush=True)
+        print(f"{name:14s} decode  B={b:5d} {variant:8s} {att:6s} unroll={unroll} ctx~{a.prompt_len}  "
+              f"{r['tokens_per_s']:10.0f} tok/s  step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}  "
+              f"(ideal {r['bytes_per_step'] / ceil['copy_bandwidth_Bps'] * 1e3:.2f} ms)", flush=True)
+        if r["profile"]:
+          p = r["profile"]
+          print(f"  wall {r['step_s'] * 1e6:.0f} us per decode step vs GPU kernels busy "
+                f"{p['kernels_busy_us_per_step']:.0f} us (the rest: launch and host gaps)")
+          for kind in ("ops", "kernels"):
+            print(f"  {kind}: {p[kind + '_busy_us_per_step']:.0f} us busy per decode step; top (us/step, calls/step):")
+            for k in p[kind]:
+              print(f"    {k['us_per_step']:9.1f} {k['calls_per_step']:6.1f}  {k['share']:5.1%}  {k['name']}")
     if "prefill" not in skip:
       r = prefill_bench(cfg, params, a.train_batch, a.seq)
       r["mfu"] = r["flops"] / r["s"] / ceil["bf16_matmul_flops"]

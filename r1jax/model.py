@@ -58,9 +58,15 @@ class ModelConfig:
   attention_impl: str = "auto"
   """Training/prefill attention kernel of `jax.nn.dot_product_attention`: 'xla', 'cudnn' or
   'auto' (cuDNN on GPU in 16-bit compute, XLA elsewhere). Decoding against the cache is XLA."""
-  unroll_decode: bool = False
-  """Run the layers of cached (decode) steps as an unrolled loop over static slices of the cache
-  rather than a scan (compile time grows with depth; an experiment on decode bandwidth)."""
+  decode_attention: str = "auto"
+  """Attention of one new token over the KV cache: 'xla' (batched matmuls), 'pallas' (jax's fused
+  split-K flash-decoding kernel, `jax.experimental.pallas.ops.gpu.decode_attention`; GPU, or
+  interpreted elsewhere), or 'auto' (pallas on GPU, xla elsewhere)."""
+  unroll_decode: bool = True
+  """Decode with one KV-cache buffer (and one weight slice) per layer and the layers unrolled,
+  instead of a stacked cache sliced inside the layer scan: each layer's attention then reads its
+  buffer in place, where the scan's per-layer slice is copied in every step (measured on an H200:
+  a read and write of the whole cache per decode step). Compile time grows with depth."""
   logits_chunk: int = 8192
   """Tokens (rows x positions) per chunk when computing log-probabilities from hidden states:
   the B x T x V logits are never materialized whole, only B x (logits_chunk // B) x V at a time."""
@@ -70,6 +76,7 @@ class ModelConfig:
     _check(self, "param_dtype", self.param_dtype, ("float32", "bfloat16"))
     _check(self, "remat", self.remat, ("none", "full", "dots"))
     _check(self, "attention_impl", self.attention_impl, ("xla", "cudnn", "auto"))
+    _check(self, "decode_attention", self.decode_attention, ("xla", "pallas", "auto"))
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
                  "max_seq_len", "logits_chunk"):
       if getattr(self, name) < 1:
@@ -292,6 +299,51 @@ def cached_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, ck_BxKxSxH, cv_B
   return out.reshape(B, T, N, H)
 
 
+def decode_attention_impl(cfg: ModelConfig) -> str:
+  if cfg.decode_attention != "auto":
+    return cfg.decode_attention
+  return "pallas" if jax.default_backend() == "gpu" else "xla"
+
+
+DECODE_BLOCK = 128
+"""Cache positions per program of the Pallas decode kernel; the sampler rounds the cache length
+up to a multiple of it (the extra slots stay masked)."""
+
+
+def pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS):
+  """`cached_attention` for one new token through a fused flash-decoding kernel.
+
+  Each (row, kv head) streams its cache once in blocks of `DECODE_BLOCK` positions, only up to the
+  last valid one, and returns unnormalized partial sums with their softmax statistics; the new
+  token's own key is merged in afterwards. The valid cache positions of a row must be one
+  contiguous window (a left-padded prompt followed by the decoded tokens: what the sampler writes).
+  """
+  from jax.experimental.pallas.ops.gpu import decode_attention as pallas_decode
+  B, _, N, H = q_Bx1xNxH.shape
+  K, S = ck_BxKxSxH.shape[1], ck_BxKxSxH.shape[2]
+  G = N // K
+  if S % DECODE_BLOCK or H & (H - 1):
+    raise ValueError(f"pallas decode attention needs the cache length ({S}) to be a multiple of "
+                     f"{DECODE_BLOCK} and head_dim ({H}) a power of two; use model.decode_attention='xla'")
+  start = jnp.argmax(cmask_BxS, axis=1).astype(jnp.int32)
+  end = (S - jnp.argmax(cmask_BxS[:, ::-1], axis=1)).astype(jnp.int32)
+  end = jnp.where(jnp.any(cmask_BxS, axis=1), end, 0)
+  q = q_Bx1xNxH.reshape(B * K, G, H)
+  o, (l, m) = pallas_decode.mqa(
+      q, ck_BxKxSxH.reshape(B * K, S, H), cv_BxKxSxH.reshape(B * K, S, H),
+      jnp.repeat(start, K), jnp.repeat(end, K), sm_scale=H ** -0.5, block_k=DECODE_BLOCK,
+      k_splits=S // DECODE_BLOCK, return_residuals=True, normalize_output=False,
+      interpret=jax.default_backend() != "gpu")
+  # Merge the new token (always visible to itself) into the flash statistics.
+  kn = k_Bx1xKxH.reshape(B * K, 1, H)
+  vn = v_Bx1xKxH.reshape(B * K, 1, H).astype(jnp.float32)
+  s_new = jnp.einsum("bgh,bth->bg", q, kn, preferred_element_type=jnp.float32) * H ** -0.5
+  m_all = jnp.maximum(m, s_new)
+  c_old, c_new = jnp.exp(m - m_all), jnp.exp(s_new - m_all)
+  out = (o.astype(jnp.float32) * c_old[..., None] + c_new[..., None] * vn) / (l * c_old + c_new)[..., None]
+  return out.astype(q_Bx1xNxH.dtype).reshape(B, 1, N, H)
+
+
 def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq):
   """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values."""
   dt = cfg.compute_dtype
@@ -308,7 +360,10 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq):
     att = self_attention(q, k, v, mask, cfg)
   else:
     ck, cv, cmask = cache_kv
-    att = cached_attention(q, k, v, mask, ck, cv, cmask)
+    if q.shape[1] == 1 and decode_attention_impl(cfg) == "pallas":
+      att = pallas_cached_attention(q, k, v, ck, cv, cmask)
+    else:
+      att = cached_attention(q, k, v, mask, ck, cv, cmask)
   x = x + jnp.einsum("btnh,nhd->btd", att, w["wo"])
   x = constrain(x, ("batch", "length", "act_embed"))
   h = rms_norm(x, layer["mlp_norm"], cfg.rms_eps)
@@ -333,7 +388,8 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
   Args:
     tokens_BxT: int token ids. positions_BxT: RoPE positions (left padding: count from the first
       real token). mask_BxT: True for real tokens (default all).
-    cache: optional dict with 'k', 'v' (L x B x K x S x H) and 'mask' (B x S) of earlier tokens.
+    cache: optional dict with 'k', 'v' (L x B x K x S x H, or tuples of L arrays B x K x S x H)
+      and 'mask' (B x S) of earlier tokens.
   Returns:
     hidden_BxTxD, (k_LxBxTxKxH, v_LxBxTxKxH).
   """
@@ -352,11 +408,14 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
 
   if cfg.remat != "none":
     body = jax.checkpoint(body, policy=_REMAT[cfg.remat], prevent_cse=False)
-  if cache is not None and cfg.unroll_decode:
-    # Static per-layer slices of the stacked cache instead of the scan's dynamic slices.
+  if cache is not None and isinstance(cache["k"], (tuple, list)):
+    # One cache buffer per layer (sampler with cfg.unroll_decode): unrolled layers.
+    layers = params["layers"]
+    if isinstance(layers, dict):
+      layers = [jax.tree.map(lambda a: a[i], layers) for i in range(cfg.n_layers)]
     kvs = []
     for i in range(cfg.n_layers):
-      x, kv_i = body(x, (jax.tree.map(lambda a: a[i], params["layers"]), (cache["k"][i], cache["v"][i])))
+      x, kv_i = body(x, (layers[i], (cache["k"][i], cache["v"][i])))
       kvs.append(kv_i)
     kv = jax.tree.map(lambda *a: jnp.stack(a), *kvs)
     return rms_norm(x, params["final_norm"], cfg.rms_eps), kv

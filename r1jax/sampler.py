@@ -90,21 +90,34 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
   """
   B, P = prompt_BxP.shape
   n, N = scfg.num_samples, scfg.max_new_tokens
-  R, S = B * n, P + N
+  R = B * n
+  S = P + N
+  if model_lib.decode_attention_impl(cfg) == "pallas":  # the kernel reads whole blocks
+    S = -(-S // model_lib.DECODE_BLOCK) * model_lib.DECODE_BLOCK
   eos = jnp.asarray(scfg.eos_ids or (-1,), jnp.int32)
   prompt_mask_BxP = prompt_mask_BxP.astype(bool)
+  # Cast once, outside the loop: every decode step then reads the weights in the compute dtype
+  # (half the bytes of an fp32 master copy); the layer scan would otherwise cast inside each step.
+  params = jax.tree.map(lambda a: a.astype(cfg.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                        params)
   positions = model_lib.positions_from_mask(prompt_mask_BxP)
   hidden, (k, v) = model_lib.hidden_states(params, prompt_BxP, positions, cfg, mask_BxT=prompt_mask_BxP)
   logits_BxV = model_lib.logits_from_hidden(params, hidden[:, -1:], cfg)[:, 0]
 
   rep = lambda x, axis: jnp.repeat(x, n, axis=axis)
   L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
-  # kv-head-major cache, L x R x K x S x H (see model.cached_attention).
-  cache_axes = ("layers", "batch", "act_kv_heads", "cache_length", "head_dim")
-  pad_kv = lambda x: constrain(jnp.pad(rep(x, 1).swapaxes(2, 3), ((0, 0), (0, 0), (0, 0), (0, N), (0, 0))),
+  # kv-head-major cache, R x K x S x H per layer (see model.cached_attention): stacked L x ... for
+  # the layer scan, or one buffer per layer (cfg.unroll_decode) that each layer reads in place.
+  cache_axes = ("batch", "act_kv_heads", "cache_length", "head_dim")
+  pad_kv = lambda x: constrain(jnp.pad(rep(x, 0).swapaxes(1, 2), ((0, 0), (0, 0), (0, S - P), (0, 0))),
                                cache_axes)
-  cache = {"k": pad_kv(k), "v": pad_kv(v),
-           "mask": jnp.pad(rep(prompt_mask_BxP, 0), ((0, 0), (0, N)))}
+  if cfg.unroll_decode:
+    kv_k, kv_v = tuple(pad_kv(k[i]) for i in range(L)), tuple(pad_kv(v[i]) for i in range(L))
+    # Per-layer weights, sliced once here rather than in every step.
+    params = dict(params, layers=[jax.tree.map(lambda a: a[i], params["layers"]) for i in range(L)])
+  else:
+    kv_k, kv_v = jax.vmap(pad_kv)(k), jax.vmap(pad_kv)(v)
+  cache = {"k": kv_k, "v": kv_v, "mask": jnp.pad(rep(prompt_mask_BxP, 0), ((0, 0), (0, S - P)))}
   next_pos_R = rep(positions[:, -1] + 1, 0)
   logits_RxV = rep(logits_BxV, 0)
 
@@ -139,8 +152,14 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
                                           cache=s["cache"])
     c = s["cache"]
     slot = P + t - 1
-    put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.swapaxes(2, 3).astype(buf.dtype), (0, 0, 0, slot, 0))
-    cache = {"k": put(c["k"], k1), "v": put(c["v"], v1),
+    put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.swapaxes(-2, -3).astype(buf.dtype),
+                                                     (0,) * (buf.ndim - 2) + (slot, 0))
+    if cfg.unroll_decode:
+      new_k = tuple(put(c["k"][i], k1[i]) for i in range(L))
+      new_v = tuple(put(c["v"][i], v1[i]) for i in range(L))
+    else:
+      new_k, new_v = put(c["k"], k1), put(c["v"], v1)
+    cache = {"k": new_k, "v": new_v,
              "mask": jax.lax.dynamic_update_slice(c["mask"], jnp.ones((R, 1), bool), (0, slot))}
     logits = model_lib.logits_from_hidden(params, h, cfg)[:, 0]
     tok, lp = pick(logits, t, s["done"])

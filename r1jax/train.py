@@ -72,10 +72,10 @@ def _validate(tcfg: TrainConfig, gcfg: GRPOConfig, scfg, mesh):
     raise ValueError(f"sampling.num_samples={scfg.num_samples} must equal grpo.num_generations="
                      f"{gcfg.num_generations}")
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if rows % gcfg.num_minibatches or (rows // gcfg.num_minibatches) % shards:
+  if rows % gcfg.num_minibatches or (rows // gcfg.num_minibatches) % (shards * gcfg.grad_accum):
     raise ValueError(f"train.prompts_per_step * grpo.num_generations = {rows} rows must split into "
-                     f"grpo.num_minibatches={gcfg.num_minibatches} minibatches divisible by the "
-                     f"data*fsdp mesh size {shards}")
+                     f"grpo.num_minibatches={gcfg.num_minibatches} minibatches, each divisible by "
+                     f"grpo.grad_accum={gcfg.grad_accum} x the data*fsdp mesh size {shards}")
   if scfg.max_new_tokens != gcfg.max_completion_length:
     raise ValueError(f"sampling.max_new_tokens={scfg.max_new_tokens} must equal "
                      f"grpo.max_completion_length={gcfg.max_completion_length}")

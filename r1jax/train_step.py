@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from r1jax import model as model_lib
 from r1jax.grpo import loss as loss_lib
 from r1jax.grpo.config import GRPOConfig
-from r1jax.sharding import logical_to_spec
+from r1jax.sharding import constrain, logical_to_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,14 +126,20 @@ def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float):
 
 
 def _finite_update(state, grads, loss, optimizer):
-  """Apply the optimizer unless loss or gradients are NaN/inf; then keep the old state."""
+  """Apply the optimizer unless loss or gradients are NaN/inf; then keep the old state.
+
+  A `lax.cond`, not a select between old and new trees: the update happens in place in the
+  donated buffers, with no second copy of the parameters and optimizer state alive.
+  """
   gnorm = optax.tree.norm(grads) if hasattr(optax, "tree") else optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
-  updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-  params = optax.apply_updates(state["params"], updates)
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-  new = {"params": keep(params, state["params"]), "opt_state": keep(opt_state, state["opt_state"]),
-         "step": state["step"] + finite.astype(jnp.int32)}
+
+  def apply(params, opt_state):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  params, opt_state = jax.lax.cond(finite, apply, lambda p, o: (p, o), state["params"], state["opt_state"])
+  new = {"params": params, "opt_state": opt_state, "step": state["step"] + finite.astype(jnp.int32)}
   return new, gnorm, finite
 
 
@@ -147,18 +153,46 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
   optimizer = make_optimizer(ocfg)
   lr = schedule(ocfg)
 
+  A = gcfg.grad_accum
+
+  def loss_fn(params, mb, weight):
+    P = mb["tokens"].shape[1] - mb["completion_mask"].shape[1]
+    logp, ent = completion_logprobs(params, mb["tokens"], mb["mask"], P, cfg, temperature)
+    loss, m = loss_lib.grpo_loss(logp, mb["old_logp"], mb.get("ref_logp"), mb["adv"], mb["completion_mask"], gcfg)
+    m = dict(m)
+    m["entropy"] = loss_lib.masked_mean(ent, mb["completion_mask"])
+    return loss * weight, m
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
   def step(state, batch):
-    P = batch["tokens"].shape[1] - batch["completion_mask"].shape[1]
+    if A == 1:
+      (loss, metrics), grads = grad_fn(state["params"], batch, 1.0)
+    else:
+      # Micro-batch j holds rows j, j + A, ...: each stays spread over the batch-sharded devices.
+      micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1), batch)
+      tokens_j = jnp.sum(micro["completion_mask"], axis=(1, 2))
+      # Loss weights making the sum over micro-batches the whole minibatch's loss: equal shares
+      # for per-row normalizations, token shares for the token mean.
+      if gcfg.loss_type == "token_mean":
+        weights = tokens_j / jnp.maximum(jnp.sum(tokens_j), 1.0)
+      else:
+        weights = jnp.full((A,), 1.0 / A)
+      token_share = tokens_j / jnp.maximum(jnp.sum(tokens_j), 1.0)
 
-    def loss_fn(params):
-      logp, ent = completion_logprobs(params, batch["tokens"], batch["mask"], P, cfg, temperature)
-      loss, m = loss_lib.grpo_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["adv"],
-                                   batch["completion_mask"], gcfg)
-      m = dict(m)
-      m["entropy"] = loss_lib.masked_mean(ent, batch["completion_mask"])
-      return loss, m
+      def body(acc, xs):
+        mb, w, share = xs
+        mb = jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), mb)
+        (l, m), g = grad_fn(state["params"], mb, w)
+        acc_g, acc_l, acc_m = acc
+        return (jax.tree.map(jnp.add, acc_g, g), acc_l + l,
+                jax.tree.map(lambda a, b: a + share * b, acc_m, m)), None
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+      (_, m0), _ = jax.eval_shape(grad_fn, state["params"], jax.tree.map(lambda x: x[0], micro), 1.0)
+      zeros = lambda t: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), t)
+      (grads, loss, metrics), _ = jax.lax.scan(body, (zeros(state["params"]), jnp.float32(0.0), zeros(m0)),
+                                               (micro, weights, token_share))
+      metrics = dict(metrics, loss=loss)  # metrics: token-weighted means over micro-batches
     new_state, gnorm, finite = _finite_update(state, grads, loss, optimizer)
     metrics |= {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state["step"]),
                 "nonfinite": (~finite).astype(jnp.int32)}

@@ -114,3 +114,31 @@ def test_optim_config_errors():
     TS.OptimConfig(learning_rate=0)
   with pytest.raises(ValueError, match="optim.decay='linear'"):
     TS.OptimConfig(decay="linear")
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "token_mean", "dr_grpo"])
+@pytest.mark.parametrize("accum", [2, 4])
+def test_grad_accum_equals_whole_batch(loss_type, accum):
+  """Summing weighted micro-batch gradients gives the whole batch's loss, gradient norm, KL and
+  updated parameters, for every loss normalization (rows of unequal token counts included)."""
+  params = M.init_params(jax.random.key(4), CFG, std=0.2)
+  o = TS.OptimConfig(learning_rate=1e-3)
+  b = _batch()
+  b["completion_mask"][6, 1:] = 0  # rows with very different token counts in different micro-batches
+  b["mask"][6, P + 1:] = False
+  out = {}
+  for A in (1, accum):
+    g = GRPOConfig(num_generations=4, beta=0.04, max_completion_length=N, loss_type=loss_type, grad_accum=A)
+    state = TS.init_state(jax.tree.map(jnp.array, params), TS.make_optimizer(o))
+    state, m = TS.make_grpo_step(CFG, g, o, 1.0)(state, b)
+    out[A] = (jax.tree.map(np.asarray, state["params"]), {k: float(v) for k, v in m.items()})
+  (p1, m1), (pa, ma) = out[1], out[accum]
+  for k in ("loss", "grad_norm", "kl", "entropy"):
+    np.testing.assert_allclose(ma[k], m1[k], rtol=1e-5, atol=1e-7, err_msg=k)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=2e-6), pa, p1)
+  assert not np.allclose(p1["embed"], np.asarray(params["embed"]))
+
+
+def test_grad_accum_must_divide_rows():
+  with pytest.raises(ValueError, match="grpo.grad_accum=0"):
+    GRPOConfig(grad_accum=0)

@@ -40,6 +40,10 @@ class GRPOConfig:
   1 at the update point: the loss value is ~0 but its gradient is not."""
   num_minibatches: int = 1
   """Optimizer steps per inner iteration; the rollout rows are split into this many minibatches."""
+  grad_accum: int = 1
+  """Micro-batches per minibatch: the jitted step runs them one after another and sums their
+  gradients (weighted so the result is the whole minibatch's gradient) before one optimizer step.
+  A memory knob: activations shrink by this factor; the update is the same up to float rounding."""
   max_completion_length: int = 256
   """Completion tokens per row (N); also the 'dr_grpo' normalizer."""
   ref_reset_every: int = 0
@@ -68,6 +72,7 @@ class GRPOConfig:
     _at_least("num_generations", self.num_generations, 2, "a group needs >= 2 samples to have a spread")
     _at_least("mu", self.mu, 1)
     _at_least("num_minibatches", self.num_minibatches, 1)
+    _at_least("grad_accum", self.grad_accum, 1)
     _at_least("max_completion_length", self.max_completion_length, 1)
     _at_least("ref_reset_every", self.ref_reset_every, 0, "0 = never")
     if not self.beta >= 0:
