@@ -88,6 +88,7 @@ def run_r1jax(a, ceil):
                "mask": jnp.concatenate([jnp.repeat(pmask, a.G, 0), out["mask"]], 1),
                "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"],
                "adv": jax.random.normal(jax.random.key(100 + i), (R,))}
+      batch = TS.shard_batch(batch, mesh)  # rows over data x fsdp (several devices)
       batch["ref_logp"] = ref_fn(ref, batch)
       jax.block_until_ready(batch["ref_logp"])
       t2 = time.perf_counter()

@@ -318,6 +318,18 @@ def pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKx
   token's own key is merged in afterwards. The valid cache positions of a row must be one
   contiguous window (a left-padded prompt followed by the decoded tokens: what the sampler writes).
   """
+  mesh = jax.sharding.get_abstract_mesh()
+  if not mesh.empty and mesh.size > 1:
+    # A custom kernel has no partitioning rule: run it per shard of rows, heads gathered.
+    from r1jax.sharding import logical_to_spec
+    rows = lambda x: logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh)
+    args = (q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS)
+    return jax.shard_map(_pallas_cached_attention, mesh=mesh, in_specs=tuple(rows(x) for x in args),
+                         out_specs=rows(q_Bx1xNxH), check_vma=False)(*args)
+  return _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS)
+
+
+def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS):
   from jax.experimental.pallas.ops.gpu import decode_attention as pallas_decode
   B, _, N, H = q_Bx1xNxH.shape
   K, S = ck_BxKxSxH.shape[1], ck_BxKxSxH.shape[2]

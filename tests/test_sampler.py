@@ -132,11 +132,12 @@ def test_bad_config_and_long_prompt():
     S.pad_prompts([[1] * 40], (16, 32), pad_id=0)
 
 
-@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (8, 1, 1)])
-def test_sharded_generation_equals_single_device(params, mesh_shape):
+@pytest.mark.parametrize("mesh_shape,attention", [((2, 2, 2), "xla"), ((8, 1, 1), "xla"), ((2, 2, 2), "pallas")])
+def test_sharded_generation_equals_single_device(params, mesh_shape, attention):
   """The sampler on a mesh (parameters sharded by the rules table, prompts over data x fsdp)
-  produces the same greedy tokens and log-probs as on one device."""
+  produces the same greedy tokens and log-probs as on one device (the decode kernel per shard)."""
   from r1jax import sharding
+  cfg = dataclasses.replace(CFG, decode_attention=attention)
   scfg = S.SamplingConfig(max_new_tokens=8, temperature=0.0, num_samples=2, prompt_buckets=(16,))
   prompts = _prompts() + [[4, 5, 6]] * 5
   toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
@@ -146,7 +147,7 @@ def test_sharded_generation_equals_single_device(params, mesh_shape):
     sp = jax.device_put(params, M.param_shardings(CFG, mesh))
     bs = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
     got = jax.device_get(S.generate(sp, jax.device_put(toks, bs), jax.device_put(mask, bs), jax.random.key(0),
-                                    CFG, scfg))
+                                    cfg, scfg))
   np.testing.assert_array_equal(got["tokens"], want["tokens"])
   np.testing.assert_allclose(got["logp"], want["logp"], atol=1e-5)
 

@@ -142,3 +142,24 @@ def test_grad_accum_equals_whole_batch(loss_type, accum):
 def test_grad_accum_must_divide_rows():
   with pytest.raises(ValueError, match="grpo.grad_accum=0"):
     GRPOConfig(grad_accum=0)
+
+
+def test_grad_accum_on_mesh_equals_unsharded():
+  """Micro-batches on a data x fsdp x tensor mesh (rows strided so each stays spread over the
+  devices) update the parameters as the un-sharded whole-batch step does."""
+  params = M.init_params(jax.random.key(5), CFG, std=0.2)
+  o = TS.OptimConfig(learning_rate=1e-3)
+  b = _batch()
+  g1 = GRPOConfig(num_generations=4, beta=0.04, max_completion_length=N, loss_type="token_mean")
+  state = TS.init_state(jax.tree.map(jnp.array, params), TS.make_optimizer(o))
+  want, m1 = TS.make_grpo_step(CFG, g1, o, 1.0)(state, b)
+  mesh = sharding.make_mesh((2, 2, 2))
+  with jax.set_mesh(mesh):
+    sp = jax.device_put(params, M.param_shardings(CFG, mesh))
+    state = TS.init_state(sp, TS.make_optimizer(o))
+    g2 = GRPOConfig(num_generations=4, beta=0.04, max_completion_length=N, loss_type="token_mean", grad_accum=2)
+    step = TS.make_grpo_step(CFG, g2, o, 1.0, TS.state_shardings(state), mesh)
+    got, m2 = step(state, TS.shard_batch(b, mesh))
+  np.testing.assert_allclose(float(m2["loss"]), float(m1["loss"]), rtol=1e-5, atol=1e-7)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-6),
+               got["params"], want["params"])
