@@ -61,7 +61,8 @@ class ModelConfig:
   decode_attention: str = "auto"
   """Attention of one new token over the KV cache: 'xla' (batched matmuls), 'pallas' (jax's fused
   split-K flash-decoding kernel, `jax.experimental.pallas.ops.gpu.decode_attention`; GPU, or
-  interpreted elsewhere), or 'auto' (pallas on GPU, xla elsewhere)."""
+  interpreted elsewhere), or 'auto' (pallas on GPU for bf16 compute and a power-of-two head_dim,
+  xla elsewhere)."""
   unroll_decode: bool = True
   """Decode with one KV-cache buffer (and one weight slice) per layer and the layers unrolled,
   instead of a stacked cache sliced inside the layer scan: each layer's attention then reads its
@@ -300,9 +301,12 @@ def cached_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, ck_BxKxSxH, cv_B
 
 
 def decode_attention_impl(cfg: ModelConfig) -> str:
+  """'auto': the Pallas kernel on GPU in 16-bit compute with a power-of-two head_dim >= 16."""
   if cfg.decode_attention != "auto":
     return cfg.decode_attention
-  return "pallas" if jax.default_backend() == "gpu" else "xla"
+  H = cfg.head_dim
+  fits = cfg.dtype == "bfloat16" and H >= 16 and not H & (H - 1)
+  return "pallas" if jax.default_backend() == "gpu" and fits else "xla"
 
 
 DECODE_BLOCK = 128
