@@ -190,9 +190,9 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
 
       (_, m0), _ = jax.eval_shape(grad_fn, state["params"], jax.tree.map(lambda x: x[0], micro), 1.0)
       zeros = lambda t: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), t)
+      # The metrics are token-weighted means over the micro-batches.
       (grads, loss, metrics), _ = jax.lax.scan(body, (zeros(state["params"]), jnp.float32(0.0), zeros(m0)),
                                                (micro, weights, token_share))
-      metrics = dict(metrics, loss=loss)  # metrics: token-weighted means over micro-batches
     new_state, gnorm, finite = _finite_update(state, grads, loss, optimizer)
     metrics |= {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state["step"]),
                 "nonfinite": (~finite).astype(jnp.int32)}
