@@ -48,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.sampling = dict(max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0)
   c.grpo = dict(num_generations=8, beta=0.001, eps_low=0.2, eps_high=0.2, loss_type="grpo",
-                scale_rewards="group", mu=1, num_minibatches=1, max_completion_length=40,
+                scale_rewards="group", mu=1, num_minibatches=1, grad_accum=1, max_completion_length=40,
                 ref_reset_every=0, dynamic_sampling=False, mask_truncated_completions=False)
   c.optim = dict(learning_rate=2e-4, warmup_steps=5, decay="constant", total_steps=80, b1=0.9, b2=0.99,
                  weight_decay=0.0, max_grad_norm=1.0)

@@ -246,7 +246,8 @@ def build_model(cfg, parts, tokenizer, mesh, workdir, docs_fn):
   """(model config, params): from a Hugging Face checkpoint, or the pretrained tiny default."""
   if cfg.model.hf_checkpoint:
     from r1jax import hf
-    overrides = {k: getattr(parts["model"], k) for k in ("dtype", "param_dtype", "remat", "attention_impl")}
+    overrides = {k: getattr(parts["model"], k) for k in ("dtype", "param_dtype", "remat", "attention_impl",
+                                                         "decode_attention", "unroll_decode", "logits_chunk")}
     return hf.load_hf_checkpoint(cfg.model.hf_checkpoint, mesh=mesh, **overrides)
   model_cfg = dataclasses.replace(parts["model"], vocab_size=tokenizer.vocab_size)
   parts["model"] = model_cfg
