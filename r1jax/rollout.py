@@ -60,6 +60,23 @@ class Rollout:
     return {"tokens": np.concatenate([pt, self.tokens], 1), "mask": np.concatenate([pm, self.mask], 1),
             "completion_mask": self.mask, "old_logp": self.logp}
 
+  def rows(self, n: int) -> dict:
+    """Per-row fields (R rows each; prompts as one 1-D array per row, so rounds padded to
+    different prompt buckets can be concatenated), e.g. for `grpo.dynamic_sampling.GroupBuffer`."""
+    rep = lambda x: [row for row in x for _ in range(n)]
+    return {"prompt_tokens": rep(self.prompt_tokens), "prompt_mask": rep(self.prompt_mask), "tokens": self.tokens,
+            "logp": self.logp, "mask": self.mask, "length": self.length, "truncated": self.truncated,
+            "texts": list(self.texts)}
+
+  @classmethod
+  def from_rows(cls, rows: dict, n: int, pad_id: int = 0) -> "Rollout":
+    """Inverse of `rows` (extra fields ignored); prompts are left-padded to the longest."""
+    pt, pm = rows["prompt_tokens"][::n], rows["prompt_mask"][::n]
+    P = max(len(x) for x in pt)
+    left = lambda x, v: np.concatenate([np.full(P - len(x), v, np.asarray(x).dtype), x])
+    return cls(np.stack([left(x, pad_id) for x in pt]), np.stack([left(x, False) for x in pm]), rows["tokens"],
+               rows["logp"], rows["mask"], rows["length"], rows["truncated"], list(rows["texts"]))
+
 
 def sample(params, prompt_ids: Sequence[Sequence[int]], key, cfg, scfg: sampler_lib.SamplingConfig,
            tokenizer, batch_size: int | None = None) -> Rollout:

@@ -21,7 +21,7 @@ from r1jax import rollout as rollout_lib
 from r1jax import train_step
 from r1jax.grpo import advantages as adv_lib
 from r1jax.grpo.config import GRPOConfig
-from r1jax.grpo.dynamic_sampling import keep_groups_mask
+from r1jax.grpo.dynamic_sampling import GroupBuffer
 from r1jax.rewards import aha
 from r1jax.rewards import combine
 from r1jax.rewards import length as length_lib
@@ -156,10 +156,10 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       t0 = time.perf_counter()
       key = jax.random.fold_in(base_key, step)
       # ---- sample (and, with dynamic sampling, resample until groups carry signal)
-      kept: list[tuple] = []
+      buf = GroupBuffer(tcfg.prompts_per_step, G) if gcfg.dynamic_sampling else None
+      group_stats = {}
       t_gen = t_rew = 0.0
       rounds = 0
-      need = tcfg.prompts_per_step
       while True:
         idx, position = next(it)
         ta = time.perf_counter()
@@ -177,13 +177,16 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
         t_gen += tb - ta
         t_rew += time.perf_counter() - tb
         rounds += 1
-        kept.append((ro, idx, total, per_fn, stats))
-        if not gcfg.dynamic_sampling:
+        if buf is None:
           break
-        informative = sum(int(keep_groups_mask(total, G).sum()) for _, _, total, _, _ in kept)
-        if informative >= need or rounds >= tcfg.max_sampling_rounds:
+        buf.add(ro.rows(G) | {"idx": np.repeat(idx, G)} | {f"reward/{k}": v for k, v in per_fn.items()}, total)
+        if buf.ready or rounds >= tcfg.max_sampling_rounds:
+          # The first prompts_per_step informative groups across rounds (topped up if too few).
+          rows, group_stats = buf.take(allow_uninformative=True)
+          ro = rollout_lib.Rollout.from_rows(rows, G, scfg.pad_id)
+          idx, total = list(rows["idx"][::G]), rows["rewards"]
+          per_fn = {k[len("reward/"):]: v for k, v in rows.items() if k.startswith("reward/")}
           break
-      ro, idx, total, per_fn, stats = _assemble(kept, G, need, gcfg.dynamic_sampling)
       adv = np.asarray(adv_lib.group_advantages(total, G, gcfg.scale_rewards), np.float32)
       host = ro.train_batch(G) | {"adv": adv}
       host["completion_mask"] = host["completion_mask"].astype(np.float32)
@@ -225,7 +228,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       ntok = int(ro.length.sum())
       m |= {"time/generate": t_gen, "time/reward": t_rew, "time/update": t_upd, "time/step": dt,
             "tokens_per_second": ntok / dt, "generate_tokens_per_second": ntok / max(t_gen, 1e-9),
-            "sampling_rounds": rounds,
+            "sampling_rounds": rounds, **{f"dynamic_sampling/{k}": v for k, v in group_stats.items()},
             "prompts_dropped_too_long": dropped}
       if (step + 1) % tcfg.log_every == 0:
         log.log(step + 1, m)
@@ -267,28 +270,3 @@ def iterate_prompts(num_examples: int, batch_size: int, seed: int, position: dic
       i += batch_size
       yield [int(x) for x in perm[i - batch_size:i]], {"epoch": e, "index": i}
     e, i = e + 1, 0
-
-
-def _assemble(kept, G, need, dynamic):
-  """The rollout used for the update: the first round, or with dynamic sampling the first `need`
-  informative groups across rounds (topped up with uninformative ones if too few were found)."""
-  if not dynamic:
-    return kept[0]
-  groups = []
-  for ro, idx, total, per_fn, stats in kept:
-    for g, informative in enumerate(keep_groups_mask(total, G)):
-      groups.append((not informative, len(groups), ro, idx, g, total, per_fn))
-  groups = sorted(groups, key=lambda x: (x[0], x[1]))[:need]
-  rows = lambda ro, g: slice(g * G, (g + 1) * G)
-  cat = lambda f: np.concatenate([f(gr[2])[rows(gr[2], gr[4])] for gr in groups])
-  ro = rollout_lib.Rollout(
-      prompt_tokens=np.stack([gr[2].prompt_tokens[gr[4]] for gr in groups]),
-      prompt_mask=np.stack([gr[2].prompt_mask[gr[4]] for gr in groups]),
-      tokens=cat(lambda r: r.tokens), logp=cat(lambda r: r.logp), mask=cat(lambda r: r.mask),
-      length=cat(lambda r: r.length), truncated=cat(lambda r: r.truncated),
-      texts=[t for gr in groups for t in gr[2].texts[rows(gr[2], gr[4])]])
-  idx = [gr[3][gr[4]] for gr in groups]
-  total = np.concatenate([gr[5][rows(gr[2], gr[4])] for gr in groups])
-  per_fn = {k: np.concatenate([gr[6][k][rows(gr[2], gr[4])] for gr in groups]) for k in kept[0][3]}
-  stats = kept[-1][4]
-  return ro, idx, total, per_fn, stats

@@ -458,3 +458,34 @@ def test_group_buffer_rejects_inconsistent_rounds():
   buf.add(rows, r)
   with pytest.raises(ValueError, match="has fields"):
     buf.add({"ids": rows["ids"]}, r)
+
+
+def test_rollout_rows_through_group_buffer_mix_prompt_buckets():
+  """Rounds padded to different prompt buckets go through the buffer and come back as one
+  rollout: informative groups in drawn order, prompts left-padded to the longest, rows intact."""
+  from r1jax.rollout import Rollout
+  G, N = 2, 3
+
+  def rollout(P, B, base):
+    pt = np.arange(B * P).reshape(B, P) + base
+    pm = np.ones((B, P), bool)
+    pm[:, 0] = False
+    toks = np.arange(B * G * N).reshape(B * G, N) + base
+    return Rollout(pt, pm, toks, toks * 0.5, np.ones_like(toks, bool), np.full(B * G, N),
+                   np.zeros(B * G, bool), [f"{base}-{r}" for r in range(B * G)])
+
+  r1, r2 = rollout(4, 2, 100), rollout(6, 2, 200)
+  buf = ds_lib.GroupBuffer(num_groups=2, group_size=G)
+  buf.add(r1.rows(G) | {"idx": np.repeat([10, 11], G)}, np.array([1.0, 1.0, 0.0, 1.0]))  # group 0 uninformative
+  buf.add(r2.rows(G) | {"idx": np.repeat([20, 21], G)}, np.array([0.0, 1.0, 0.5, 0.5]))
+  rows, stats = buf.take()
+  ro = Rollout.from_rows(rows, G, pad_id=-1)
+  assert list(rows["idx"][::G]) == [11, 20] and stats["groups_kept"] == 2
+  assert ro.prompt_tokens.shape == (2, 6)
+  np.testing.assert_array_equal(ro.prompt_tokens[0], [-1, -1] + list(r1.prompt_tokens[1]))
+  np.testing.assert_array_equal(ro.prompt_mask[0], [False, False, False, True, True, True])
+  np.testing.assert_array_equal(ro.prompt_tokens[1], r2.prompt_tokens[0])
+  np.testing.assert_array_equal(ro.tokens, np.concatenate([r1.tokens[2:4], r2.tokens[0:2]]))
+  assert ro.texts == ["100-2", "100-3", "200-0", "200-1"]
+  np.testing.assert_array_equal(rows["rewards"], [0.0, 1.0, 0.0, 1.0])
+  assert ro.train_batch(G)["tokens"].shape == (4, 6 + N)
