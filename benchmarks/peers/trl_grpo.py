@@ -53,7 +53,6 @@ Prints one line `RESULT {json}`; --out PATH also writes the json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -69,6 +68,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 import torch  # noqa: E402
+from workload import word_tokenizer, workload_parser  # noqa: E402
 
 PRESETS = {
     # same shapes as r1jax.model.PRESETS
@@ -83,14 +83,8 @@ EOS, PAD, UNK, FIRST_WORD = 0, 1, 2, 3
 
 
 def build_tokenizer(vocab_size):
-  from tokenizers import Tokenizer, models, pre_tokenizers
-  from transformers import PreTrainedTokenizerFast
-  vocab = {"<eos>": EOS, "<pad>": PAD, "<unk>": UNK}
-  vocab.update({f"t{i}": i for i in range(FIRST_WORD, vocab_size)})
-  tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-  return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-                                 padding_side="left", truncation_side="left")
+  return word_tokenizer(range(FIRST_WORD, vocab_size), {"<eos>": EOS, "<pad>": PAD, "<unk>": UNK},
+                        padding_side="left", truncation_side="left")
 
 
 def build_model_dir(preset, dtype, path, seed):
@@ -138,14 +132,7 @@ class _Timers:
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--preset", default="qwen2.5-0.5b", choices=sorted(PRESETS))
-  ap.add_argument("--prompts", type=int, default=16)
-  ap.add_argument("--G", type=int, default=8)
-  ap.add_argument("--prompt_len", type=int, default=256)
-  ap.add_argument("--new_tokens", type=int, default=512)
-  ap.add_argument("--steps", type=int, default=4, help="measured steps after the warm-up step(s)")
-  ap.add_argument("--warmup", type=int, default=1)
+  ap = workload_parser(__doc__.split("\n")[0], PRESETS)
   ap.add_argument("--micro_batch", type=int, default=0,
                   help="per_device_train_batch_size; gradient accumulation = rows / micro_batch (one optimizer "
                        "step either way). 0 (default): all rows in one micro-batch with gradient checkpointing, "
@@ -155,8 +142,6 @@ def main():
                   help="model weight dtype; default bfloat16 on GPU, float32 on CPU")
   ap.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa, eager, flash_attention_2...)")
   ap.add_argument("--workdir", default="", help="where the random model is saved (default: a temp dir)")
-  ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--out", default="")
   a = ap.parse_args()
 
   import datasets

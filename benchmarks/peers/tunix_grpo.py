@@ -71,7 +71,6 @@ if the installed JAX has removed it; it reports what it patched under "compat_pa
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -82,6 +81,8 @@ import time
 import warnings
 
 PRESETS = ("qwen2.5-0.5b", "qwen2.5-1.5b", "tiny")
+from workload import word_tokenizer, workload_parser  # noqa: E402
+
 OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory")
 
 
@@ -125,15 +126,8 @@ def _compat() -> list[str]:
 
 
 def build_tokenizer(vocab_size: int):
-  """WordLevel tokenizer: "t{i}" -> i for i < vocab_size; <pad>, <eos>, <unk> beyond the model's vocabulary."""
-  from tokenizers import Tokenizer, models, pre_tokenizers
-  from transformers import PreTrainedTokenizerFast
-
-  vocab = {f"t{i}": i for i in range(vocab_size)}
-  vocab.update({"<pad>": vocab_size, "<eos>": vocab_size + 1, "<unk>": vocab_size + 2})
-  tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-  return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+  """"t{i}" -> i for i < vocab_size; <pad>, <eos>, <unk> beyond the model's vocabulary (never sampled)."""
+  return word_tokenizer(range(vocab_size), {"<pad>": vocab_size, "<eos>": vocab_size + 1, "<unk>": vocab_size + 2})
 
 
 def model_config(preset: str, remat: str):
@@ -182,21 +176,12 @@ def device_budget_bytes() -> float | None:
 
 
 def parse_args(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--preset", default="qwen2.5-0.5b", choices=PRESETS)
-  ap.add_argument("--prompts", type=int, default=16)
-  ap.add_argument("--G", type=int, default=8)
-  ap.add_argument("--prompt_len", type=int, default=256)
-  ap.add_argument("--new_tokens", type=int, default=512)
-  ap.add_argument("--steps", type=int, default=4, help="measured steps after the warm-up steps")
-  ap.add_argument("--warmup", type=int, default=1)
+  ap = workload_parser(__doc__.split("\n")[0], PRESETS)
   ap.add_argument("--micro_batch", default="auto",
                   help="train (and reference-pass) micro-batch in prompts, or 'auto': largest of 16,8,4,2,1 "
                        "that fits")
   ap.add_argument("--remat", default="none", choices=("none", "block", "decoder"),
                   help="Tunix RematConfig of the Qwen2 layers (block/decoder crash in Tunix's sampler)")
-  ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--out", default="")
   return ap.parse_args(argv)
 
 
