@@ -4,63 +4,78 @@ The embedded default runs on a laptop CPU without network in minutes:
 
     python experiments/r1_zero.py
 
-Real setups override fields from the shell, e.g. a Hugging Face base model on GSM8K:
+A Hugging Face base model on GSM8K, on one GPU, with a named config (published R1-Zero
+hyperparameters scaled to one device; the memory planner picks remat and grad_accum):
 
-    python experiments/r1_zero.py --config.model.hf_checkpoint=/ckpt/Qwen2.5-0.5B \
-      --config.data.source=jsonl --config.data.path=../shared/data/gsm8k_train.jsonl \
-      --config.data.eval_path=../shared/data/gsm8k_test.jsonl --config.pretrain.steps=0 \
-      --config.model.dtype=bfloat16 --config.sampling.max_new_tokens=1024 \
-      --config.grpo.max_completion_length=1024 --config.eval.max_new_tokens=1024
+    python experiments/r1_zero.py --config=experiments/r1_zero.py:qwen2.5-0.5b \
+      --config.model.hf_checkpoint=/ckpt/Qwen2.5-0.5B
 
-`--config.stage=pretrain|evaluate|average` runs one stage only (average: checkpoint averaging of
-the run's last `average.last_k` checkpoints into `<workdir>/policy_avg`); `sweep()` lists the ablations and
-`--sweep_index=i` runs the i-th (give each its own `--config.workdir`).
+Named configs: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3.1-8b, qwen3-1.7b (`NAMED` below).
+Every field of every section can be overridden from the shell (`--config.grpo.beta=0.0`,
+`--config.train.steps=200`); `--config.stage=pretrain|evaluate|average` runs one stage only
+(average: checkpoint averaging of the run's last `average.last_k` checkpoints into
+`<workdir>/policy_avg`); `sweep()` lists the ablations and `--sweep_index=i` runs the i-th (give
+each its own `--config.workdir`). A config error prints one line and exits with status 2.
 """
 import sys
-
-import ml_collections
 
 REPO = __file__.rsplit("/experiments/", 1)[0]
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from r1jax import experiment  # noqa: E402
 
-def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.stage = "r1_zero"
-  c.workdir = "runs/r1_zero"
-  c.seed = 0
-  c.template = "r1_zero"
-  c.distributed = False  # multi-host: call jax.distributed.initialize() first (tpu_scripts/launch_pod.sh)
+# The embedded default: a tiny base pretrained here, generated arithmetic, short completions.
+TINY = {
+    "model.d_model": 128, "model.n_layers": 3, "model.n_heads": 4, "model.n_kv_heads": 2, "model.head_dim": 32,
+    "model.d_ff": 256, "model.max_seq_len": 512, "model.remat": "none",
+    "sampling.temperature": 1.0,
+    "grpo.num_generations": 8, "grpo.beta": 0.001, "grpo.max_completion_length": 40, "grpo.grad_accum": 1,
+    "optim.learning_rate": 2e-4, "optim.warmup_steps": 5, "optim.weight_decay": 0.0,
+    "train.steps": 80, "train.prompts_per_step": 16, "train.max_prompt_len": 128, "train.overlong_buffer": 8,
+    "eval.max_new_tokens": 40, "eval.batch_size": 64,
+    "checkpoint.save_every": 20,
+}
 
-  c.model = dict(preset="tiny", hf_checkpoint="", d_model=128, n_layers=3, n_heads=4, n_kv_heads=2,
-                 head_dim=32, d_ff=256, max_seq_len=512, dtype="float32", param_dtype="float32")
-  c.tokenizer = dict(path="", vocab_size=800, model_type="bpe")
-  c.mesh = dict(data=1, fsdp=-1, tensor=1)
+_SHARED = f"{REPO}/../shared/data"
+# A Hugging Face base on GSM8K on one GPU (REFERENCE.md sec. 2: lr 1e-6..3e-6, beta 0.001,
+# temperature 1.0, G = 16, reference reset every 400 steps, minibatches per rollout), with
+# completions as long as one device holds. fp32 master weights, bf16 compute.
+_REAL = {
+    "model.dtype": "bfloat16", "model.param_dtype": "float32",
+    "data.source": "jsonl", "data.path": f"{_SHARED}/gsm8k_train.jsonl",
+    "data.eval_path": f"{_SHARED}/gsm8k_test.jsonl", "data.num_train": 7473, "data.num_eval": 500,
+    "sampling.temperature": 1.0,
+    "grpo.num_generations": 16, "grpo.beta": 0.001, "grpo.ref_reset_every": 400,
+    "optim.learning_rate": 3e-6, "optim.warmup_steps": 10, "optim.weight_decay": 0.0,
+    "train.steps": 1000, "train.prompts_per_step": 32, "train.max_prompt_len": 256,
+    "train.reward_workers": 8, "train.sample_log_every": 20,
+    "eval.batch_size": 64, "checkpoint.save_every": 50, "checkpoint.keep": 3,
+}
+NAMED = {
+    "qwen2.5-0.5b": _REAL | {"model.preset": "qwen2.5-0.5b", "grpo.max_completion_length": 1024,
+                             "grpo.num_minibatches": 4, "eval.max_new_tokens": 1024},
+    "qwen2.5-1.5b": _REAL | {"model.preset": "qwen2.5-1.5b", "grpo.max_completion_length": 2048,
+                             "train.prompts_per_step": 16, "grpo.num_minibatches": 4,
+                             "eval.max_new_tokens": 2048},
+    "qwen2.5-7b": _REAL | {"model.preset": "qwen2.5-7b", "model.param_dtype": "bfloat16",
+                           "grpo.max_completion_length": 2048, "train.prompts_per_step": 8,
+                           "grpo.num_minibatches": 2, "optim.learning_rate": 1e-6, "eval.max_new_tokens": 2048},
+    "llama3.1-8b": _REAL | {"model.preset": "llama3.1-8b", "model.param_dtype": "bfloat16",
+                            "grpo.max_completion_length": 2048, "train.prompts_per_step": 8,
+                            "grpo.num_minibatches": 2, "optim.learning_rate": 1e-6, "eval.max_new_tokens": 2048},
+    "qwen3-1.7b": _REAL | {"model.preset": "qwen3-1.7b", "grpo.max_completion_length": 2048,
+                           "train.prompts_per_step": 16, "grpo.num_minibatches": 4, "eval.max_new_tokens": 2048},
+}
+"""Real-model configs: `--config=experiments/r1_zero.py:NAME`; each needs `--config.model.hf_checkpoint=DIR`
+(the 7B / 8B ones keep bf16 parameters and AdamW moments to fit one 141 GB GPU)."""
 
-  # source: synthetic (generated arithmetic) | jsonl (GSM8K / MATH / AIME layouts) | reasoning_gym | tfds
-  c.data = dict(source="synthetic", path="", eval_path="", layout="gsm8k", question_field="", answer_field="",
-                on_bad_line="fail", num_train=8000, num_eval=256, seed=0, rg_tasks="basic_arithmetic",
-                tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="test")
-  # The tiny base model: next-token pretraining on solved problems (cached in workdir/base).
-  c.pretrain = dict(steps=600, batch_size=32, seq_len=128, r1_fraction=0.25, wrong_fraction=0.3,
-                    optim=dict(learning_rate=3e-3, warmup_steps=50, decay="cosine", total_steps=600,
-                               weight_decay=0.01, max_grad_norm=1.0))
 
-  c.sampling = dict(max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0)
-  c.grpo = dict(num_generations=8, beta=0.001, eps_low=0.2, eps_high=0.2, loss_type="grpo",
-                scale_rewards="group", mu=1, num_minibatches=1, grad_accum=1, max_completion_length=40,
-                ref_reset_every=0, dynamic_sampling=False, mask_truncated_completions=False)
-  c.optim = dict(learning_rate=2e-4, warmup_steps=5, decay="constant", total_steps=80, b1=0.9, b2=0.99,
-                 weight_decay=0.0, max_grad_norm=1.0)
-  c.rewards = dict(accuracy=1.0, format=1.0, language=0.0, language_alpha=0.8, language_target="en")
-  c.train = dict(steps=80, prompts_per_step=16, max_prompt_len=128, seed=0, sample_log_every=10,
-                 reward_timeout_s=5.0, reward_workers=2, overlong_weight=0.0, overlong_buffer=8,
-                 progress=True)
-  c.eval = dict(num_samples=1, temperature=0.6, top_p=0.95, max_new_tokens=40, max_prompt_len=512, batch_size=64)
-  c.checkpoint = dict(save_every=20, keep=3, async_save=True)
-  # --config.stage=average: mean of these GRPO checkpoints' parameters -> workdir/policy_avg.
-  c.average = dict(last_k=3, steps="")  # steps: "40,60,80" overrides last_k
-  return c
+def get_config(name: str | None = None):
+  """The embedded default, or the named real-model config `name` (a key of NAMED)."""
+  if name and name not in NAMED:
+    raise ValueError(f"config name {name!r} is not one of {sorted(NAMED)}")
+  return experiment.apply_overrides(experiment.base_config(), NAMED[name] if name else TINY,
+                                    f"config {name or 'default'}")
 
 
 def sweep():
@@ -77,11 +92,4 @@ def sweep():
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  from r1jax import experiment
-
-  _CONFIG = config_flags.DEFINE_config_dict("config", get_config())
-  _SWEEP = flags.DEFINE_integer("sweep_index", -1, "apply sweep()[i] on top of the config")
-  app.run(lambda argv: experiment.run(experiment.with_sweep(_CONFIG.value, sweep(), _SWEEP.value)) and None)
+  experiment.main(get_config, sweep)

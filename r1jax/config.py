@@ -1,20 +1,103 @@
-"""From an ml_collections ConfigDict (the experiment boundary) to the library's frozen dataclasses.
+"""One source of truth for configuration: the library's frozen dataclasses.
 
-Every section is checked before anything compiles: an unknown key or a bad value raises a
+An experiment's ml_collections ConfigDict is *generated* from the dataclass defaults
+(`section`), so every field of every config dataclass can be set from the shell
+(`--config.grpo.beta=0.0`) or a notebook (`cfg.grpo.beta = 0.0`), and the experiment file
+overrides only what differs. `to_dataclass` goes back: an unknown key or a bad value raises a
 ValueError naming the field (`grpo.loss_type='foo' is not one of ...`).
+
+Fields that an experiment derives from other sections (the sampler's group size from
+`grpo.num_generations`, its pad id from the tokenizer, ...) are typed placeholders: None until
+set, settable from the shell like any other field.
 """
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
 
-def to_dataclass(cls, section: ml_collections.ConfigDict | dict | None, prefix: str, **extra):
-  """Build `cls` from a config section; unknown keys are an error naming `prefix.key`."""
-  values = dict(section or {})
+def _strip_optional(t):
+  args = [a for a in typing.get_args(t) if a is not type(None)]
+  if len(args) == 1 and typing.get_origin(t) in (typing.Union, types.UnionType):
+    return args[0]
+  return t
+
+
+def _placeholder_type(hint):
+  """The type a ConfigDict placeholder of this annotation parses shell values as."""
+  t = _strip_optional(hint)
+  origin = typing.get_origin(t)
+  if origin in (typing.Union, types.UnionType):  # e.g. int | str: the shell gives a string
+    return str
+  if origin is tuple or t is tuple:
+    return tuple
+  return t if isinstance(t, type) else str
+
+
+def _default(f: dataclasses.Field):
+  if f.default is not dataclasses.MISSING:
+    return f.default
+  if f.default_factory is not dataclasses.MISSING:
+    return f.default_factory()
+  return dataclasses.MISSING
+
+
+def section(cls, *, derived: tuple[str, ...] = (), all_placeholders: bool = False,
+            **overrides) -> ml_collections.ConfigDict:
+  """A ConfigDict section holding every field of dataclass `cls` at its default.
+
+  Args:
+    derived: fields left as typed placeholders (None = the experiment derives the value).
+    all_placeholders: every field is a placeholder (a section whose defaults come from
+      elsewhere, e.g. a model preset or a Hugging Face config.json).
+    overrides: field values that differ from the dataclass defaults; an unknown name is an error.
+  A nested dataclass field becomes a nested section (its own fields placeholders when the
+  field's default is None).
+  """
+  hints = typing.get_type_hints(cls)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ValueError(f"{cls.__name__} has no field(s) {unknown}")
+  out = ml_collections.ConfigDict()
+  for name, f in fields.items():
+    hint = hints[name]
+    inner = _strip_optional(hint)
+    default = _default(f)
+    if dataclasses.is_dataclass(inner):
+      nested_over = overrides.get(name) or {}
+      sub_placeholders = all_placeholders or default is None or name in derived
+      out[name] = section(inner, all_placeholders=sub_placeholders, **dict(nested_over))
+      continue
+    if name in overrides:
+      value = overrides[name]
+      out[name] = list(value) if isinstance(value, list) else value
+      if value is None:
+        out[name] = config_dict.placeholder(_placeholder_type(hint))
+    elif all_placeholders or name in derived or default is None or default is dataclasses.MISSING:
+      out[name] = config_dict.placeholder(_placeholder_type(hint))
+    else:
+      out[name] = default
+  return out
+
+
+def _is_unset(section_dict) -> bool:
+  return all(v is None or (isinstance(v, dict) and _is_unset(v)) for v in section_dict.values())
+
+
+def to_dataclass(cls, section_cfg: ml_collections.ConfigDict | dict | None, prefix: str, **extra):
+  """Build `cls` from a config section; unknown keys are an error naming `prefix.key`.
+
+  Unset placeholders (None) take the dataclass default, unless the default itself is None.
+  A nested dataclass section left wholly unset takes the field's default; `kind='none'` in a
+  nested section means None (e.g. `--config.model.rope_scaling.kind=none`).
+  """
+  values = section_cfg.to_dict() if isinstance(section_cfg, ml_collections.ConfigDict) else dict(section_cfg or {})
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - set(fields))
   if unknown:
@@ -22,10 +105,19 @@ def to_dataclass(cls, section: ml_collections.ConfigDict | dict | None, prefix: 
                      f"{prefix} takes {sorted(fields)}")
   hints = typing.get_type_hints(cls)
   for k, v in list(values.items()):
-    if isinstance(v, list):
+    inner = _strip_optional(hints[k])
+    if isinstance(v, dict) and dataclasses.is_dataclass(inner):
+      if v.get("kind") == "none":
+        values[k] = None
+      elif _is_unset(v):
+        del values[k]
+      else:
+        values[k] = to_dataclass(inner, {a: b for a, b in v.items() if b is not None}, f"{prefix}.{k}")
+      continue
+    if v is None and _default(fields[k]) is not None:
+      del values[k]
+    elif isinstance(v, list):
       values[k] = tuple(v)
-    if isinstance(v, (ml_collections.ConfigDict, dict)) and dataclasses.is_dataclass(_strip_optional(hints[k])):
-      values[k] = to_dataclass(_strip_optional(hints[k]), v, f"{prefix}.{k}")
   values |= extra
   try:
     return cls(**values)
@@ -33,20 +125,22 @@ def to_dataclass(cls, section: ml_collections.ConfigDict | dict | None, prefix: 
     raise ValueError(f"{prefix}: {e}") from None
 
 
-def _strip_optional(t):
-  args = [a for a in typing.get_args(t) if a is not type(None)]
-  return args[0] if len(args) == 1 and typing.get_origin(t) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else t
-
-
 def dataclass_defaults(cls) -> dict[str, Any]:
-  """A dataclass's defaults as a plain dict (to seed a ConfigDict section)."""
+  """A dataclass's defaults as a plain dict."""
   out = {}
   for f in dataclasses.fields(cls):
-    if f.default is not dataclasses.MISSING:
-      v = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-      v = f.default_factory()
-    else:
-      continue
-    out[f.name] = list(v) if isinstance(v, tuple) else v
+    v = _default(f)
+    if v is not dataclasses.MISSING:
+      out[f.name] = list(v) if isinstance(v, tuple) else v
   return out
+
+
+def int_or_auto(prefix: str, value) -> int | str:
+  """'auto', or a positive int given as an int or a digit string (shell values arrive as strings)."""
+  if value == "auto":
+    return value
+  if isinstance(value, str) and value.strip().isdigit():
+    value = int(value)
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{prefix}={value!r} must be 'auto' or an int >= 1")
+  return value

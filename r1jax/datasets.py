@@ -139,3 +139,51 @@ def tfds_examples(name: str, split: str, data_dir: str, question_field: str, ans
                        f"fields: {sorted(row)}")
     out.append({"id": f"{name}/{split}/{i}", "question": dec(row[question_field]), "final": dec(row[answer_field])})
   return out
+
+
+SOURCES = ("synthetic", "jsonl", "reasoning_gym", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where an experiment's training and held-out problems come from."""
+  source: str = "synthetic"
+  """'synthetic' (generated arithmetic), 'jsonl' (GSM8K / MATH / AIME layouts), 'reasoning_gym'
+  (procedural tasks scored by their own verifiers) or 'tfds' (a prepared TFDS directory)."""
+  path: str = ""
+  """jsonl: the training file."""
+  eval_path: str = ""
+  """jsonl: the held-out file; '' takes the first num_eval rows of `path`."""
+  layout: str = "gsm8k"
+  """jsonl: field layout, a key of LAYOUTS."""
+  question_field: str = ""
+  answer_field: str = ""
+  on_bad_line: str = "fail"
+  num_train: int = 8000
+  """Training problems (at most; jsonl files may hold fewer)."""
+  num_eval: int = 256
+  """Held-out problems."""
+  seed: int = 0
+  """Generator seed of the synthetic and reasoning-gym problems."""
+  rg_tasks: str = "basic_arithmetic"
+  """reasoning_gym: comma-separated dataset names."""
+  tfds_name: str = ""
+  tfds_data_dir: str = ""
+  tfds_train_split: str = "train"
+  tfds_eval_split: str = "test"
+
+  def __post_init__(self):
+    if self.source not in SOURCES:
+      raise ValueError(f"data.source={self.source!r} is not one of {SOURCES}")
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"data.layout={self.layout!r} is not one of {sorted(LAYOUTS)}")
+    if self.on_bad_line not in ("fail", "skip"):
+      raise ValueError(f"data.on_bad_line={self.on_bad_line!r} is not one of ('fail', 'skip')")
+    if self.num_train < 1 or self.num_eval < 1:
+      raise ValueError(f"data.num_train={self.num_train} and data.num_eval={self.num_eval} must be >= 1")
+    if self.source == "jsonl":
+      for f in ("path",) + (("eval_path",) if self.eval_path else ()):
+        if not pathlib.Path(getattr(self, f)).is_file():
+          raise ValueError(f"data.{f}={getattr(self, f)!r}: no such file (data.source='jsonl' needs one)")
+    if self.source == "tfds" and not self.tfds_name:
+      raise ValueError("data.tfds_name='' : data.source='tfds' needs a dataset name")

@@ -438,3 +438,40 @@ def save_hf_checkpoint(params: M.Params, cfg: M.ModelConfig, path, dtype: str | 
              "weight_map": {e[0]: name for name, shard in zip(names, shards) for e in shard}}
     (path / INDEX_FILE).write_text(json.dumps(index, indent=2))
   (path / "config.json").write_text(json.dumps(config_to_hf(cfg, jnp.dtype(out_dtype).name), indent=2))
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                   "tokenizer.model", "added_tokens.json", "chat_template.jinja", "generation_config.json")
+
+
+def save_tokenizer(tokenizer, path, source: str | None = None) -> None:
+  """Tokenizer files beside an export, so `transformers.AutoTokenizer.from_pretrained(path)` works.
+
+  With `source` (the Hugging Face directory the model came from) its tokenizer files are copied
+  unchanged; otherwise a `tokenizers` tokenizer is written as tokenizer.json and a SentencePiece
+  model as tokenizer.model, each with a tokenizer_config.json naming the special tokens.
+  """
+  import shutil
+
+  from r1jax import tokenizer as tok_lib
+  path = pathlib.Path(path)
+  path.mkdir(parents=True, exist_ok=True)
+  if source:
+    for name in TOKENIZER_FILES:
+      if (pathlib.Path(source) / name).is_file():
+        shutil.copyfile(pathlib.Path(source) / name, path / name)
+    return
+  special = tokenizer.special_tokens_map
+  if isinstance(tokenizer, tok_lib.HFTokenizer):
+    tokenizer._tok.save(str(path / "tokenizer.json"))
+    conf = {"tokenizer_class": "PreTrainedTokenizerFast"}
+  elif isinstance(tokenizer, tok_lib.SentencePieceTokenizer):
+    shutil.copyfile(tokenizer.source, path / "tokenizer.model")
+    # No BOS/EOS added on encode and no dummy prefix: the ids r1jax trained on.
+    conf = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": False, "add_eos_token": False,
+            "add_prefix_space": False, "legacy": False, "unk_token": tokenizer.id_to_piece(tokenizer._sp.unk_id())}
+  else:
+    raise TypeError(f"cannot export a tokenizer of type {type(tokenizer).__name__}")
+  if tokenizer.chat_template:
+    conf["chat_template"] = tokenizer.chat_template
+  (path / "tokenizer_config.json").write_text(json.dumps(conf | special, indent=2))

@@ -38,7 +38,8 @@ class SamplingConfig:
   suppress_eos: bool = False
   """Never emit EOS (benchmarks that need every row to generate N tokens)."""
   prompt_buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
-  """Prompts are left-padded to the smallest bucket that fits, so shapes (and compiles) are few."""
+  """Prompts are left-padded to the smallest bucket that fits, so shapes (and compiles) are few;
+  () pads each batch to its longest prompt."""
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -51,8 +52,9 @@ class SamplingConfig:
       raise ValueError(f"sampling.top_p={self.top_p} must be in (0, 1]")
     if self.num_samples < 1:
       raise ValueError(f"sampling.num_samples={self.num_samples} must be >= 1")
-    if list(self.prompt_buckets) != sorted(set(self.prompt_buckets)) or not self.prompt_buckets:
-      raise ValueError(f"sampling.prompt_buckets={self.prompt_buckets} must be strictly increasing")
+    if list(self.prompt_buckets) != sorted(set(self.prompt_buckets)) or any(b < 1 for b in self.prompt_buckets):
+      raise ValueError(f"sampling.prompt_buckets={self.prompt_buckets} must be strictly increasing positive "
+                       f"lengths, or () for the longest prompt of each batch")
 
 
 def next_token(logits_RxV, key, scfg: SamplingConfig):
@@ -174,6 +176,9 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
+  """The smallest bucket >= length; with no buckets, the length itself."""
+  if not buckets:
+    return length
   for b in buckets:
     if length <= b:
       return b

@@ -16,6 +16,7 @@ the vocabulary (the model's embedding table is often padded past the tokenizer's
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -323,3 +324,21 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_path: str | p
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_bytes(model.getvalue())
   return SentencePieceTokenizer(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+  """Which tokenizer an experiment uses (a Hugging Face checkpoint's own tokenizer wins)."""
+  path: str = ""
+  """A tokenizer.json / tokenizer.model file or a folder holding one; '' trains a SentencePiece
+  model on the experiment's corpus (cached in <workdir>/base)."""
+  vocab_size: int = 800
+  """Size of the trained SentencePiece vocabulary."""
+  model_type: str = "bpe"
+  """SentencePiece algorithm of the trained tokenizer: 'bpe' or 'unigram'."""
+
+  def __post_init__(self):
+    if self.vocab_size < 8:
+      raise ValueError(f"tokenizer.vocab_size={self.vocab_size} must be >= 8")
+    if self.model_type not in ("bpe", "unigram"):
+      raise ValueError(f"tokenizer.model_type={self.model_type!r} is not one of ('bpe', 'unigram')")

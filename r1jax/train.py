@@ -18,6 +18,7 @@ import numpy as np
 from r1jax import checkpoint as ckpt_lib
 from r1jax import logger as logger_lib
 from r1jax import rollout as rollout_lib
+from r1jax import sampler as sampler_lib
 from r1jax import train_step
 from r1jax.grpo import advantages as adv_lib
 from r1jax.grpo.config import GRPOConfig
@@ -52,12 +53,18 @@ class TrainConfig:
   max_sampling_rounds: int = 4
   """DAPO dynamic sampling: most rollout rounds per step to fill the batch with informative groups."""
   progress: bool = True
+  """Progress bars (tqdm)."""
+  memory_limit_gb: float = 0.0
+  """Per-device memory the run must fit in (the memory planner's budget); 0 = the device's own
+  limit (CPU reports none, so there nothing is checked)."""
 
   def __post_init__(self):
     for f in ("steps", "prompts_per_step", "max_prompt_len", "log_every", "sample_log_every",
               "max_nonfinite", "reward_workers", "max_sampling_rounds"):
       if getattr(self, f) < 1:
         raise ValueError(f"train.{f}={getattr(self, f)} must be >= 1")
+    if self.memory_limit_gb < 0:
+      raise ValueError(f"train.memory_limit_gb={self.memory_limit_gb} must be >= 0 (0 = the device's limit)")
     if self.on_too_long not in ("skip", "fail"):
       raise ValueError(f"train.on_too_long={self.on_too_long!r} is not one of ('skip', 'fail')")
 
@@ -114,8 +121,9 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   if not examples:
     raise ValueError(f"none of the {dropped} training prompts fits train.max_prompt_len={tcfg.max_prompt_len} "
                      f"tokens; raise it")
-  # One prompt length for the whole run: one compile of the sampler and of the update.
-  P = max(len(p) for p in prompt_ids)
+  # One prompt length for the whole run (the longest prompt, or the bucket that holds it): one
+  # compile of the sampler and of the update.
+  P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), scfg.prompt_buckets)
   scfg = dataclasses.replace(scfg, prompt_buckets=(P,))
   optimizer = train_step.make_optimizer(ocfg)
   state = train_step.init_state(params, optimizer)

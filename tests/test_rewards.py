@@ -398,7 +398,7 @@ def test_compute_rewards_with_default_specs_and_reasoning_gym():
                  "<think>half root two</think> <answer>\\sqrt{2}/2</answer>",
                  "<think>The answer is 所以</think><answer>5</answer>"]
   specs = combine.default_specs({"accuracy": 1.0, "format": 1.0, "language": 1.0, "language_alpha": 0.8,
-                                 "language_target": "en", "overlong": 0.0, "overlong_buffer": 16})
+                                 "language_target": "en"})
   assert [(s.name, s.weight) for s in specs] == [("accuracy", 0.8), ("format", 1.0), ("language", pytest.approx(0.2))]
   total, per_fn, stats = combine.compute_rewards(completions, examples, specs, timeout_s=20.0, num_workers=2)
   np.testing.assert_array_equal(per_fn["accuracy"], [1.0, 0.0, 1.0, 1.0])

@@ -80,50 +80,63 @@ def language_reward(completion: str, example: dict, *, target: str = "en", k: fl
 
 # ---------------------------------------------------------------- configuration
 
-_CONFIG_KEYS = {
-    "accuracy": "weight of accuracy_reward",
-    "format": "weight of format_reward (strict R1 format)",
-    "tag_count": "weight of tag_count_reward",
-    "language": "weight of the language-consistency mix; > 0 makes R = alpha*R_acc + (1-alpha)*R_lang",
-    "language_alpha": "alpha of that mix (DeepSeek-R1: 0.8)",
-    "language_target": "script or language code of the CoT ('en', 'zh', 'latin', 'cjk', ...)",
-    "think_in_prompt": "True when the prompt already ends with <think>",
-    "grade_timeout_s": "limit of one math-verify comparison",
-    "overlong": "weight of DAPO's soft overlong punishment: token-level, applied by the trainer "
-                "(r1jax.rewards.length), not a text reward",
-    "overlong_buffer": "its buffer C in tokens (trainer)",
-}
+@dataclasses.dataclass(frozen=True)
+class RewardsConfig:
+  """Weights of the rule-based rewards (the experiment's `rewards` section)."""
+  accuracy: float = 1.0
+  """Weight of accuracy_reward (the final answer graded against the reference)."""
+  format: float = 1.0
+  """Weight of format_reward (strict R1 format)."""
+  tag_count: float = 0.0
+  """Weight of tag_count_reward (open-r1's 0.25 per correctly counted tag); 0 = not computed."""
+  language: float = 0.0
+  """Weight of the language-consistency mix; > 0 makes R = alpha*R_acc + (1-alpha)*R_lang."""
+  language_alpha: float = 0.8
+  """alpha of that mix (DeepSeek-R1: 0.8)."""
+  language_target: str = "en"
+  """Script or language code of the CoT ('en', 'zh', 'latin', 'cjk', ...)."""
+  think_in_prompt: bool = False
+  """True when the prompt already ends with <think>."""
+  grade_timeout_s: float = 2.0
+  """Limit of one math-verify comparison."""
+
+  def __post_init__(self):
+    if not 0.0 <= self.language_alpha <= 1.0:
+      raise ValueError(f"rewards.language_alpha={self.language_alpha} must lie in [0, 1]")
+    for f in ("accuracy", "format", "tag_count", "language"):
+      if getattr(self, f) < 0:
+        raise ValueError(f"rewards.{f}={getattr(self, f)} must be >= 0")
+    if self.grade_timeout_s <= 0:
+      raise ValueError(f"rewards.grade_timeout_s={self.grade_timeout_s} must be > 0")
+    if self.language > 0:
+      language_lib.resolve_script(self.language_target)  # fail here, not as 0-scored errors in every worker
 
 
-def default_specs(cfg: Mapping[str, Any]) -> list[RewardSpec]:
-  """Reward specs from the experiment's `rewards` config (keys: `_CONFIG_KEYS`).
+def default_specs(cfg: RewardsConfig | Mapping[str, Any]) -> list[RewardSpec]:
+  """Reward specs from a RewardsConfig (or a dict of its fields).
 
   accuracy and format are always computed (weight 0 still logs them); tag_count and language only
   with a positive weight. With language weight w > 0 the accuracy weight is multiplied by alpha and
   the language weight is w * (1 - alpha), so w = accuracy = 1 gives R = 0.8 R_acc + 0.2 R_lang.
   """
-  unknown = sorted(set(cfg) - set(_CONFIG_KEYS))
-  if unknown:
-    raise ValueError(f"unknown rewards config keys {unknown}; allowed: {sorted(_CONFIG_KEYS)}")
-  alpha = float(cfg.get("language_alpha", 0.8))
-  if not 0.0 <= alpha <= 1.0:
-    raise ValueError(f"rewards.language_alpha={alpha} must lie in [0, 1]")
-  tip = bool(cfg.get("think_in_prompt", False))
-  acc_w, lang_w = float(cfg.get("accuracy", 1.0)), float(cfg.get("language", 0.0))
+  if not isinstance(cfg, RewardsConfig):
+    known = {f.name for f in dataclasses.fields(RewardsConfig)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+      raise ValueError(f"unknown rewards config keys {unknown}; allowed: {sorted(known)}")
+    cfg = RewardsConfig(**cfg)
+  alpha, tip = cfg.language_alpha, cfg.think_in_prompt
+  acc_w, lang_w = cfg.accuracy, cfg.language
   if lang_w > 0:
     acc_w, lang_w = acc_w * alpha, lang_w * (1 - alpha)
   specs = [
-      RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=float(cfg.get("grade_timeout_s", 2.0))),
-                 acc_w),
-      RewardSpec("format", functools.partial(format_reward, think_in_prompt=tip), float(cfg.get("format", 1.0))),
+      RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=cfg.grade_timeout_s), acc_w),
+      RewardSpec("format", functools.partial(format_reward, think_in_prompt=tip), cfg.format),
   ]
-  if float(cfg.get("tag_count", 0.0)) > 0:
-    specs.append(RewardSpec("tag_count", functools.partial(tag_count_reward, think_in_prompt=tip),
-                            float(cfg["tag_count"])))
+  if cfg.tag_count > 0:
+    specs.append(RewardSpec("tag_count", functools.partial(tag_count_reward, think_in_prompt=tip), cfg.tag_count))
   if lang_w > 0:
-    target = str(cfg.get("language_target", "en"))
-    language_lib.resolve_script(target)  # fail here, not as 0-scored errors in every worker
-    specs.append(RewardSpec("language", functools.partial(language_reward, target=target), lang_w))
+    specs.append(RewardSpec("language", functools.partial(language_reward, target=cfg.language_target), lang_w))
   return specs
 
 

@@ -1,0 +1,204 @@
+"""Plan a GRPO run's memory before it starts: compile, measure, choose remat and grad_accum.
+
+The sampler, the reference log-prob pass and the update step are lowered on abstract inputs of
+the run's shapes (nothing is allocated) and compiled; XLA's compiled memory analysis gives each
+one's arguments, outputs and temporaries. The train state (parameters, AdamW moments, reference)
+stays resident throughout, so a phase's peak is the state plus what the phase adds. With
+`model.remat='auto'` and / or `grpo.grad_accum='auto'` the planner walks the settings from the
+cheapest (no recompute, the whole minibatch at once) to the most frugal and takes the first that
+fits in the device's memory; where nothing fits it raises before any work, naming the sizes and
+the knobs that would help.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import model as model_lib
+from r1jax import sampler as sampler_lib
+from r1jax import train_step
+
+GiB = 1024 ** 3
+REMAT_ORDER = ("none", "dots", "full")
+"""From the least recompute to the least memory."""
+HEADROOM = 0.95
+"""Fraction of the device limit a plan may use (allocator fragmentation)."""
+
+
+class DoesNotFitError(ValueError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One compiled program's memory (bytes, per device) from `compiled.memory_analysis()`."""
+  name: str
+  arguments: int
+  outputs: int
+  aliased: int
+  temporaries: int
+
+  @property
+  def peak(self) -> int:
+    """Live at once: its inputs, its temporaries and its non-donated outputs."""
+    return self.arguments + self.temporaries + self.outputs - self.aliased
+
+
+def device_limit_bytes(device=None) -> int | None:
+  """The allocator's limit of one device (GPU / TPU), or None where it reports none (CPU)."""
+  device = device or jax.devices()[0]
+  try:
+    stats = device.memory_stats()
+  except Exception:  # noqa: BLE001 - backends without memory stats
+    return None
+  return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+def _phase(name: str, compiled) -> Phase:
+  m = compiled.memory_analysis()
+  return Phase(name, int(m.argument_size_in_bytes), int(m.output_size_in_bytes), int(m.alias_size_in_bytes),
+               int(m.temp_size_in_bytes))
+
+
+def abstract_state(model_cfg, ocfg, mesh, with_ref: bool) -> dict:
+  """Shapes and shardings of the GRPO train state, with nothing allocated."""
+  shardings = model_lib.param_shardings(model_cfg, mesh)
+  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        model_lib.abstract_params(model_cfg), shardings)
+  init = jax.jit(train_step.make_optimizer(ocfg).init)
+  out_sh = init.lower(params).compile().output_shardings  # where init_state's moments land
+  opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                     jax.eval_shape(init, params), out_sh)
+  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = {"params": params, "opt_state": opt, "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)}
+  if with_ref:
+    state["ref_params"] = params
+  return state
+
+
+def _batch(rows: int, P: int, N: int, mesh, with_ref: bool) -> dict:
+  sh = train_step.batch_sharding(mesh)
+  s = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=sh)
+  b = {"tokens": s((rows, P + N), jnp.int32), "mask": s((rows, P + N), jnp.bool_),
+       "completion_mask": s((rows, N), jnp.float32), "old_logp": s((rows, N), jnp.float32),
+       "adv": s((rows,), jnp.float32)}
+  if with_ref:
+    b["ref_logp"] = s((rows, N), jnp.float32)
+  return b
+
+
+@dataclasses.dataclass
+class Plan:
+  remat: str
+  grad_accum: int
+  limit_bytes: int | None
+  state_bytes: int
+  phases: dict[str, Phase]
+  tried: list[dict]
+  reason: str
+
+  def summary(self) -> dict[str, Any]:
+    return {"remat": self.remat, "grad_accum": self.grad_accum, "reason": self.reason,
+            "limit_gib": None if self.limit_bytes is None else self.limit_bytes / GiB,
+            "state_gib": self.state_bytes / GiB,
+            "phases_peak_gib": {k: v.peak / GiB for k, v in self.phases.items()},
+            "phases_temporaries_gib": {k: v.temporaries / GiB for k, v in self.phases.items()},
+            "tried": self.tried}
+
+
+def _accum_options(rows_per_update: int, shards: int, fixed) -> list[int]:
+  if fixed != "auto":
+    return [int(fixed)]
+  out, a = [], 1
+  while rows_per_update % (shards * a) == 0 and rows_per_update // (shards * a) >= 1:
+    out.append(a)
+    a *= 2
+  return out or [1]
+
+
+def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
+         prompts_per_step: int, prompt_len: int, remat="auto", grad_accum="auto",
+         limit_bytes: int | None = None, temperature: float = 1.0, log=print) -> Plan:
+  """Choose (remat, grad_accum) for the run's shapes; see the module docstring.
+
+  Args:
+    remat / grad_accum: 'auto' or a fixed value (a fixed value is still measured and checked).
+    limit_bytes: per-device memory to fit in; None = the device's own limit (on CPU there is
+      none: the cheapest setting is taken, nothing is compiled or checked).
+  """
+  limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
+  budget = None if limit is None else int(limit * HEADROOM)
+  G = gcfg.num_generations
+  rows = prompts_per_step * G
+  rows_update = rows // gcfg.num_minibatches
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  P, N = prompt_len, gcfg.max_completion_length
+  with_ref = gcfg.beta > 0
+  remats = REMAT_ORDER if remat == "auto" else (remat,)
+  accums = _accum_options(rows_update, shards, grad_accum)
+
+  if budget is None:
+    return Plan(remats[0], accums[0], None, 0, {}, [], "no device memory limit is reported (CPU) and "
+                "train.memory_limit_gb is 0: the cheapest setting, not measured")
+  base = dataclasses.replace(model_cfg, remat="none")
+  state = abstract_state(base, ocfg, mesh, with_ref)
+  per_device = lambda t: sum(int(np.prod(s.shard_shape(x.shape))) * x.dtype.itemsize
+                             for x in jax.tree.leaves(t) for s in [x.sharding])
+  state_bytes = per_device(state)
+  phases: dict[str, Phase] = {}
+  # Sampling and the reference pass do not depend on remat or grad_accum: measure them once.
+  prompts = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.int32,
+                                 sharding=train_step.batch_sharding(mesh) if prompts_per_step % shards == 0 else None)
+  pmask = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.bool_, sharding=prompts.sharding)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  gen_params = state["params"]
+  phases["generate"] = _phase("generate", sampler_lib.generate.lower(
+      gen_params, prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
+  full_batch = _batch(rows, P, N, mesh, with_ref)
+  if with_ref:
+    phases["reference"] = _phase("reference", train_step.make_logprob_fn(base, temperature).lower(
+        state["ref_params"], full_batch).compile())
+  other = state_bytes - per_device(state["params"]) - (per_device(state["ref_params"]) if with_ref else 0)
+  # generate's and reference's arguments are the parameters; the rest of the state stays resident.
+  fixed_peaks = {k: v.peak + other + (per_device(state["params"]) if k == "reference" else 0)
+                 + (per_device(state["ref_params"]) if with_ref and k == "generate" else 0)
+                 for k, v in phases.items()}
+  for k, pk in fixed_peaks.items():
+    if pk > budget:
+      raise DoesNotFitError(
+          f"{k} needs {pk / GiB:.2f} GiB per device (train state {state_bytes / GiB:.2f} GiB, "
+          f"{k} temporaries {phases[k].temporaries / GiB:.2f} GiB) but the limit is {budget / GiB:.2f} GiB "
+          f"({HEADROOM:.0%} of {limit / GiB:.2f}); lower train.prompts_per_step={prompts_per_step}, "
+          f"grpo.num_generations={G} or grpo.max_completion_length={N}, use model.param_dtype='bfloat16', "
+          f"or add devices (mesh.fsdp)")
+  tried = []
+  upd_state = {k: v for k, v in state.items() if k != "ref_params"}
+  ref_bytes = per_device(state["ref_params"]) if with_ref else 0
+  mb = _batch(rows_update, P, N, mesh, with_ref)
+  for r in remats:
+    for a in accums:
+      cfg = dataclasses.replace(model_cfg, remat=r)
+      g = dataclasses.replace(gcfg, grad_accum=a)
+      shardings = jax.tree.map(lambda x: x.sharding, upd_state)
+      step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
+      ph = _phase("update", step.lower(upd_state, mb).compile())
+      peak = ph.peak + ref_bytes
+      fits = peak <= budget
+      tried.append({"remat": r, "grad_accum": a, "update_peak_gib": peak / GiB, "fits": fits})
+      log(f"memory plan: remat={r} grad_accum={a}: update peak {peak / GiB:.2f} GiB per device"
+          + f" of {budget / GiB:.2f} GiB -> {'fits' if fits else 'too large'}")
+      if fits:
+        phases["update"] = ph
+        why = (f"the cheapest setting whose peak ({max([peak] + list(fixed_peaks.values())) / GiB:.2f} GiB) "
+               f"fits {budget / GiB:.2f} GiB")
+        return Plan(r, a, limit, state_bytes, phases, tried, why)
+  raise DoesNotFitError(
+      f"no setting fits: the update needs >= {min(t['update_peak_gib'] for t in tried):.2f} GiB per device "
+      f"(tried remat {list(remats)} x grad_accum {accums}; train state {state_bytes / GiB:.2f} GiB) but the "
+      f"limit is {budget / GiB:.2f} GiB; lower train.prompts_per_step={prompts_per_step} or "
+      f"grpo.max_completion_length={N}, raise grpo.num_minibatches={gcfg.num_minibatches}, use "
+      f"model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
