@@ -12,33 +12,14 @@ every sample (problem id, completion, extracted answer, verdict).
 """
 import sys
 
-import ml_collections
-
 sys.path.insert(0, __file__.rsplit("/experiments/", 1)[0])  # run from a checkout without installing
 
+from r1jax import experiment  # noqa: E402
 
-def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.checkpoint = "runs/r1_zero/policy"  # an r1jax policy directory (written by experiments/r1_zero.py)
-  c.hf_checkpoint = ""  # or a Hugging Face Qwen2 / Llama directory (takes precedence)
-  c.datasets = "arithmetic"  # name=path[:layout],...  layouts: gsm8k, aime, math, math_solution
-  c.max_examples = 0  # per dataset, 0 = all
-  c.on_bad_line = "fail"
-  c.template = "r1_zero"  # 'r1_zero', 'chat' (the tokenizer's chat template) or text with {prompt}
-  c.out_dir = "runs/eval"
-  c.seed = 0
-  c.mesh = dict(data=1, fsdp=-1, tensor=1)
-  c.eval = dict(num_samples=4, temperature=0.6, top_p=0.95, max_new_tokens=40, max_prompt_len=512,
-                batch_size=32)
-  c.progress = True
-  return c
+
+def get_config():
+  return experiment.evaluation_config()
 
 
 if __name__ == "__main__":
-  from absl import app
-  from ml_collections import config_flags
-
-  from r1jax import experiment
-
-  _CONFIG = config_flags.DEFINE_config_dict("config", get_config())
-  app.run(lambda argv: experiment.run_evaluation(_CONFIG.value) and None)
+  experiment.main(get_config, check=experiment.validate_evaluation, run_fn=experiment.run_evaluation)

@@ -70,9 +70,11 @@ def section(cls, *, derived: tuple[str, ...] = (), all_placeholders: bool = Fals
     inner = _strip_optional(hint)
     default = _default(f)
     if dataclasses.is_dataclass(inner):
-      nested_over = overrides.get(name) or {}
       sub_placeholders = all_placeholders or default is None or name in derived
-      out[name] = section(inner, all_placeholders=sub_placeholders, **dict(nested_over))
+      # The field's own default instance (e.g. a stage's optimizer settings), then overrides.
+      nested = {} if sub_placeholders or default is dataclasses.MISSING else {
+          f.name: getattr(default, f.name) for f in dataclasses.fields(inner)}
+      out[name] = section(inner, all_placeholders=sub_placeholders, **(nested | dict(overrides.get(name) or {})))
       continue
     if name in overrides:
       value = overrides[name]

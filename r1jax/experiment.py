@@ -16,6 +16,7 @@ model is weak at the template and RL has something to teach.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import pathlib
@@ -131,7 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict, where: str) -> ml_collections.ConfigDict:
   """`cfg` (a copy) with dotted overrides {'grpo.beta': 0.0} applied; an unknown field is an error."""
-  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg = copy.deepcopy(cfg)  # keeps the typed placeholders (to_dict would drop their types)
   for key, value in overrides.items():
     *path, leaf = key.split(".")
     node = cfg
@@ -261,8 +262,18 @@ def main(get_config, sweep=None, *, check=None, run_fn=None) -> None:
   from ml_collections import config_flags
 
   del get_config  # config_flags calls the module's get_config(name) itself
-  config_flags.DEFINE_config_file("config", sys.modules["__main__"].__file__,
-                                  "experiment config: FILE or FILE:NAME", lock_config=False)
+  def fail(msg):
+    print(f"config error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+  try:  # config_flags reads the --config.* overrides here already
+    config_flags.DEFINE_config_file("config", sys.modules["__main__"].__file__,
+                                    "experiment config: FILE or FILE:NAME", lock_config=False)
+  except (AttributeError, KeyError) as e:
+    name = str(e).strip("\"'")
+    bad = [a for a in sys.argv[1:] if a.split("=")[0].endswith("." + name)]
+    fail(f"unknown config field {(bad or [name])[0].split('=')[0].removeprefix('--config.')!r}: no such field "
+         f"{name!r} in its section (python {sys.argv[0]} --helpfull lists them)")
   flags.DEFINE_integer("sweep_index", -1, "apply sweep()[i] on top of the config")
 
   def _main(argv):
@@ -275,14 +286,14 @@ def main(get_config, sweep=None, *, check=None, run_fn=None) -> None:
       fail(str(e))
     (run_fn or run)(cfg)
 
-  def fail(msg):
-    print(f"config error: {msg}", file=sys.stderr)
-    sys.exit(2)
+  def parse(argv):  # a bad --config.x=value or an unknown config name: one line, status 2
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      lines = [l for l in str(e).splitlines() if l.strip() and not l.startswith(("Traceback", "  "))]
+      fail(lines[-1] if lines else type(e).__name__)
 
-  try:
-    app.run(_main)
-  except (ValueError, flags.Error) as e:  # a bad --config.x=value, or a named config that does not exist
-    fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  app.run(_main, flags_parser=parse)
 
 
 # ----------------------------------------------------------------------------- policy on disk
@@ -578,13 +589,45 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
   return summary
 
 
-def run_evaluation(cfg: ml_collections.ConfigDict) -> dict:
-  """experiments/evaluate.py: a policy or Hugging Face model on JSONL / generated datasets."""
-  from r1jax import datasets as datasets_lib
-  ecfg = to_dataclass(harness.EvalConfig, cfg.eval, "eval")
-  specs = harness.parse_datasets(cfg.datasets)
+def evaluation_config() -> ml_collections.ConfigDict:
+  """experiments/evaluate.py's config: what to evaluate on which data, sections from the dataclasses."""
+  c = ml_collections.ConfigDict()
+  c.checkpoint = "runs/r1_zero/policy"  # an r1jax policy directory (written by experiments/r1_zero.py)
+  c.hf_checkpoint = ""  # or a Hugging Face Qwen2 / Qwen3 / Llama directory (takes precedence)
+  c.datasets = "arithmetic"  # name=path[:layout],...  layouts: gsm8k, aime, math, math_solution
+  c.max_examples = 0  # per dataset, 0 = all
+  c.on_bad_line = "fail"
+  c.template = "r1_zero"  # 'r1_zero', 'chat' (the tokenizer's chat template) or text with {prompt}
+  c.out_dir = "runs/eval"
+  c.mesh = config_lib.section(sharding.MeshConfig)
+  c.eval = config_lib.section(harness.EvalConfig, num_samples=4, max_new_tokens=40)
+  c.progress = True
+  return c
+
+
+def validate_evaluation(cfg: ml_collections.ConfigDict) -> dict:
+  """The evaluation config's sections and datasets, checked before any model is loaded."""
+  unknown = sorted(set(cfg) - set(evaluation_config()))
+  if unknown:
+    raise ValueError(f"unknown config field(s) {unknown}; the top level takes {sorted(evaluation_config())}")
   if cfg.template not in ("r1_zero", "chat") and "{prompt}" not in cfg.template:
     raise ValueError(f"template={cfg.template[:60]!r} has no {{prompt}} slot; use 'r1_zero', 'chat' or such a text")
+  if cfg.on_bad_line not in ("fail", "skip"):
+    raise ValueError(f"on_bad_line={cfg.on_bad_line!r} is not one of ('fail', 'skip')")
+  if cfg.max_examples < 0:
+    raise ValueError(f"max_examples={cfg.max_examples} must be >= 0 (0 = all)")
+  where = cfg.hf_checkpoint or cfg.checkpoint
+  if not pathlib.Path(where).is_dir():
+    raise ValueError(f"{'hf_checkpoint' if cfg.hf_checkpoint else 'checkpoint'}={where!r}: no such directory")
+  return {"eval": to_dataclass(harness.EvalConfig, cfg.eval, "eval"),
+          "mesh": to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"),
+          "datasets": harness.parse_datasets(cfg.datasets)}
+
+
+def run_evaluation(cfg: ml_collections.ConfigDict) -> dict:
+  """experiments/evaluate.py: a policy or Hugging Face model on JSONL / generated datasets."""
+  parts = validate_evaluation(cfg)
+  ecfg, specs = parts["eval"], parts["datasets"]
   data = []
   for name, path, layout in specs:  # read (and check) every dataset before loading the model
     if name == "arithmetic":
@@ -594,7 +637,7 @@ def run_evaluation(cfg: ml_collections.ConfigDict) -> dict:
                                                                max_examples=cfg.max_examples))
       data.append((name, ex))
   absl_logging.set_verbosity(absl_logging.WARNING)
-  mesh = sharding.make_mesh(to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"))
+  mesh = sharding.make_mesh(parts["mesh"])
   with jax.set_mesh(mesh):
     if cfg.hf_checkpoint:
       from r1jax import hf

@@ -214,15 +214,20 @@ def test_reference_reset_every_n_steps(setup, tmp_path):
 def test_model_presets_survive_config_overrides():
   """A preset chosen by name keeps every field (rope scaling included) under shell overrides."""
   import dataclasses
-  import importlib.util
   from r1jax import experiment
-  spec = importlib.util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  cfg = mod.get_config()
-  cfg.model = {"preset": "llama3.1-8b", "hf_checkpoint": "", "dtype": "bfloat16"}
+  cfg = experiment.base_config()
+  cfg.model.preset, cfg.model.dtype, cfg.model.vocab_size = "llama3.1-8b", "bfloat16", 128256
   got = experiment.validate(cfg)["model"]
   assert got == dataclasses.replace(M.PRESETS["llama3.1-8b"], dtype="bfloat16")
-  cfg.model = {"preset": "tiny", "hf_checkpoint": "", "remat": "sometimes"}
+  cfg.model.rope_scaling.factor = 4.0  # one rope field: the preset's others stay
+  assert experiment.validate(cfg)["model"].rope_scaling == dataclasses.replace(
+      M.PRESETS["llama3.1-8b"].rope_scaling, factor=4.0)
+  cfg.model.rope_scaling.kind = "none"
+  assert experiment.validate(cfg)["model"].rope_scaling is None
+  cfg.model.vocab_size = None  # a released model's preset without its checkpoint: refused
+  with pytest.raises(ValueError, match="model.hf_checkpoint='' but model.preset='llama3.1-8b'"):
+    experiment.validate(cfg)
+  cfg = experiment.base_config()
+  cfg.model.remat = "sometimes"
   with pytest.raises(ValueError, match="model.remat='sometimes' is not one of"):
     experiment.validate(cfg)

@@ -1,0 +1,190 @@
+"""The experiment config: generated from the library dataclasses, every field settable from the
+shell, cross-section checks before any work, one-line errors with exit status 2."""
+import dataclasses
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from r1jax import config as config_lib
+from r1jax import experiment
+from r1jax import model as M
+from r1jax import train_step
+from r1jax.evaluation import harness
+from r1jax.grpo.config import GRPOConfig
+from r1jax.sampler import SamplingConfig
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+R1_ZERO = REPO / "experiments" / "r1_zero.py"
+EVALUATE = REPO / "experiments" / "evaluate.py"
+
+# A valid value other than the default for fields the generic rule below cannot guess.
+SPECIAL = {
+    "stage": "evaluate", "workdir": "/tmp/r1jax-cfg", "template": "Q: {prompt} A:",
+    "model.dtype": "bfloat16", "model.param_dtype": "bfloat16", "model.remat": "full",
+    "model.attention_impl": "xla", "model.decode_attention": "xla", "model.rope_scaling.kind": "linear",
+    "model.vocab_size": 600, "model.d_model": 64, "model.n_layers": 2, "model.n_heads": 2, "model.n_kv_heads": 1,
+    "model.head_dim": 16, "model.d_ff": 96, "model.max_seq_len": 1024, "model.logits_chunk": 1024,
+    "model.rope_theta": 5e5, "model.rms_eps": 1e-5, "model.rope_scaling.factor": 2.0,
+    "model.rope_scaling.low_freq_factor": 2.0, "model.rope_scaling.high_freq_factor": 8.0,
+    "model.rope_scaling.original_max_position": 4096, "model.rope_scaling.beta_fast": 16.0,
+    "model.rope_scaling.beta_slow": 2.0, "model.rope_scaling.mscale": 0.5, "model.rope_scaling.mscale_all_dim": 0.5,
+    "model.rope_scaling.attention_factor": 1.5, "model.rope_scaling.truncate": False,
+    "tokenizer.path": "/tmp/tok.model", "tokenizer.model_type": "unigram",
+    "mesh.fsdp": 8, "mesh.data": 2, "mesh.tensor": 2,
+    "data.source": "reasoning_gym", "data.path": "/tmp/x.jsonl", "data.eval_path": "/tmp/y.jsonl",
+    "data.layout": "math", "data.on_bad_line": "skip", "data.rg_tasks": "leg_counting",
+    "grpo.loss_type": "dr_grpo", "grpo.scale_rewards": "batch", "grpo.importance_sampling_level": "sequence",
+    "grpo.grad_accum": "2", "optim.decay": "cosine", "pretrain.optim.decay": "constant",
+    "rewards.language_target": "zh", "train.on_too_long": "fail", "checkpoint.directory": "/tmp/ck",
+    "average.steps": "10,20", "sampling.eos_ids": (7,), "sampling.prompt_buckets": (64, 128),
+    "sampling.pad_id": 5, "eval.group_by": ("subject",),
+}
+# Fields that need a companion setting to be valid (a derived field must agree with its source).
+COMPANIONS = {
+    "sampling.num_samples": {"grpo.num_generations": 4},
+    "sampling.max_new_tokens": {"grpo.max_completion_length": 24},
+    "model.preset": {"model.vocab_size": 151936},
+    "mesh.data": {"mesh.fsdp": -1}, "mesh.tensor": {"mesh.fsdp": -1},
+}
+SKIP = {"model.hf_checkpoint"}  # needs a checkpoint directory: tests/test_docs.py runs it
+
+
+def leaves(cfg: ml_collections.ConfigDict, prefix=""):
+  for k in cfg.keys():
+    v = cfg[k]
+    if isinstance(v, ml_collections.ConfigDict):
+      yield from leaves(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v, cfg.get_type(k)
+
+
+def new_value(path, default, typ):
+  if path in SPECIAL:
+    return SPECIAL[path]
+  if path == "model.preset":
+    return "qwen2.5-0.5b"
+  if path in COMPANIONS:
+    return next(iter(COMPANIONS[path].values()))
+  if typ is bool:
+    return not default
+  if typ is int:
+    return 1 if default is None else default + 1
+  if typ is float:
+    return 0.5 if not default else default / 2
+  if typ is str:
+    return "x" if not default else default + "x"
+  raise AssertionError(f"no test value for {path} ({typ})")
+
+
+def shell(value) -> str:
+  return repr(value) if isinstance(value, tuple) else str(value)
+
+
+def parse(config_file, argv):
+  """What the shell gives the experiment (config_flags reads the overrides from sys.argv)."""
+  saved, sys.argv = sys.argv, ["prog"] + argv
+  try:
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", str(config_file), flag_values=fv, lock_config=False)
+    fv(sys.argv)
+    return fv.config
+  finally:
+    sys.argv = saved
+
+
+def reached(parts, cfg, path):
+  """Where a config field ends up after validation."""
+  head, *rest = path.split(".")
+  if not rest:
+    return cfg[head]
+  field = rest[-1]
+  if path == "model.remat":
+    return parts["remat"]
+  if path == "grpo.grad_accum":
+    return str(parts["grad_accum"])
+  if path == "model.preset":  # every model field the config leaves unset comes from the preset
+    preset = M.PRESETS[cfg.model.preset]
+    unset = [f.name for f in dataclasses.fields(M.ModelConfig) if cfg.model.get(f.name) is None]
+    assert len(unset) > 3 and all(getattr(parts["model"], f) == getattr(preset, f) for f in unset), unset
+    return cfg.model.preset
+  if head == "model" and rest[0] == "rope_scaling":
+    return getattr(parts["model"].rope_scaling, field)
+  if path.startswith("pretrain.optim."):
+    return getattr(parts["pretrain"].optim, field)
+  return getattr(parts[head], field)
+
+
+def test_every_field_of_every_section_is_settable_from_the_shell():
+  base = experiment.base_config()
+  paths = [(p, d, t) for p, d, t in leaves(base) if p not in SKIP]
+  assert len(paths) > 120  # every section, not a handful
+  for path, default, typ in paths:
+    value = new_value(path, default, typ)
+    assert value != default, path
+    extra = COMPANIONS.get(path, {})
+    argv = [f"--config.{k}={shell(v)}" for k, v in extra.items()] + [f"--config.{path}={shell(value)}"]
+    cfg = parse(R1_ZERO, argv)
+    parts = experiment.validate(cfg)
+    got = reached(parts, cfg, path)
+    assert got == value, (path, got, value)
+
+
+def test_the_config_is_generated_from_the_dataclass_defaults():
+  """The experiment file overrides only what differs: untouched fields equal the library's defaults."""
+  base = experiment.base_config()
+  for section, cls in (("grpo", GRPOConfig), ("optim", train_step.OptimConfig), ("eval", harness.EvalConfig)):
+    defaults = config_lib.dataclass_defaults(cls)
+    for k, v in base[section].items():
+      if k not in ("grad_accum", "total_steps"):
+        assert (list(v) if isinstance(v, tuple) else v) == defaults[k], (section, k)
+  # A new dataclass field appears in the shell config without editing any experiment file.
+  assert set(base.sampling) == {f.name for f in dataclasses.fields(SamplingConfig)}
+  assert set(base.model) == {f.name for f in dataclasses.fields(M.ModelConfig)} | {"preset", "hf_checkpoint"}
+
+
+def test_evaluate_config_fields_are_settable():
+  for path, default, typ in leaves(experiment.evaluation_config()):
+    if not path.startswith(("eval.", "mesh.")):
+      continue
+    value = new_value(path, default, typ)
+    extra = COMPANIONS.get(path, {})
+    cfg = parse(EVALUATE, [f"--config.{k}={shell(v)}" for k, v in extra.items()] + [f"--config.{path}={shell(value)}"])
+    head, field = path.split(".")
+    assert getattr(config_lib.to_dataclass({"eval": harness.EvalConfig, "mesh": experiment.sharding.MeshConfig}[head],
+                                           cfg[head], head), field) == value, path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config.grpo.loss_type=foo"], "grpo.loss_type='foo' is not one of"),
+    (["--config.grpo.nope=1"], "unknown config field 'grpo.nope'"),
+    (["--config.grpo.beta=abc"], "--config.grpo.beta=abc: could not convert"),
+    (["--config.grpo.num_minibatches=5"], "128 rows must split into grpo.num_minibatches=5"),
+    (["--config.sampling.max_new_tokens=64"], "sampling.max_new_tokens=64 must equal grpo.max_completion_length=40"),
+    (["--config.model.n_heads=3"], "model.n_heads=3 must be a multiple of model.n_kv_heads=2"),
+    (["--config.data.source=jsonl", "--config.data.path=/nonexistent.jsonl"], "data.path='/nonexistent.jsonl': no such"),
+    (["--config.grpo.grad_accum=zero"], "grpo.grad_accum='zero' must be 'auto' or an int >= 1"),
+    ([f"--config={R1_ZERO}:nope"], "config name 'nope' is not one of"),
+    ([f"--config={R1_ZERO}:qwen2.5-0.5b"], "model.hf_checkpoint='' but model.preset='qwen2.5-0.5b'"),
+    (["extra_positional"], "unexpected arguments"),
+])
+def test_config_errors_are_one_line_with_status_2_before_any_work(tmp_path, argv, message):
+  work = tmp_path / "run"
+  first = [a for a in argv if a.startswith("--config=")]  # a config file comes before its overrides
+  argv = first + [f"--config.workdir={work}"] + [a for a in argv if a not in first]
+  out = subprocess.run([sys.executable, str(R1_ZERO), *argv], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+  assert out.returncode == 2, out.stderr[-2000:]
+  lines = [l for l in out.stderr.splitlines() if l.strip() and not l.startswith(("I1", "W1", "WARNING:"))]
+  assert lines == [lines[-1]] and lines[0].startswith("config error: ") and message in lines[0], out.stderr[-2000:]
+  assert not work.exists()  # nothing was written, trained or compiled
+
+
+def test_evaluate_config_errors_exit_2(tmp_path):
+  out = subprocess.run([sys.executable, str(EVALUATE), f"--config.checkpoint={tmp_path / 'none'}"],
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2 and "config error: checkpoint=" in out.stderr and "no such directory" in out.stderr
