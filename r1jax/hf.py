@@ -1,4 +1,4 @@
-"""Hugging Face interop for Qwen2 / Llama checkpoints: config mapping, sharded loading, export.
+"""Hugging Face interop for Qwen2 / Qwen3 / Llama checkpoints: config mapping, sharded loading, export.
 
 Loading places every tensor straight into its target sharding with
 `jax.make_array_from_callback`; each callback reads only its device's slice from the memory-mapped
@@ -31,8 +31,8 @@ import numpy as np
 from r1jax import model as M
 from r1jax import sharding
 
-SUPPORTED_MODEL_TYPES = ("qwen2", "llama", "mistral")
-_DEFAULT_MAX_POSITIONS = {"qwen2": 32768, "llama": 2048, "mistral": 131072}
+SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
+_DEFAULT_MAX_POSITIONS = {"qwen2": 32768, "qwen3": 32768, "llama": 2048, "mistral": 131072}
 _ST_TO_NP = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype(ml_dtypes.bfloat16),
              "F64": np.dtype("<f8")}
 _NP_TO_ST = {v: k for k, v in _ST_TO_NP.items()}
@@ -65,7 +65,18 @@ def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, M.RopeScaling | None]:
                                 low_freq_factor=float(rope["low_freq_factor"]),
                                 high_freq_factor=float(rope["high_freq_factor"]),
                                 original_max_position=int(rope["original_max_position_embeddings"]))
-  raise _unsupported("rope_type", kind, "supported: 'default', 'linear', 'llama3'")
+  if kind == "yarn":
+    opt = lambda k, d: float(rope[k]) if rope.get(k) is not None else d
+    return theta, M.RopeScaling("yarn", factor=float(rope["factor"]),
+                                original_max_position=int(rope["original_max_position_embeddings"]),
+                                beta_fast=opt("beta_fast", 32.0), beta_slow=opt("beta_slow", 1.0),
+                                mscale=opt("mscale", 0.0), mscale_all_dim=opt("mscale_all_dim", 0.0),
+                                attention_factor=opt("attention_factor", 0.0),
+                                truncate=bool(rope.get("truncate", True)))
+  if kind == "dynamic":  # transformers rescales past max_position_embeddings
+    return theta, M.RopeScaling("dynamic", factor=float(rope["factor"]),
+                                original_max_position=int(hf.get("max_position_embeddings", 2048)))
+  raise _unsupported("rope_type", kind, "supported: 'default', 'linear', 'llama3', 'yarn', 'dynamic'")
 
 
 def _sliding_window_in_use(hf: dict[str, Any], model_type: str) -> int | None:
@@ -103,7 +114,7 @@ def config_from_hf(hf_config: dict[str, Any], **overrides) -> M.ModelConfig:
     raise _unsupported("mlp_bias", hf["mlp_bias"], "the MLP has no biases")
   if model_type != "qwen2" and hf.get("attention_bias", False):
     raise _unsupported("attention_bias", hf["attention_bias"],
-                       "Llama puts this bias on o_proj too; only q/k/v biases (model_type 'qwen2') exist")
+                       f"{model_type} puts this bias on o_proj too; only q/k/v biases (model_type 'qwen2') exist")
   theta, scaling = _rope_from_hf(hf)
   n_heads = hf["num_attention_heads"]
   fields = dict(
@@ -111,7 +122,7 @@ def config_from_hf(hf_config: dict[str, Any], **overrides) -> M.ModelConfig:
       n_heads=n_heads, n_kv_heads=hf.get("num_key_value_heads") or n_heads,
       head_dim=hf.get("head_dim") or hf["hidden_size"] // n_heads, d_ff=hf["intermediate_size"],
       rope_theta=theta, rope_scaling=scaling, rms_eps=float(hf.get("rms_norm_eps", 1e-6)),
-      qkv_bias=model_type == "qwen2", tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      qkv_bias=model_type == "qwen2", qk_norm=model_type == "qwen3", tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       max_seq_len=hf.get("max_position_embeddings", _DEFAULT_MAX_POSITIONS[model_type]))
   known = {f.name for f in dataclasses.fields(M.ModelConfig)}
   if set(overrides) - known:
@@ -125,24 +136,38 @@ def config_from_hf(hf_config: dict[str, Any], **overrides) -> M.ModelConfig:
 
 
 def config_to_hf(cfg: M.ModelConfig, dtype: str = "float32") -> dict[str, Any]:
-  """A transformers-loadable config.json dict: Qwen2 when cfg.qkv_bias, else Llama.
+  """A transformers-loadable config.json dict: Qwen2 when cfg.qkv_bias, Qwen3 when cfg.qk_norm,
+  else Llama.
 
   RoPE is written in the legacy `rope_theta` / `rope_scaling` form, which transformers 4 reads
   and transformers 5 converts to `rope_parameters`.
   """
+  if cfg.qkv_bias and cfg.qk_norm:
+    raise ValueError("no Hugging Face architecture has both q/k/v biases and q/k norms")
   qwen = cfg.qkv_bias
+  model_type = "qwen2" if qwen else "qwen3" if cfg.qk_norm else "llama"
   rs = cfg.rope_scaling
   if rs is None:
     rope_scaling = None
   elif rs.kind == "linear":
     rope_scaling = {"rope_type": "linear", "factor": rs.factor}
+  elif rs.kind == "dynamic":
+    if rs.original_max_position != cfg.max_seq_len:
+      raise ValueError(f"dynamic RoPE exports its original_max_position={rs.original_max_position} as "
+                       f"max_position_embeddings, which must equal model.max_seq_len={cfg.max_seq_len}")
+    rope_scaling = {"rope_type": "dynamic", "factor": rs.factor}
+  elif rs.kind == "yarn":
+    rope_scaling = {"rope_type": "yarn", "factor": rs.factor, "original_max_position_embeddings": rs.original_max_position,
+                    "beta_fast": rs.beta_fast, "beta_slow": rs.beta_slow, "truncate": rs.truncate}
+    rope_scaling |= {k: getattr(rs, k) for k in ("mscale", "mscale_all_dim", "attention_factor") if getattr(rs, k)}
   else:
     rope_scaling = {"rope_type": "llama3", "factor": rs.factor, "low_freq_factor": rs.low_freq_factor,
                     "high_freq_factor": rs.high_freq_factor,
                     "original_max_position_embeddings": rs.original_max_position}
   hf = {
-      "architectures": ["Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"],
-      "model_type": "qwen2" if qwen else "llama",
+      "architectures": [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}[
+          model_type]],
+      "model_type": model_type,
       "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
       "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
       "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "hidden_act": "silu",
@@ -150,9 +175,9 @@ def config_to_hf(cfg: M.ModelConfig, dtype: str = "float32") -> dict[str, Any]:
       "rope_theta": cfg.rope_theta, "rope_scaling": rope_scaling,
       "tie_word_embeddings": cfg.tie_embeddings, "attention_dropout": 0.0, "dtype": dtype,
   }
-  if qwen:
+  if model_type in ("qwen2", "qwen3"):
     hf["use_sliding_window"] = False
-  else:
+  if model_type != "qwen2":
     hf |= {"attention_bias": False, "mlp_bias": False}
   return hf
 
@@ -203,6 +228,9 @@ def _layouts(cfg: M.ModelConfig) -> dict[tuple[str, ...], _Layout]:
     lay |= {("layers", "bq"): _Layout(p + "self_attn.q_proj.bias", (N, H), (2,)),
             ("layers", "bk"): _Layout(p + "self_attn.k_proj.bias", (K, H), (2,)),
             ("layers", "bv"): _Layout(p + "self_attn.v_proj.bias", (K, H), (2,))}
+  if cfg.qk_norm:
+    lay |= {("layers", "q_norm"): _Layout(p + "self_attn.q_norm.weight", (H,), (1,)),
+            ("layers", "k_norm"): _Layout(p + "self_attn.k_norm.weight", (H,), (1,))}
   if not cfg.tie_embeddings:
     lay[("lm_head",)] = _Layout("lm_head.weight", (D, V), (1, 1), True)
   want = {tuple(k.key for k in path) for path, _ in

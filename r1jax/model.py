@@ -1,6 +1,6 @@
-"""A functional decoder of the Qwen2 / Llama family.
+"""A functional decoder of the Qwen2 / Qwen3 / Llama family.
 
-RMSNorm, RoPE (with Llama-3 / linear scaling), grouped-query attention, SwiGLU MLP, optional
+RMSNorm, RoPE (Llama-3, linear, YaRN and dynamic NTK scaling), Qwen3 q/k norms, grouped-query attention, SwiGLU MLP, optional
 q/k/v bias, tied or untied embeddings. Parameters are a plain pytree; layers are stacked on a
 leading axis and run with `jax.lax.scan`, so compile time does not grow with depth.
 
@@ -21,14 +21,33 @@ from r1jax.sharding import constrain
 Params = dict[str, Any]
 
 
+ROPE_KINDS = ("llama3", "linear", "yarn", "dynamic")
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
-  """RoPE frequency scaling as in Hugging Face `rope_scaling` ('llama3' or 'linear')."""
+  """RoPE frequency scaling as Hugging Face `rope_scaling` / `rope_parameters` define it."""
   kind: str = "llama3"
+  """'llama3' (Llama 3.1), 'linear' (position interpolation), 'yarn' (Qwen3 long context), or
+  'dynamic' (NTK-aware base rescaled once a sequence outgrows original_max_position)."""
   factor: float = 8.0
   low_freq_factor: float = 1.0
+  """llama3 only."""
   high_freq_factor: float = 4.0
+  """llama3 only."""
   original_max_position: int = 8192
+  """Context length of pretraining (llama3, yarn; dynamic: HF's max_position_embeddings)."""
+  beta_fast: float = 32.0
+  """yarn: rotations bounding the extrapolated (unscaled) high frequencies."""
+  beta_slow: float = 1.0
+  """yarn: rotations bounding the interpolated (scaled) low frequencies."""
+  mscale: float = 0.0
+  """yarn: with mscale_all_dim, sets the attention factor (DeepSeek form); 0 = unset."""
+  mscale_all_dim: float = 0.0
+  attention_factor: float = 0.0
+  """yarn: scale of cos / sin; 0 = derived (0.1 ln(factor) + 1, or the mscale ratio)."""
+  truncate: bool = True
+  """yarn: round the correction range to whole dimensions."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +64,9 @@ class ModelConfig:
   rope_scaling: RopeScaling | None = None
   rms_eps: float = 1e-6
   qkv_bias: bool = False
-  """Qwen2 has biases on q/k/v projections; Llama does not."""
+  """Qwen2 has biases on q/k/v projections; Llama and Qwen3 do not."""
+  qk_norm: bool = False
+  """Qwen3: RMSNorm over head_dim of each query and key head, before RoPE."""
   tie_embeddings: bool = False
   """Output projection reuses the input embedding (Qwen2.5 up to 3B)."""
   max_seq_len: int = 4096
@@ -87,7 +108,7 @@ class ModelConfig:
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
     if self.rope_scaling is not None:
-      _check(self, "rope_scaling.kind", self.rope_scaling.kind, ("llama3", "linear"))
+      _check(self, "rope_scaling.kind", self.rope_scaling.kind, ROPE_KINDS)
 
   @property
   def compute_dtype(self):
@@ -120,6 +141,18 @@ PRESETS: dict[str, ModelConfig] = {
     "qwen2.5-14b": ModelConfig(vocab_size=152064, d_model=5120, n_layers=48, n_heads=40, n_kv_heads=8,
                                head_dim=128, d_ff=13824, rope_theta=1e6, qkv_bias=True, tie_embeddings=False,
                                max_seq_len=32768),
+    "qwen3-0.6b": ModelConfig(vocab_size=151936, d_model=1024, n_layers=28, n_heads=16, n_kv_heads=8,
+                              head_dim=128, d_ff=3072, rope_theta=1e6, qk_norm=True, tie_embeddings=True,
+                              max_seq_len=32768),
+    "qwen3-1.7b": ModelConfig(vocab_size=151936, d_model=2048, n_layers=28, n_heads=16, n_kv_heads=8,
+                              head_dim=128, d_ff=6144, rope_theta=1e6, qk_norm=True, tie_embeddings=True,
+                              max_seq_len=32768),
+    "qwen3-4b": ModelConfig(vocab_size=151936, d_model=2560, n_layers=36, n_heads=32, n_kv_heads=8,
+                            head_dim=128, d_ff=9728, rope_theta=1e6, qk_norm=True, tie_embeddings=True,
+                            max_seq_len=32768),
+    "qwen3-8b": ModelConfig(vocab_size=151936, d_model=4096, n_layers=36, n_heads=32, n_kv_heads=8,
+                            head_dim=128, d_ff=12288, rope_theta=1e6, qk_norm=True, tie_embeddings=False,
+                            max_seq_len=32768),
     "llama3-8b": ModelConfig(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
                              head_dim=128, d_ff=14336, rope_theta=5e5, rms_eps=1e-5, max_seq_len=8192),
     "llama3.1-8b": ModelConfig(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
@@ -153,6 +186,8 @@ def param_axes(cfg: ModelConfig) -> Params:
   if cfg.qkv_bias:
     layers |= {"bq": ("layers", "q_heads", "head_dim"), "bk": ("layers", "kv_heads", "head_dim"),
                "bv": ("layers", "kv_heads", "head_dim")}
+  if cfg.qk_norm:
+    layers |= {"q_norm": ("layers", "head_dim"), "k_norm": ("layers", "head_dim")}
   axes = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
   if not cfg.tie_embeddings:
     axes["lm_head"] = ("embed", "vocab")
@@ -168,6 +203,8 @@ def param_shapes(cfg: ModelConfig) -> Params:
   }
   if cfg.qkv_bias:
     layers |= {"bq": (L, N, H), "bk": (L, K, H), "bv": (L, K, H)}
+  if cfg.qk_norm:
+    layers |= {"q_norm": (L, H), "k_norm": (L, H)}
   shapes = {"embed": (V, D), "layers": layers, "final_norm": (D,)}
   if not cfg.tie_embeddings:
     shapes["lm_head"] = (D, V)
@@ -219,14 +256,37 @@ def rms_norm(x, w, eps):
   return w.astype(x.dtype) * x32.astype(x.dtype)
 
 
-def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+def rope_inv_freq(cfg: ModelConfig, seq_len=None) -> jax.Array:
+  """Inverse frequencies (H/2,) as Hugging Face's ROPE_INIT_FUNCTIONS compute them.
+
+  `seq_len` (a traced scalar: the largest position + 1) matters only for 'dynamic', whose base
+  grows once a sequence outgrows `original_max_position`.
+  """
   H = cfg.head_dim
-  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H))
+  exponents = jnp.arange(0, H, 2, dtype=jnp.float32) / H
+  inv = 1.0 / (cfg.rope_theta ** exponents)
   rs = cfg.rope_scaling
   if rs is None:
     return inv
   if rs.kind == "linear":
     return inv / rs.factor
+  if rs.kind == "dynamic":
+    if seq_len is None:
+      return inv
+    L = jnp.maximum(jnp.asarray(seq_len, jnp.float32), rs.original_max_position)
+    base = cfg.rope_theta * ((rs.factor * L / rs.original_max_position) - (rs.factor - 1)) ** (H / (H - 2))
+    return 1.0 / (base ** exponents)
+  if rs.kind == "yarn":
+    def correction_dim(rotations):
+      return H * math.log(rs.original_max_position / (rotations * 2 * math.pi)) / (2 * math.log(cfg.rope_theta))
+    low, high = correction_dim(rs.beta_fast), correction_dim(rs.beta_slow)
+    if rs.truncate:
+      low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, H - 1)
+    high = high + 0.001 if low == high else high
+    ramp = jnp.clip((jnp.arange(H // 2, dtype=jnp.float32) - low) / (high - low), 0, 1)
+    extrapolate = 1 - ramp  # 1: keep the frequency, 0: divide it by factor
+    return inv / rs.factor * (1 - extrapolate) + inv * extrapolate
   # Llama 3.1: keep high frequencies, divide low ones by `factor`, interpolate between.
   low_wavelen = rs.original_max_position / rs.low_freq_factor
   high_wavelen = rs.original_max_position / rs.high_freq_factor
@@ -238,11 +298,25 @@ def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
   return jnp.where(medium, smoothed, scaled)
 
 
-def apply_rope(x_BxTxNxH, positions_BxT, inv_freq):
-  """Rotary embedding in the 'rotate half' layout of Hugging Face checkpoints."""
+def rope_attention_factor(cfg: ModelConfig) -> float:
+  """YaRN's scale of cos and sin (1 for every other kind)."""
+  rs = cfg.rope_scaling
+  if rs is None or rs.kind != "yarn":
+    return 1.0
+  if rs.attention_factor:
+    return rs.attention_factor
+  mscale = lambda scale, m=1.0: 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+  if rs.mscale and rs.mscale_all_dim:
+    return mscale(rs.factor, rs.mscale) / mscale(rs.factor, rs.mscale_all_dim)
+  return mscale(rs.factor)
+
+
+def apply_rope(x_BxTxNxH, positions_BxT, inv_freq, scale: float = 1.0):
+  """Rotary embedding in the 'rotate half' layout of Hugging Face checkpoints; `scale`
+  multiplies cos and sin (YaRN's attention factor)."""
   freqs = positions_BxT.astype(jnp.float32)[..., None] * inv_freq  # B,T,H/2
-  cos = jnp.cos(freqs)[:, :, None, :]
-  sin = jnp.sin(freqs)[:, :, None, :]
+  cos = jnp.cos(freqs)[:, :, None, :] * scale
+  sin = jnp.sin(freqs)[:, :, None, :] * scale
   x = x_BxTxNxH.astype(jnp.float32)
   x1, x2 = jnp.split(x, 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -370,8 +444,11 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq):
   v = jnp.einsum("btd,dkh->btkh", h, w["wv"])
   if cfg.qkv_bias:
     q, k, v = q + w["bq"], k + w["bk"], v + w["bv"]
+  if cfg.qk_norm:
+    q, k = rms_norm(q, layer["q_norm"], cfg.rms_eps), rms_norm(k, layer["k_norm"], cfg.rms_eps)
   q = constrain(q, ("batch", "length", "act_heads", "head_dim"))
-  q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+  scale = rope_attention_factor(cfg)
+  q, k = apply_rope(q, positions, inv_freq, scale), apply_rope(k, positions, inv_freq, scale)
   if cache_kv is None:
     att = self_attention(q, k, v, mask, cfg)
   else:
@@ -415,7 +492,8 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
   mask_BxT = mask_BxT.astype(bool)
   x = jnp.take(params["embed"], tokens_BxT, axis=0).astype(dt)
   x = constrain(x, ("batch", "length", "act_embed"))
-  inv_freq = rope_inv_freq(cfg)
+  dynamic = cfg.rope_scaling is not None and cfg.rope_scaling.kind == "dynamic"
+  inv_freq = rope_inv_freq(cfg, jnp.max(positions_BxT) + 1 if dynamic else None)
 
   def body(x, xs):
     layer, ckv = xs

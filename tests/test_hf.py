@@ -39,10 +39,24 @@ CASES = [
         rms_norm_eps=1e-5, rope_scaling=dict(rope_type="linear", factor=2.0))),
     Case("qwen2-gqa4-bf16", "qwen2", dict(num_attention_heads=8, num_key_value_heads=2), save_dtype=torch.bfloat16),
     Case("mistral-nowindow", "mistral", dict(num_attention_heads=4, num_key_value_heads=2, sliding_window=None)),
+    # Qwen3: q/k RMSNorm, an explicit head_dim unlike hidden_size / heads, and its rope types.
+    Case("qwen3-tied-hd16", "qwen3", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                          tie_word_embeddings=True, rope_theta=1e6)),
+    Case("qwen3-untied-yarn", "qwen3", dict(
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=1e4,
+        rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64))),
+    Case("qwen3-yarn-mscale", "qwen3", dict(
+        num_attention_heads=4, num_key_value_heads=1, head_dim=8, rope_theta=1e4,
+        rope_scaling=dict(rope_type="yarn", factor=8.0, original_max_position_embeddings=32, beta_fast=16.0,
+                          beta_slow=2.0, mscale=1.0, mscale_all_dim=0.5, truncate=False))),
+    # dynamic NTK: positions past max_position_embeddings (8 < T) rescale the base.
+    Case("llama-dynamic-ntk", "llama", dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8,
+                                            rope_scaling=dict(rope_type="dynamic", factor=2.0))),
 ]
 _ARCH = {"qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
          "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM)}
+         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+         "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM)}
 
 
 def _random_hf_model(case: Case):
@@ -127,7 +141,8 @@ def test_export_round_trip_is_exact(saved, tmp_path):
   hf.save_hf_checkpoint(params, cfg, tmp_path, dtype=save_dtype, max_shard_bytes=30_000)
   assert (tmp_path / hf.INDEX_FILE).exists()
   exported = _load_hf(tmp_path)
-  assert type(exported).__name__ == ("Qwen2ForCausalLM" if case.arch == "qwen2" else "LlamaForCausalLM")
+  assert type(exported).__name__ == {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}.get(
+      case.arch, "LlamaForCausalLM")
   for tokens, mask in _batches():
     np.testing.assert_array_equal(_hf_logits(exported, tokens, mask), _hf_logits(ref, tokens, mask))
   cfg2, params2 = hf.load_hf_checkpoint(tmp_path)
@@ -201,8 +216,8 @@ def test_overrides_and_qwen2_defaults():
     (dict(hidden_act="gelu"), "hidden_act='gelu'"),
     (dict(mlp_bias=True), "mlp_bias=True"),
     (dict(attention_bias=True), "attention_bias=True"),
-    (dict(rope_scaling=dict(rope_type="yarn", factor=4.0)), "rope_type='yarn'"),
-    (dict(rope_parameters=dict(rope_type="dynamic", factor=2.0, rope_theta=1e4)), "rope_type='dynamic'"),
+    (dict(rope_scaling=dict(rope_type="longrope", factor=4.0)), "rope_type='longrope'"),
+    (dict(rope_parameters=dict(rope_type="proportional", factor=2.0, rope_theta=1e4)), "rope_type='proportional'"),
     (dict(rope_parameters=dict(rope_type="default", rope_theta=1e4, partial_rotary_factor=0.5)),
      "partial_rotary_factor=0.5"),
     (dict(model_type="mistral", sliding_window=16), "sliding_window=16"),
