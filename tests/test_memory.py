@@ -1,0 +1,61 @@
+"""The memory planner: compiled memory of sampler, reference pass and update against a budget."""
+import jax
+import pytest
+
+from r1jax import memory
+from r1jax import model as M
+from r1jax import sharding
+from r1jax import train_step
+from r1jax.grpo.config import GRPOConfig
+from r1jax.sampler import SamplingConfig
+
+CFG = M.ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128)
+G, N, P, PROMPTS = 8, 64, 32, 8
+
+
+def _plan(**kw):
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  g = GRPOConfig(num_generations=G, max_completion_length=N, beta=0.04)
+  with jax.set_mesh(mesh):
+    return memory.plan(CFG, g, train_step.OptimConfig(), SamplingConfig(max_new_tokens=N, num_samples=G), mesh,
+                       prompts_per_step=PROMPTS, prompt_len=P, log=lambda *a: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def unlimited():
+  return _plan(limit_bytes=10 ** 12, remat="none", grad_accum=1)
+
+
+def test_phases_are_measured_and_the_state_is_counted(unlimited):
+  p = unlimited
+  assert set(p.phases) == {"generate", "reference", "update"}
+  # The resident state: fp32 params, AdamW mu and nu, and the fp32 reference copy.
+  n = CFG.num_params()
+  assert p.state_bytes == pytest.approx(4 * n * 4, rel=0.01)
+  # The update holds the 64-row minibatch's activations: far more than its parameter arguments.
+  assert p.phases["update"].temporaries > 10 * 4 * n
+  assert all(ph.peak >= ph.temporaries > 0 for ph in p.phases.values())
+
+
+def test_auto_picks_the_cheapest_setting_that_fits(unlimited):
+  full = unlimited.tried[0]["update_peak_gib"] * memory.GiB
+  # A budget below the whole-minibatch update but far above half of it: grad_accum 2 without remat.
+  p = _plan(limit_bytes=int(0.8 * full / memory.HEADROOM))
+  assert (p.remat, p.grad_accum) == ("none", 2)
+  assert [(t["remat"], t["grad_accum"], t["fits"]) for t in p.tried] == [("none", 1, False), ("none", 2, True)]
+  assert p.summary()["grad_accum"] == 2 and "fits" in p.reason
+  # A fixed grad_accum leaves only remat to choose: recompute must then save the memory.
+  q = _plan(limit_bytes=int(0.8 * full / memory.HEADROOM), grad_accum=1)
+  assert q.grad_accum == 1 and q.remat in ("dots", "full")
+  assert q.tried[0] == {"remat": "none", "grad_accum": 1, "update_peak_gib": pytest.approx(full / memory.GiB),
+                        "fits": False}
+
+
+def test_nothing_fits_stops_before_any_work_naming_sizes_and_knobs():
+  with pytest.raises(memory.DoesNotFitError, match=r"generate needs .* GiB per device .* lower train.prompts_per_step"):
+    _plan(limit_bytes=2 * 1024 ** 2)
+
+
+def test_cpu_without_a_limit_plans_nothing():
+  p = _plan()
+  assert (p.remat, p.grad_accum, p.phases) == ("none", 1, {}) and "CPU" in p.reason
