@@ -1,0 +1,214 @@
+"""Every command printed in README.md and in the experiments' docstrings runs (so documentation
+cannot rot): on CPU, with a tiny saved `transformers` model standing in for a real checkpoint and
+the lengths and steps shortened by appended overrides. The README's install commands are the ones
+`.ci/run` executes. The Hugging Face export a run writes loads in `transformers` with equal logits.
+"""
+import dataclasses
+import gzip
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from r1jax import experiment
+from r1jax import model as M
+from r1jax import sharding
+from r1jax import tokenizer as tok_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((REPO / "experiments").glob("*.py"))
+
+# Appended to each documented command (later flags win): short, small, quiet.
+SHORT = {
+    "r1_zero.py": ["--config.pretrain.steps=20", "--config.train.steps=2", "--config.data.num_train=400",
+                   "--config.data.num_eval=8", "--config.eval.batch_size=8", "--config.train.progress=False",
+                   "--config.model.n_layers=1", "--config.model.d_model=32", "--config.model.head_dim=8",
+                   "--config.model.d_ff=64"],
+    # A Hugging Face model: its shape is the checkpoint's; only the run is made short.
+    "r1_zero.py:hf": ["--config.train.steps=2", "--config.train.prompts_per_step=2",
+                      "--config.grpo.num_generations=2", "--config.grpo.num_minibatches=1",
+                      "--config.grpo.max_completion_length=8", "--config.eval.max_new_tokens=8",
+                      "--config.data.num_train=8", "--config.data.num_eval=2", "--config.eval.batch_size=2",
+                      "--config.model.logits_chunk=256", "--config.train.reward_workers=2",
+                      "--config.train.progress=False", "--config.checkpoint.save_every=1",
+                      "--config.train.memory_limit_gb=4"],
+    "evaluate.py": ["--config.max_examples=2", "--config.eval.num_samples=2", "--config.eval.max_new_tokens=8",
+                    "--config.progress=False"],
+}
+
+
+def documented_commands() -> list[tuple[str, str]]:
+  """(where, command) for every `python ...` command in README.md and the experiments' docstrings."""
+  out = []
+  sources = [("README.md", (REPO / "README.md").read_text())]
+  for f in EXPERIMENTS:
+    text = f.read_text()
+    doc = re.match(r'^r?"""(.*?)"""', text, re.S)
+    sources.append((f"experiments/{f.name}", doc.group(1) if doc else ""))
+  for where, text in sources:
+    text = re.sub(r"\\\n\s*", " ", text)  # join continued lines
+    for line in text.splitlines():
+      line = line.split("  #")[0].strip()
+      if re.match(r"(python3? |python3 -m venv)", line):
+        out.append((where, line))
+  return out
+
+
+def test_readme_opens_with_the_two_fresh_machine_commands_and_ci_runs_them():
+  readme = (REPO / "README.md").read_text()
+  first = [c for w, c in documented_commands() if w == "README.md"][:2]
+  assert first[0] == "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python experiments/r1_zero.py"
+  assert "pip install -e \".[test]\"" in first[1] and first[1].endswith("python -m pytest -n 2 tests")
+  assert readme.index(first[0]) < 600 and readme.index(first[1]) < 800  # at the top
+  ci = (REPO / ".ci" / "run").read_text()
+  # Command 1: the install without extras, then the main job; command 2: the test extras and the suite.
+  for piece in ("python -m pip install -q -e .\n", 'python "$REPO/experiments/r1_zero.py"',
+                'python -m pip install -q "torch==2.13.0"', 'python -m pip install -q -e ".[test]"',
+                "python -m pytest -n 2 tests"):
+    assert piece in ci, piece
+  assert ci.index("pip install -q -e .\n") < ci.index('experiments/r1_zero.py') < ci.index('-e ".[test]"')
+
+
+def _tiny_hf(path: pathlib.Path, shared_data: pathlib.Path, arch: str = "qwen2"):
+  """A randomly initialized transformers model with the real Qwen2 tokenizer, saved as a user's
+  checkpoint directory would be."""
+  import torch
+  import transformers
+  cls = {"qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+         "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+         "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM)}[arch]
+  config = cls[0](vocab_size=151936, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=True,
+                  max_position_embeddings=4096, rope_theta=1e6)
+  torch.manual_seed(0)
+  cls[1](config).save_pretrained(path)
+  # tokenizer.json with the Qwen2.5 special tokens in it, as a released checkpoint ships it.
+  tok = shared_data / "tokenizers" / "qwen2"
+  with gzip.open(tok / "tokenizer.json.gz", "rb") as f:
+    (path / "tokenizer.json").write_bytes(f.read())
+  shutil.copyfile(tok / "added_tokens.json", path / "added_tokens.json")
+  tok_lib.load_tokenizer(path)._tok.save(str(path / "tokenizer.json"))
+  (path / "added_tokens.json").unlink()
+  (path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+                                                          "tokenizer_class": "PreTrainedTokenizerFast"}))
+  return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, shared_data):
+  """A working directory beside a `shared` folder (so `../shared/data` resolves as in the repo),
+  and stand-in checkpoints for the placeholders the docs use."""
+  root = tmp_path_factory.mktemp("docs")
+  (root / "work").mkdir()
+  (root / "shared").symlink_to(shared_data.parent)
+  ckpts = {arch: _tiny_hf(root / f"hf-{arch}", shared_data, arch) for arch in ("qwen2", "qwen3", "llama")}
+  return root, ckpts
+
+
+def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900):
+  argv = shlex.split(cmd)
+  argv = [sys.executable if a in ("python", "python3") else a for a in argv]
+  argv = [str(REPO / a) if a.startswith("experiments/") and a.endswith(".py") else a for a in argv]
+  argv = [a.replace("=experiments/", f"={REPO}/experiments/") for a in argv]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user has
+  out = subprocess.run(argv + extra, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+  assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+  return out
+
+
+def _commands(script: str):
+  return [c for _, c in documented_commands() if f"experiments/{script}" in c.split()[1]]
+
+
+def test_every_documented_command_is_run_here():
+  """The commands the tests below run are all the documented ones (a new one needs a runner)."""
+  runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv")]
+  assert runnable and all(c.split()[1] in ("experiments/r1_zero.py", "experiments/evaluate.py") for c in runnable)
+  assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
+
+
+def test_the_default_run_and_its_evaluation_commands(world, shared_data):
+  root, ckpts = world
+  work = root / "work"
+  default = [c for c in _commands("r1_zero.py") if "hf_checkpoint" not in c]
+  assert default == ["python experiments/r1_zero.py"]
+  _run(default[0], work, SHORT["r1_zero.py"])
+  run = work / "runs" / "r1_zero"
+  assert json.loads((run / "summary.json").read_text())["train_steps"] == 2
+  for cmd in _commands("evaluate.py"):
+    cmd = cmd.replace("/ckpt/Qwen2.5-1.5B", str(ckpts["qwen2"]))
+    out = _run(cmd, work, SHORT["evaluate.py"] + [f"--config.out_dir={root / 'eval'}"])
+    assert "pass@1" in out.stdout
+  _export_matches_transformers(run, work)
+
+
+def test_the_named_config_command_on_a_hugging_face_checkpoint(world):
+  root, ckpts = world
+  (cmd,) = [c for c in _commands("r1_zero.py") if "hf_checkpoint" in c]
+  assert "--config=experiments/r1_zero.py:qwen2.5-0.5b" in cmd and "/ckpt/Qwen2.5-0.5B" in cmd
+  work = root / "work"
+  out = _run(cmd.replace("/ckpt/Qwen2.5-0.5B", str(ckpts["qwen2"])), work,
+             SHORT["r1_zero.py:hf"] + [f"--config.workdir={root / 'hf-run'}"])
+  run = root / "hf-run"
+  plan = json.loads((run / "memory_plan.json").read_text())
+  chosen = next(t for t in plan["tried"] if t["fits"])
+  assert (plan["remat"], plan["grad_accum"]) == (chosen["remat"], chosen["grad_accum"])
+  assert f"memory plan: model.remat={plan['remat']} grpo.grad_accum={plan['grad_accum']}" in out.stdout
+  recorded = json.loads((run / "config.json").read_text())
+  assert (recorded["model"]["remat"], recorded["grpo"]["grad_accum"]) == (plan["remat"], str(plan["grad_accum"]))
+  # The named config's published hyperparameters, not the tiny default's.
+  assert recorded["optim"]["learning_rate"] == 3e-6 and recorded["grpo"]["beta"] == 0.001
+  assert recorded["model"]["param_dtype"] == "float32" and recorded["grpo"]["ref_reset_every"] == 400
+  _export_matches_transformers(run, work, hf_source=ckpts["qwen2"])
+
+
+def test_every_named_config_validates_on_its_architecture(world):
+  root, ckpts = world
+  spec = importlib.util.spec_from_file_location("r1_zero_mod", REPO / "experiments" / "r1_zero.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  arch = {"qwen2.5": "qwen2", "qwen3": "qwen3", "llama3.1": "llama"}
+  assert {"qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b", "llama3.1-8b"} <= set(mod.NAMED)
+  assert any(n.startswith("qwen3") for n in mod.NAMED)
+  for name in mod.NAMED:
+    cfg = mod.get_config(name)
+    cfg.model.hf_checkpoint = str(ckpts[arch[name.split("-")[0]]])
+    parts = experiment.validate(cfg)
+    # REFERENCE.md sec. 2, scaled to one GPU.
+    assert 1e-6 <= parts["optim"].learning_rate <= 3e-6 and parts["grpo"].beta == 0.001
+    assert parts["grpo"].num_generations == 16 and parts["sampling"].temperature == 1.0
+    assert parts["grpo"].ref_reset_every == 400 and parts["grpo"].max_completion_length >= 1024
+    assert parts["remat"] == "auto" and parts["grad_accum"] == "auto"
+    assert parts["model"].qk_norm == (arch[name.split("-")[0]] == "qwen3")
+
+
+def _export_matches_transformers(run: pathlib.Path, work: pathlib.Path, hf_source=None):
+  """<run>/policy_hf loads in transformers and gives the logits of <run>/policy."""
+  import torch
+  import transformers
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  with jax.set_mesh(mesh):
+    cfg, params, tok = experiment.load_policy(run / "policy", mesh)
+  cfg = dataclasses.replace(cfg, dtype="float32")  # the run computes in bf16; compare the weights in fp32
+  model = transformers.AutoModelForCausalLM.from_pretrained(run / "policy_hf", dtype=torch.float32).eval()
+  hf_tok = transformers.AutoTokenizer.from_pretrained(run / "policy_hf")
+  text = "A conversation between User and Assistant. User: 12 + 30 = ? Assistant: <think>"
+  ids = tok.encode(text)
+  assert hf_tok(text, add_special_tokens=False)["input_ids"] == ids
+  tokens = np.asarray([ids], np.int32)
+  ours = np.asarray(M.forward(jax.device_get(params), tokens, M.positions_from_mask(np.ones_like(tokens, bool)),
+                              cfg)[0])
+  with torch.no_grad():
+    theirs = model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+  if hf_source is not None:  # the checkpoint's own tokenizer files travel with the export
+    assert (run / "policy_hf" / "tokenizer.json").read_bytes() == (pathlib.Path(hf_source) / "tokenizer.json").read_bytes()
