@@ -57,7 +57,7 @@ def documented_commands() -> list[tuple[str, str]]:
   for where, text in sources:
     text = re.sub(r"\\\n\s*", " ", text)  # join continued lines
     for line in text.splitlines():
-      line = line.split("  #")[0].strip()
+      line = " ".join(line.split("  #")[0].split())
       if re.match(r"(python3? |python3 -m venv)", line):
         out.append((where, line))
   return out
@@ -126,7 +126,8 @@ def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900):
 
 
 def _commands(script: str):
-  return [c for _, c in documented_commands() if f"experiments/{script}" in c.split()[1]]
+  """The distinct documented commands of one script (README may repeat a docstring's)."""
+  return list(dict.fromkeys(c for _, c in documented_commands() if f"experiments/{script}" in c.split()[1]))
 
 
 def test_every_documented_command_is_run_here():
