@@ -245,6 +245,9 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
     raise ValueError(f"train.prompts_per_step * grpo.num_generations = {rows} rows must split into "
                      f"grpo.num_minibatches={gcfg.num_minibatches} minibatches, each divisible by "
                      f"grpo.grad_accum={accum} x the data*fsdp mesh size {shards}")
+  if tcfg.overlong_weight and not 0 < tcfg.overlong_buffer <= gcfg.max_completion_length:
+    raise ValueError(f"train.overlong_buffer={tcfg.overlong_buffer} must lie in [1, grpo.max_completion_length="
+                     f"{gcfg.max_completion_length}] when train.overlong_weight={tcfg.overlong_weight} > 0")
   if cfg.model.hf_checkpoint and cfg.tokenizer.path:
     raise ValueError(f"tokenizer.path={cfg.tokenizer.path!r} cannot be set with model.hf_checkpoint (the "
                      f"checkpoint's own tokenizer is used)")

@@ -238,6 +238,9 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
             "tokens_per_second": ntok / dt, "generate_tokens_per_second": ntok / max(t_gen, 1e-9),
             "sampling_rounds": rounds, **{f"dynamic_sampling/{k}": v for k, v in group_stats.items()},
             "prompts_dropped_too_long": dropped}
+      mem = jax.local_devices()[0].memory_stats()  # None on CPU
+      if mem and "peak_bytes_in_use" in mem:
+        m["memory/peak_gib"] = mem["peak_bytes_in_use"] / 2 ** 30
       if (step + 1) % tcfg.log_every == 0:
         log.log(step + 1, m)
       if (step + 1) % tcfg.sample_log_every == 0 or step == start:

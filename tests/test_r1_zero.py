@@ -110,6 +110,15 @@ def test_r1_zero_two_step_smoke(source, tmp_path, shared_data):
     assert av.returncode == 0, av.stderr[-3000:]
     assert "averaged the parameters of steps [1, 2]" in av.stdout
     assert (tmp_path / "policy_avg").is_dir()
+    # The averaged policy is also written as a Hugging Face directory, with the same weights.
+    from safetensors.numpy import load_file
+    from r1jax import experiment
+    mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+    with jax.set_mesh(mesh):
+      _, avg_params, _ = experiment.load_policy(tmp_path / "policy_avg", mesh)
+    exported = load_file(tmp_path / "policy_avg_hf" / "model.safetensors")
+    np.testing.assert_array_equal(exported["model.norm.weight"], np.asarray(avg_params["final_norm"]))
+    np.testing.assert_array_equal(exported["model.embed_tokens.weight"], np.asarray(avg_params["embed"]))
 
 
 def test_bad_config_fails_before_compiling(tmp_path):
