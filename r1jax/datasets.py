@@ -175,10 +175,7 @@ class DataConfig:
   def __post_init__(self):
     if self.source not in SOURCES:
       raise ValueError(f"data.source={self.source!r} is not one of {SOURCES}")
-    if self.layout not in LAYOUTS:
-      raise ValueError(f"data.layout={self.layout!r} is not one of {sorted(LAYOUTS)}")
-    if self.on_bad_line not in ("fail", "skip"):
-      raise ValueError(f"data.on_bad_line={self.on_bad_line!r} is not one of ('fail', 'skip')")
+    JsonlConfig(layout=self.layout, on_bad_line=self.on_bad_line)  # their checks, naming data.<field>
     if self.num_train < 1 or self.num_eval < 1:
       raise ValueError(f"data.num_train={self.num_train} and data.num_eval={self.num_eval} must be >= 1")
     if self.source == "jsonl":
