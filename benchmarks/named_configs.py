@@ -56,15 +56,23 @@ def build_checkpoint(name: str, out: pathlib.Path, tiny: bool) -> pathlib.Path:
   return out
 
 
-def run_one(name: str, steps: int, work: pathlib.Path, tiny: bool, extra: list[str]) -> dict:
+def run_one(name: str, steps: int, work: pathlib.Path, tiny: bool, extra: list[str], timeout: int) -> dict:
+  t0 = time.time()
   ckpt = build_checkpoint(name, work / f"hf-{name}", tiny)
+  build_s = time.time() - t0
   run = work / f"run-{name}"
   cmd = [sys.executable, str(REPO / "experiments" / "r1_zero.py"), f"--config={REPO}/experiments/r1_zero.py:{name}",
          f"--config.model.hf_checkpoint={ckpt}", f"--config.workdir={run}", f"--config.train.steps={steps}",
          "--config.data.num_eval=8", "--config.train.progress=False"] + extra
   t0 = time.time()
-  p = subprocess.run(cmd, capture_output=True, text=True)
-  res = {"name": name, "returncode": p.returncode, "wall_s": time.time() - t0, "command": " ".join(cmd)}
+  try:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+  except subprocess.TimeoutExpired as e:
+    out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    return {"name": name, "returncode": "timeout", "wall_s": time.time() - t0, "command": " ".join(cmd),
+            "error": out[-3000:]}
+  res = {"name": name, "returncode": p.returncode, "wall_s": time.time() - t0, "build_s": build_s,
+         "command": " ".join(cmd), "log_tail": p.stdout[-2500:]}
   if p.returncode:
     res["error"] = (p.stdout[-2000:] + p.stderr[-3000:])
     return res
@@ -86,12 +94,16 @@ def main():
   ap.add_argument("--tiny", action="store_true", help="tiny shapes (CPU smoke test)")
   ap.add_argument("--extra", default="", help="extra --config overrides, space separated")
   ap.add_argument("--out", default="")
+  ap.add_argument("--timeout", type=int, default=3600, help="seconds per named run")
   args = ap.parse_args()
   results = []
   with tempfile.TemporaryDirectory() as d:
     for name in args.names.split(","):
-      r = run_one(name, args.steps, pathlib.Path(d), args.tiny, args.extra.split())
+      r = run_one(name, args.steps, pathlib.Path(d), args.tiny, args.extra.split(), args.timeout)
       results.append(r)
+      if args.out:  # after every run, so a later one that overruns loses nothing
+        pathlib.Path(args.out).write_text(json.dumps({"results": results}, indent=1))
+      shutil.rmtree(pathlib.Path(d) / f"hf-{name}", ignore_errors=True)
       print(json.dumps({k: v for k, v in r.items() if k != "plan"} | (
           {"remat": r["plan"]["remat"], "grad_accum": r["plan"]["grad_accum"]} if "plan" in r else {})), flush=True)
   print("| config | remat | grad_accum | step s | generate s | update s | tokens/s | peak GiB |")
@@ -102,8 +114,6 @@ def main():
             f"{r['generate_s']:.2f} | {r['update_s']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.1f} |")
     else:
       print(f"| {r['name']} | failed (rc {r['returncode']}) | | | | | | |")
-  if args.out:
-    pathlib.Path(args.out).write_text(json.dumps({"results": results}, indent=1))
 
 
 if __name__ == "__main__":
