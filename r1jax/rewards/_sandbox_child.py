@@ -8,8 +8,8 @@ Standard library only (it runs without site-packages). It reads one JSON job fro
    the program started, whatever session or process group they moved to);
 3. the runner mounts private, size-limited tmpfs over /tmp, /var/tmp and /dev/shm and a fresh
    /proc, sets the resource limits, drops to an unprivileged uid (root only) with no new
-   privileges, then executes the program and each test in turn, one JSON line per test on
-   `results_fd`;
+   privileges, and forks the worker, which executes the program and each test in turn, one JSON
+   line per test on `results_fd`;
 4. this (root) process waits for the runner under the wall-clock limit, kills it when it overruns,
    and writes the last line: how the runner ended and which isolation was in force.
 
@@ -131,7 +131,11 @@ def _run_tests(program: str, tests: list, fd: int) -> None:
 
 
 def _runner(job: dict, fd: int, iso: dict) -> None:
-  """The process that runs the program (PID 1 of the new PID namespace where there is one)."""
+  """PID 1 of the new PID namespace (where there is one): sets the sandbox up, then reaps.
+
+  The program runs in a child of this process, not in it: a namespace's PID 1 ignores every
+  signal it has no handler for (SIGXCPU and SIGXFSZ included), and the program must not be able
+  to outlive or replace it."""
   _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the supervisor
   if iso["mount_ns"]:
     workdir = os.getcwd()
@@ -148,9 +152,17 @@ def _runner(job: dict, fd: int, iso: dict) -> None:
   devnull = os.open(os.devnull, os.O_RDONLY)
   os.dup2(devnull, 0)
   os.close(devnull)
-  _run_tests(job["program"], job["tests"], fd)
-  sys.stdout.flush()
-  os._exit(0)
+  worker = os.fork()
+  if worker == 0:
+    _run_tests(job["program"], job["tests"], fd)
+    sys.stdout.flush()
+    os._exit(0)
+  os.close(fd)
+  while True:  # orphans of the program are reparented here: reap them until the program ends
+    pid, status = os.waitpid(-1, 0)
+    if pid == worker:
+      break
+  os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 
 
 def main() -> None:
@@ -185,7 +197,11 @@ def main() -> None:
   # Returns only once the runner is reaped; as PID 1 of its namespace it is reaped only after
   # the kernel has killed every process left in that namespace.
   _, status = os.waitpid(pid, 0)
-  end = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"code": os.WEXITSTATUS(status)}
+  if os.WIFSIGNALED(status):
+    end = {"signal": os.WTERMSIG(status)}
+  else:  # the runner passes on how the program ended: its exit code, or 128 + the signal
+    code = os.WEXITSTATUS(status)
+    end = {"signal": code - 128} if code > 128 else {"code": code}
   os.write(fd, b"\n")  # ends any partial line the program left on this pipe
   _write_line(fd, {"exit": end | {"wall_timeout": wall_timeout}})
 

@@ -3,7 +3,8 @@
 A reward function is pure and picklable: a module-level function, or a `functools.partial` of one,
 because it runs in a worker process that can be killed when it hangs. `example` is the dataset
 row: at least 'final' (the reference answer); reasoning-gym rows carry 'rg_dataset' (the
-registered dataset name) and 'rg_entry' (the generated entry), optionally 'rg_config'.
+registered dataset name) and 'rg_entry' (the generated entry), optionally 'rg_config'; code rows
+carry 'tests' (`r1jax.rewards.code`) and are graded by running them.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from r1jax.rewards import answer
+from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
 from r1jax.rewards import language as language_lib
 
@@ -53,9 +55,13 @@ def reasoning_gym_reward(completion: str, example: dict) -> float:
   return float(scorer(answer.extract_answer(completion), example["rg_entry"]))
 
 
-def accuracy_reward(completion: str, example: dict, *, timeout_s: float = 2.0) -> float:
+def accuracy_reward(completion: str, example: dict, *, timeout_s: float = 2.0,
+                    code: code_lib.CodeConfig = code_lib.CodeConfig()) -> float:
   """1.0 if the final answer is right (`answer.grade`), else 0.0; reasoning-gym rows use their
-  dataset's scorer instead."""
+  dataset's scorer instead, and code rows the code checker (`code.grade`: the program passes
+  its tests in the sandbox)."""
+  if code_lib.is_code_example(example):
+    return code_lib.grade(completion, example, code).score
   if "rg_dataset" in example:
     return reasoning_gym_reward(completion, example)
   return float(answer.grade(completion, str(example["final"]), timeout_s).correct)
@@ -89,6 +95,9 @@ _CONFIG_KEYS = {
     "language_target": "script or language code of the CoT ('en', 'zh', 'latin', 'cjk', ...)",
     "think_in_prompt": "True when the prompt already ends with <think>",
     "grade_timeout_s": "limit of one math-verify comparison",
+    "code_timeout_s": "wall-clock limit of one program and all its tests (code rows)",
+    "code_memory_mb": "address-space limit of a program (code rows)",
+    "code_partial_credit": "score a program whose tests ran by the fraction that passed (code rows)",
     "overlong": "weight of DAPO's soft overlong punishment: token-level, applied by the trainer "
                 "(r1jax.rewards.length), not a text reward",
     "overlong_buffer": "its buffer C in tokens (trainer)",
@@ -112,9 +121,14 @@ def default_specs(cfg: Mapping[str, Any]) -> list[RewardSpec]:
   acc_w, lang_w = float(cfg.get("accuracy", 1.0)), float(cfg.get("language", 0.0))
   if lang_w > 0:
     acc_w, lang_w = acc_w * alpha, lang_w * (1 - alpha)
+  code_timeout = float(cfg.get("code_timeout_s", 10.0))
+  code_cfg = code_lib.CodeConfig(
+      limits=code_lib.sandbox.Limits(wall_s=code_timeout, cpu_s=max(1, math.ceil(code_timeout)),
+                                     memory_mb=int(cfg.get("code_memory_mb", 1024))),
+      partial_credit=bool(cfg.get("code_partial_credit", False)))
   specs = [
-      RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=float(cfg.get("grade_timeout_s", 2.0))),
-                 acc_w),
+      RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=float(cfg.get("grade_timeout_s", 2.0)),
+                                               code=code_cfg), acc_w),
       RewardSpec("format", functools.partial(format_reward, think_in_prompt=tip), float(cfg.get("format", 1.0))),
   ]
   if float(cfg.get("tag_count", 0.0)) > 0:
@@ -135,10 +149,22 @@ def _as_reward(value: Any) -> tuple[str, float | str]:
   return "error", f"returned {value!r}, not a finite number"
 
 
+def _code_config(fn: RewardFn) -> code_lib.CodeConfig | None:
+  """The code settings of an accuracy reward (which grades code rows), None for any other function."""
+  if getattr(fn, "func", fn) is not accuracy_reward:
+    return None
+  return getattr(fn, "keywords", {}).get("code", code_lib.CodeConfig())
+
+
 def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs: Sequence[RewardSpec],
-                    timeout_s: float = 5.0, num_workers: int = 4,
+                    timeout_s: float = 5.0, num_workers: int = 4, code_workers: int = 0,
                     ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, dict[str, int]]]:
   """Scores B completions with every spec, in `num_workers` worker processes.
+
+  Code rows (`code.is_code_example`) are graded for the accuracy reward in `code_workers`
+  sandboxes at once (0: `code.default_workers()`), each its own process started from this one,
+  under the sandbox's limits rather than `timeout_s`; the verdicts are counted in stats as
+  'code_passed', 'code_failed', 'code_timeout', ... (present when the batch has code rows).
 
   Each call `fn(completion, example)` gets `timeout_s` seconds of wall clock (the worker is killed
   and replaced when it overruns). A call that raises, overruns or returns a non-finite / non-number
@@ -163,10 +189,25 @@ def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs:
   score_FxB = np.zeros((F, B), np.float64)
   status_FxB = np.full((F, B), "ok", dtype=object)
   first_error: dict[int, str] = {}
+  code_rows = [i for i in range(B) if code_lib.is_code_example(examples[i])]
+  code_stats: dict[str, dict[str, int]] = {}
+  pregraded = set()
+  for j, spec in enumerate(specs):
+    cfg = _code_config(spec.fn)
+    if cfg is None or not code_rows:
+      continue
+    verdicts = code_lib.grade_many([completions[i] for i in code_rows], [examples[i] for i in code_rows], cfg,
+                                   num_workers=code_workers)
+    for i, v in zip(code_rows, verdicts):
+      score_FxB[j, i] = v.score
+      pregraded.add((j, i))
+    for reason, count in code_lib.verdict_counts(verdicts).items():
+      code_stats.setdefault(f"code_{reason}", {})[spec.name] = count
   tasks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
   for i in range(B):
     for j in range(F):
-      tasks.put((j, i))
+      if (j, i) not in pregraded:
+        tasks.put((j, i))
 
   def work():
     with answer.borrowed_sandbox() as box:
@@ -187,7 +228,7 @@ def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs:
         elif status == "error":
           first_error.setdefault(j, str(value))
 
-  threads = [threading.Thread(target=work, daemon=True) for _ in range(min(num_workers, max(B * F, 1)))]
+  threads = [threading.Thread(target=work, daemon=True) for _ in range(min(num_workers, B * F - len(pregraded)))]
   for t in threads:
     t.start()
   for t in threads:
@@ -201,4 +242,4 @@ def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs:
   per_fn = {n: score_FxB[j] for j, n in enumerate(names)}
   stats = {key: {n: int((status_FxB[j] == status).sum()) for j, n in enumerate(names)}
            for key, status in (("errors", "error"), ("timeouts", "timeout"))}
-  return total_B, per_fn, stats
+  return total_B, per_fn, stats | code_stats
