@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.checkpoint = "runs/r1_zero/policy"  # an r1jax policy directory (written by experiments/r1_zero.py)
   c.hf_checkpoint = ""  # or a Hugging Face Qwen2 / Llama directory (takes precedence)
-  c.datasets = "arithmetic"  # name=path[:layout],...  layouts: gsm8k, aime, math, math_solution
+  c.datasets = "arithmetic"  # name=path[:layout],...  layouts: gsm8k, aime, math, math_solution, humaneval, code
   c.max_examples = 0  # per dataset, 0 = all
   c.on_bad_line = "fail"
   c.template = "r1_zero"  # 'r1_zero', 'chat' (the tokenizer's chat template) or text with {prompt}

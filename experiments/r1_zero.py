@@ -37,7 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.tokenizer = dict(path="", vocab_size=800, model_type="bpe")
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
 
-  # source: synthetic (generated arithmetic) | jsonl (GSM8K / MATH / AIME layouts) | reasoning_gym | tfds
+  # source: synthetic (generated arithmetic) | jsonl (GSM8K / MATH / AIME / HumanEval / code layouts; a mix:
+  # path="a.jsonl,b.jsonl.gz:humaneval") | reasoning_gym | tfds
   c.data = dict(source="synthetic", path="", eval_path="", layout="gsm8k", question_field="", answer_field="",
                 on_bad_line="fail", num_train=8000, num_eval=256, seed=0, rg_tasks="basic_arithmetic",
                 tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="test")
@@ -52,7 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
                 ref_reset_every=0, dynamic_sampling=False, mask_truncated_completions=False)
   c.optim = dict(learning_rate=2e-4, warmup_steps=5, decay="constant", total_steps=80, b1=0.9, b2=0.99,
                  weight_decay=0.0, max_grad_norm=1.0)
-  c.rewards = dict(accuracy=1.0, format=1.0, language=0.0, language_alpha=0.8, language_target="en")
+  c.rewards = dict(accuracy=1.0, format=1.0, language=0.0, language_alpha=0.8, language_target="en",
+                   code_timeout_s=10.0, code_partial_credit=False)
   c.train = dict(steps=80, prompts_per_step=16, max_prompt_len=128, seed=0, sample_log_every=10,
                  reward_timeout_s=5.0, reward_workers=2, overlong_weight=0.0, overlong_buffer=8,
                  progress=True)
