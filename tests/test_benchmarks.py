@@ -21,3 +21,15 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   assert r["tokens_per_s"] > 0 and r["step_s"] >= r["generate_s"] > 0
   assert set(r["memory"]) >= {"params", "optimizer_state", "reference", "kv_cache", "temp_update"}
   assert r["memory"]["optimizer_state"] == 2 * r["memory"]["params"] + 8  # AdamW mu, nu (+ count)
+
+
+def test_code_sandbox_benchmark_runs_and_reports(tmp_path):
+  out = tmp_path / "code.json"
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "code_sandbox.py"), "--completions", "8", "--workers",
+                      "0,2", "--repeats", "1", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+  assert "| workers | wall s | programs/s |" in p.stdout
+  r = json.loads(out.read_text())["results"]
+  assert [x["workers"] for x in r] == [2 * os.cpu_count(), 2] and all(x["programs_per_s"] > 0 for x in r)
+  assert r[0]["verdicts"]["passed"] == 6 and r[0]["verdicts"]["failed"] == 2  # every 4th is a wrong stub
