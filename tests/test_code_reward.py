@@ -137,6 +137,7 @@ def hostile(sentinel_files, secret_port):
       "kill the parent and the group": ("import os\nos.kill(os.getppid(), 9)\nos.killpg(0, 9)\ndef f(): return 1",
                                         "crashed"),
       "print forever": ("def f(): return 1\nwhile True:\n  print('x' * 65536)", "timeout"),
+      "exit before the tests": ("import os\nos._exit(0)\ndef f(): return 1", "crashed"),
       "a 32 MB file": ("open('big', 'wb').write(b'x' * (32 << 20))\ndef f(): return 1", "crashed"),
       "open 1000 files": ("fs = [open('f%d' % i, 'w') for i in range(1000)]\ndef f(): return 1", "crashed"),
   }
@@ -162,7 +163,7 @@ def test_hostile_programs_score_zero_and_leave_nothing_behind(sentinels, monkeyp
   assert "unreachable" in msg["socket to 127.0.0.1"] and "CalledProcessError" in msg["spawn a shell"]
   assert "ProcessLookupError" in msg["kill the trainer"] and "SIGKILL" in msg["kill the parent and the group"]
   assert "File too large" in msg["a 32 MB file"]
-  assert "Too many open files" in msg["open 1000 files"]
+  assert "Too many open files" in msg["open 1000 files"] and "exit code 0" in msg["exit before the tests"]
   with pytest.raises(BlockingIOError):  # nobody connected
     listener.accept()
   listener.close()
@@ -210,3 +211,13 @@ def test_humaneval_row_without_test_is_named(tmp_path):
   p.write_text('{"task_id": "x", "prompt": "def f():\\n", "entry_point": "f"}\n')
   with pytest.raises(ValueError, match=r"he.jsonl:1: no 'test'"):
     datasets.load_jsonl(datasets.JsonlConfig(path=str(p), layout="humaneval"))
+
+
+def test_reasoning_gym_code_tasks_use_their_own_verifiers():
+  """bf and codeio ask for a program's output (or input), not for a program: their own scorers
+  grade them, with no sandbox (data.source=reasoning_gym, data.rg_tasks=bf,codeio)."""
+  examples = datasets.reasoning_gym_examples("bf,codeio", 2, 0)
+  assert not any(code.is_code_example(e) for e in examples)
+  for e in examples:
+    assert combine.accuracy_reward(f"<answer>{e['final']}</answer>", e) == 1.0
+    assert combine.accuracy_reward("<answer>nope</answer>", e) == 0.0

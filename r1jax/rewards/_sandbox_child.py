@@ -57,7 +57,7 @@ def _private_filesystems(workdir: str, uid: int, tmp_mb: int) -> dict:
   for d in ("/tmp", "/var/tmp", "/dev/shm"):
     if os.path.isdir(d) and _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, opts):
       done.append(d)
-  stdlib = _expose_stdlib()
+  stdlib = _expose_stdlib() if uid >= 0 else []  # without a uid change the interpreter stays readable
   os.makedirs(workdir, exist_ok=True)
   ok = _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_mb}m,nr_inodes=4096,mode=0700")
   if ok and uid >= 0:

@@ -94,7 +94,7 @@ class Result:
 
 
 def _minimal_env() -> dict:
-  return {"LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}  # -I ignores PYTHON*
+  return {"LANG": "C.UTF-8"}  # nothing inherited: no PATH, HOME, tokens or PYTHON* (which -I ignores anyway)
 
 
 def run(program: str, tests: Sequence[str], limits: Limits = Limits()) -> Result:
