@@ -157,7 +157,8 @@ def test_hostile_programs_score_zero_and_leave_nothing_behind(sentinels, monkeyp
   assert got == {n: programs[n][1] for n in names}
   assert all(v.score == 0.0 for v in verdicts)
   msg = dict(zip(names, (v.message for v in verdicts)))
-  assert "MemoryError" in msg["allocate 100 GB"]
+  assert "MemoryError" in msg["allocate 100 GB"] and "SIGXCPU" in msg["infinite loop"]
+  assert "wall clock limit of 4.0 s" in msg["sleeping forever"]  # the supervisor's kill, not the backstop
   assert "PermissionError" in msg["write outside the working dir"]
   assert "PermissionError" in msg["delete files"] and "PermissionError" in msg["create a file beside the sentinel"]
   assert "unreachable" in msg["socket to 127.0.0.1"] and "CalledProcessError" in msg["spawn a shell"]
