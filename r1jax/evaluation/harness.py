@@ -65,8 +65,7 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
     if not code_lib.is_code_example(ex) and not str(ex.get("final", "")).strip():
       raise ValueError(f"evaluation example {i} (id {ex.get('id', '?')!r}) has no reference answer 'final' "
                        f"(nor code 'tests')")
-  code_cfg = code_lib.CodeConfig(limits=code_lib.sandbox.Limits(wall_s=ecfg.code_timeout_s,
-                                                                cpu_s=max(1, int(ecfg.code_timeout_s + 0.999))))
+  code_cfg = code_lib.CodeConfig.with_timeout(ecfg.code_timeout_s)
   kept, prompt_ids, dropped = rollout.encode_prompts(examples, tokenizer, template, ecfg.max_prompt_len)
   buckets = tuple(sorted({min(b for b in (32, 64, 128, 256, 512, 1024, 2048, 4096) if b >= len(p))
                           for p in prompt_ids}))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
 import os
 import re
 from typing import Sequence
@@ -31,6 +32,12 @@ class CodeConfig:
   limits: sandbox.Limits = sandbox.Limits()
   partial_credit: bool = False
   """Score a 'failed' run by the fraction of tests passed instead of 0."""
+
+  @classmethod
+  def with_timeout(cls, timeout_s: float, memory_mb: int = 1024, partial_credit: bool = False) -> "CodeConfig":
+    """A wall-clock limit of `timeout_s` for a program and its tests, the CPU limit the same (rounded up)."""
+    return cls(sandbox.Limits(wall_s=timeout_s, cpu_s=max(1, math.ceil(timeout_s)), memory_mb=memory_mb),
+               partial_credit)
 
 
 @dataclasses.dataclass(frozen=True)

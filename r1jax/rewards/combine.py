@@ -121,11 +121,9 @@ def default_specs(cfg: Mapping[str, Any]) -> list[RewardSpec]:
   acc_w, lang_w = float(cfg.get("accuracy", 1.0)), float(cfg.get("language", 0.0))
   if lang_w > 0:
     acc_w, lang_w = acc_w * alpha, lang_w * (1 - alpha)
-  code_timeout = float(cfg.get("code_timeout_s", 10.0))
-  code_cfg = code_lib.CodeConfig(
-      limits=code_lib.sandbox.Limits(wall_s=code_timeout, cpu_s=max(1, math.ceil(code_timeout)),
-                                     memory_mb=int(cfg.get("code_memory_mb", 1024))),
-      partial_credit=bool(cfg.get("code_partial_credit", False)))
+  code_cfg = code_lib.CodeConfig.with_timeout(float(cfg.get("code_timeout_s", 10.0)),
+                                              int(cfg.get("code_memory_mb", 1024)),
+                                              bool(cfg.get("code_partial_credit", False)))
   specs = [
       RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=float(cfg.get("grade_timeout_s", 2.0)),
                                                code=code_cfg), acc_w),
