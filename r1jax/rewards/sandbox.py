@@ -6,22 +6,26 @@ in a fresh temporary directory that is removed afterwards. The child (`_sandbox_
 
 | what | how | where it holds |
 |---|---|---|
-| CPU seconds | RLIMIT_CPU (soft: SIGXCPU, hard +1 s: SIGKILL) | everywhere |
+| CPU seconds | RLIMIT_CPU (soft: SIGXCPU ends the program, hard +1 s: SIGKILL) | everywhere |
 | memory | RLIMIT_AS (address space: allocations fail with MemoryError) | everywhere |
-| file size | RLIMIT_FSIZE (a larger write fails) | everywhere |
-| processes | RLIMIT_NPROC of the program's own uid | root: a fresh unprivileged uid per run; non-root: the user's uid (shared with the user's processes) |
+| file size | RLIMIT_FSIZE (a larger write fails with EFBIG: Python ignores SIGXFSZ) | everywhere |
+| processes | RLIMIT_NPROC of the program's uid (processes and threads) | root: a fresh unprivileged uid per run; non-root: the user's uid, so the count includes the user's other processes |
 | open files | RLIMIT_NOFILE | everywhere |
 | core dumps | RLIMIT_CORE = 0 | everywhere |
-| wall clock | the supervisor kills the runner; the caller kills the session 2 s later | everywhere |
-| leftover processes | PID namespace: the runner is its PID 1, its death kills all | where the kernel allows a new PID namespace; else only the process group |
-| network | a new network namespace (loopback down, no interfaces) | root, or a kernel allowing user namespaces; else NOT enforced (isolation['net_ns'] is False) |
-| files outside the working dir | a uid that owns nothing; private tmpfs over /tmp, /var/tmp, /dev/shm and the working dir | root; world-writable paths elsewhere stay writable |
-| the parent's environment | env={} and a private /proc (other processes invisible) | everywhere / with the mount + PID namespaces |
+| wall clock | the supervisor (outside every namespace) kills the runner at `wall_s`; the caller kills the whole session at `wall_s` + 2 s as a backstop | everywhere |
+| leftover processes | PID namespace: the runner is its PID 1 (the program runs in its child), and its death kills every process in it, whatever session they moved to | where a new PID namespace is allowed; else only the process group |
+| network | a new network namespace (no interface but a loopback that is down) | root, or a kernel allowing user namespaces; else NOT enforced (isolation['net_ns'] False) |
+| files outside the working dir | a uid that owns nothing and no groups; private tmpfs over the working dir, /tmp, /var/tmp and /dev/shm; the directory of an unreadable interpreter (pyenv in /root) hidden, its stdlib bound back read-only | root. Non-root (user namespace): the tmpfs only; the user's own files stay writable. World-writable files elsewhere stay writable |
+| the parent's environment | only LANG is set; a private /proc shows no process outside the run | everywhere / with mount + PID namespaces |
 | setuid binaries | PR_SET_NO_NEW_PRIVS | everywhere |
 
-What the child could not get is reported per run in `Result.isolation`. A program runs in the same
-interpreter as its tests, so it can tamper with how they report (e.g. an object whose `__eq__`
-is always true); the sandbox protects the machine and the trainer, not the honesty of a grade.
+What the child could not get is reported per run in `Result.isolation`. Checked by
+tests/test_code_reward.py (as root: Python 3.11, this CI machine) and by hand on the GPU host
+(kernel 6.18, Python 3.12: as root, and as an unprivileged user through a user namespace, where
+network, PID and mount namespaces also held). A program runs in the same interpreter as its
+tests, so it can tamper with how they report (an object whose `__eq__` is always true, or lines
+of its own on the results pipe); the sandbox protects the machine and the trainer, not the
+honesty of a grade.
 """
 from __future__ import annotations
 
