@@ -1,11 +1,17 @@
-"""Verifiable problems from JSONL files: GSM8K, MATH and AIME field layouts, strict or lenient.
+"""Verifiable problems from JSONL files: GSM8K, MATH and AIME field layouts, strict or lenient,
+and code tasks (HumanEval, or the 'code' layout: question, tests, entry_point, prelude).
 
-An example is a dict with 'id', 'question', 'final' (the reference answer) and, where the file
-has them, 'subject' and 'level'. Bad lines are reported by file and line number.
+A math example is a dict with 'id', 'question', 'final' (the reference answer) and, where the
+file has them, 'subject' and 'level'. A code example has 'id', 'question', 'tests' (Python
+sources, each passing when it raises nothing), 'entry_point' and 'prelude' (code run before the
+program; see `r1jax.rewards.code`), and 'task_kind' = 'code'. Files may be gzipped ('.gz').
+Bad lines are reported by file and line number.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import gzip
 import json
 import logging
 import pathlib
@@ -18,7 +24,62 @@ LAYOUTS = {
     "aime": {"question": "question", "final": "final"},
     "math": {"question": "problem", "final": "answer", "subject": "type", "level": "level"},
     "math_solution": {"question": "problem", "final": "solution", "subject": "type", "level": "level"},
+    # Code: the question field, then where the tests are.
+    "humaneval": {"question": "prompt", "final": "test"},
+    "code": {"question": "question", "final": "tests"},
 }
+CODE_LAYOUTS = ("humaneval", "code")
+
+CODE_QUESTION = ("Complete the following Python function. Give the complete function in one ```python code "
+                 "block inside <answer> </answer>.\n\n```python\n{code}```")
+
+
+def humaneval_tests(test_src: str, entry_point: str) -> list[str]:
+  """HumanEval's `check(candidate)` as one test per assert that calls the candidate (so partial
+  credit and "which test failed" exist): every other statement of `check` stays in each test, in
+  order. A `check` with at most one such assert is one test."""
+  tree = ast.parse(test_src)
+  check = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"), None)
+  if check is None:
+    raise ValueError("HumanEval test has no check(candidate) function")
+  calls_candidate = lambda n: isinstance(n, ast.Assert) and any(
+      isinstance(x, ast.Name) and x.id == "candidate" for x in ast.walk(n.test))
+  asserts = [i for i, n in enumerate(check.body) if calls_candidate(n)]
+  call = f"\ncheck({entry_point})\n"
+  if len(asserts) <= 1:
+    return [test_src + call]
+  tests = []
+  for keep in asserts:
+    body = [n for i, n in enumerate(check.body) if i == keep or i not in asserts]
+    module = ast.Module([n if n is not check else ast.FunctionDef(**{**vars(check), "body": body})
+                         for n in tree.body], type_ignores=[])
+    tests.append(ast.unparse(ast.fix_missing_locations(module)) + call)
+  return tests
+
+
+def _code_example(row: dict, layout: str, question_field: str, lineno_id: str) -> dict | str:
+  """A code example from a row, or a message saying which field is missing or malformed."""
+  if layout == "humaneval":
+    for f in ("prompt", "test", "entry_point"):
+      if not isinstance(row.get(f), str) or not row[f].strip():
+        return f"no {f!r} (a HumanEval row needs prompt, test and entry_point)"
+    try:
+      tests = humaneval_tests(row["test"], row["entry_point"])
+    except (SyntaxError, ValueError) as e:
+      return f"field 'test' is not a HumanEval check(candidate) ({e})"
+    ex = {"question": CODE_QUESTION.format(code=row["prompt"]), "prelude": row["prompt"], "tests": tests,
+          "entry_point": row["entry_point"]}
+    if isinstance(row.get("canonical_solution"), str):
+      ex["canonical_solution"] = row["canonical_solution"]
+  else:
+    q, tests = row.get(question_field), row.get("tests")
+    if not isinstance(q, str) or not q.strip():
+      return f"no question in field {question_field!r}"
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+      return "field 'tests' must be a non-empty list of Python sources"
+    ex = {"question": q, "tests": list(tests), "prelude": str(row.get("prelude") or ""),
+          "entry_point": str(row.get("entry_point") or "")}
+  return {"id": str(row.get("task_id", row.get("id", lineno_id))), **ex, "task_kind": "code"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +126,7 @@ def load_jsonl(cfg: JsonlConfig) -> tuple[list[dict], int]:
     logging.warning("skipping %s", msg)
     skipped += 1
 
-  with open(path) as f:
+  with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -76,6 +137,15 @@ def load_jsonl(cfg: JsonlConfig) -> tuple[list[dict], int]:
         continue
       if not isinstance(row, dict):
         bad(lineno, "not a JSON object")
+        continue
+      if cfg.layout in CODE_LAYOUTS:
+        ex = _code_example(row, cfg.layout, cfg.question_field or fields["question"], f"{path.stem}:{lineno}")
+        if isinstance(ex, str):
+          bad(lineno, ex)
+          continue
+        out.append(ex)
+        if cfg.max_examples and len(out) >= cfg.max_examples:
+          break
         continue
       q, a = row.get(fields["question"]), row.get(fields["final"])
       if not isinstance(q, str) or not q.strip():
@@ -151,9 +221,10 @@ class DataConfig:
   """'synthetic' (generated arithmetic), 'jsonl' (GSM8K / MATH / AIME layouts), 'reasoning_gym'
   (procedural tasks scored by their own verifiers) or 'tfds' (a prepared TFDS directory)."""
   path: str = ""
-  """jsonl: the training file."""
+  """jsonl: the training file, or several mixed in a seeded shuffle, each `path[:layout]`
+  ('gsm8k_train.jsonl,humaneval.jsonl.gz:humaneval': math and code, each scored by its checker)."""
   eval_path: str = ""
-  """jsonl: the held-out file; '' takes the first num_eval rows of `path`."""
+  """jsonl: the held-out file(s), same form; '' takes the first num_eval rows of `path`."""
   layout: str = "gsm8k"
   """jsonl: field layout, a key of LAYOUTS."""
   question_field: str = ""
@@ -180,7 +251,18 @@ class DataConfig:
       raise ValueError(f"data.num_train={self.num_train} and data.num_eval={self.num_eval} must be >= 1")
     if self.source == "jsonl":
       for f in ("path",) + (("eval_path",) if self.eval_path else ()):
-        if not pathlib.Path(getattr(self, f)).is_file():
-          raise ValueError(f"data.{f}={getattr(self, f)!r}: no such file (data.source='jsonl' needs one)")
+        files = file_specs(getattr(self, f))
+        if not files:
+          raise ValueError(f"data.{f}={getattr(self, f)!r}: data.source='jsonl' needs a file")
+        for path, layout in files:
+          if not pathlib.Path(path).is_file():
+            raise ValueError(f"data.{f}={getattr(self, f)!r}: no such file {path!r}")
+          if layout and layout not in LAYOUTS:
+            raise ValueError(f"data.{f}={getattr(self, f)!r}: layout {layout!r} is not one of {sorted(LAYOUTS)}")
     if self.source == "tfds" and not self.tfds_name:
       raise ValueError("data.tfds_name='' : data.source='tfds' needs a dataset name")
+
+
+def file_specs(spec: str) -> list[tuple[str, str]]:
+  """'a.jsonl,b.jsonl.gz:humaneval' -> [('a.jsonl', ''), ('b.jsonl.gz', 'humaneval')] ('' = data.layout)."""
+  return [tuple(item.partition(":")[::2]) for item in filter(None, (x.strip() for x in spec.split(",")))]

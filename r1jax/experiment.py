@@ -358,12 +358,22 @@ def load_examples(d: datasets_lib.DataConfig) -> tuple[list[dict], list[dict]]:
     load = lambda split, n: datasets_lib.tfds_examples(d.tfds_name, split, d.tfds_data_dir, d.question_field or
                                                        "question", d.answer_field or "answer", n)
     return load(d.tfds_train_split, d.num_train), load(d.tfds_eval_split, d.num_eval)
-  jc = lambda path, n: datasets_lib.JsonlConfig(path=path, layout=d.layout, question_field=d.question_field,
-                                                answer_field=d.answer_field, on_bad_line=d.on_bad_line,
-                                                max_examples=n)
-  train_ex, _ = datasets_lib.load_jsonl(jc(d.path, d.num_train))
+  jc = lambda path, n, layout: datasets_lib.JsonlConfig(path=path, layout=layout or d.layout,
+                                                        question_field=d.question_field, answer_field=d.answer_field,
+                                                        on_bad_line=d.on_bad_line, max_examples=n)
+  # 'a.jsonl,b.jsonl.gz:humaneval': several files (each path[:layout]) mixed in a seeded shuffle, so
+  # math and code prompts share the steps and the held-out split, each scored by its own checker.
+  def read(spec, n):
+    out = []
+    for path, layout in datasets_lib.file_specs(spec):
+      out += datasets_lib.load_jsonl(jc(path, n, layout))[0]
+    return out
+
+  mix = lambda spec, exs: ([exs[i] for i in np.random.default_rng(d.seed).permutation(len(exs))]
+                           if len(datasets_lib.file_specs(spec)) > 1 else exs)
+  train_ex = mix(d.path, read(d.path, d.num_train))
   if d.eval_path:
-    eval_ex, _ = datasets_lib.load_jsonl(jc(d.eval_path, d.num_eval))
+    eval_ex = mix(d.eval_path, read(d.eval_path, d.num_eval))
   else:
     train_ex, eval_ex = train_ex[d.num_eval:], train_ex[:d.num_eval]
   return train_ex, eval_ex
@@ -375,7 +385,7 @@ def pretraining_documents(examples, template: str, seed: int, r1_fraction: float
   rng = np.random.default_rng(seed)
   docs = []
   for ex in examples:
-    final = ex["final"]
+    final = ex.get("final") or f"```python\n{ex.get('canonical_solution', '')}```"  # code rows: the solution
     if rng.random() < wrong_fraction:
       final = str(int(final) + int(rng.choice([-2, -1, 1, 2, 10]))) if final.lstrip("-").isdigit() else final
     sol = ex.get("solution", "")

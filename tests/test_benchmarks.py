@@ -39,3 +39,15 @@ def test_named_configs_benchmark_runs_the_documented_command(tmp_path):
   assert r["plan"]["remat"] == "none" and r["plan"]["grad_accum"] == 1  # CPU: no limit, the cheapest
   assert r["step_s"] >= r["update_s"] > 0 and r["tokens_per_s"] > 0
   assert "| qwen2.5-0.5b | none | 1 |" in p.stdout
+
+
+def test_code_sandbox_benchmark_runs_and_reports(tmp_path):
+  out = tmp_path / "code.json"
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "code_sandbox.py"), "--completions", "8", "--workers",
+                      "0,2", "--repeats", "1", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+  assert "| workers | wall s | programs/s |" in p.stdout
+  r = json.loads(out.read_text())["results"]
+  assert [x["workers"] for x in r] == [2 * os.cpu_count(), 2] and all(x["programs_per_s"] > 0 for x in r)
+  assert r[0]["verdicts"]["passed"] == 6 and r[0]["verdicts"]["failed"] == 2  # every 4th is a wrong stub

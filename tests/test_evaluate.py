@@ -95,7 +95,7 @@ def test_bad_inputs(policy, tmp_path):
     experiment.run_evaluation(_cfg(policy, tmp_path, f"x={mal}"))
   ex, skipped = datasets.load_jsonl(datasets.JsonlConfig(path=str(mal), on_bad_line="skip"))
   assert len(ex) == 1 and skipped == 1
-  with pytest.raises(FileNotFoundError, match="checkpoint='/nonexistent'"):
+  with pytest.raises(ValueError, match="checkpoint=./nonexistent.: no such directory"):
     experiment.run_evaluation(_cfg("/nonexistent", tmp_path, "arithmetic"))
   with pytest.raises(ValueError, match="eval.num_samples=0 must be >= 1"):
     experiment.run_evaluation(_cfg(policy, tmp_path, "arithmetic", num_samples=0))
@@ -136,3 +136,32 @@ def test_tfds_dataset_built_locally(tmp_path):
   assert sorted((e["question"], e["final"]) for e in ex) == [(f"What is {i} + 1?", str(i + 1)) for i in range(4)]
   with pytest.raises(ValueError, match="lacks 'problem'"):
     datasets.tfds_examples("toy_math", "train", str(tmp_path), "problem", "answer")
+
+
+def test_code_rows_graded_by_the_sandbox_give_pass_at_k(shared_data):
+  """A planted right program scores 1, a wrong one 0; pass@1 and pass@k over k samples as for math."""
+  from r1jax.evaluation import harness, metrics
+  from r1jax.rewards import code
+  ex, _ = datasets.load_jsonl(datasets.JsonlConfig(path=str(shared_data / "humaneval.jsonl.gz"), layout="humaneval",
+                                                   max_examples=2))
+  ecfg = harness.EvalConfig(num_samples=2)
+  right = [f"<think> ok </think> <answer>\n```python\n{e['canonical_solution']}```\n</answer>" for e in ex]
+  texts = [right[0], "<answer>```python\n    return None\n```</answer>", right[1], right[1]]
+  graded = harness.grade_texts(texts, ex, ecfg, code.CodeConfig())
+  assert [g["correct"] for g in graded] == [True, False, True, True]
+  assert [g["verdict"] for g in graded] == ["passed", "failed", "passed", "passed"]
+  assert graded[0]["tests_passed"] == graded[0]["tests_total"] == len(ex[0]["tests"])
+  rows = [dict(g, problem_id=ex[r // 2]["id"]) for r, g in enumerate(graded)]
+  s = metrics.summarize(rows, 2)
+  assert s["pass@1"] == pytest.approx(0.75) and s["pass@2"] == 1.0 and s["cons@2"] == pytest.approx(1.0)
+
+
+def test_humaneval_evaluation_end_to_end(policy, tmp_path, shared_data):
+  """experiments/evaluate.py's path on HumanEval with a tiny model: it runs; its programs score ~0."""
+  c = _cfg(policy, tmp_path, f"humaneval={shared_data / 'humaneval.jsonl.gz'}", max_prompt_len=4096,
+           max_new_tokens=8, num_samples=2)
+  c.max_examples = 3
+  res = experiment.run_evaluation(c)["humaneval"]
+  samples = [json.loads(l) for l in (tmp_path / "eval" / "humaneval" / "samples.jsonl").read_text().splitlines()]
+  assert res["samples"] == len(samples) == 6 and res["pass@1"] == 0.0
+  assert res["code/no_code"] == 6 and all(s["verdict"] == "no_code" and s["tests_total"] > 1 for s in samples)

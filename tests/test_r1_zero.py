@@ -78,13 +78,18 @@ SOURCES = {
     "jsonl": ["--config.data.source=jsonl", "--config.train.max_prompt_len=512", "--config.eval.max_prompt_len=512"],
     "reasoning_gym": ["--config.data.source=reasoning_gym", "--config.data.rg_tasks=basic_arithmetic",
                       "--config.train.max_prompt_len=512", "--config.eval.max_prompt_len=512"],
+    # GSM8K and HumanEval mixed: each prompt scored by its own checker (answer grader / sandbox).
+    "math_and_code": ["--config.data.source=jsonl", "--config.train.max_prompt_len=512",
+                      "--config.eval.max_prompt_len=512", "--config.rewards.code_timeout_s=5.0"],
 }
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_r1_zero_two_step_smoke(source, tmp_path, shared_data):
   """experiments/r1_zero.py runs two GRPO steps end to end on each data source, and writes its outputs."""
-  extra = SOURCES[source] + ([f"--config.data.path={shared_data / 'gsm8k_train.jsonl'}"] if source == "jsonl" else [])
+  paths = {"jsonl": f"{shared_data / 'gsm8k_train.jsonl'}",
+           "math_and_code": f"{shared_data / 'gsm8k_train.jsonl'},{shared_data / 'humaneval.jsonl.gz'}:humaneval"}
+  extra = SOURCES[source] + ([f"--config.data.path={paths[source]}"] if source in paths else [])
   args = [sys.executable, str(REPO / "experiments" / "r1_zero.py"), f"--config.workdir={tmp_path}",
           "--config.train.steps=2", "--config.optim.total_steps=2", "--config.pretrain.steps=20",
           "--config.pretrain.optim.total_steps=20", "--config.pretrain.optim.warmup_steps=2",
@@ -97,7 +102,14 @@ def test_r1_zero_two_step_smoke(source, tmp_path, shared_data):
   for k in ("base_accuracy", "final_accuracy", "format_rate", "wall_seconds"):
     assert 0 <= summary[k] and (k == "wall_seconds" or summary[k] <= 1)
   assert (tmp_path / "plots" / "reward.png").exists()
-  assert len((tmp_path / "eval_final" / "samples.jsonl").read_text().splitlines()) == 16
+  dropped = json.loads((tmp_path / "eval_final" / "summary.json").read_text())["prompts_dropped_too_long"]
+  assert len((tmp_path / "eval_final" / "samples.jsonl").read_text().splitlines()) == 16 - dropped
+  assert dropped <= (3 if source == "math_and_code" else 0)  # a few HumanEval prompts exceed 512 tokens
+  if source == "math_and_code":  # code rows went through the sandbox, in training and in evaluation
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("rewards/accuracy/code_no_code" in r for r in rows)
+    samples = [json.loads(l) for l in (tmp_path / "eval_final" / "samples.jsonl").read_text().splitlines()]
+    assert {"passed", "failed", "timeout", "crashed", "no_code"} & {s["verdict"] for s in samples if "tests_total" in s}
   # The trained policy is saved and experiments/evaluate.py evaluates it (its two-step smoke).
   ev = subprocess.run([sys.executable, str(REPO / "experiments" / "evaluate.py"), f"--config.checkpoint={tmp_path / 'policy'}",
                        f"--config.out_dir={tmp_path / 'ev'}", "--config.max_examples=4", "--config.eval.num_samples=2",

@@ -1,8 +1,10 @@
 """Evaluate a policy on verifiable problems: pass@1 over k samples, pass@k, cons@k.
 
 The DeepSeek-R1 protocol by default (temperature 0.6, top-p 0.95, k samples per problem).
-Completions go through the sharded sampler in fixed-shape batches and are graded by the one
-grader the accuracy reward uses (`r1jax.rewards.answer.grade`).
+Completions go through the sharded sampler in fixed-shape batches and are graded by the graders
+the accuracy reward uses: `r1jax.rewards.answer.grade` for math, and for code rows (HumanEval)
+`r1jax.rewards.code.grade` (the program passes its tests in the sandbox), so pass@1 over k
+samples and pass@k mean the same for both.
 Outputs: a summary dict (also `summary.json`), `samples.jsonl` with every sample, and a table.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from r1jax import rollout
 from r1jax.evaluation import metrics
 from r1jax.rewards import aha
 from r1jax.rewards import answer
+from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
 from r1jax.sampler import SamplingConfig
 
@@ -36,6 +39,8 @@ class EvalConfig:
   """Problems per sampler call (rows = batch_size * num_samples)."""
   seed: int = 0
   grade_timeout_s: float = 2.0
+  code_timeout_s: float = 10.0
+  """Wall-clock limit of one program and all its tests (code rows)."""
   group_by: tuple[str, ...] = ("subject", "level")
   """Example fields to break the results down by, where present."""
 
@@ -57,8 +62,10 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
              eos_ids: tuple[int, ...], pad_id: int, out_dir=None, progress: bool = True) -> dict:
   """Sample, grade and summarize; writes summary.json and samples.jsonl under `out_dir` if given."""
   for i, ex in enumerate(examples):
-    if not str(ex.get("final", "")).strip():
-      raise ValueError(f"evaluation example {i} (id {ex.get('id', '?')!r}) has no reference answer 'final'")
+    if not code_lib.is_code_example(ex) and not str(ex.get("final", "")).strip():
+      raise ValueError(f"evaluation example {i} (id {ex.get('id', '?')!r}) has no reference answer 'final' "
+                       f"(nor code 'tests')")
+  code_cfg = code_lib.CodeConfig.with_timeout(ecfg.code_timeout_s)
   kept, prompt_ids, dropped = rollout.encode_prompts(examples, tokenizer, template, ecfg.max_prompt_len)
   buckets = tuple(sorted({min(b for b in (32, 64, 128, 256, 512, 1024, 2048, 4096) if b >= len(p))
                           for p in prompt_ids}))
@@ -75,18 +82,18 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
     exs, ids = kept[b:b + ecfg.batch_size], prompt_ids[b:b + ecfg.batch_size]
     ro = rollout.sample(params, ids, jax.random.fold_in(key, b), model_cfg, scfg, tokenizer,
                         batch_size=ecfg.batch_size)
-    for r, text in enumerate(ro.texts):
+    for r, (text, graded) in enumerate(zip(ro.texts, grade_texts(ro.texts, exs, ecfg, code_cfg))):
       ex = exs[r // ecfg.num_samples]
-      v = answer.grade(text, str(ex["final"]), timeout_s=ecfg.grade_timeout_s)
       rows.append({"problem_id": ex.get("id", str(b + r // ecfg.num_samples)), "sample": r % ecfg.num_samples,
-                   "completion": text, "extracted": v.extracted, "reference": str(ex["final"]),
-                   "correct": bool(v.correct), "verdict": v.reason,
-                   "normalized": answer.normalize_answer(v.extracted) if v.extracted is not None else None,
+                   "completion": text, **graded,
                    "format": bool(format_lib.strict_format(text) > 0), "length": int(ro.length[r]),
                    **{g: ex[g] for g in ecfg.group_by if g in ex}})
   summary = _summarize(rows, ecfg.num_samples)
   summary |= {k: float(v) for k, v in aha.batch_metrics([r["completion"] for r in rows]).items()}
   summary["timeouts"] = sum(r["verdict"] == "timeout" for r in rows)
+  if any(code_lib.is_code_example(ex) for ex in kept):
+    summary |= {f"code/{reason}": sum(r["verdict"] == reason and "tests_passed" in r for r in rows)
+                for reason in code_lib.VERDICTS}
   summary["prompts_dropped_too_long"] = dropped
   for g in ecfg.group_by:
     for name, rs in sorted(metrics.group_rows(rows, g).items(), key=lambda x: str(x[0])):
@@ -99,6 +106,31 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
       for r in rows:
         f.write(json.dumps(r) + "\n")
   return summary
+
+
+def grade_texts(texts: Sequence[str], examples: Sequence[dict], ecfg: EvalConfig,
+                code_cfg: code_lib.CodeConfig) -> list[dict]:
+  """Grades texts[r] against examples[r // num_samples]: the row fields of each sample (extracted,
+  reference, correct, verdict, normalized, plus tests_passed / tests_total for code). Code rows
+  run in parallel sandboxes."""
+  exs = [examples[r // ecfg.num_samples] for r in range(len(texts))]
+  code_rows = [r for r, ex in enumerate(exs) if code_lib.is_code_example(ex)]
+  verdicts = dict(zip(code_rows, code_lib.grade_many([texts[r] for r in code_rows], [exs[r] for r in code_rows],
+                                                     code_cfg)))
+  out = []
+  for r, (text, ex) in enumerate(zip(texts, exs)):
+    if r in verdicts:
+      c = verdicts[r]
+      # Majority voting over programs: identical programs (up to surrounding blank space) vote together.
+      out.append({"extracted": c.program, "reference": str(ex.get("entry_point", "")), "correct": c.passed,
+                  "verdict": c.reason, "normalized": c.program.strip() if c.program else None,
+                  "tests_passed": c.tests_passed, "tests_total": c.tests_total})
+      continue
+    v = answer.grade(text, str(ex["final"]), timeout_s=ecfg.grade_timeout_s)
+    out.append({"extracted": v.extracted, "reference": str(ex["final"]), "correct": bool(v.correct),
+                "verdict": v.reason,
+                "normalized": answer.normalize_answer(v.extracted) if v.extracted is not None else None})
+  return out
 
 
 def parse_datasets(spec: str) -> list[tuple[str, str, str]]:
@@ -114,7 +146,8 @@ def parse_datasets(spec: str) -> list[tuple[str, str, str]]:
     name, rest = item.split("=", 1)
     path, _, layout = rest.partition(":")
     out.append((name, path, layout or ("aime" if "aime" in name.lower() else
-                                       "math" if "math" in name.lower() else "gsm8k")))
+                                       "math" if "math" in name.lower() else
+                                       "humaneval" if "humaneval" in name.lower() else "gsm8k")))
   if not out:
     raise ValueError("datasets is empty: give at least one name=path[:layout]")
   return out

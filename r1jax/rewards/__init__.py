@@ -5,5 +5,7 @@ format    R1 template format: strict, lenient, open-r1 tag count
 language  language consistency of the chain of thought
 length    DAPO soft overlong punishment (tokens)
 aha       reflection / restart / uncertainty phrase rates
+code      the code checker: a completion's program against its task's tests (passed / failed / ...)
+sandbox   one fresh, limited, namespaced process per program (what each limit enforces: its docstring)
 combine   the standard reward functions, RewardSpec, parallel time-limited compute_rewards
 """

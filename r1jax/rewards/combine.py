@@ -3,7 +3,8 @@
 A reward function is pure and picklable: a module-level function, or a `functools.partial` of one,
 because it runs in a worker process that can be killed when it hangs. `example` is the dataset
 row: at least 'final' (the reference answer); reasoning-gym rows carry 'rg_dataset' (the
-registered dataset name) and 'rg_entry' (the generated entry), optionally 'rg_config'.
+registered dataset name) and 'rg_entry' (the generated entry), optionally 'rg_config'; code rows
+carry 'tests' (`r1jax.rewards.code`) and are graded by running them.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from r1jax.rewards import answer
+from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
 from r1jax.rewards import language as language_lib
 
@@ -53,9 +55,13 @@ def reasoning_gym_reward(completion: str, example: dict) -> float:
   return float(scorer(answer.extract_answer(completion), example["rg_entry"]))
 
 
-def accuracy_reward(completion: str, example: dict, *, timeout_s: float = 2.0) -> float:
+def accuracy_reward(completion: str, example: dict, *, timeout_s: float = 2.0,
+                    code: code_lib.CodeConfig = code_lib.CodeConfig()) -> float:
   """1.0 if the final answer is right (`answer.grade`), else 0.0; reasoning-gym rows use their
-  dataset's scorer instead."""
+  dataset's scorer instead, and code rows the code checker (`code.grade`: the program passes
+  its tests in the sandbox)."""
+  if code_lib.is_code_example(example):
+    return code_lib.grade(completion, example, code).score
   if "rg_dataset" in example:
     return reasoning_gym_reward(completion, example)
   return float(answer.grade(completion, str(example["final"]), timeout_s).correct)
@@ -99,6 +105,12 @@ class RewardsConfig:
   """True when the prompt already ends with <think>."""
   grade_timeout_s: float = 2.0
   """Limit of one math-verify comparison."""
+  code_timeout_s: float = 10.0
+  """Wall-clock limit of one program and all its tests (code rows)."""
+  code_memory_mb: int = 1024
+  """Address-space limit of a program (code rows)."""
+  code_partial_credit: bool = False
+  """Score a program whose tests ran by the fraction that passed (code rows)."""
 
   def __post_init__(self):
     if not 0.0 <= self.language_alpha <= 1.0:
@@ -106,8 +118,9 @@ class RewardsConfig:
     for f in ("accuracy", "format", "tag_count", "language"):
       if getattr(self, f) < 0:
         raise ValueError(f"rewards.{f}={getattr(self, f)} must be >= 0")
-    if self.grade_timeout_s <= 0:
-      raise ValueError(f"rewards.grade_timeout_s={self.grade_timeout_s} must be > 0")
+    for f in ("grade_timeout_s", "code_timeout_s", "code_memory_mb"):
+      if getattr(self, f) <= 0:
+        raise ValueError(f"rewards.{f}={getattr(self, f)} must be > 0")
     if self.language > 0:
       language_lib.resolve_script(self.language_target)  # fail here, not as 0-scored errors in every worker
 
@@ -129,8 +142,10 @@ def default_specs(cfg: RewardsConfig | Mapping[str, Any]) -> list[RewardSpec]:
   acc_w, lang_w = cfg.accuracy, cfg.language
   if lang_w > 0:
     acc_w, lang_w = acc_w * alpha, lang_w * (1 - alpha)
+  code_cfg = code_lib.CodeConfig.with_timeout(cfg.code_timeout_s, cfg.code_memory_mb, cfg.code_partial_credit)
   specs = [
-      RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=cfg.grade_timeout_s), acc_w),
+      RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=cfg.grade_timeout_s, code=code_cfg),
+                 acc_w),
       RewardSpec("format", functools.partial(format_reward, think_in_prompt=tip), cfg.format),
   ]
   if cfg.tag_count > 0:
@@ -148,10 +163,22 @@ def _as_reward(value: Any) -> tuple[str, float | str]:
   return "error", f"returned {value!r}, not a finite number"
 
 
+def _code_config(fn: RewardFn) -> code_lib.CodeConfig | None:
+  """The code settings of an accuracy reward (which grades code rows), None for any other function."""
+  if getattr(fn, "func", fn) is not accuracy_reward:
+    return None
+  return getattr(fn, "keywords", {}).get("code", code_lib.CodeConfig())
+
+
 def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs: Sequence[RewardSpec],
-                    timeout_s: float = 5.0, num_workers: int = 4,
+                    timeout_s: float = 5.0, num_workers: int = 4, code_workers: int = 0,
                     ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, dict[str, int]]]:
   """Scores B completions with every spec, in `num_workers` worker processes.
+
+  Code rows (`code.is_code_example`) are graded for the accuracy reward in `code_workers`
+  sandboxes at once (0: `code.default_workers()`), each its own process started from this one,
+  under the sandbox's limits rather than `timeout_s`; the verdicts are counted in stats as
+  'code_passed', 'code_failed', 'code_timeout', ... (present when the batch has code rows).
 
   Each call `fn(completion, example)` gets `timeout_s` seconds of wall clock (the worker is killed
   and replaced when it overruns). A call that raises, overruns or returns a non-finite / non-number
@@ -176,10 +203,25 @@ def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs:
   score_FxB = np.zeros((F, B), np.float64)
   status_FxB = np.full((F, B), "ok", dtype=object)
   first_error: dict[int, str] = {}
+  code_rows = [i for i in range(B) if code_lib.is_code_example(examples[i])]
+  code_stats: dict[str, dict[str, int]] = {}
+  pregraded = set()
+  for j, spec in enumerate(specs):
+    cfg = _code_config(spec.fn)
+    if cfg is None or not code_rows:
+      continue
+    verdicts = code_lib.grade_many([completions[i] for i in code_rows], [examples[i] for i in code_rows], cfg,
+                                   num_workers=code_workers)
+    for i, v in zip(code_rows, verdicts):
+      score_FxB[j, i] = v.score
+      pregraded.add((j, i))
+    for reason, count in code_lib.verdict_counts(verdicts).items():
+      code_stats.setdefault(f"code_{reason}", {})[spec.name] = count
   tasks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
   for i in range(B):
     for j in range(F):
-      tasks.put((j, i))
+      if (j, i) not in pregraded:
+        tasks.put((j, i))
 
   def work():
     with answer.borrowed_sandbox() as box:
@@ -200,7 +242,7 @@ def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs:
         elif status == "error":
           first_error.setdefault(j, str(value))
 
-  threads = [threading.Thread(target=work, daemon=True) for _ in range(min(num_workers, max(B * F, 1)))]
+  threads = [threading.Thread(target=work, daemon=True) for _ in range(min(num_workers, B * F - len(pregraded)))]
   for t in threads:
     t.start()
   for t in threads:
@@ -214,4 +256,4 @@ def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs:
   per_fn = {n: score_FxB[j] for j, n in enumerate(names)}
   stats = {key: {n: int((status_FxB[j] == status).sum()) for j, n in enumerate(names)}
            for key, status in (("errors", "error"), ("timeouts", "timeout"))}
-  return total_B, per_fn, stats
+  return total_B, per_fn, stats | code_stats
