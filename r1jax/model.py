@@ -92,6 +92,13 @@ class ModelConfig:
   logits_chunk: int = 8192
   """Tokens (rows x positions) per chunk when computing log-probabilities from hidden states:
   the B x T x V logits are never materialized whole, only B x (logits_chunk // B) x V at a time."""
+  logprob_impl: str = "chunked"
+  """Log-probs of targets from hidden states: 'chunked' (position chunks of the full vocabulary,
+  autodiff through a rematerialized chunk) or 'fused' (`r1jax.logprob`: tiles over positions and
+  vocabulary with an online log-sum-exp and a custom backward; the largest temporary is one
+  B x (logits_chunk // B) x vocab_chunk tile)."""
+  vocab_chunk: int = 16384
+  """Vocabulary entries per tile of the 'fused' log-prob head."""
 
   def __post_init__(self):
     _check(self, "dtype", self.dtype, ("float32", "bfloat16"))
@@ -99,8 +106,9 @@ class ModelConfig:
     _check(self, "remat", self.remat, ("none", "full", "dots"))
     _check(self, "attention_impl", self.attention_impl, ("xla", "cudnn", "auto"))
     _check(self, "decode_attention", self.decode_attention, ("xla", "pallas", "auto"))
+    _check(self, "logprob_impl", self.logprob_impl, ("chunked", "fused"))
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
-                 "max_seq_len", "logits_chunk"):
+                 "max_seq_len", "logits_chunk", "vocab_chunk"):
       if getattr(self, name) < 1:
         raise ValueError(f"model.{name}={getattr(self, name)} must be >= 1")
     if self.n_heads % self.n_kv_heads:
@@ -543,6 +551,10 @@ def token_logprobs(params: Params, hidden_BxTxD, targets_BxT, cfg: ModelConfig, 
   """
   B, T, D = hidden_BxTxD.shape
   c = max(1, min(cfg.logits_chunk // B, T))
+  if cfg.logprob_impl == "fused":
+    from r1jax import logprob
+    return logprob.fused_logprobs(hidden_BxTxD, output_weights(params, cfg).astype(cfg.compute_dtype),
+                                  targets_BxT, temperature, c, cfg.vocab_chunk)
   pad = (-T) % c
   h = jnp.pad(hidden_BxTxD, ((0, 0), (0, pad), (0, 0)))
   y = jnp.pad(targets_BxT, ((0, 0), (0, pad)))

@@ -29,7 +29,7 @@ SPECIAL = {
     "model.attention_impl": "xla", "model.decode_attention": "xla", "model.rope_scaling.kind": "linear",
     "model.vocab_size": 600, "model.d_model": 64, "model.n_layers": 2, "model.n_heads": 2, "model.n_kv_heads": 1,
     "model.head_dim": 16, "model.d_ff": 96, "model.max_seq_len": 1024, "model.logits_chunk": 1024,
-    "model.rope_theta": 5e5, "model.rms_eps": 1e-5, "model.rope_scaling.factor": 2.0,
+    "model.logprob_impl": "fused", "model.vocab_chunk": 4096, "model.rope_theta": 5e5, "model.rms_eps": 1e-5, "model.rope_scaling.factor": 2.0,
     "model.rope_scaling.low_freq_factor": 2.0, "model.rope_scaling.high_freq_factor": 8.0,
     "model.rope_scaling.original_max_position": 4096, "model.rope_scaling.beta_fast": 16.0,
     "model.rope_scaling.beta_slow": 2.0, "model.rope_scaling.mscale": 0.5, "model.rope_scaling.mscale_all_dim": 0.5,
