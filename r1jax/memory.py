@@ -69,10 +69,9 @@ def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None) -> dict:
   shardings = model_lib.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         model_lib.abstract_params(model_cfg), shardings)
-  init = jax.jit(train_step.make_optimizer(ocfg).init)
-  out_sh = init.lower(params).compile().output_shardings  # where init_state's moments land
+  optimizer = train_step.make_optimizer(ocfg)
   opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                     jax.eval_shape(init, params), out_sh)
+                     jax.eval_shape(optimizer.init, params), train_step.opt_state_shardings(optimizer, params))
   rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state = {"params": params, "opt_state": opt, "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)}
   if with_ref:
