@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from r1jax import sharding
@@ -55,6 +56,15 @@ def initialize(env=None, timeout_s: int = 300) -> None:
   # CPU processes exchange collectives through gloo (the stand-in for NCCL in CPU tests).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**args, initialization_timeout=timeout_s)
+
+
+def to_host(tree: Any) -> Any:
+  """NumPy copies of a pytree of arrays, whole on every process: arrays spread over other
+  processes' devices are all-gathered (every process must call this, in the same order)."""
+  leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
+  if all(x.is_fully_addressable or x.is_fully_replicated for x in leaves):
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def process_rows(num_rows: int) -> slice:

@@ -506,8 +506,9 @@ def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
 def export_hf(params, model_cfg, tokenizer, cfg, out_dir: pathlib.Path) -> None:
   """The policy as a Hugging Face directory (safetensors, config.json, tokenizer files)."""
   from r1jax import hf
-  hf.save_hf_checkpoint(params, model_cfg, out_dir)
-  hf.save_tokenizer(tokenizer, out_dir, source=cfg.model.hf_checkpoint or None)
+  hf.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
+  if jax.process_index() == 0:
+    hf.save_tokenizer(tokenizer, out_dir, source=cfg.model.hf_checkpoint or None)
   print(f"Hugging Face export: {out_dir}")
 
 
