@@ -32,7 +32,7 @@ ENV_PROCESS_ID = "R1JAX_PROCESS_ID"
 def _env_int(name: str, env) -> int:
   value = env.get(name, "")
   if not value.strip().isdigit():
-    raise ValueError(f"{name}={value!r} must be a non-negative integer (set with {ENV_COORDINATOR})")
+    raise ValueError(f"{name}={value!r} must be a non-negative integer (required with {ENV_COORDINATOR})")
   return int(value)
 
 
@@ -60,11 +60,13 @@ def initialize(env=None, timeout_s: int = 300) -> None:
 
 def to_host(tree: Any) -> Any:
   """NumPy copies of a pytree of arrays, whole on every process: arrays spread over other
-  processes' devices are all-gathered (every process must call this, in the same order)."""
-  leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
-  if all(x.is_fully_addressable or x.is_fully_replicated for x in leaves):
-    return jax.device_get(tree)
-  return multihost_utils.process_allgather(tree, tiled=True)
+  processes' devices are all-gathered (every process must call this, in the same order);
+  everything else is `jax.device_get`."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.device_get(x)
+  return jax.tree.map(one, tree)
 
 
 def process_rows(num_rows: int) -> slice:

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from r1jax import model as M
 from r1jax import distributed
+from r1jax import model as M
 from r1jax import sharding
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")

@@ -39,8 +39,8 @@ def _param_rules(embed, heads_mlp_vocab):
 
 
 RULES: dict[str, tuple[tuple[str, tuple[str, ...] | None], ...]] = {
-    # ZeRO-3 style: the model dimension over fsdp (gathered layer by layer inside the step),
-    # heads / mlp / vocab over tensor.
+    # ZeRO-3 style: the model dimension over fsdp (XLA all-gathers each weight where it is
+    # used), heads / mlp / vocab over tensor.
     "fsdp": _ACTIVATION_RULES + _param_rules(("fsdp",), ("tensor",)),
     # Pure data parallel: every device holds all parameters and optimizer state.
     "data": _ACTIVATION_RULES + _param_rules(None, None),

@@ -14,7 +14,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import distributed
@@ -66,10 +65,8 @@ def grpo_step(mesh, rules_name: str) -> dict[str, np.ndarray]:
                   state["params"])[0]},
               **{f"shard/{ckpt_lib.path_str(p)}": np.asarray(x.sharding.shard_shape(x.shape)) for p, x in
                  jax.tree_util.tree_flatten_with_path(state["params"])[0]}}
-    # Every process gets the whole of every array (replicated) to write it.
-    gather = jax.jit(lambda t: t, out_shardings=NamedSharding(mesh, PartitionSpec()))
-    arrays = {k: v for k, v in result.items() if isinstance(v, jax.Array)}
-    return result | {k: np.asarray(v) for k, v in gather(arrays).items()}
+    # Every process gets the whole of every array (an all-gather across processes) to write it.
+    return distributed.to_host(result)
 
 
 def main():
