@@ -159,6 +159,26 @@ def test_two_processes_compute_the_one_process_step(tmp_path):
     np.testing.assert_allclose(runs[0][k], unsharded[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_launcher_stops_the_others_when_one_process_fails(tmp_path):
+  """Process 1 exits with an error once process 0 runs; process 0 would sleep a minute: the launcher stops it
+  and fails. Each process is told its place through the R1JAX_* variables."""
+  script = tmp_path / "one_fails.py"
+  script.write_text("import os, sys, time\n"
+                    "i = os.environ['R1JAX_PROCESS_ID']\n"
+                    "open(i + '.tmp', 'w').write(os.environ['R1JAX_NUM_PROCESSES'] + ' ' + "
+                    "os.environ['R1JAX_COORDINATOR_ADDRESS'] + ' ' + os.environ['CUDA_VISIBLE_DEVICES'])\n"
+                    "os.rename(i + '.tmp', i)  # whole, or not at all\n"
+                    "if i == '1':\n"
+                    "  while not os.path.exists('0'): time.sleep(0.01)  # process 0 is running\n"
+                    "  sys.exit(3)\n"
+                    "time.sleep(60)\n")
+  env = dict(os.environ, NUM_PROCESSES="2", COORDINATOR_PORT="12345", PYTHON=sys.executable)
+  p = subprocess.run([str(REPO / "tpu_scripts" / "launch_local_gpus.sh"), str(script)], env=env, cwd=tmp_path,
+                     capture_output=True, text=True, timeout=30)
+  assert p.returncode == 1, p.stderr
+  assert [(tmp_path / str(i)).read_text() for i in range(2)] == ["2 127.0.0.1:12345 0", "2 127.0.0.1:12345 1"]
+
+
 def _train_state(devices, params=None):
   """A GRPO train state (params, AdamW moments after one step, step counter) on a 1-D fsdp mesh."""
   mesh = S.make_mesh(S.MeshConfig(fsdp=-1), devices)
