@@ -160,8 +160,8 @@ def test_two_processes_compute_the_one_process_step(tmp_path):
 
 
 def test_launcher_stops_the_others_when_one_process_fails(tmp_path):
-  """Process 1 exits with an error once process 0 runs; process 0 would sleep a minute: the launcher stops it
-  and fails. Each process is told its place through the R1JAX_* variables."""
+  """Process 1 exits with an error once process 0 runs; process 0 would sleep a minute: the
+  launcher stops it and fails. Each process is told its place through the R1JAX_* variables."""
   script = tmp_path / "one_fails.py"
   script.write_text("import os, sys, time\n"
                     "i = os.environ['R1JAX_PROCESS_ID']\n"
