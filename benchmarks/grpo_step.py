@@ -2,6 +2,11 @@
 
     python benchmarks/grpo_step.py --preset qwen2.5-0.5b --peers tunix,trl --out grpo.json
 
+Several GPUs: `--mesh data,fsdp,tensor` (-1: the remaining devices) and `--rules fsdp|data|tensor`
+(`sharding.RULES`) over every visible GPU of one process, or one process per GPU through
+jax.distributed: `NUM_PROCESSES=2 tpu_scripts/launch_local_gpus.sh benchmarks/grpo_step.py
+--system r1jax --distributed 1 --mesh 1,2,1` (each process supplies its share of the prompts).
+
 Workload (issue 5): random weights, 16 prompts x G = 8 samples, 256-token prompts, 512 generated
 tokens each (EOS suppressed), beta = 0.04 with a reference model, mu = 1, one optimizer step.
 r1jax: parameters fp32 (AdamW master copy) or bf16 (`--param_dtype`), compute bf16; the sampler
@@ -34,6 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import model_bench  # noqa: E402
 
+from r1jax import distributed  # noqa: E402
 from r1jax import model as M  # noqa: E402
 from r1jax import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
@@ -60,9 +66,10 @@ def run_r1jax(a, ceil):
   if a.preset == "tiny":
     cfg = M.preset("tiny", decode_attention=a.decode_attention)
   cfg = dataclasses.replace(cfg, unroll_decode=bool(a.unroll_decode))
-  mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=-1, tensor=1))
+  mcfg = sharding.MeshConfig(*(int(x) for x in a.mesh.split(",")), rules=a.rules)
+  mesh = sharding.make_mesh(mcfg)
   with jax.set_mesh(mesh):
-    params = M.init_sharded(jax.random.key(0), cfg, mesh)
+    params = M.init_sharded(jax.random.key(0), cfg, mesh, sharding.rules_table(a.rules))
     ref = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cfg.compute_dtype), p))(params)  # a new copy
     g = GRPOConfig(num_generations=a.G, beta=0.04, max_completion_length=a.new_tokens, grad_accum=a.grad_accum)
     o = TS.OptimConfig(learning_rate=1e-6)
@@ -73,9 +80,15 @@ def run_r1jax(a, ceil):
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0)
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
                             suppress_eos=True, prompt_buckets=(a.prompt_len,))
-    prompts = jax.random.randint(jax.random.key(1), (a.prompts, a.prompt_len), 1, cfg.vocab_size)
-    pmask = jnp.ones_like(prompts, bool)
     R = a.prompts * a.G
+    rng = np.random.default_rng(1)
+    host = {"prompts": rng.integers(1, cfg.vocab_size, (a.prompts, a.prompt_len)).astype(np.int32)}
+    host["pmask"] = np.ones_like(host["prompts"], bool)
+    # Each process supplies only its rows (all of them with one process).
+    mine = distributed.process_rows(a.prompts)
+    local = distributed.process_batch({k: v[mine] for k, v in host.items()}, mesh)
+    prompts, pmask = local["prompts"], local["pmask"]
+    advs = [rng.normal(0, 1, R).astype(np.float32) for _ in range(a.steps + 1)]
     gen = jax.jit(lambda p, t, m, k: S.generate(p, t, m, k, cfg, scfg))
     times, temps = [], {}
     for i in range(a.steps + 1):
@@ -87,7 +100,7 @@ def run_r1jax(a, ceil):
       batch = {"tokens": jnp.concatenate([jnp.repeat(prompts, a.G, 0), out["tokens"]], 1),
                "mask": jnp.concatenate([jnp.repeat(pmask, a.G, 0), out["mask"]], 1),
                "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"],
-               "adv": jax.random.normal(jax.random.key(100 + i), (R,))}
+               "adv": distributed.process_batch(advs[i][distributed.process_rows(R)], mesh)}
       batch = TS.shard_batch(batch, mesh)  # rows over data x fsdp (several devices)
       batch["ref_logp"] = ref_fn(ref, batch)
       jax.block_until_ready(batch["ref_logp"])
@@ -113,6 +126,8 @@ def run_r1jax(a, ceil):
     stats = jax.devices()[0].memory_stats() or {}
     kv_cache = 2 * cfg.n_layers * R * T * cfg.n_kv_heads * cfg.head_dim * itemsize
     return {"system": "r1jax", "preset": a.preset, "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "devices": jax.device_count(), "processes": jax.process_count(), "mesh": list(mesh.devices.shape),
+            "rules": a.rules,
             "rows": R, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "decode_attention": M.decode_attention_impl(cfg),
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "update_s": upd_s, "step_s": tot,
@@ -134,7 +149,7 @@ def run_system(name, a):
   cmd = [sys.executable, script, "--preset", a.preset, "--steps", str(a.steps), "--prompts", str(a.prompts),
          "--G", str(a.G), "--prompt_len", str(a.prompt_len), "--new_tokens", str(a.new_tokens)]
   if name == "r1jax":
-    cmd += ["--system", "r1jax", "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
+    cmd += ["--system", "r1jax", "--mesh", a.mesh, "--rules", a.rules, "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
             str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode)]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
@@ -179,6 +194,10 @@ def main():
   ap.add_argument("--new_tokens", type=int, default=512)
   ap.add_argument("--steps", type=int, default=4, help="measured steps after one warm-up step")
   ap.add_argument("--remat", default="dots")
+  ap.add_argument("--mesh", default="1,-1,1", help="data,fsdp,tensor sizes over all devices (-1: the rest)")
+  ap.add_argument("--rules", default="fsdp", help=f"parameter rules table, one of {tuple(sharding.RULES)}")
+  ap.add_argument("--distributed", type=int, default=0,
+                  help="1: join the processes of tpu_scripts/launch_local_gpus.sh (jax.distributed) first")
   ap.add_argument("--param_dtype", default="float32", help="policy parameters and AdamW state dtype")
   ap.add_argument("--grad_accum", type=int, default=1)
   ap.add_argument("--decode_attention", default="auto")
@@ -189,6 +208,8 @@ def main():
   ap.add_argument("--system", default="", help="internal: run only r1jax in this process")
   ap.add_argument("--timeout", type=int, default=900, help="seconds per system")
   a = ap.parse_args()
+  if a.distributed:
+    distributed.initialize()
   if a.system == "r1jax":
     small = a.preset == "tiny" or jax.default_backend() == "cpu"
     ceil = model_bench.ceilings(1 << 20, 256) if small else model_bench.ceilings()

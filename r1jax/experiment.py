@@ -30,6 +30,7 @@ from ml_collections import config_dict
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax import distributed
 from r1jax import model as model_lib
 from r1jax import sharding
 from r1jax import templates
@@ -108,7 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.workdir = "runs/r1_zero"
   c.seed = 0
   c.template = "r1_zero"
-  c.distributed = False  # multi-host: jax.distributed.initialize() first (tpu_scripts/launch_pod.sh)
+  c.distributed = False  # several processes: r1jax.distributed.initialize() first (tpu_scripts/launch_*.sh)
   c.model = config_lib.section(model_lib.ModelConfig, all_placeholders=True)
   c.model.preset = "tiny"
   c.model.hf_checkpoint = ""
@@ -284,6 +285,8 @@ def main(get_config, sweep=None, *, check=None, run_fn=None) -> None:
       fail(f"unexpected arguments {argv[1:]}; settings are flags: --config.SECTION.FIELD=VALUE")
     try:
       cfg = with_sweep(flags.FLAGS.config, sweep() if sweep else [], flags.FLAGS.sweep_index)
+      if cfg.get("distributed", False):  # before validation counts the devices of every process
+        distributed.initialize()
       (check or validate)(cfg)
     except (ValueError, FileNotFoundError) as e:
       fail(str(e))
@@ -310,7 +313,7 @@ def save_policy(directory, step: int, params, model_cfg: model_lib.ModelConfig, 
     ck.save(step, {"params": params}, meta, force=True)
 
 
-def load_policy(directory, mesh):
+def load_policy(directory, mesh, rules=None):
   """(model config, params, tokenizer) saved by `save_policy`, restored into `mesh` shardings."""
   if not pathlib.Path(directory).is_dir():
     raise FileNotFoundError(f"checkpoint={str(directory)!r}: no such directory")
@@ -324,7 +327,7 @@ def load_policy(directory, mesh):
     if m.get("rope_scaling"):
       m["rope_scaling"] = model_lib.RopeScaling(**m["rope_scaling"])
     model_cfg = model_lib.ModelConfig(**m)
-    shardings = model_lib.param_shardings(model_cfg, mesh)
+    shardings = model_lib.param_shardings(model_cfg, mesh, rules)
     abstract = {"params": jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                                        model_lib.abstract_params(model_cfg), shardings)}
     state, _ = ck.restore(None, abstract)
@@ -476,12 +479,13 @@ def resolve_model(cfg, parts, tokenizer) -> model_lib.ModelConfig:
 def build_model(cfg, parts, tokenizer, mesh, workdir, docs_fn):
   """(model config, params): from a Hugging Face checkpoint, or the pretrained tiny default."""
   model_cfg = resolve_model(cfg, parts, tokenizer)
+  rules = sharding.rules_table(parts["mesh"].rules)
   if cfg.model.hf_checkpoint:
     from r1jax import hf
     overrides = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(model_cfg)
                  if f.name not in ARCH_FIELDS}
-    return hf.load_hf_checkpoint(cfg.model.hf_checkpoint, mesh=mesh, **overrides)
-  params = model_lib.init_sharded(jax.random.key(cfg.seed), model_cfg, mesh)
+    return hf.load_hf_checkpoint(cfg.model.hf_checkpoint, mesh=mesh, rules=rules, **overrides)
+  params = model_lib.init_sharded(jax.random.key(cfg.seed), model_cfg, mesh, rules)
   if parts["pretrain"].steps:
     params = pretrain(cfg, parts, params, tokenizer, docs_fn(), mesh, workdir)
   return model_cfg, params
@@ -497,7 +501,8 @@ def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
   plan = memory.plan(parts["model"], gcfg, parts["optim"], parts["sampling"], mesh,
                      prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
                      remat=remat, grad_accum=parts["grad_accum"], limit_bytes=limit,
-                     temperature=parts["sampling"].temperature or 1.0)
+                     temperature=parts["sampling"].temperature or 1.0,
+                     rules=sharding.rules_table(parts["mesh"].rules))
   parts["model"] = dataclasses.replace(parts["model"], remat=plan.remat)
   parts["grpo"] = dataclasses.replace(gcfg, grad_accum=plan.grad_accum)
   summary = plan.summary() | {"asked": {"model.remat": remat, "grpo.grad_accum": parts["grad_accum"]}}
@@ -511,8 +516,9 @@ def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
 def export_hf(params, model_cfg, tokenizer, cfg, out_dir: pathlib.Path) -> None:
   """The policy as a Hugging Face directory (safetensors, config.json, tokenizer files)."""
   from r1jax import hf
-  hf.save_hf_checkpoint(params, model_cfg, out_dir)
-  hf.save_tokenizer(tokenizer, out_dir, source=cfg.model.hf_checkpoint or None)
+  hf.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
+  if jax.process_index() == 0:
+    hf.save_tokenizer(tokenizer, out_dir, source=cfg.model.hf_checkpoint or None)
   print(f"Hugging Face export: {out_dir}")
 
 
@@ -543,10 +549,10 @@ def average_stage(cfg, parts, model_cfg, params, workdir: pathlib.Path, tok_path
 def run(cfg: ml_collections.ConfigDict) -> dict:
   """Run the configured stage; returns (and for 'r1_zero' writes) the summary."""
   t_start = time.time()
+  if cfg.get("distributed", False):  # before anything creates the backends
+    distributed.initialize()
   parts = validate(cfg)
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
-  if cfg.get("distributed", False):
-    jax.distributed.initialize()
   workdir = pathlib.Path(cfg.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   template = template_text(cfg)
@@ -651,13 +657,14 @@ def run_evaluation(cfg: ml_collections.ConfigDict) -> dict:
       data.append((name, ex))
   absl_logging.set_verbosity(absl_logging.WARNING)
   mesh = sharding.make_mesh(parts["mesh"])
+  rules = sharding.rules_table(parts["mesh"].rules)
   with jax.set_mesh(mesh):
     if cfg.hf_checkpoint:
       from r1jax import hf
-      model_cfg, params = hf.load_hf_checkpoint(cfg.hf_checkpoint, mesh=mesh)
+      model_cfg, params = hf.load_hf_checkpoint(cfg.hf_checkpoint, mesh=mesh, rules=rules)
       tokenizer = tok_lib.load_tokenizer(cfg.hf_checkpoint)
     else:
-      model_cfg, params, tokenizer = load_policy(cfg.checkpoint, mesh)
+      model_cfg, params, tokenizer = load_policy(cfg.checkpoint, mesh, rules)
     if cfg.template == "chat":
       if not getattr(tokenizer, "chat_template", None):
         raise ValueError("template='chat' but the tokenizer has no chat_template")

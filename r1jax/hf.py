@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from r1jax import distributed
 from r1jax import model as M
 from r1jax import sharding
 
@@ -391,13 +392,16 @@ def _layer_of(x, i):
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    raise NotImplementedError("save_hf_checkpoint runs in a single process (arrays must be fully addressable)")
-  return np.asarray(jax.device_get(x))
+  return np.asarray(distributed.to_host(x))
 
 
 def _write_safetensors(file: pathlib.Path, entries: list[tuple[str, tuple[int, ...], np.dtype, Callable]]):
-  """Stream tensors into one safetensors file; `fetch()` is called for one tensor at a time."""
+  """Stream tensors into one safetensors file; `fetch()` is called for one tensor at a time.
+  Several processes: all fetch (an all-gather each), process 0 writes."""
+  if jax.process_index():
+    for *_, fetch in entries:
+      fetch()
+    return
   header, offset = {}, 0
   for name, shape, dt, _ in entries:
     size = math.prod(shape) * dt.itemsize
@@ -425,7 +429,7 @@ def save_hf_checkpoint(params: M.Params, cfg: M.ModelConfig, path, dtype: str | 
     max_shard_bytes: above this the tensors are split over model-0000i-of-0000n.safetensors
       files with a model.safetensors.index.json, as `save_pretrained` does.
   Stale model.safetensors / index / shard files in `path` are removed first. One layer of one
-  parameter is on the host at a time (single process only).
+  parameter is on the host at a time. Several processes: every one calls this, process 0 writes.
   """
   path = pathlib.Path(path)
   path.mkdir(parents=True, exist_ok=True)
@@ -454,7 +458,8 @@ def save_hf_checkpoint(params: M.Params, cfg: M.ModelConfig, path, dtype: str | 
       size = 0
     shards[-1].append(e)
     size += n
-  for stale in [path / SINGLE_FILE, path / INDEX_FILE, *path.glob("model-*-of-*.safetensors")]:
+  writer = jax.process_index() == 0
+  for stale in [path / SINGLE_FILE, path / INDEX_FILE, *path.glob("model-*-of-*.safetensors")] if writer else []:
     stale.unlink(missing_ok=True)
   if len(shards) == 1:
     _write_safetensors(path / SINGLE_FILE, shards[0])
@@ -464,8 +469,10 @@ def save_hf_checkpoint(params: M.Params, cfg: M.ModelConfig, path, dtype: str | 
       _write_safetensors(path / name, shard)
     index = {"metadata": {"total_size": sum(math.prod(e[1]) for e in entries) * out_dtype.itemsize},
              "weight_map": {e[0]: name for name, shard in zip(names, shards) for e in shard}}
-    (path / INDEX_FILE).write_text(json.dumps(index, indent=2))
-  (path / "config.json").write_text(json.dumps(config_to_hf(cfg, jnp.dtype(out_dtype).name), indent=2))
+    if writer:
+      (path / INDEX_FILE).write_text(json.dumps(index, indent=2))
+  if writer:
+    (path / "config.json").write_text(json.dumps(config_to_hf(cfg, jnp.dtype(out_dtype).name), indent=2))
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",

@@ -64,15 +64,14 @@ def _phase(name: str, compiled) -> Phase:
                int(m.temp_size_in_bytes))
 
 
-def abstract_state(model_cfg, ocfg, mesh, with_ref: bool) -> dict:
+def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None) -> dict:
   """Shapes and shardings of the GRPO train state, with nothing allocated."""
-  shardings = model_lib.param_shardings(model_cfg, mesh)
+  shardings = model_lib.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         model_lib.abstract_params(model_cfg), shardings)
-  init = jax.jit(train_step.make_optimizer(ocfg).init)
-  out_sh = init.lower(params).compile().output_shardings  # where init_state's moments land
+  optimizer = train_step.make_optimizer(ocfg)
   opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                     jax.eval_shape(init, params), out_sh)
+                     jax.eval_shape(optimizer.init, params), train_step.opt_state_shardings(optimizer, params))
   rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state = {"params": params, "opt_state": opt, "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)}
   if with_ref:
@@ -122,13 +121,14 @@ def _accum_options(rows_per_update: int, shards: int, fixed) -> list[int]:
 
 def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
          prompts_per_step: int, prompt_len: int, remat="auto", grad_accum="auto",
-         limit_bytes: int | None = None, temperature: float = 1.0, log=print) -> Plan:
+         limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print) -> Plan:
   """Choose (remat, grad_accum) for the run's shapes; see the module docstring.
 
   Args:
     remat / grad_accum: 'auto' or a fixed value (a fixed value is still measured and checked).
     limit_bytes: per-device memory to fit in; None = the device's own limit (on CPU there is
       none: the cheapest setting is taken, nothing is compiled or checked).
+    rules: the parameters' rules table (default `sharding.DEFAULT_RULES`).
   """
   limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
   budget = None if limit is None else int(limit * HEADROOM)
@@ -145,7 +145,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
     return Plan(remats[0], accums[0], None, 0, {}, [], "no device memory limit is reported (CPU) and "
                 "train.memory_limit_gb is 0: the cheapest setting, not measured")
   base = dataclasses.replace(model_cfg, remat="none")
-  state = abstract_state(base, ocfg, mesh, with_ref)
+  state = abstract_state(base, ocfg, mesh, with_ref, rules)
   per_device = lambda t: sum(int(np.prod(s.shard_shape(x.shape))) * x.dtype.itemsize
                              for x in jax.tree.leaves(t) for s in [x.sharding])
   state_bytes = per_device(state)

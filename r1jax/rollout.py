@@ -11,6 +11,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from r1jax import distributed
 from r1jax import sampler as sampler_lib
 from r1jax import templates
 
@@ -82,7 +83,7 @@ def sample(params, prompt_ids: Sequence[Sequence[int]], key, cfg, scfg: sampler_
            tokenizer, batch_size: int | None = None) -> Rollout:
   """Sample `scfg.num_samples` completions per prompt; the batch is padded to `batch_size` rows."""
   toks, pmask = sampler_lib.pad_prompts(prompt_ids, scfg.prompt_buckets, scfg.pad_id, batch_size)
-  out = jax.device_get(sampler_lib.generate(params, toks, pmask, key, cfg, scfg))
+  out = distributed.to_host(sampler_lib.generate(params, toks, pmask, key, cfg, scfg))
   R = len(prompt_ids) * scfg.num_samples
   out = {k: v[:R] for k, v in out.items() if k != "steps"}
   texts = [tokenizer.decode([int(t) for t in row[m]]) for row, m in zip(out["tokens"], out["mask"])]

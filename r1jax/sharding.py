@@ -17,17 +17,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical axis -> mesh axes (tuple, tried in order) or None (replicated).
-DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+# Activations are placed alike under every table (rows over data x fsdp, heads / mlp / vocab over
+# tensor), so `constrain` in model code needs no table; the tables differ in where parameters and
+# with them the optimizer state live.
+_ACTIVATION_RULES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
-    ("vocab", ("tensor",)),
-    ("embed", ("fsdp",)),
-    ("q_heads", ("tensor",)),
-    ("kv_heads", ("tensor",)),
-    ("head_dim", None),
-    ("mlp", ("tensor",)),
-    ("layers", None),
-    ("norm", None),
     ("act_embed", None),
     ("act_heads", ("tensor",)),
     ("act_kv_heads", ("tensor",)),
@@ -35,34 +30,69 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("act_vocab", ("tensor",)),
     ("cache_length", None),
 )
+_UNSHARDED_PARAMS = (("head_dim", None), ("layers", None), ("norm", None))
+
+
+def _param_rules(embed, heads_mlp_vocab):
+  return ((("vocab", heads_mlp_vocab), ("embed", embed), ("q_heads", heads_mlp_vocab),
+           ("kv_heads", heads_mlp_vocab), ("mlp", heads_mlp_vocab)) + _UNSHARDED_PARAMS)
+
+
+RULES: dict[str, tuple[tuple[str, tuple[str, ...] | None], ...]] = {
+    # ZeRO-3 style: the model dimension over fsdp (XLA all-gathers each weight where it is
+    # used), heads / mlp / vocab over tensor.
+    "fsdp": _ACTIVATION_RULES + _param_rules(("fsdp",), ("tensor",)),
+    # Pure data parallel: every device holds all parameters and optimizer state.
+    "data": _ACTIVATION_RULES + _param_rules(None, None),
+    # Megatron style: heads / mlp / vocab over tensor, replicated over data and fsdp (no
+    # per-layer gathers; the sampler's decode reads only its own shard of every weight).
+    "tensor": _ACTIVATION_RULES + _param_rules(None, ("tensor",)),
+}
+DEFAULT_RULES = RULES["fsdp"]
+
+
+def rules_table(name: str):
+  """The rules table called `name` (`mesh.rules`)."""
+  if name not in RULES:
+    raise ValueError(f"mesh.rules={name!r} is not one of {tuple(RULES)}")
+  return RULES[name]
 
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-  """Device mesh shape. -1 in one axis takes all remaining devices."""
+  """Device mesh shape and the rules table placing parameters on it."""
   data: int = 1
   fsdp: int = -1
+  """-1 in one axis takes all remaining devices."""
   tensor: int = 1
+  rules: str = "fsdp"
+  """Parameter placement, a table of `RULES`: 'fsdp' (sharded over fsdp and tensor), 'data'
+  (replicated: pure data parallel), 'tensor' (sharded over tensor only)."""
+
+  def __post_init__(self):
+    rules_table(self.rules)
 
   def shape(self, num_devices: int) -> tuple[int, int, int]:
     dims = [self.data, self.fsdp, self.tensor]
+    given = ", ".join(f"mesh.{n}={d}" for n, d in zip(MESH_AXES, dims))
     for name, d in zip(MESH_AXES, dims):
       if d == 0 or d < -1:
         raise ValueError(f"mesh.{name}={d} is invalid: use a positive size or -1 (all remaining devices)")
     if dims.count(-1) > 1:
-      raise ValueError(f"mesh={dims}: at most one axis may be -1")
+      raise ValueError(f"{given}: at most one axis may be -1")
     known = int(np.prod([d for d in dims if d != -1]))
     if -1 in dims:
       if num_devices % known:
-        raise ValueError(f"mesh={dims}: {num_devices} devices are not divisible by {known}")
+        raise ValueError(f"{given}: {num_devices} devices are not divisible by {known}")
       dims[dims.index(-1)] = num_devices // known
     if int(np.prod(dims)) != num_devices:
-      raise ValueError(f"mesh={dims} needs {int(np.prod(dims))} devices, but {num_devices} are available")
+      raise ValueError(f"{given} needs {int(np.prod(dims))} devices, but {num_devices} are available; the sizes "
+                       f"must multiply to {num_devices} (or set one axis to -1: all remaining devices)")
     return tuple(dims)
 
 
 def make_mesh(cfg: MeshConfig | Sequence[int] = MeshConfig(), devices=None) -> Mesh:
-  """A (data, fsdp, tensor) mesh over `devices` (default: all)."""
+  """A (data, fsdp, tensor) mesh over `devices` (default: all, of every process)."""
   devices = list(jax.devices() if devices is None else devices)
   if not isinstance(cfg, MeshConfig):
     cfg = MeshConfig(*cfg)

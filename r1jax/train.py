@@ -8,6 +8,7 @@ continues bit-identically.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import time
 from typing import Any, Sequence
 
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax import distributed
 from r1jax import logger as logger_lib
 from r1jax import rollout as rollout_lib
 from r1jax import sampler as sampler_lib
@@ -151,7 +153,9 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
     print(f"resumed from {ckcfg.directory} at step {start}")
   it = iterate_prompts(len(examples), tcfg.prompts_per_step, tcfg.seed, position)
 
-  log = logger_lib.MetricsLogger(workdir)
+  # Process 0 logs into workdir, the others (same metrics) beside it.
+  rank = jax.process_index()
+  log = logger_lib.MetricsLogger(workdir if rank == 0 else pathlib.Path(workdir) / f"process_{rank}")
   base_key = jax.random.key(tcfg.seed)
   bad_in_a_row = 0
   pbar = None
@@ -210,7 +214,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       rows = len(adv)
       mb = rows // gcfg.num_minibatches
       if gcfg.num_minibatches > 1 and use_ref:
-        host["ref_logp"] = np.asarray(jax.device_get(batch["ref_logp"]))
+        host["ref_logp"] = np.asarray(distributed.to_host(batch["ref_logp"]))
       for it_mu in range(gcfg.mu):
         perm = np.random.default_rng([tcfg.seed, step, it_mu]).permutation(rows)
         for j in range(gcfg.num_minibatches):

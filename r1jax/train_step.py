@@ -73,11 +73,25 @@ def _decay_mask(params):
 # ----------------------------------------------------------------------------- state
 
 
+def opt_state_shardings(optimizer: optax.GradientTransformation, params):
+  """Where the optimizer state lives: each per-parameter leaf (Adam's moments) in its parameter's
+  sharding, counts replicated. `params`: arrays or ShapeDtypeStructs with NamedShardings.
+
+  Left to itself, `jit(optimizer.init)` replicates the zeros it creates (they depend on no sharded
+  input), which would keep a whole copy of the moments on every device under FSDP.
+  """
+  mesh = jax.tree.leaves(params)[0].sharding.mesh
+  rep = NamedSharding(mesh, PartitionSpec())
+  return optax.tree_utils.tree_map_params(optimizer, lambda _, p: p.sharding, jax.eval_shape(optimizer.init, params),
+                                          params, transform_non_params=lambda _: rep)
+
+
 def init_state(params, optimizer: optax.GradientTransformation):
   """Train state: parameters, optimizer state and step. Sharding follows the parameters."""
-  opt_state = jax.jit(optimizer.init)(params)
-  state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32)}
   sh = jax.tree.leaves(params)[0].sharding
+  out_sh = opt_state_shardings(optimizer, params) if isinstance(sh, NamedSharding) else None
+  opt_state = jax.jit(optimizer.init, out_shardings=out_sh)(params)
+  state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32)}
   if isinstance(sh, NamedSharding):
     # Scalars (step, Adam counts) on the same mesh, replicated, so every call of the step sees
     # the same input shardings as its outputs and nothing recompiles.

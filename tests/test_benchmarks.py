@@ -13,11 +13,13 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
   p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grpo_step.py"), "--preset", "tiny", "--prompts",
                       "2", "--G", "4", "--prompt_len", "32", "--new_tokens", "16", "--steps", "1", "--grad_accum",
-                      "2", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+                      "2", "--mesh", "2,2,2", "--rules", "tensor", "--out", str(out)], capture_output=True, text=True, env=env,
+                     timeout=600)
   assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
   assert "| r1jax |" in p.stdout
   r = json.loads(out.read_text())["results"][0]
   assert r["system"] == "r1jax" and r["rows"] == 8 and r["grad_accum"] == 2
+  assert r["mesh"] == [2, 2, 2] and r["rules"] == "tensor" and r["devices"] == 8 and r["processes"] == 1
   assert r["tokens_per_s"] > 0 and r["step_s"] >= r["generate_s"] > 0
   assert set(r["memory"]) >= {"params", "optimizer_state", "reference", "kv_cache", "temp_update"}
   assert r["memory"]["optimizer_state"] == 2 * r["memory"]["params"] + 8  # AdamW mu, nu (+ count)

@@ -35,7 +35,7 @@ SPECIAL = {
     "model.rope_scaling.beta_slow": 2.0, "model.rope_scaling.mscale": 0.5, "model.rope_scaling.mscale_all_dim": 0.5,
     "model.rope_scaling.attention_factor": 1.5, "model.rope_scaling.truncate": False,
     "tokenizer.path": "/tmp/tok.model", "tokenizer.model_type": "unigram",
-    "mesh.fsdp": 8, "mesh.data": 2, "mesh.tensor": 2,
+    "mesh.fsdp": 8, "mesh.data": 2, "mesh.tensor": 2, "mesh.rules": "tensor",
     "data.source": "reasoning_gym", "data.path": "/tmp/x.jsonl", "data.eval_path": "/tmp/y.jsonl",
     "data.layout": "math", "data.on_bad_line": "skip", "data.rg_tasks": "leg_counting",
     "grpo.loss_type": "dr_grpo", "grpo.scale_rewards": "batch", "grpo.importance_sampling_level": "sequence",

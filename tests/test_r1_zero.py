@@ -35,9 +35,9 @@ def setup(tmp_path_factory):
   return train_ex, tok, cfg
 
 
-def _run(setup, workdir, steps, **grpo):
+def _run(setup, workdir, steps, devices=1, **grpo):
   train_ex, tok, cfg = setup
-  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  mesh = sharding.make_mesh(sharding.MeshConfig(fsdp=-1), jax.devices()[:devices])
   with jax.set_mesh(mesh):
     params = M.init_sharded(jax.random.key(0), cfg, mesh)
     g = GRPOConfig(**({"num_generations": 4, "beta": 0.04, "max_completion_length": 12} | grpo))
@@ -71,6 +71,26 @@ def test_resume_is_bit_identical(setup, tmp_path):
             "clip_ratio/low_mean", "entropy", "grad_norm", "learning_rate", "time/generate", "tokens_per_second",
             "aha/reflection_rate"):
     assert k in rows[-1], k
+
+
+def test_resume_on_another_device_count(setup, tmp_path):
+  """A run stopped after its step-2 checkpoint on 2 devices, started again on 4, reads that
+  checkpoint straight into the 4-device shardings (the same values) and continues to step 4."""
+  first = _run(setup, tmp_path, 2, devices=2)
+  resumed = _run(setup, tmp_path, 4, devices=4)
+  assert len(resumed["history"]) == 2 and int(resumed["state"]["step"]) == 4
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  wq = resumed["state"]["params"]["layers"]["wq"]
+  assert len(wq.sharding.device_set) == 4 and wq.sharding.shard_shape(wq.shape)[1] == wq.shape[1] // 4
+  # What run_grpo restored at step 2, read again into the 4-device run's shardings: the 2-device state.
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), resumed["state"])
+  with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), async_save=False)) as ck:
+    at_2, _ = ck.restore(2, abstract)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(at_2), jax.device_get(first["state"]))
+  assert all(len(x.sharding.device_set) == 4 for x in jax.tree.leaves(at_2))
+  assert not np.array_equal(jax.device_get(resumed["state"]["params"]["embed"]),
+                            jax.device_get(first["state"]["params"]["embed"]))
 
 
 SOURCES = {
