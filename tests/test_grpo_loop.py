@@ -65,16 +65,16 @@ def _row_text(question: str, g: int, r: int) -> str:
   return f"{question}|{g}|{r}|" + "x" * ((5 * g + r) % 14)  # lengths from short to over N (truncated)
 
 
-def _logp(params, tokens_RxT, mask_RxT, temperature):
-  """log p of the last N tokens of every row: one full-logit forward pass, no r1jax.train_step."""
+def _logp(params, tokens_RxT, mask_RxT, temperature, n=N):
+  """log p of the last n tokens of every row: one full-logit forward pass, no r1jax.train_step."""
   pos = M.positions_from_mask(mask_RxT)
   logits, _ = M.forward(params, tokens_RxT, pos, CFG, mask_BxT=mask_RxT)
   lp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, -1)
   lp = jnp.take_along_axis(lp[:, :-1], tokens_RxT[:, 1:, None], -1)[..., 0]
-  return lp[:, -N:]
+  return lp[:, -n:]
 
 
-_logp_jit = jax.jit(_logp, static_argnums=3)
+_logp_jit = jax.jit(_logp, static_argnums=(3, 4))
 
 
 class StandInSampler:
@@ -176,22 +176,24 @@ def test_sampled_logprobs_are_the_trainers_and_rows_keep_their_prompts():
   params = M.init_params(jax.random.key(1), CFG, std=0.3)
   prompts = [[5, 9, 3], [7, 8, 10, 11, 12, 13, 4], [20, 21, 22, 23, 24]]
   scfg = S.SamplingConfig(max_new_tokens=N, temperature=0.7, num_samples=G, prompt_buckets=(8,), pad_id=PAD)
-  first = rollout.sample(params, prompts, jax.random.key(2), CFG, scfg, TOK, batch_size=4)
-  scfg = dataclasses.replace(scfg, eos_ids=(int(first.tokens[0, 3]),))  # row 0 stops at its 4th token
+  scfg = dataclasses.replace(scfg, eos_ids=(EOS,))
   ro = rollout.sample(params, prompts, jax.random.key(2), CFG, scfg, TOK, batch_size=4)
-  assert ro.length[0] == 4 and ro.truncated.any() and not ro.truncated.all()
+  assert ro.truncated.any() and not ro.truncated.all()  # some rows stopped at EOS
   b = ro.train_batch(G)
   P = b["tokens"].shape[1] - N
+  # Each row's own prompt + completion, unpadded at the left (whatever follows the completion
+  # cannot change its logits: attention is causal), scored by one teacher-forced forward pass.
+  seq = np.zeros((len(prompts) * G, 8 + N), np.int32)
   for r in range(len(prompts) * G):
     p = prompts[r // G]
     np.testing.assert_array_equal(b["tokens"][r, P - len(p):P], p)
     assert b["mask"][r, :P].sum() == len(p) and b["mask"][r, P - len(p):P].all()
-    # Unpadded teacher forcing of this row's own prompt + completion gives the sampler's log-probs.
+    seq[r, :len(p) + N] = p + list(ro.tokens[r])
+  lp_all = np.asarray(_logp_jit(params, seq, np.ones(seq.shape, bool), 0.7, seq.shape[1] - 1))
+  for r in range(len(prompts) * G):
+    n = len(prompts[r // G])
     L = int(ro.length[r])
-    seq = jnp.asarray([p + list(ro.tokens[r, :L])], jnp.int32)
-    logits, _ = M.forward(params, seq, jnp.arange(seq.shape[1])[None], CFG)
-    lp = jnp.take_along_axis(jax.nn.log_softmax(logits[0, :-1] / 0.7, -1), seq[0, 1:, None], -1)[len(p) - 1:, 0]
-    np.testing.assert_allclose(ro.logp[r, :L], lp, atol=2e-5)
+    np.testing.assert_allclose(ro.logp[r, :L], lp_all[r, n - 1:n - 1 + L], atol=2e-5)  # position t scores t + 1
   trainer_lp = np.asarray(TS.make_logprob_fn(CFG, 0.7)(params, b))
   np.testing.assert_allclose(np.where(b["completion_mask"], trainer_lp, 0.0), ro.logp, atol=2e-5)
   adv = np.array([1.0, -0.5, 0.25, 2.0, -1.0, 0.5, 0.75, -0.25, 1.5], np.float32)

@@ -29,13 +29,17 @@ def _batch(seed=0):
           "adv": rng.normal(0, 1, R).astype(np.float32)}
 
 
-def _ref_logp(params, b, temperature):
+def _ref_logp_jnp(params, b, temperature):
   """Full logits, log_softmax, gather: no chunking, no hidden-state path."""
   pos = M.positions_from_mask(b["mask"])
   logits, _ = M.forward(params, b["tokens"], pos, CFG, mask_BxT=b["mask"])
   lp = jax.nn.log_softmax(logits / temperature, -1)
   lp = jnp.take_along_axis(lp[:, :-1], b["tokens"][:, 1:, None], -1)[..., 0]
-  return np.asarray(lp[:, P - 1:], np.float64)
+  return lp[:, P - 1:]
+
+
+def _ref_logp(params, b, temperature):
+  return np.asarray(_ref_logp_jnp(params, b, temperature), np.float64)
 
 
 def _numpy_grpo(logp, b, beta, eps):
@@ -191,14 +195,15 @@ def test_one_step_follows_the_gradient_of_an_independent_loss():
   T, lr, beta = 0.7, 1e-3, 0.04
   params = M.init_params(jax.random.key(6), CFG, std=0.2)
   b = _batch(2)
-  now = _ref_logp(params, b, T).astype(np.float32)
+  ref_logp = jax.jit(_ref_logp_jnp, static_argnums=2)
+  now = np.asarray(ref_logp(params, b, T), np.float32)
   rng = np.random.default_rng(7)
   b["old_logp"] = now + rng.normal(0, 0.15, now.shape).astype(np.float32)  # some ratios outside 1 +- 0.2
   b["ref_logp"] = now + rng.normal(0, 0.3, now.shape).astype(np.float32)
   b["adv"] = np.array([1.5, -1.0, 0.5, -0.5, 1.0, -1.5, 0.7, -0.7], np.float32)
   g = GRPOConfig(num_generations=4, beta=beta, max_completion_length=N)
   o = TS.OptimConfig(learning_rate=lr, weight_decay=0.0, max_grad_norm=1e9)
-  want_g = jax.grad(_ref_loss)(params, jax.tree.map(jnp.asarray, b), beta, 0.2, T)
+  want_g = jax.jit(jax.grad(_ref_loss), static_argnums=(2, 3, 4))(params, jax.tree.map(jnp.asarray, b), beta, 0.2, T)
   before = jax.tree.map(np.asarray, params)
   state = TS.init_state(jax.tree.map(jnp.array, params), TS.make_optimizer(o))
   state, m = TS.make_grpo_step(CFG, g, o, T)(state, b)
@@ -216,7 +221,7 @@ def test_one_step_follows_the_gradient_of_an_independent_loss():
     np.testing.assert_allclose(np.asarray(got)[big], np.asarray(w)[big], rtol=1e-4, atol=lr * 1e-3,
                                err_msg=jax.tree_util.keystr(path))
     np.testing.assert_array_equal(np.asarray(got)[gr == 0], p0[gr == 0])  # no decay, no gradient: unchanged
-  after = _ref_logp(state["params"], b, T)
+  after = np.asarray(ref_logp(state["params"], b, T))
   m_ = b["completion_mask"]
   rise = ((after - now) * m_).sum(1) / m_.sum(1)
   np.testing.assert_array_equal(np.sign(rise), np.sign(b["adv"]))
