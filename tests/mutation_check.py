@@ -14,6 +14,7 @@ latest results are recorded in tests/README.md. Not collected by pytest (no test
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import os
 import pathlib
@@ -37,15 +38,27 @@ class Mutation:
   """One of the bugs named in the issue that asked for this check."""
 
 
-LOOP = ("tests/test_grpo_loop.py",)
+# Selections: the tests that exercise the mutated code, the most direct first (pytest -x stops at
+# the first failure, so a caught mutation costs only the tests before it).
+_T, _L, _S = "tests/test_train_step.py::test_", "tests/test_grpo_loop.py::test_", "tests/test_sampler.py::test_"
+CONSISTENCY = _L + "sampled_logprobs_are_the_trainers_and_rows_keep_their_prompts"
+LOOP = (_L + "loop_rewards_advantages_overlong_truncation_kl_and_minibatches",
+        _L + "loop_dynamic_sampling_keeps_informative_groups_with_their_rewards")
 LOOP_E2E = LOOP + ("tests/test_r1_zero.py::test_resume_is_bit_identical",
                    "tests/test_r1_zero.py::test_dapo_variant_runs_dynamic_sampling_mu_and_minibatches",
                    "tests/test_r1_zero.py::test_reference_reset_every_n_steps")
-STEP = ("tests/test_train_step.py", "tests/test_grpo_loop.py")
-MATH = ("tests/test_grpo_math.py", "tests/test_train_step.py")
-SAMPLER = ("tests/test_sampler.py", "tests/test_grpo_loop.py::test_sampled_logprobs_are_the_trainers_and_rows_keep_"
-           "their_prompts")
-OPTIM = ("tests/test_train_step.py",)
+STEP = (_T + "one_step_follows_the_gradient_of_an_independent_loss", _T + "grpo_step_loss_matches_numpy_and_compiles_once",
+        _T + "nonfinite_update_is_skipped", _T + "grpo_step_logs_the_scheduled_learning_rate",
+        _T + "completion_logprobs_match_full_logits", _T + "grad_accum_equals_whole_batch", CONSISTENCY) + LOOP
+MATH = ("tests/test_grpo_math.py", _T + "grpo_step_loss_matches_numpy_and_compiles_once",
+        _T + "one_step_follows_the_gradient_of_an_independent_loss")
+SAMPLER = (_S + "next_token_frequencies_match_truncated_softmax", _S + "greedy_next_token_is_the_argmax",
+           _S + "generated_first_tokens_follow_the_model_distribution", _S + "greedy_equals_teacher_forced_argmax",
+           _S + "sampled_logprobs_match_forward_with_temperature", _S + "tokens_after_eos_are_masked",
+           _S + "deterministic_and_samples_differ", CONSISTENCY)
+OPTIM = (_T + "optimizer_clips_decays_matrices_only_and_follows_the_schedule",
+         _T + "schedule_warmup_then_cosine_to_ten_percent", _T + "grpo_step_logs_the_scheduled_learning_rate",
+         _T + "one_step_follows_the_gradient_of_an_independent_loss")
 OVERLONG = ("tests/test_rewards.py::test_soft_overlong_punishment_hand_values",) + LOOP
 
 _TRAIN, _STEP, _LOSS, _ADV = "r1jax/train.py", "r1jax/train_step.py", "r1jax/grpo/loss.py", "r1jax/grpo/advantages.py"
@@ -146,9 +159,9 @@ MUTATIONS = [
     Mutation("loop_dynamic_sampling_stale_rewards", _TRAIN, "idx, total = list(rows[\"idx\"][::G]), rows[\"rewards\"]",
              "idx = list(rows[\"idx\"][::G])", LOOP_E2E),
     Mutation("dynamic_sampling_keeps_flat_groups", _DS, "return r_PxG.max(axis=1) > r_PxG.min(axis=1)",
-             "return r_PxG.max(axis=1) >= r_PxG.min(axis=1)", ("tests/test_grpo_math.py",) + LOOP),
+             "return r_PxG.max(axis=1) >= r_PxG.min(axis=1)", ("tests/test_grpo_math.py",) + LOOP_E2E),
     Mutation("dynamic_sampling_takes_last_groups", _DS, "groups = self._kept[:self.num_groups]",
-             "groups = self._kept[-self.num_groups:]", ("tests/test_grpo_math.py",) + LOOP),
+             "groups = self._kept[-self.num_groups:]", ("tests/test_grpo_math.py",) + LOOP_E2E),
     # ---- sampler and rollout
     Mutation("sampler_top_k_keeps_one_more", _SAMPLER, "kth = jax.lax.top_k(logits, scfg.top_k)[0][..., -1:]",
              "kth = jax.lax.top_k(logits, scfg.top_k + 1)[0][..., -1:]", SAMPLER),
@@ -168,9 +181,9 @@ MUTATIONS = [
              SAMPLER),
     Mutation("rollout_prompts_tiled_not_repeated", _ROLLOUT,
              "pt = np.repeat(self.prompt_tokens, n, axis=0)\n    pm = np.repeat(self.prompt_mask, n, axis=0)",
-             "pt = np.tile(self.prompt_tokens, (n, 1))\n    pm = np.tile(self.prompt_mask, (n, 1))", SAMPLER + LOOP),
+             "pt = np.tile(self.prompt_tokens, (n, 1))\n    pm = np.tile(self.prompt_mask, (n, 1))", (CONSISTENCY,) + LOOP),
     Mutation("rollout_old_logp_zero", _ROLLOUT, "\"old_logp\": self.logp}", "\"old_logp\": 0 * self.logp}",
-             SAMPLER + LOOP),
+             (CONSISTENCY,) + LOOP),
 ]
 
 
@@ -186,8 +199,9 @@ def check_snippets(root: pathlib.Path = REPO) -> list[str]:
     if m.old == m.new:
       problems.append(f"{m.name}: replacement equals the original")
     for t in m.tests:
-      if not (root / t.split("::")[0]).is_file():
-        problems.append(f"{m.name}: no test file {t}")
+      file, _, test = t.partition("::")
+      if not (root / file).is_file() or (test and f"def {test}(" not in (root / file).read_text()):
+        problems.append(f"{m.name}: no test {t}")
   return problems
 
 
@@ -230,6 +244,7 @@ def main():
   ap.add_argument("-k", default="", help="only mutations whose name contains this")
   ap.add_argument("--list", action="store_true")
   ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutation")
+  ap.add_argument("--jobs", type=int, default=1, help="mutations tested at the same time")
   args = ap.parse_args()
   problems = check_snippets()
   if problems:
@@ -240,10 +255,10 @@ def main():
       print(f"{m.name:40s} {m.path:32s} {' '.join(m.tests)}")
     return
   results = []
-  for m in todo:
-    status, dt, first = run(m, args.timeout)
-    results.append((m, status, dt, first))
-    print(f"{status:8s} {dt:6.0f}s  {m.name:40s} {first}", flush=True)
+  with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+    for m, (status, dt, first) in zip(todo, pool.map(lambda m: run(m, args.timeout), todo)):
+      results.append((m, status, dt, first))
+      print(f"{status:8s} {dt:6.0f}s  {m.name:40s} {first}", flush=True)
   caught = sum(s == "caught" for _, s, _, _ in results)
   print(f"\n| mutation | file | issue | result | first failing test |\n|---|---|---|---|---|")
   for m, s, dt, first in results:
