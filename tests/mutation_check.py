@@ -2,7 +2,7 @@
 exercise that code, and report which bugs no test catches.
 
     python tests/mutation_check.py              # all mutations, one after another
-    python tests/mutation_check.py -k top_p     # those whose name contains 'top_p'
+    python tests/mutation_check.py -k top_p,kl  # those whose name contains 'top_p' or 'kl'
     python tests/mutation_check.py --list       # names, files and test selections only
 
 Each mutation is (name, file, exact original snippet, replacement, tests). The snippet must occur
@@ -107,7 +107,11 @@ MUTATIONS = [
              "centered_PxG = r_PxG", MATH + LOOP),
     Mutation("adv_batch_scale_uses_group_std", _ADV, "adv_PxG = centered_PxG / (r_B.std(ddof=STD_DDOF) + eps)",
              "adv_PxG = centered_PxG / (r_PxG.std(axis=1, ddof=STD_DDOF, keepdims=True) + eps)", MATH + LOOP),
+    Mutation("adv_eps_larger", _ADV, "scale: str = \"group\", eps: float = 1e-4)", "scale: str = \"group\", eps: float = 1e-2)",
+             MATH + LOOP),
     # ---- the update step
+    Mutation("step_ratio_always_one", _STEP, "loss_lib.grpo_loss(logp, mb[\"old_logp\"],",
+             "loss_lib.grpo_loss(logp, jax.lax.stop_gradient(logp),", STEP),
     Mutation("step_ignores_temperature", _STEP,
              "completion_logprobs(params, mb[\"tokens\"], mb[\"mask\"], P, cfg, temperature)",
              "completion_logprobs(params, mb[\"tokens\"], mb[\"mask\"], P, cfg)", STEP),
@@ -162,7 +166,13 @@ MUTATIONS = [
              "return r_PxG.max(axis=1) >= r_PxG.min(axis=1)", ("tests/test_grpo_math.py",) + LOOP_E2E),
     Mutation("dynamic_sampling_takes_last_groups", _DS, "groups = self._kept[:self.num_groups]",
              "groups = self._kept[-self.num_groups:]", ("tests/test_grpo_math.py",) + LOOP_E2E),
+    Mutation("loop_dynamic_sampling_ignores_ready", _TRAIN, "if buf.ready or rounds >= tcfg.max_sampling_rounds:",
+             "if rounds >= tcfg.max_sampling_rounds:", LOOP_E2E),
     # ---- sampler and rollout
+    Mutation("sampler_same_key_every_step", _SAMPLER, "next_token(logits, jax.random.fold_in(key, step), scfg)",
+             "next_token(logits, key, scfg)", SAMPLER + (_S + "each_decode_step_draws_fresh_randomness",)),
+    Mutation("sampler_prompts_right_padded", _SAMPLER, "toks[i, P - len(p):] = p\n      mask[i, P - len(p):] = True",
+             "toks[i, :len(p)] = p\n      mask[i, :len(p)] = True", SAMPLER),
     Mutation("sampler_top_k_keeps_one_more", _SAMPLER, "kth = jax.lax.top_k(logits, scfg.top_k)[0][..., -1:]",
              "kth = jax.lax.top_k(logits, scfg.top_k + 1)[0][..., -1:]", SAMPLER),
     Mutation("sampler_top_p_drops_crossing_token", _SAMPLER,
@@ -215,6 +225,32 @@ def _copy_repo(dst: pathlib.Path):
       shutil.copy2(src, dst / f)
 
 
+def _pytest(root: pathlib.Path, tests, timeout_s: float, *flags) -> tuple[int | None, float, str]:
+  """(return code or None on timeout, seconds, the first failing test or pytest's last line)."""
+  env = dict(os.environ, PYTHONPATH=str(root),
+             R1JAX_SHARED_DATA=os.environ.get("R1JAX_SHARED_DATA", str(REPO.parent / "shared" / "data")))
+  t0 = time.perf_counter()
+  try:
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *flags, *tests],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s)
+  except subprocess.TimeoutExpired:
+    return None, time.perf_counter() - t0, ""
+  lines = out.stdout.strip().splitlines()
+  failed = [l for l in lines if l.startswith(("FAILED", "ERROR"))]
+  return out.returncode, time.perf_counter() - t0, (failed[0] if failed else (lines[-1] if lines else ""))
+
+
+def baseline(todo, timeout_s: float) -> None:
+  """Every selected test passes on the unmutated code; otherwise a failure would count as a catch."""
+  tests = sorted({t for m in todo for t in m.tests})
+  with tempfile.TemporaryDirectory(prefix="mut_baseline_") as d:
+    _copy_repo(pathlib.Path(d))
+    rc, dt, last = _pytest(pathlib.Path(d), tests, timeout_s)
+  if rc != 0:
+    raise SystemExit(f"baseline: the selected tests do not pass on the unmutated code ({last}); fix that first")
+  print(f"baseline  {dt:6.0f}s  {len(tests)} selections pass unmutated: {last}", flush=True)
+
+
 def run(m: Mutation, timeout_s: float) -> tuple[str, float, str]:
   """('caught' | 'MISSED' | 'timeout', seconds, the first failing test or pytest's last line)."""
   with tempfile.TemporaryDirectory(prefix=f"mut_{m.name}_") as d:
@@ -225,35 +261,28 @@ def run(m: Mutation, timeout_s: float) -> tuple[str, float, str]:
     if text.count(m.old) != 1:
       raise SystemExit(f"{m.name}: snippet not found exactly once in {m.path}; update MUTATIONS")
     target.write_text(text.replace(m.old, m.new))
-    env = dict(os.environ, PYTHONPATH=str(root),
-               R1JAX_SHARED_DATA=os.environ.get("R1JAX_SHARED_DATA", str(REPO.parent / "shared" / "data")))
-    t0 = time.perf_counter()
-    try:
-      out = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests],
-                           cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-      return "timeout", time.perf_counter() - t0, ""
-    dt = time.perf_counter() - t0
-    lines = out.stdout.strip().splitlines()
-    failed = [l for l in lines if l.startswith(("FAILED", "ERROR"))]
-    return ("caught" if out.returncode != 0 else "MISSED"), dt, (failed[0] if failed else (lines[-1] if lines else ""))
+    rc, dt, first = _pytest(root, m.tests, timeout_s, "-x")
+  return ("timeout" if rc is None else "caught" if rc != 0 else "MISSED"), dt, first
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("-k", default="", help="only mutations whose name contains this")
+  ap.add_argument("-k", default="", help="only mutations whose name contains one of these (comma-separated)")
   ap.add_argument("--list", action="store_true")
   ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutation")
   ap.add_argument("--jobs", type=int, default=1, help="mutations tested at the same time")
+  ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the selections")
   args = ap.parse_args()
   problems = check_snippets()
   if problems:
     raise SystemExit("\n".join(problems))
-  todo = [m for m in MUTATIONS if args.k in m.name]
+  todo = [m for m in MUTATIONS if any(k in m.name for k in args.k.split(","))]
   if args.list:
     for m in todo:
       print(f"{m.name:40s} {m.path:32s} {' '.join(m.tests)}")
     return
+  if not args.no_baseline:
+    baseline(todo, args.timeout)
   results = []
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
     for m, (status, dt, first) in zip(todo, pool.map(lambda m: run(m, args.timeout), todo)):

@@ -263,7 +263,8 @@ def test_loop_dynamic_sampling_keeps_informative_groups_with_their_rewards(tmp_p
   c = 0
   for s, u in enumerate(updates):
     kept = []  # the informative groups of this step's rounds, in the order drawn
-    for questions, ro in calls[c:c + rounds[s]]:
+    for n, (questions, ro) in enumerate(calls[c:c + rounds[s]]):
+      assert len(kept) < 4, f"step {s + 1}: round {n + 1} sampled after 4 informative groups were held"
       want, total = _expected(questions, ro, "none", 0.0)
       by_group = list(want.items())
       for p, q in enumerate(questions):

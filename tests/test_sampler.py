@@ -263,3 +263,15 @@ def test_generated_first_tokens_follow_the_model_distribution(params):
   _assert_frequencies(out["tokens"][:, 0], want, "generate")
   lp = logits / 0.7 - np.log(np.exp(logits / 0.7 - (logits / 0.7).max()).sum()) - (logits / 0.7).max()
   np.testing.assert_allclose(out["logp"][:, 0], lp[out["tokens"][:, 0]], atol=2e-5)
+
+
+def test_each_decode_step_draws_fresh_randomness():
+  """Near-uniform logits (a model of tiny weights): consecutive sampled tokens coincide about 1/V
+  of the time, as independent draws do; reusing one key at every step would repeat the first."""
+  flat = M.init_params(jax.random.key(0), CFG, std=1e-4)
+  scfg = S.SamplingConfig(max_new_tokens=12, temperature=1.0, num_samples=64, prompt_buckets=(8,))
+  toks, mask = S.pad_prompts([[5, 9, 3]], scfg.prompt_buckets, pad_id=0)
+  out = jax.device_get(S.generate(flat, toks, mask, jax.random.key(13), CFG, scfg))["tokens"]
+  same = (out[:, 1:] == out[:, :-1]).mean()
+  assert same < 4 / CFG.vocab_size, same  # 704 pairs: ~7 expected at 1/V, 704 if the key repeats
+  assert len(np.unique(out)) > CFG.vocab_size // 2
