@@ -10,12 +10,9 @@ sampler's own (ratio 1), and each completion sits behind its own prompt.
 
 Row layout: prompt (left-padded to P) then N completion tokens; R = prompts x G rows.
 """
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import model as M
@@ -165,7 +162,7 @@ def _expected(questions, ro, scale, overlong_weight):
   total = r + overlong_weight * _overlong(ro.length)
   adv = _advantages(total.reshape(-1, G), scale).reshape(-1)
   keys = [(questions[i // G], text) for i, text in enumerate(ro.texts)]
-  return {k: (a, tt, i) for i, (k, a, tt) in enumerate(zip(keys, adv, total))}, total
+  return {k: (a, t, i) for i, (k, a, t) in enumerate(zip(keys, adv, total))}, total
 
 
 def test_sampled_logprobs_are_the_trainers_and_rows_keep_their_prompts():
@@ -175,8 +172,8 @@ def test_sampled_logprobs_are_the_trainers_and_rows_keep_their_prompts():
   holds prompt r // G."""
   params = M.init_params(jax.random.key(1), CFG, std=0.3)
   prompts = [[5, 9, 3], [7, 8, 10, 11, 12, 13, 4], [20, 21, 22, 23, 24]]
-  scfg = S.SamplingConfig(max_new_tokens=N, temperature=0.7, num_samples=G, prompt_buckets=(8,), pad_id=PAD)
-  scfg = dataclasses.replace(scfg, eos_ids=(EOS,))
+  scfg = S.SamplingConfig(max_new_tokens=N, temperature=0.7, num_samples=G, prompt_buckets=(8,), pad_id=PAD,
+                          eos_ids=(EOS,))
   ro = rollout.sample(params, prompts, jax.random.key(2), CFG, scfg, TOK, batch_size=4)
   assert ro.truncated.any() and not ro.truncated.all()  # some rows stopped at EOS
   b = ro.train_batch(G)
