@@ -231,7 +231,7 @@ def _pytest(root: pathlib.Path, tests, timeout_s: float, *flags) -> tuple[int | 
              R1JAX_SHARED_DATA=os.environ.get("R1JAX_SHARED_DATA", str(REPO.parent / "shared" / "data")))
   t0 = time.perf_counter()
   try:
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *flags, *tests],
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *flags, *tests],
                          cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s)
   except subprocess.TimeoutExpired:
     return None, time.perf_counter() - t0, ""
