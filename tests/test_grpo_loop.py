@@ -127,11 +127,15 @@ def _run(tmp_path, monkeypatch, *, steps, gcfg, tcfg_kw, lr=1e-2):
     out = train.run_grpo(
         model_cfg=CFG, params=params, tokenizer=TOK, examples=EXAMPLES,
         reward_specs=[combine.RewardSpec("example", example_reward)], template="{prompt}",
+        # A reward call's limit includes unpickling example_reward, i.e. importing this module
+        # (and jax) in a fresh worker: seconds on a loaded machine. Nothing here hangs.
         tcfg=train.TrainConfig(steps=steps, prompts_per_step=4, max_prompt_len=16, progress=False, reward_workers=1,
-                               overlong_buffer=C, **tcfg_kw),
+                               reward_timeout_s=300.0, overlong_buffer=C, **tcfg_kw),
         gcfg=gcfg, ocfg=TS.OptimConfig(learning_rate=lr, weight_decay=0.0), scfg=scfg,
         ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=100, keep=1), mesh=mesh,
         workdir=tmp_path)
+  for m in out["history"]:
+    assert m["rewards/example/timeouts"] == 0 and m["rewards/example/errors"] == 0
   return out, sampler.calls, updates, init
 
 
