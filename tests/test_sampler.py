@@ -187,3 +187,91 @@ def test_pallas_cached_attention_equals_xla():
   f32 = lambda x: x.astype(jnp.float32)
   want = M.cached_attention(f32(q), f32(k), f32(v), jnp.ones((B, 1), bool), f32(ck), f32(cv), cmask)
   np.testing.assert_allclose(np.asarray(f32(got)), np.asarray(want), atol=3e-2, rtol=3e-2)
+
+
+# ----------------------------------------------------------------------------- the sampling distribution
+
+
+def _truncated_softmax(logits_V, temperature, top_k=0, top_p=1.0):
+  """NumPy reference: softmax(logits / T), keep the k most likely, renormalize, then keep the
+  smallest most-likely set whose mass reaches top_p (the token that crosses p included)."""
+  z = np.asarray(logits_V, np.float64) / temperature
+  p = np.exp(z - z.max())
+  p /= p.sum()
+  order = np.argsort(-z, kind="stable")
+  if top_k:
+    p[order[top_k:]] = 0.0
+    p /= p.sum()
+  if top_p < 1.0:
+    before = np.cumsum(p[order]) - p[order]  # mass of the more likely tokens
+    p[order[before >= top_p]] = 0.0
+    p /= p.sum()
+  return p
+
+
+def _assert_frequencies(tokens, probs, what):
+  """Chi-square goodness of fit on the kept tokens (p-value ~1e-6 threshold), nothing outside."""
+  n = len(tokens)
+  counts = np.bincount(np.asarray(tokens), minlength=len(probs))
+  assert counts[probs == 0].sum() == 0, (what, np.nonzero(counts * (probs == 0))[0])
+  kept = probs > 0
+  chi2 = ((counts[kept] - n * probs[kept]) ** 2 / (n * probs[kept])).sum()
+  df = max(int(kept.sum()) - 1, 1)
+  z = 4.75  # one-sided normal quantile of 1e-6; Wilson-Hilferty approximation of the chi2 quantile
+  limit = df * (1 - 2 / (9 * df) + z * np.sqrt(2 / (9 * df))) ** 3
+  assert chi2 < limit, (what, chi2, limit, counts / n, probs)
+
+
+_LOGITS = np.array([0.3, -1.0, 2.0, -0.5, 1.0, -2.0, 1.5, 0.0], np.float32)  # shuffled: sorting matters
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p,kept", [
+    (0.7, 0, 1.0, 8),
+    (1.3, 3, 1.0, 3),  # exactly k kept
+    (1.0, 0, 0.75, 3),  # cumulative 0.41, 0.66, 0.81: the third token crosses p and is kept
+    (1.3, 4, 0.85, 3),  # top-k first (mass renormalized over 4), then top-p: 0.41, 0.70, 0.89
+    (0.7, 0, 0.4, 1),  # the most likely token alone holds more than p
+])
+def test_next_token_frequencies_match_truncated_softmax(temperature, top_k, top_p, kept):
+  n = 40000
+  want = _truncated_softmax(_LOGITS, temperature, top_k, top_p)
+  assert (want > 0).sum() == kept
+  scfg = S.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+  logits = jnp.broadcast_to(jnp.asarray(_LOGITS), (n, len(_LOGITS)))
+  tok = np.asarray(jax.jit(S.next_token, static_argnums=2)(logits, jax.random.key(11), scfg))
+  _assert_frequencies(tok, want, (temperature, top_k, top_p))
+
+
+def test_greedy_next_token_is_the_argmax():
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=(16, 50)), jnp.float32)
+  got = S.next_token(logits, jax.random.key(0), S.SamplingConfig(temperature=0.0))
+  np.testing.assert_array_equal(got, np.argmax(np.asarray(logits), -1))
+
+
+def test_generated_first_tokens_follow_the_model_distribution(params):
+  """Through `generate`: many samples of one prompt's first completion token are distributed as
+  the teacher-forced softmax(logits / 0.7) truncated to top-k 12 and top-p 0.9, and each returned
+  log-prob is the untruncated temperature-scaled log-prob of its token."""
+  prompt = [5, 9, 3, 17]
+  n = 6000
+  scfg = S.SamplingConfig(max_new_tokens=1, temperature=0.7, top_k=12, top_p=0.9, num_samples=n, prompt_buckets=(8,))
+  toks, mask = S.pad_prompts([prompt], scfg.prompt_buckets, pad_id=0)
+  out = jax.device_get(S.generate(params, toks, mask, jax.random.key(12), CFG, scfg))
+  logits = _teacher_forced_logits(params, prompt)[-1].astype(np.float64)
+  want = _truncated_softmax(logits, 0.7, 12, 0.9)
+  assert 2 <= (want > 0).sum() <= 12
+  _assert_frequencies(out["tokens"][:, 0], want, "generate")
+  lp = logits / 0.7 - np.log(np.exp(logits / 0.7 - (logits / 0.7).max()).sum()) - (logits / 0.7).max()
+  np.testing.assert_allclose(out["logp"][:, 0], lp[out["tokens"][:, 0]], atol=2e-5)
+
+
+def test_each_decode_step_draws_fresh_randomness():
+  """Near-uniform logits (a model of tiny weights): consecutive sampled tokens coincide about 1/V
+  of the time, as independent draws do; reusing one key at every step would repeat the first."""
+  flat = M.init_params(jax.random.key(0), CFG, std=1e-4)
+  scfg = S.SamplingConfig(max_new_tokens=12, temperature=1.0, num_samples=64, prompt_buckets=(8,))
+  toks, mask = S.pad_prompts([[5, 9, 3]], scfg.prompt_buckets, pad_id=0)
+  out = jax.device_get(S.generate(flat, toks, mask, jax.random.key(13), CFG, scfg))["tokens"]
+  same = (out[:, 1:] == out[:, :-1]).mean()
+  assert same < 4 / CFG.vocab_size, same  # 704 pairs: ~7 expected at 1/V, 704 if the key repeats
+  assert len(np.unique(out)) > CFG.vocab_size // 2
