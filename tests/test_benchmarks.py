@@ -25,24 +25,6 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   assert r["memory"]["optimizer_state"] == 2 * r["memory"]["params"] + 8  # AdamW mu, nu (+ count)
 
 
-def test_named_configs_benchmark_runs_the_documented_command(tmp_path):
-  """The GPU measurement of the named configs, at tiny shapes: checkpoint built, command run, table read."""
-  out = tmp_path / "named.json"
-  short = ("--config.train.prompts_per_step=2 --config.grpo.num_generations=2 --config.grpo.num_minibatches=1 "
-           "--config.grpo.max_completion_length=8 --config.eval.max_new_tokens=8 --config.data.num_train=8 "
-           "--config.eval.batch_size=2 --config.model.logits_chunk=256 --config.train.reward_workers=2")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "named_configs.py"), "--names", "qwen2.5-0.5b",
-                      "--tiny", "--steps", "2", "--extra", short, "--out", str(out)],
-                     capture_output=True, text=True, env=env, timeout=900)
-  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-  (r,) = json.loads(out.read_text())["results"]
-  assert r["returncode"] == 0, r.get("error")
-  assert r["plan"]["remat"] == "none" and r["plan"]["grad_accum"] == 1  # CPU: no limit, the cheapest
-  assert r["step_s"] >= r["update_s"] > 0 and r["tokens_per_s"] > 0
-  assert "| qwen2.5-0.5b | none | 1 |" in p.stdout
-
-
 def test_code_sandbox_benchmark_runs_and_reports(tmp_path):
   out = tmp_path / "code.json"
   env = dict(os.environ, PYTHONPATH=str(ROOT))
