@@ -92,9 +92,14 @@ def test_partial_credit_counts_passed_tests():
 
 @pytest.fixture
 def sentinels():
-  """A root-owned file (0644) in a root-owned directory (0755), in /tmp and beside the repo."""
+  """A root-owned file (0644) in a root-owned directory (0755), in /tmp and outside every folder the
+  sandbox replaces with a private tmpfs (beside the repo, or /srv when the checkout lives in /tmp,
+  where the program would not even see it)."""
   made = []
-  for parent in (tempfile.gettempdir(), str(REPO)):
+  private = ("/tmp", "/var/tmp", "/dev/shm")
+  outside = next(d for d in (str(REPO), "/srv", "/opt", "/mnt")
+                 if not d.startswith(private) and os.path.isdir(d) and os.access(d, os.W_OK))
+  for parent in (tempfile.gettempdir(), outside):
     d = pathlib.Path(tempfile.mkdtemp(prefix="r1jax-sentinel-", dir=parent))
     d.chmod(0o755)
     f = d / "sentinel.txt"
