@@ -2,6 +2,7 @@
 shell, cross-section checks before any work, one-line errors with exit status 2."""
 import dataclasses
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -159,17 +160,31 @@ def test_evaluate_config_fields_are_settable():
                                            cfg[head], head), field) == value, path
 
 
-@pytest.mark.parametrize("argv, message", [
+ERRORS = [
     (["--config.grpo.loss_type=foo"], "grpo.loss_type='foo' is not one of"),
-    (["--config.grpo.nope=1"], "unknown config field 'grpo.nope'"),
-    (["--config.grpo.beta=abc"], "--config.grpo.beta=abc: could not convert"),
     (["--config.grpo.num_minibatches=5"], "128 rows must split into grpo.num_minibatches=5"),
     (["--config.sampling.max_new_tokens=64"], "sampling.max_new_tokens=64 must equal grpo.max_completion_length=40"),
     (["--config.model.n_heads=3"], "model.n_heads=3 must be a multiple of model.n_kv_heads=2"),
     (["--config.data.source=jsonl", "--config.data.path=/nonexistent.jsonl"], "data.path='/nonexistent.jsonl': no such"),
     (["--config.grpo.grad_accum=zero"], "grpo.grad_accum='zero' must be 'auto' or an int >= 1"),
-    ([f"--config={R1_ZERO}:nope"], "config name 'nope' is not one of"),
     ([f"--config={R1_ZERO}:qwen2.5-0.5b"], "model.hf_checkpoint='' but model.preset='qwen2.5-0.5b'"),
+]
+"""Errors `validate` raises (checked in-process below; the first also through the shell)."""
+
+
+@pytest.mark.parametrize("argv, message", ERRORS)
+def test_validate_names_the_field_the_value_and_what_is_allowed(argv, message):
+  first = [a for a in argv if a.startswith("--config=")]
+  cfg = parse(first[0].split("=", 1)[1] if first else R1_ZERO, [a for a in argv if a not in first])
+  with pytest.raises(ValueError, match=re.escape(message)):
+    experiment.validate(cfg)
+
+
+@pytest.mark.parametrize("argv, message", [
+    ERRORS[0],
+    (["--config.grpo.nope=1"], "unknown config field 'grpo.nope'"),
+    (["--config.grpo.beta=abc"], "--config.grpo.beta=abc: could not convert"),
+    ([f"--config={R1_ZERO}:nope"], "config name 'nope' is not one of"),
     (["extra_positional"], "unexpected arguments"),
 ])
 def test_config_errors_are_one_line_with_status_2_before_any_work(tmp_path, argv, message):
