@@ -22,4 +22,4 @@ def get_config():
 
 
 if __name__ == "__main__":
-  experiment.main(get_config, check=experiment.validate_evaluation, run_fn=experiment.run_evaluation)
+  experiment.main(check=experiment.validate_evaluation, run_fn=experiment.run_evaluation)

@@ -92,4 +92,4 @@ def sweep():
 
 
 if __name__ == "__main__":
-  experiment.main(get_config, sweep)
+  experiment.main(sweep)  # config_flags calls get_config(name) itself

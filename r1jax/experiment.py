@@ -226,7 +226,6 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
       "mesh": to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"),
       "data": to_dataclass(datasets_lib.DataConfig, cfg.data, "data"),
       "pretrain": pre,
-      "pretrain_optim": pre.optim,
       "sampling": to_dataclass(SamplingConfig, samp, "sampling"),
       "grpo": gcfg,
       "optim": to_dataclass(train_step.OptimConfig, cfg.optim.to_dict() | {
@@ -257,7 +256,7 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   return out
 
 
-def main(get_config, sweep=None, *, check=None, run_fn=None) -> None:
+def main(sweep=None, *, check=None, run_fn=None) -> None:
   """`__main__` of an experiment file: --config (this file, or `FILE:NAME` for a named config),
   --sweep_index. A config error (raised by `check`, default `validate`) prints one line and
   exits with status 2 before anything is built."""
@@ -265,7 +264,6 @@ def main(get_config, sweep=None, *, check=None, run_fn=None) -> None:
   from absl import app, flags
   from ml_collections import config_flags
 
-  del get_config  # config_flags calls the module's get_config(name) itself
   def fail(msg):
     print(f"config error: {msg}", file=sys.stderr)
     sys.exit(2)
@@ -507,7 +505,8 @@ def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
   parts["grpo"] = dataclasses.replace(gcfg, grad_accum=plan.grad_accum)
   summary = plan.summary() | {"asked": {"model.remat": remat, "grpo.grad_accum": parts["grad_accum"]}}
   (workdir / "memory_plan.json").write_text(json.dumps(summary, indent=1))
-  measured = (f"; train state {plan.state_bytes / memory.GiB:.2f} GiB per device, peaks "
+  measured = (f"; train state {plan.state_bytes / memory.GiB:.2f} GiB per device; per program (arguments + "
+              "temporaries + outputs) "
               + ", ".join(f"{k} {v.peak / memory.GiB:.2f} GiB" for k, v in plan.phases.items())) if plan.phases else ""
   print(f"memory plan: model.remat={plan.remat} grpo.grad_accum={plan.grad_accum} ({plan.reason}){measured}")
   return summary

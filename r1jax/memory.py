@@ -12,7 +12,7 @@ the knobs that would help.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -155,18 +155,14 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
                                  sharding=train_step.batch_sharding(mesh) if prompts_per_step % shards == 0 else None)
   pmask = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.bool_, sharding=prompts.sharding)
   key = jax.eval_shape(lambda: jax.random.key(0))
-  gen_params = state["params"]
   phases["generate"] = _phase("generate", sampler_lib.generate.lower(
-      gen_params, prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
-  full_batch = _batch(rows, P, N, mesh, with_ref)
+      state["params"], prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
   if with_ref:
     phases["reference"] = _phase("reference", train_step.make_logprob_fn(base, temperature).lower(
-        state["ref_params"], full_batch).compile())
-  other = state_bytes - per_device(state["params"]) - (per_device(state["ref_params"]) if with_ref else 0)
-  # generate's and reference's arguments are the parameters; the rest of the state stays resident.
-  fixed_peaks = {k: v.peak + other + (per_device(state["params"]) if k == "reference" else 0)
-                 + (per_device(state["ref_params"]) if with_ref and k == "generate" else 0)
-                 for k, v in phases.items()}
+        state["ref_params"], _batch(rows, P, N, mesh, with_ref)).compile())
+  # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
+  params_bytes = per_device(state["params"])
+  fixed_peaks = {k: v.peak + state_bytes - params_bytes for k, v in phases.items()}
   for k, pk in fixed_peaks.items():
     if pk > budget:
       raise DoesNotFitError(
@@ -177,13 +173,13 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
           f"or add devices (mesh.fsdp)")
   tried = []
   upd_state = {k: v for k, v in state.items() if k != "ref_params"}
-  ref_bytes = per_device(state["ref_params"]) if with_ref else 0
+  ref_bytes = params_bytes if with_ref else 0
   mb = _batch(rows_update, P, N, mesh, with_ref)
+  shardings = jax.tree.map(lambda x: x.sharding, upd_state)
   for r in remats:
     for a in accums:
       cfg = dataclasses.replace(model_cfg, remat=r)
       g = dataclasses.replace(gcfg, grad_accum=a)
-      shardings = jax.tree.map(lambda x: x.sharding, upd_state)
       step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
       ph = _phase("update", step.lower(upd_state, mb).compile())
       peak = ph.peak + ref_bytes
