@@ -6,7 +6,8 @@ one's arguments, outputs and temporaries. The train state (parameters, AdamW mom
 stays resident throughout, so a phase's peak is the state plus what the phase adds. With
 `model.remat='auto'` and / or `grpo.grad_accum='auto'` the planner walks the settings from the
 cheapest (no recompute, the whole minibatch at once) to the most frugal and takes the first that
-fits in the device's memory; where nothing fits it raises before any work, naming the sizes and
+fits in the device's memory (per remat setting, its most frugal grad_accum is compiled first: if that
+does not fit the setting is skipped, else the fewest micro-batches that fit are found by bisection); where nothing fits it raises before any work, naming the sizes and
 the knobs that would help.
 """
 from __future__ import annotations
@@ -176,22 +177,35 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   ref_bytes = params_bytes if with_ref else 0
   mb = _batch(rows_update, P, N, mesh, with_ref)
   shardings = jax.tree.map(lambda x: x.sharding, upd_state)
-  for r in remats:
-    for a in accums:
+  measured: dict = {}
+
+  def fits(r: str, a: int) -> bool:
+    if (r, a) not in measured:
       cfg = dataclasses.replace(model_cfg, remat=r)
       g = dataclasses.replace(gcfg, grad_accum=a)
       step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
       ph = _phase("update", step.lower(upd_state, mb).compile())
       peak = ph.peak + ref_bytes
-      fits = peak <= budget
-      tried.append({"remat": r, "grad_accum": a, "update_peak_gib": peak / GiB, "fits": fits})
+      measured[r, a] = (ph, peak, peak <= budget)
+      tried.append({"remat": r, "grad_accum": a, "update_peak_gib": peak / GiB, "fits": peak <= budget})
       log(f"memory plan: remat={r} grad_accum={a}: update peak {peak / GiB:.2f} GiB per device"
-          + f" of {budget / GiB:.2f} GiB -> {'fits' if fits else 'too large'}")
-      if fits:
-        phases["update"] = ph
-        why = (f"the cheapest setting whose peak ({max([peak] + list(fixed_peaks.values())) / GiB:.2f} GiB) "
-               f"fits {budget / GiB:.2f} GiB")
-        return Plan(r, a, limit, state_bytes, phases, tried, why)
+          + f" of {budget / GiB:.2f} GiB -> {'fits' if peak <= budget else 'too large'}")
+    return measured[r, a][2]
+
+  # Per remat: if its most frugal grad_accum does not fit, none does (one compile, not one per
+  # option); otherwise bisect for the fewest micro-batches that fit (peak falls with grad_accum).
+  for r in remats:
+    if not fits(r, accums[-1]):
+      continue
+    lo, hi = 0, len(accums) - 1
+    while lo < hi:
+      mid = (lo + hi) // 2
+      lo, hi = (lo, mid) if fits(r, accums[mid]) else (mid + 1, hi)
+    ph, peak, _ = measured[r, accums[hi]]
+    phases["update"] = ph
+    why = (f"the cheapest setting whose peak ({max([peak] + list(fixed_peaks.values())) / GiB:.2f} GiB) "
+           f"fits {budget / GiB:.2f} GiB")
+    return Plan(r, accums[hi], limit, state_bytes, phases, tried, why)
   raise DoesNotFitError(
       f"no setting fits: the update needs >= {min(t['update_peak_gib'] for t in tried):.2f} GiB per device "
       f"(tried remat {list(remats)} x grad_accum {accums}; train state {state_bytes / GiB:.2f} GiB) but the "
