@@ -93,7 +93,7 @@ def run_r1jax(a, ceil):
     times, temps = [], {}
     for i in range(a.steps + 1):
       t0 = time.perf_counter()
-      out = gen(state["params"], prompts, pmask, jax.random.key(i))
+      out = gen(state.params, prompts, pmask, jax.random.key(i))
       jax.block_until_ready(out["tokens"])
       t1 = time.perf_counter()
       assert int(out["mask"].sum()) == R * a.new_tokens, "every row must generate new_tokens tokens"
@@ -106,7 +106,7 @@ def run_r1jax(a, ceil):
       jax.block_until_ready(batch["ref_logp"])
       t2 = time.perf_counter()
       if i == 0:
-        temps = {"generate": temp_bytes(gen, state["params"], prompts, pmask, jax.random.key(0)),
+        temps = {"generate": temp_bytes(gen, state.params, prompts, pmask, jax.random.key(0)),
                  "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, batch)}
       state, m = update(state, batch)
       jax.block_until_ready(m["loss"])
@@ -134,7 +134,7 @@ def run_r1jax(a, ceil):
             "tokens_per_s": R * T / tot, "generated_tokens_per_s": R * a.new_tokens / gen_s,
             "decode_roofline_frac": (w_bytes + kv_step) / ceil["copy_bandwidth_Bps"] / decode_step_s,
             "update_mfu": upd_flops / upd_s / ceil["bf16_matmul_flops"] if ceil["bf16_matmul_flops"] else None,
-            "memory": {"params": nbytes(state["params"]), "optimizer_state": nbytes(state["opt_state"]),
+            "memory": {"params": nbytes(state.params), "optimizer_state": nbytes(state.opt_state),
                        "reference": nbytes(ref), "kv_cache": kv_cache,
                        "temp_generate": temps.get("generate"), "temp_ref_logprobs": temps.get("ref_logprobs"),
                        "temp_update": temps.get("update")},
