@@ -56,10 +56,15 @@ def build_checkpoint(name: str, out: pathlib.Path, tiny: bool) -> pathlib.Path:
   return out
 
 
-def run_one(name: str, steps: int, work: pathlib.Path, tiny: bool, extra: list[str], timeout: int) -> dict:
+def run_one(name: str, steps: int, work: pathlib.Path, tiny: bool, extra: list[str], timeout: int,
+            ckpt_root: str = "") -> dict:
   t0 = time.time()
-  ckpt = build_checkpoint(name, work / f"hf-{name}", tiny)
+  ckpt = pathlib.Path(ckpt_root or work) / f"hf-{name}"
+  if not (ckpt_root and (ckpt / "config.json").exists()):  # a kept checkpoint is reused
+    build_checkpoint(name, ckpt, tiny)
   build_s = time.time() - t0
+  if steps == 0:
+    return {"name": name, "build_s": build_s, "checkpoint": str(ckpt)}
   run = work / f"run-{name}"
   cmd = [sys.executable, str(REPO / "experiments" / "r1_zero.py"), f"--config={REPO}/experiments/r1_zero.py:{name}",
          f"--config.model.hf_checkpoint={ckpt}", f"--config.workdir={run}", f"--config.train.steps={steps}",
@@ -95,15 +100,17 @@ def main():
   ap.add_argument("--extra", default="", help="extra --config overrides, space separated")
   ap.add_argument("--out", default="")
   ap.add_argument("--timeout", type=int, default=3600, help="seconds per named run")
+  ap.add_argument("--ckpt_root", default="", help="keep the built checkpoints here and reuse them "
+                  "(--steps 0: only build)")
   args = ap.parse_args()
   results = []
   with tempfile.TemporaryDirectory() as d:
     for name in args.names.split(","):
-      r = run_one(name, args.steps, pathlib.Path(d), args.tiny, args.extra.split(), args.timeout)
+      r = run_one(name, args.steps, pathlib.Path(d), args.tiny, args.extra.split(), args.timeout, args.ckpt_root)
       results.append(r)
       if args.out:  # after every run, so a later one that overruns loses nothing
         pathlib.Path(args.out).write_text(json.dumps({"results": results}, indent=1))
-      shutil.rmtree(pathlib.Path(d) / f"hf-{name}", ignore_errors=True)
+      shutil.rmtree(pathlib.Path(d) / f"hf-{name}", ignore_errors=True)  # kept under --ckpt_root
       print(json.dumps({k: v for k, v in r.items() if k != "plan"} | (
           {"remat": r["plan"]["remat"], "grad_accum": r["plan"]["grad_accum"]} if "plan" in r else {})), flush=True)
   print("| config | remat | grad_accum | step s | generate s | update s | tokens/s | peak GiB |")
@@ -112,7 +119,7 @@ def main():
     if "plan" in r:
       print(f"| {r['name']} | {r['plan']['remat']} | {r['plan']['grad_accum']} | {r['step_s']:.2f} | "
             f"{r['generate_s']:.2f} | {r['update_s']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.1f} |")
-    else:
+    elif "returncode" in r:
       print(f"| {r['name']} | failed (rc {r['returncode']}) | | | | | | |")
 
 
