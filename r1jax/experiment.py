@@ -34,7 +34,9 @@ from r1jax import templates
 from r1jax import tokenizer as tok_lib
 from r1jax import train
 from r1jax import train_step
-from r1jax.stages import context
+from r1jax import curation
+from r1jax.sft import loop as sft_loop
+from r1jax.stages import cold_start_data, context, distill, rejection_sampling, reward_model, rl_all
 from r1jax.stages.average import AverageConfig
 from r1jax.stages.pretrain import PretrainConfig
 from r1jax import config as config_lib
@@ -88,6 +90,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = config_lib.section(harness.EvalConfig)
   c.checkpoint = config_lib.section(ckpt_lib.CheckpointConfig, derived=("directory",))
   c.average = config_lib.section(AverageConfig)
+  return c
+
+
+R1_SECTIONS = {"r1": stages_lib.R1Config, "cold_start": cold_start_data.ColdStartConfig,
+               "curation": curation.FilterConfig, "sft": sft_loop.SFTConfig,
+               "rejection": rejection_sampling.RejectionConfig, "reward_model": reward_model.RewardModelConfig,
+               "rl_all": rl_all.RLAllConfig, "distill": distill.DistillConfig}
+"""The sections experiments/r1.py adds to `base_config()` (one dataclass each)."""
+
+
+def r1_config() -> ml_collections.ConfigDict:
+  """experiments/r1.py's config: every base section plus the pipeline's stages'."""
+  c = base_config()
+  c.stage = "all"
+  c.workdir = "runs/r1"
+  for name, cls in R1_SECTIONS.items():
+    c[name] = config_lib.section(cls)
   return c
 
 
@@ -156,13 +175,15 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   Raises ValueError naming the field, its value and what is allowed; compiles nothing, trains
   no tokenizer and loads no weights (a checkpoint's config.json is read).
   """
-  known = set(base_config())
+  is_r1 = "r1" in cfg
+  known = set(r1_config() if is_r1 else base_config())
   unknown = sorted(set(cfg) - known)
   if unknown:
     raise ValueError(f"unknown config field(s) {unknown}; the top level takes {sorted(known)}")
   given_inputs(cfg.inputs)
-  if cfg.stage not in STAGES:
-    raise ValueError(f"stage={cfg.stage!r} is not one of {STAGES}")
+  allowed = ("all",) + stages_lib.R1_STAGES if is_r1 else STAGES
+  if cfg.stage not in allowed:
+    raise ValueError(f"stage={cfg.stage!r} is not one of {allowed}")
   if cfg.template != "r1_zero" and "{prompt}" not in cfg.template:
     raise ValueError(f"template={cfg.template[:60]!r}: use 'r1_zero' or a string with a {{prompt}} slot")
   model_cfg, remat = model_config(cfg)
@@ -198,6 +219,13 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
                                  directory=cfg.checkpoint.directory or str(pathlib.Path(cfg.workdir) / "ckpt")),
       "average": to_dataclass(AverageConfig, cfg.average, "average"),
   }
+  for name, cls in R1_SECTIONS.items():
+    if is_r1:
+      out[name] = to_dataclass(cls, cfg[name], name)
+  for field in ("cold_start.teacher", "distill.teacher"):
+    path = cfg.get(field.split(".")[0], {}).get(field.split(".")[1], "") if is_r1 else ""
+    if path and not pathlib.Path(path).is_dir():
+      raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")
   mesh_shape = out["mesh"].shape(jax.device_count())
   shards = mesh_shape[0] * mesh_shape[1]
   rows = tcfg.prompts_per_step * gcfg.num_generations
@@ -361,6 +389,59 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
           if k in base]
   print(format_table(rows, ("held-out metric", "base", "after GRPO")))
   print(f"wall time {summary['wall_seconds']:.0f} s; summary, metrics and plots in {ctx.workdir}")
+  return summary
+
+
+TABLE_ROWS = (("base", "evaluate_base"), ("R1-Zero", "evaluate_r1_zero"), ("cold start SFT", "evaluate_cold_start_sft"),
+              ("reasoning RL", "evaluate_reasoning_rl"), ("SFT of base on rejection samples", "evaluate_sft"),
+              ("RL all scenarios", "evaluate_rl_all"), ("checkpoint average", "evaluate_average"),
+              ("student base", "evaluate_student_base"), ("distilled student", "evaluate_distill"))
+TABLE_METRICS = ("pass@1", "format_rate", "language_consistency", "mean_length")
+
+
+def stage_table(workdir) -> list[tuple]:
+  """(row name, held-out pass@1, strict format rate, language consistency, mean length) of every
+  evaluation stage that has run in `workdir`."""
+  rows = []
+  for label, stage in TABLE_ROWS:
+    rec = pipeline.read_record(workdir, stage)
+    if rec is not None:
+      m = json.loads(pathlib.Path(rec["outputs"]["summary"]).read_text())
+      rows.append((label,) + tuple(m[k] for k in TABLE_METRICS))
+  return rows
+
+
+def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header: str = "after stage") -> dict:
+  """experiments/r1.py (and distill.py): the configured stage, or all of them, then the table of
+  every evaluated stage (also `<workdir>/summary.json` and `<workdir>/plots/stages.png`)."""
+  t_start = time.time()
+  if cfg.get("distributed", False):
+    distributed.initialize()
+  parts = validate(cfg)
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  ctx = context.build(cfg, parts)
+  stages = stages_fn(parts)
+  names = [s.name for s in stages]
+  if cfg.stage != "all" and cfg.stage not in names:
+    raise ValueError(f"stage={cfg.stage!r} is not part of this configuration's pipeline {names}")
+  with jax.set_mesh(ctx.mesh):
+    plan = plan_memory(parts, ctx.mesh, ctx.workdir)
+    resolved = ml_collections.ConfigDict(cfg.to_dict())
+    resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
+    (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
+    pipeline.run(ctx, stages, fingerprint(cfg), only=None if cfg.stage == "all" else {cfg.stage},
+                 given=given_inputs(cfg.inputs))
+  rows = stage_table(ctx.workdir)
+  summary = {"rows": {r[0]: dict(zip(TABLE_METRICS, r[1:])) for r in rows},
+             "stage_seconds": {n: (pipeline.read_record(ctx.workdir, n) or {}).get("wall_seconds") for n in names},
+             "wall_seconds": time.time() - t_start}
+  if cfg.stage == "all":
+    (ctx.workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+  if rows:
+    from r1jax.logger import plot_stages
+    summary["plot"] = str(plot_stages(rows, TABLE_METRICS, ctx.workdir / "plots" / "stages.png"))
+    print(format_table(rows, (f"held-out, {header}",) + TABLE_METRICS))
+  print(f"wall time {summary['wall_seconds']:.0f} s; stages, table and plot in {ctx.workdir}")
   return summary
 
 

@@ -16,14 +16,14 @@ from r1jax import model as model_lib
 from r1jax import tokenizer as tok_lib
 
 
-def _checkpointer(directory) -> ckpt_lib.Checkpointer:
+def checkpointer(directory) -> ckpt_lib.Checkpointer:
   return ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(directory), save_every=1, keep=1, async_save=False))
 
 
 def save_policy(directory, step: int, params, model_cfg: model_lib.ModelConfig, tokenizer_path: str):
   """Parameters (sharded Orbax checkpoint) plus what is needed to use them: model config and tokenizer."""
   meta = {"model": dataclasses.asdict(model_cfg), "tokenizer": str(tokenizer_path), "step": int(step)}
-  with _checkpointer(directory) as ck:
+  with checkpointer(directory) as ck:
     ck.save(step, {"params": params}, meta, force=True)
 
 
@@ -40,7 +40,7 @@ def load_policy(directory, mesh, rules=None):
     from r1jax import hf
     model_cfg, params = hf.load_hf_checkpoint(directory, mesh=mesh, rules=rules)
     return model_cfg, params, tok_lib.load_tokenizer(directory)
-  with _checkpointer(directory) as ck:
+  with checkpointer(directory) as ck:
     meta = ck.restore_meta()
     if "model" not in meta:
       raise ValueError(f"checkpoint={str(directory)!r} was not written by save_policy (its meta has no model "

@@ -14,8 +14,11 @@ from r1jax import train
 from r1jax.rewards import combine
 
 
-def run(ctx, inputs: dict, out: pathlib.Path, *, language: bool = False, extra_rewards=(), examples=None,
-        steps: int | None = None) -> dict:
+def run(ctx, inputs: dict, out: pathlib.Path, *, language: bool = False, specs=None, extra_rewards=(),
+        examples=None, steps: int | None = None) -> dict:
+  """GRPO from inputs['policy']; `language` adds the language-consistency reward, `specs` replaces
+  the rule rewards, `extra_rewards` adds others (`train.GroupCollector`), `examples` and `steps`
+  replace the training prompts and train.steps."""
   parts = ctx.parts
   model_cfg, params = ctx.load(inputs["policy"])
   rcfg = parts["rewards"]
@@ -25,7 +28,7 @@ def run(ctx, inputs: dict, out: pathlib.Path, *, language: bool = False, extra_r
   ckcfg = checkpoint_config(ctx, out)
   result = train.run_grpo(model_cfg=model_cfg, params=params, tokenizer=ctx.tokenizer,
                           examples=ctx.train_ex if examples is None else examples,
-                          reward_specs=combine.default_specs(rcfg), template=ctx.template, tcfg=tcfg,
+                          reward_specs=specs or combine.default_specs(rcfg), template=ctx.template, tcfg=tcfg,
                           gcfg=parts["grpo"], ocfg=parts["optim"], scfg=parts["sampling"], ckcfg=ckcfg,
                           mesh=ctx.mesh, workdir=out, extra_rewards=extra_rewards)
   policy = ctx.save(out / "policy", tcfg.steps, result["state"].params, model_cfg, hf_export=True)
