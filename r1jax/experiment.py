@@ -28,6 +28,7 @@ from r1jax import distributed
 from r1jax import pipeline
 from r1jax import stages as stages_lib
 from r1jax import model as model_lib
+from r1jax import policy as policy_lib
 from r1jax.policy import load_policy, save_policy  # noqa: F401 (the policy directory API)
 from r1jax import sharding
 from r1jax import templates
@@ -392,7 +393,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
   return summary
 
 
-TABLE_ROWS = (("base", "evaluate_base"), ("R1-Zero", "evaluate_r1_zero"), ("cold start SFT", "evaluate_cold_start_sft"),
+TABLE_ROWS = (("teacher", "evaluate_teacher"), ("base", "evaluate_base"), ("R1-Zero", "evaluate_r1_zero"), ("cold start SFT", "evaluate_cold_start_sft"),
               ("reasoning RL", "evaluate_reasoning_rl"), ("SFT of base on rejection samples", "evaluate_sft"),
               ("RL all scenarios", "evaluate_rl_all"), ("checkpoint average", "evaluate_average"),
               ("student base", "evaluate_student_base"), ("distilled student", "evaluate_distill"))
@@ -443,6 +444,23 @@ def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header
     print(format_table(rows, (f"held-out, {header}",) + TABLE_METRICS))
   print(f"wall time {summary['wall_seconds']:.0f} s; stages, table and plot in {ctx.workdir}")
   return summary
+
+
+def validate_distill(cfg: ml_collections.ConfigDict) -> dict:
+  """experiments/distill.py's checks: `validate`, and a teacher is given."""
+  if not cfg.distill.teacher:
+    raise ValueError("distill.teacher='' : give the teacher policy or Hugging Face directory "
+                     "(--config.distill.teacher=runs/r1/rl_all/policy)")
+  return validate(cfg)
+
+
+def run_distill(cfg: ml_collections.ConfigDict) -> dict:
+  """experiments/distill.py: the student shares the teacher's tokenizer."""
+  teacher = cfg.distill.teacher
+  if not cfg.tokenizer.path and not cfg.model.hf_checkpoint:
+    tok = teacher if policy_lib.is_hf(teacher) else policy_lib.tokenizer_path(teacher)
+    cfg = apply_overrides(cfg, {"tokenizer.path": str(tok)}, "distill")
+  return run_pipeline(cfg, stages_lib.distill_stages, "distillation")
 
 
 def evaluation_config() -> ml_collections.ConfigDict:

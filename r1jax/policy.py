@@ -7,7 +7,9 @@ safetensors) is read as a policy too, so any stage can start from either.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import shutil
 
 import jax
 
@@ -20,11 +22,23 @@ def checkpointer(directory) -> ckpt_lib.Checkpointer:
   return ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(directory), save_every=1, keep=1, async_save=False))
 
 
+def write(directory, step: int, tree: dict, meta: dict) -> None:
+  """A one-step checkpoint written beside `directory` and renamed onto it, so a directory that is
+  there is complete (a stage killed while writing, or rerun, replaces it)."""
+  directory = pathlib.Path(directory)
+  tmp = directory.with_name(directory.name + ".writing")
+  shutil.rmtree(tmp, ignore_errors=True)
+  with checkpointer(tmp) as ck:
+    ck.save(step, tree, meta, force=True)
+  if jax.process_index() == 0:
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+
+
 def save_policy(directory, step: int, params, model_cfg: model_lib.ModelConfig, tokenizer_path: str):
   """Parameters (sharded Orbax checkpoint) plus what is needed to use them: model config and tokenizer."""
   meta = {"model": dataclasses.asdict(model_cfg), "tokenizer": str(tokenizer_path), "step": int(step)}
-  with checkpointer(directory) as ck:
-    ck.save(step, {"params": params}, meta, force=True)
+  write(directory, step, {"params": params}, meta)
 
 
 def is_hf(directory) -> bool:
@@ -58,3 +72,9 @@ def model_config(meta: dict) -> model_lib.ModelConfig:
   if m.get("rope_scaling"):
     m["rope_scaling"] = model_lib.RopeScaling(**m["rope_scaling"])
   return model_lib.ModelConfig(**m)
+
+
+def tokenizer_path(directory) -> str:
+  """The tokenizer a policy directory was saved with."""
+  with checkpointer(directory) as ck:
+    return ck.restore_meta()["tokenizer"]

@@ -87,8 +87,18 @@ def r1(parts) -> list[Stage]:
   return out
 
 
+def distill_stages(parts) -> list[Stage]:
+  """experiments/distill.py: teacher policy in (distill.teacher), smaller student out, each evaluated."""
+  t = parts["distill"].teacher
+  return [Stage("evaluate_teacher", evaluate.run, "teacher/eval", {"policy": t}),
+          Stage("student_base", distill.student_base, "student_base"),
+          _eval("student_base", "student_base.policy"),
+          Stage("distill", distill.run, "distill", {"teacher": t, "student": "student_base.policy"}),
+          _eval("distill", "distill.policy")]
+
+
 R1_STAGES = ("pretrain", "evaluate_base", "r1_zero", "evaluate_r1_zero", "cold_start_data", "cold_start_sft",
              "evaluate_cold_start_sft", "reasoning_rl", "evaluate_reasoning_rl", "rejection_sampling", "sft",
              "evaluate_sft", "reward_model", "rl_all", "evaluate_rl_all", "average", "evaluate_average",
-             "student_base", "evaluate_student_base", "distill", "evaluate_distill")
+             "student_base", "evaluate_student_base", "distill", "evaluate_distill", "evaluate_teacher")
 """Every stage name of `r1` (experiments/r1.py's --config.stage=NAME; 'all' runs them in order)."""

@@ -109,8 +109,7 @@ def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
 
 def save(directory, step, params, head, model_cfg, tokenizer_path) -> None:
   meta = {"model": dataclasses.asdict(model_cfg), "tokenizer": str(tokenizer_path), "step": int(step)}
-  with policy_lib.checkpointer(directory) as ck:
-    ck.save(step, {"params": params, "head": head}, meta, force=True)
+  policy_lib.write(directory, step, {"params": params, "head": head}, meta)
 
 
 def load(directory, mesh, rules=None):
