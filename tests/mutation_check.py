@@ -60,9 +60,12 @@ OPTIM = (_T + "optimizer_clips_decays_matrices_only_and_follows_the_schedule",
          _T + "schedule_warmup_then_cosine_to_ten_percent", _T + "grpo_step_logs_the_scheduled_learning_rate",
          _T + "one_step_follows_the_gradient_of_an_independent_loss")
 OVERLONG = ("tests/test_rewards.py::test_soft_overlong_punishment_hand_values",) + LOOP
+SFT = ("tests/test_sft.py",)
+STAGES = ("tests/test_stages.py",)
 
 _TRAIN, _STEP, _LOSS, _ADV = "r1jax/train.py", "r1jax/train_step.py", "r1jax/grpo/loss.py", "r1jax/grpo/advantages.py"
 _SAMPLER, _ROLLOUT, _DS = "r1jax/sampler.py", "r1jax/rollout.py", "r1jax/grpo/dynamic_sampling.py"
+_HEADS = "r1jax/heads.py"
 
 MUTATIONS = [
     # ---- the bugs named in the issue
@@ -194,6 +197,31 @@ MUTATIONS = [
              "pt = np.tile(self.prompt_tokens, (n, 1))\n    pm = np.tile(self.prompt_mask, (n, 1))", (CONSISTENCY,) + LOOP),
     Mutation("rollout_old_logp_zero", _ROLLOUT, "\"old_logp\": self.logp}", "\"old_logp\": 0 * self.logp}",
              (CONSISTENCY,) + LOOP),
+    # ---- SFT, reward model, stages and the pipeline
+    Mutation("sft_loss_on_prompt_tokens", _STEP, "  w = lmask[:, 1:].astype(jnp.float32)",
+             "  w = mask[:, 1:].astype(jnp.float32)", SFT),
+    Mutation("sft_packed_examples_see_each_other", _STEP, "segments_BxT=None if seg is None else seg[:, :-1])",
+             "segments_BxT=None)", SFT),
+    Mutation("sft_resume_restarts_the_data", "r1jax/sft/loop.py",
+             "data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, start)",
+             "data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, 0)", SFT),
+    Mutation("bradley_terry_sign", _HEADS, "jnp.mean(jax.nn.softplus(-margin))", "jnp.mean(jax.nn.softplus(margin))",
+             SFT),
+    Mutation("score_at_first_token", _HEADS, "last_B = T - 1 - jnp.argmax(mask_BxT[:, ::-1], axis=1)",
+             "last_B = jnp.argmax(mask_BxT, axis=1)", SFT),
+    Mutation("cold_start_not_ordered", "r1jax/stages/cold_start_data.py",
+             "chosen = curation.select(kept, rates, cs.max_examples, cs.per_prompt)",
+             "chosen = kept[:cs.max_examples]", STAGES),
+    Mutation("rejection_unfiltered", "r1jax/stages/rejection_sampling.py",
+             "kept, counts = curation.filter_samples(reasoning, fcfg)",
+             "kept, counts = curation.filter_samples(reasoning, fcfg, ('duplicate',))", STAGES),
+    Mutation("sft_from_the_rl_policy", "r1jax/stages/__init__.py",
+             "Stage(\"sft\", sft.run, \"sft\", {\"policy\": \"pretrain.policy\"",
+             "Stage(\"sft\", sft.run, \"sft\", {\"policy\": \"reasoning_rl.policy\"", STAGES),
+    Mutation("rl_all_reward_model_on_reasoning_rows", "r1jax/stages/rl_all.py",
+             "return np.where([e.get(\"task\") == general.TASK for e in exs], s, 0.0)", "return s", STAGES),
+    Mutation("pipeline_never_skips", "r1jax/pipeline.py", "if rec is not None and rec[\"fingerprint\"] == fp:",
+             "if False:", STAGES),
 ]
 
 

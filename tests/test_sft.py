@@ -30,13 +30,19 @@ PAIRS = [("3 4 5", "6 7"), ("8 9", "10 11 12 13"), ("14", "15 16"), ("17 18 19 2
 
 
 def _numpy_loss(params, rows):
-  """Each example alone (BOS + prompt + completion + EOS, positions from 0), full logits, NumPy
-  log-softmax; mean -log p over the completion tokens and EOS of all examples."""
+  """Each example alone in its own row (BOS + prompt + completion + EOS from position 0, right
+  padding after it), full logits, NumPy log-softmax; the mean -log p of the completion tokens and
+  EOS of all examples."""
+  T = max(len(ids) for ids, _ in rows)
+  toks = np.zeros((len(rows), T), np.int32)
+  for r, (ids, _) in enumerate(rows):
+    toks[r, :len(ids)] = ids
+  pos = np.broadcast_to(np.arange(T), toks.shape)
+  logits = np.asarray(M.forward(params, toks, pos, CFG, mask_BxT=toks > 0)[0], np.float64)
   nll = []
-  for ids, lm in rows:
-    t = np.asarray([ids], np.int32)
-    logits = np.asarray(M.forward(params, t, np.arange(len(ids))[None], CFG)[0], np.float64)[0]
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+  for r, (ids, lm) in enumerate(rows):
+    z = logits[r] - logits[r].max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
     nll += [-logp[i - 1, ids[i]] for i in range(1, len(ids)) if lm[i]]
   return np.mean(nll)
 
