@@ -203,7 +203,7 @@ def test_checkpoint_saved_on_2_devices_restores_on_1_and_4(tmp_path):
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
     with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(tmp_path), async_save=False)) as ck:
       restored, meta = ck.restore(None, abstract)
-    assert meta == {"step": 1} and int(restored["step"]) == 1
+    assert meta == {"step": 1} and int(restored.step) == 1
     for x, want in zip(jax.tree.leaves(restored), jax.tree.leaves(abstract)):
       assert x.sharding == want.sharding and len(x.sharding.device_set) == n
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), saved)
