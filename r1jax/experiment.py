@@ -185,6 +185,9 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   allowed = ("all",) + stages_lib.R1_STAGES if is_r1 else STAGES
   if cfg.stage not in allowed:
     raise ValueError(f"stage={cfg.stage!r} is not one of {allowed}")
+  if cfg.inputs and cfg.stage in ("all", "r1_zero"):
+    raise ValueError(f"inputs={cfg.inputs!r} with stage={cfg.stage!r}: given inputs are for one stage; "
+                     f"set --config.stage=NAME")
   if cfg.template != "r1_zero" and "{prompt}" not in cfg.template:
     raise ValueError(f"template={cfg.template[:60]!r}: use 'r1_zero' or a string with a {{prompt}} slot")
   model_cfg, remat = model_config(cfg)

@@ -53,7 +53,7 @@ COMPANIONS = {
     "sampling.num_samples": {"grpo.num_generations": 4},
     "sampling.max_new_tokens": {"grpo.max_completion_length": 24},
     "model.preset": {"model.vocab_size": 151936},
-    "mesh.data": {"mesh.fsdp": -1}, "mesh.tensor": {"mesh.fsdp": -1},
+    "mesh.data": {"mesh.fsdp": -1}, "mesh.tensor": {"mesh.fsdp": -1}, "inputs": {"stage": "evaluate"},
 }
 SKIP = {"model.hf_checkpoint"}  # needs a checkpoint directory: tests/test_docs.py runs it
 
@@ -152,7 +152,9 @@ def test_every_field_of_the_pipeline_sections_is_settable_from_the_shell():
   with pytest.raises(ValueError, match=re.escape("stage='nope' is not one of ('all', 'pretrain'")):
     experiment.validate(parse(R1, ["--config.stage=nope"]))
   with pytest.raises(ValueError, match=re.escape("inputs='policy': each entry is NAME=PATH")):
-    experiment.validate(parse(R1, ["--config.inputs=policy"]))
+    experiment.validate(parse(R1, ["--config.stage=sft", "--config.inputs=policy"]))
+  with pytest.raises(ValueError, match=re.escape("inputs='data=x' with stage='all': given inputs are for one stage")):
+    experiment.validate(parse(R1, ["--config.inputs=data=x"]))
 
 
 def test_the_config_is_generated_from_the_dataclass_defaults():
