@@ -116,9 +116,9 @@ def test_reward_model_learns_to_order_separable_pairs():
 
 
 def test_sft_loop_resumes_bit_identically_after_an_interruption(tmp_path, monkeypatch):
-  rows, _ = D.encode(PAIRS * 4, IdTokenizer(), max_len=12)
-  packed = D.pack(rows, 24, PAD)
-  cfg = L.SFTConfig(epochs=2, batch_size=2, seq_len=24, save_every=2)
+  rows, _ = D.encode(PAIRS * 2, IdTokenizer(), max_len=12)
+  packed = D.pack(rows, 12, PAD)
+  cfg = L.SFTConfig(epochs=2, batch_size=2, seq_len=12, save_every=2)
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
 
   def run(workdir):
