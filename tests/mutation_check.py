@@ -197,6 +197,53 @@ MUTATIONS = [
 ]
 
 
+# ---- the embedded world of issue 14 (chains, traces, second language), behaviour metrics, sweeps
+_CHAINS, _TRACES, _LANG2 = "r1jax/tasks/chains.py", "r1jax/tasks/traces.py", "r1jax/tasks/second_language.py"
+_BEHAVIOUR, _SWEEP = "r1jax/evaluation/behaviour.py", "r1jax/sweep.py"
+WORLD = ("tests/test_world.py",)
+MUTATIONS += [
+    Mutation("world_question_drops_last_step", _CHAINS, "for i, (op, b) in enumerate(ops):",
+             "for i, (op, b) in enumerate(ops[:-1]):", WORLD),
+    Mutation("world_splits_overlap", _CHAINS, "return ex[num_eval:], ex[:num_eval]",
+             "return ex[num_eval:], ex[-num_eval:]", WORLD),
+    Mutation("world_chain_values_reach_zero", _CHAINS, "for b in range(1, max_operand + 1) if b < v]",
+             "for b in range(1, max_operand + 1) if b <= v]", WORLD),
+    Mutation("traces_control_recomputes_right", _TRACES, "fix = _slip(steps, k, rng, avoid=(shown,)) if control else r",
+             "fix = r", WORLD),
+    Mutation("traces_rate_not_p", _TRACES, "if u < traces.reflect_rate:", "if u < 0.5 * traces.reflect_rate:", WORLD),
+    Mutation("traces_restart_share_inverted", _TRACES, "kind = (\"restart\" if v < traces.restart_share else",
+             "kind = (\"restart\" if v > traces.restart_share else", WORLD),
+    Mutation("traces_confirm_slips", _TRACES, "shown = r if kind == \"confirm\" else _slip(steps, k, rng)",
+             "shown = _slip(steps, k, rng)", WORLD),
+    Mutation("traces_check_drops_a_step", _TRACES, "_say(fixed[1:])", "_say(fixed[2:])", WORLD),
+    Mutation("traces_slip_not_carried", _TRACES, "first = steps[:k] + [(a, op, b, shown)] + _continue(steps, k, shown)",
+             "first = steps[:k] + [(a, op, b, shown)] + steps[k + 1:]", WORLD),
+    Mutation("traces_minority_language_inverted", _TRACES, "lang = \"el\" if rng.random() < traces.minority_share",
+             "lang = \"el\" if rng.random() > traces.minority_share", WORLD),
+    Mutation("second_language_capitals_stay_latin", _LANG2, "TO_GREEK.get(c.lower(), c) if c.isascii() else c",
+             "TO_GREEK.get(c, c)", WORLD),
+    Mutation("behaviour_conditional_swapped", _BEHAVIOUR, "f\"p_correct_given_{name}\": _mean(correct_N[flag_N])",
+             "f\"p_correct_given_{name}\": _mean(correct_N[~flag_N])", ("tests/test_behaviour.py",) + WORLD),
+    Mutation("behaviour_length_groups_swapped", _BEHAVIOUR, "\"mean_length_wrong\": _mean(lengths_N[~correct_N])",
+             "\"mean_length_wrong\": _mean(lengths_N[correct_N])", ("tests/test_behaviour.py",)),
+    Mutation("behaviour_no_words_off_target", _BEHAVIOUR, "[1.0 if s is None else s for s in shares]",
+             "[0.0 if s is None else s for s in shares]", ("tests/test_behaviour.py",)),
+    Mutation("behaviour_pure_counted_mixed", _BEHAVIOUR, "\"mixed_rate\": _mean((shares > 0) & (shares < 1))",
+             "\"mixed_rate\": _mean((shares >= 0) & (shares < 1))", ("tests/test_behaviour.py",) + WORLD),
+    Mutation("sweep_never_skips", _SWEEP, "  if (d / SUMMARY).exists():\n    return \"skipped\"",
+             "  if False:\n    return \"skipped\"", ("tests/test_sweep.py",)),
+    Mutation("sweep_index_runs_all", _SWEEP, "todo = range(len(sweep)) if index is None else [index]",
+             "todo = range(len(sweep))", ("tests/test_sweep.py",)),
+    Mutation("sweep_error_kept_after_retry", _SWEEP, "(d / ERROR).unlink(missing_ok=True)", "pass",
+             ("tests/test_sweep.py",)),
+    Mutation("sweep_report_before_all_done", _SWEEP,
+             "if fresh and all(status(root, sweep, i) == \"done\" for i in range(len(sweep))):", "if fresh:",
+             ("tests/test_sweep.py",)),
+    Mutation("sweep_bools_tabulated", _SWEEP, "elif isinstance(v, (int, float)) and not isinstance(v, bool):",
+             "elif isinstance(v, (int, float)):", ("tests/test_sweep.py",)),
+]
+
+
 def check_snippets(root: pathlib.Path = REPO) -> list[str]:
   """Problems: snippets not found exactly once, replacements equal to the original, duplicate names."""
   problems = []
