@@ -176,6 +176,8 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   upd_state = {k: v for k, v in state.items() if k != "ref_params"}
   ref_bytes = params_bytes if with_ref else 0
   mb = _batch(rows_update, P, N, mesh, with_ref)
+  if gcfg.tis != "none":
+    mb["sampler_logp"] = mb["old_logp"]
   shardings = jax.tree.map(lambda x: x.sharding, upd_state)
   measured: dict = {}
 
