@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import continuous_batching  # noqa: E402
 import model_bench  # noqa: E402
 
 from r1jax import distributed  # noqa: E402
@@ -79,8 +80,12 @@ def run_r1jax(a, ceil):
     ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0)
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
-                            suppress_eos=True, prompt_buckets=(a.prompt_len,))
+                            suppress_eos=True, prompt_buckets=(a.prompt_len,), continuous_batching=a.slots > 0,
+                            num_slots=a.slots)
     R = a.prompts * a.G
+    # Completion lengths: all new_tokens, or long-tailed (each row's cap drawn once, the same every step).
+    caps = (np.full(R, a.new_tokens, np.int32) if a.lengths == "fixed" else
+            continuous_batching.lognormal_lengths(R, a.mean_len, 1.0, a.new_tokens, seed=0))
     rng = np.random.default_rng(1)
     host = {"prompts": rng.integers(1, cfg.vocab_size, (a.prompts, a.prompt_len)).astype(np.int32)}
     host["pmask"] = np.ones_like(host["prompts"], bool)
@@ -89,14 +94,15 @@ def run_r1jax(a, ceil):
     local = distributed.process_batch({k: v[mine] for k, v in host.items()}, mesh)
     prompts, pmask = local["prompts"], local["pmask"]
     advs = [rng.normal(0, 1, R).astype(np.float32) for _ in range(a.steps + 1)]
-    gen = jax.jit(lambda p, t, m, k: S.generate(p, t, m, k, cfg, scfg))
+    caps_dev = distributed.process_batch(caps[distributed.process_rows(R)], mesh)
+    gen = jax.jit(lambda p, t, m, k: S.generate(p, t, m, k, cfg, scfg, caps_dev))
     times, temps = [], {}
     for i in range(a.steps + 1):
       t0 = time.perf_counter()
       out = gen(state["params"], prompts, pmask, jax.random.key(i))
       jax.block_until_ready(out["tokens"])
       t1 = time.perf_counter()
-      assert int(out["mask"].sum()) == R * a.new_tokens, "every row must generate new_tokens tokens"
+      assert int(out["mask"].sum()) == caps.sum(), "every row must generate its cap's tokens"
       batch = {"tokens": jnp.concatenate([jnp.repeat(prompts, a.G, 0), out["tokens"]], 1),
                "mask": jnp.concatenate([jnp.repeat(pmask, a.G, 0), out["mask"]], 1),
                "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"],
@@ -131,8 +137,10 @@ def run_r1jax(a, ceil):
             "rows": R, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "decode_attention": M.decode_attention_impl(cfg),
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "update_s": upd_s, "step_s": tot,
-            "tokens_per_s": R * T / tot, "generated_tokens_per_s": R * a.new_tokens / gen_s,
-            "decode_roofline_frac": (w_bytes + kv_step) / ceil["copy_bandwidth_Bps"] / decode_step_s,
+            "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
+            "tokens_per_s": R * T / tot, "generated_tokens_per_s": int(caps.sum()) / gen_s,
+            "decode_roofline_frac": ((w_bytes + kv_step) / ceil["copy_bandwidth_Bps"] / decode_step_s
+                                     if a.lengths == "fixed" and not a.slots else None),
             "update_mfu": upd_flops / upd_s / ceil["bf16_matmul_flops"] if ceil["bf16_matmul_flops"] else None,
             "memory": {"params": nbytes(state["params"]), "optimizer_state": nbytes(state["opt_state"]),
                        "reference": nbytes(ref), "kv_cache": kv_cache,
@@ -150,7 +158,8 @@ def run_system(name, a):
          "--G", str(a.G), "--prompt_len", str(a.prompt_len), "--new_tokens", str(a.new_tokens)]
   if name == "r1jax":
     cmd += ["--system", "r1jax", "--mesh", a.mesh, "--rules", a.rules, "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
-            str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode)]
+            str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
+            "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots)]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
     cmd += extra.get(name, "").split()
@@ -205,6 +214,10 @@ def main():
   ap.add_argument("--out", default="")
   ap.add_argument("--unroll_decode", type=int, default=1, help="1: per-layer KV-cache buffers (model.unroll_decode)")
   ap.add_argument("--peer_args", default="", help="extra arguments of each peer's script: 'tunix=--micro_batch 2;trl=--micro_batch 32'")
+  ap.add_argument("--lengths", default="fixed", choices=("fixed", "lognormal"),
+                  help="completion lengths: all new_tokens, or lognormal (mean --mean_len, capped at new_tokens)")
+  ap.add_argument("--mean_len", type=float, default=1000.0)
+  ap.add_argument("--slots", type=int, default=0, help="> 0: continuous batching with this many slots")
   ap.add_argument("--system", default="", help="internal: run only r1jax in this process")
   ap.add_argument("--timeout", type=int, default=900, help="seconds per system")
   a = ap.parse_args()
@@ -217,8 +230,8 @@ def main():
     print(f"device {r['device']}  jax {jax.__version__}  copy {ceil['copy_bandwidth_Bps'] / 1e12:.2f} TB/s  "
           f"bf16 matmul {ceil['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s")
     print(f"r1jax {a.preset}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + ref log-probs "
-          f"{r['ref_logprobs_s']:.2f} + update {r['update_s']:.2f}; {r['tokens_per_s']:,.0f} tokens/s; decode "
-          f"{r['decode_roofline_frac']:.0%} of roofline; update MFU {r['update_mfu'] or 0:.0%}; peak "
+          f"{r['ref_logprobs_s']:.2f} + update {r['update_s']:.2f}; {r['tokens_per_s']:,.0f} tokens/s; "
+          f"{r['generated_tokens_per_s']:,.0f} generated tokens/s; decode {r['decode_roofline_frac'] or 0:.0%} of roofline; update MFU {r['update_mfu'] or 0:.0%}; peak "
           f"{(r['peak_bytes'] or 0) / GB:.1f} GB")
     print("memory (GB): " + ", ".join(f"{k} {v / GB:.1f}" for k, v in r["memory"].items() if v is not None))
     print("RESULT " + json.dumps(r), flush=True)
