@@ -15,12 +15,19 @@ from `benchmarks/peers/` in their own processes (their packages installed, never
 Tokens/s counts prompt + completion tokens of all rows over the whole step; the median of
 `--steps` steps after one warm-up step.
 
-Against the limits, in the same process: the copy bandwidth and the bf16 matmul rate measured
-first (`model_bench.ceilings`); decode as bytes per step (weights in the compute dtype, the tied
-embedding twice, the KV cache at the mean context) over the bandwidth, per generated token; the
-update as 6 x matmul parameters x tokens + attention FLOPs over the matmul rate (MFU; the forward
-recomputed by rematerialization is not credited). Memory: resident arrays by component, each
-jitted phase's temporary buffers from XLA's compiled memory analysis, and the measured peak.
+Against the limits, in the same process: the HBM bandwidth (best of copy and read-only over
+4-16 GiB) and the bf16 matmul rate (best over 8192^3-16384^3) measured first, after a clock ramp
+(`model_bench.ceilings`, printed beside the spec values); decode as bytes per step (weights in the
+compute dtype, the tied embedding twice, the KV cache at the mean context) over the bandwidth, per
+generated token (only with fixed lengths and static batching); the update as 6 x matmul parameters
+x tokens + attention FLOPs over the matmul rate (MFU; the forward recomputed by rematerialization
+is not credited). Memory: resident arrays by component, each jitted phase's temporary buffers from
+XLA's compiled memory analysis, and the measured peak.
+
+Long-tailed lengths (`--lengths lognormal --mean_len 1000`: each row's cap drawn once, EOS still
+suppressed) and continuous batching (`--slots M`), e.g. the R1-Zero length regime (issue 12):
+`--preset qwen2.5-1.5b --new_tokens 8192 --lengths lognormal --remat full --grad_accum 8 --steps 1
+[--slots 64]`.
 """
 from __future__ import annotations
 
@@ -139,7 +146,7 @@ def run_r1jax(a, ceil):
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "update_s": upd_s, "step_s": tot,
             "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
             "tokens_per_s": R * T / tot, "generated_tokens_per_s": int(caps.sum()) / gen_s,
-            "decode_roofline_frac": ((w_bytes + kv_step) / ceil["copy_bandwidth_Bps"] / decode_step_s
+            "decode_roofline_frac": ((w_bytes + kv_step) / ceil["bandwidth_Bps"] / decode_step_s
                                      if a.lengths == "fixed" and not a.slots else None),
             "update_mfu": upd_flops / upd_s / ceil["bf16_matmul_flops"] if ceil["bf16_matmul_flops"] else None,
             "memory": {"params": nbytes(state["params"]), "optimizer_state": nbytes(state["opt_state"]),
@@ -225,10 +232,9 @@ def main():
     distributed.initialize()
   if a.system == "r1jax":
     small = a.preset == "tiny" or jax.default_backend() == "cpu"
-    ceil = model_bench.ceilings(1 << 20, 256) if small else model_bench.ceilings()
+    ceil = model_bench.ceilings(**model_bench.SMOKE_CEILINGS) if small else model_bench.ceilings()
     r = run_r1jax(a, ceil) | {"ceilings": ceil}
-    print(f"device {r['device']}  jax {jax.__version__}  copy {ceil['copy_bandwidth_Bps'] / 1e12:.2f} TB/s  "
-          f"bf16 matmul {ceil['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s")
+    print(f"device {r['device']}  jax {jax.__version__}  {model_bench.describe(ceil)}")
     print(f"r1jax {a.preset}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + ref log-probs "
           f"{r['ref_logprobs_s']:.2f} + update {r['update_s']:.2f}; {r['tokens_per_s']:,.0f} tokens/s; "
           f"{r['generated_tokens_per_s']:,.0f} generated tokens/s; decode {r['decode_roofline_frac'] or 0:.0%} of roofline; update MFU {r['update_mfu'] or 0:.0%}; peak "

@@ -24,6 +24,13 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   assert r["tokens_per_s"] > 0 and r["step_s"] >= r["generate_s"] > 0
   # Long-tailed lengths through 4 continuous-batching slots over the sharded rows.
   assert r["lengths"] == "lognormal" and r["slots"] == 4 and 8 <= r["generated_tokens"] < 8 * 16
+  # The ceilings every fraction is taken against: the best of each kind over sizes and repeats.
+  c = r["ceilings"]
+  assert c["copy_bandwidth_Bps"] == max(c["detail"]["copy"].values()) > 0
+  assert c["read_bandwidth_Bps"] == max(c["detail"]["read"].values()) > 0
+  assert c["bandwidth_Bps"] == max(c["copy_bandwidth_Bps"], c["read_bandwidth_Bps"])
+  assert c["bf16_matmul_flops"] == max(c["detail"]["matmul"].values())
+  assert len(c["detail"]["copy"]) == len(c["detail"]["read"]) == len(c["detail"]["matmul"]) == 2
   assert set(r["memory"]) >= {"params", "optimizer_state", "reference", "kv_cache", "temp_update"}
   assert r["memory"]["optimizer_state"] == 2 * r["memory"]["params"] + 8  # AdamW mu, nu (+ count)
 
