@@ -13,7 +13,7 @@ r1jax: parameters fp32 (AdamW master copy) or bf16 (`--param_dtype`), compute bf
 reads the same arrays (cast once to bf16 per generate call). The peers run the same workload
 from `benchmarks/peers/` in their own processes (their packages installed, never copied here).
 Tokens/s counts prompt + completion tokens of all rows over the whole step; the median of
-`--steps` steps after one warm-up step.
+`--steps` steps after one warm-up step (which compiles, and generates one token a row).
 
 Against the limits, in the same process: the HBM bandwidth (best of copy and read-only over
 4-16 GiB) and the bf16 matmul rate (best over 8192^3-16384^3) measured first, after a clock ramp
@@ -52,6 +52,7 @@ from r1jax import model as M  # noqa: E402
 from r1jax import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax import train_step as TS  # noqa: E402
+from r1jax.grpo import rollout_mismatch  # noqa: E402
 from r1jax.grpo.config import GRPOConfig  # noqa: E402
 
 GB = 1e9
@@ -78,7 +79,8 @@ def run_r1jax(a, ceil):
   mesh = sharding.make_mesh(mcfg)
   with jax.set_mesh(mesh):
     params = M.init_sharded(jax.random.key(0), cfg, mesh, sharding.rules_table(a.rules))
-    ref = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cfg.compute_dtype), p))(params)  # a new copy
+    to_compute = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cfg.compute_dtype), p))
+    ref = to_compute(params)  # a new copy
     g = GRPOConfig(num_generations=a.G, beta=0.04, max_completion_length=a.new_tokens, grad_accum=a.grad_accum)
     o = TS.OptimConfig(learning_rate=1e-6)
     state = TS.init_state(params, TS.make_optimizer(o))
@@ -101,15 +103,17 @@ def run_r1jax(a, ceil):
     local = distributed.process_batch({k: v[mine] for k, v in host.items()}, mesh)
     prompts, pmask = local["prompts"], local["pmask"]
     advs = [rng.normal(0, 1, R).astype(np.float32) for _ in range(a.steps + 1)]
-    caps_dev = distributed.process_batch(caps[distributed.process_rows(R)], mesh)
-    gen = jax.jit(lambda p, t, m, k: S.generate(p, t, m, k, cfg, scfg, caps_dev))
+    # The warm-up step (it compiles) generates one token a row: same shapes, a fraction of the time.
+    step_caps = [np.ones_like(caps)] + [caps] * a.steps
+    gen = jax.jit(lambda p, t, m, k, c: S.generate(p, t, m, k, cfg, scfg, c))
     times, temps = [], {}
     for i in range(a.steps + 1):
+      caps_dev = distributed.process_batch(step_caps[i][distributed.process_rows(R)], mesh)
       t0 = time.perf_counter()
-      out = gen(state["params"], prompts, pmask, jax.random.key(i))
+      out = gen(state["params"], prompts, pmask, jax.random.key(i), caps_dev)
       jax.block_until_ready(out["tokens"])
       t1 = time.perf_counter()
-      assert int(out["mask"].sum()) == caps.sum(), "every row must generate its cap's tokens"
+      assert int(out["mask"].sum()) == step_caps[i].sum(), "every row must generate its cap's tokens"
       batch = {"tokens": jnp.concatenate([jnp.repeat(prompts, a.G, 0), out["tokens"]], 1),
                "mask": jnp.concatenate([jnp.repeat(pmask, a.G, 0), out["mask"]], 1),
                "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"],
@@ -118,8 +122,14 @@ def run_r1jax(a, ceil):
       batch["ref_logp"] = ref_fn(ref, batch)
       jax.block_until_ready(batch["ref_logp"])
       t2 = time.perf_counter()
+      if i == a.steps:  # untimed: the trainer's log-probs of the sampled tokens under the sampling weights
+        trainer_logp = ref_fn(to_compute(state["params"]), batch)
+        mismatch = jax.device_get(rollout_mismatch.logprob_mismatch(trainer_logp, batch["old_logp"],
+                                                                    batch["completion_mask"]))
+        del trainer_logp
+        t2 = time.perf_counter()
       if i == 0:
-        temps = {"generate": temp_bytes(gen, state["params"], prompts, pmask, jax.random.key(0)),
+        temps = {"generate": temp_bytes(gen, state["params"], prompts, pmask, jax.random.key(0), caps_dev),
                  "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, batch)}
       state, m = update(state, batch)
       jax.block_until_ready(m["loss"])
@@ -144,7 +154,7 @@ def run_r1jax(a, ceil):
             "rows": R, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "decode_attention": M.decode_attention_impl(cfg),
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "update_s": upd_s, "step_s": tot,
-            "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
+            "rollout_mismatch": {k: float(v) for k, v in mismatch.items()}, "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
             "tokens_per_s": R * T / tot, "generated_tokens_per_s": int(caps.sum()) / gen_s,
             "decode_roofline_frac": ((w_bytes + kv_step) / ceil["bandwidth_Bps"] / decode_step_s
                                      if a.lengths == "fixed" and not a.slots else None),
@@ -239,6 +249,7 @@ def main():
           f"{r['ref_logprobs_s']:.2f} + update {r['update_s']:.2f}; {r['tokens_per_s']:,.0f} tokens/s; "
           f"{r['generated_tokens_per_s']:,.0f} generated tokens/s; decode {r['decode_roofline_frac'] or 0:.0%} of roofline; update MFU {r['update_mfu'] or 0:.0%}; peak "
           f"{(r['peak_bytes'] or 0) / GB:.1f} GB")
+    print("sampler vs trainer log-probs: " + ", ".join(f"{k} {v:.3g}" for k, v in r["rollout_mismatch"].items()))
     print("memory (GB): " + ", ".join(f"{k} {v / GB:.1f}" for k, v in r["memory"].items() if v is not None))
     print("RESULT " + json.dumps(r), flush=True)
     return

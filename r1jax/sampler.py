@@ -102,10 +102,12 @@ def _pick(logits_RxV, rows_R, t_R, key, scfg: SamplingConfig):
   """Token t of each row and its log-prob. The key of (row, t) is fold_in(fold_in(key, row), t):
   a row's draws depend on its identity, not on the batch slot it is decoded in."""
   logits = logits_RxV.astype(jnp.float32)
+  allowed = logits
   if scfg.suppress_eos and scfg.eos_ids:
-    logits = logits.at[:, jnp.asarray(scfg.eos_ids)].set(jnp.finfo(jnp.float32).min)
+    allowed = logits.at[:, jnp.asarray(scfg.eos_ids)].set(jnp.finfo(jnp.float32).min)
   keys = jax.vmap(lambda r, t: jax.random.fold_in(jax.random.fold_in(key, r), t))(rows_R, t_R)
-  tok = jax.vmap(lambda l, k: next_token(l, k, scfg))(logits, keys).astype(jnp.int32)
+  tok = jax.vmap(lambda l, k: next_token(l, k, scfg))(allowed, keys).astype(jnp.int32)
+  # The model's log-prob (as the trainer computes it): neither top-k/top-p nor EOS suppression.
   return tok, _logp_of(logits, tok, scfg.temperature)
 
 

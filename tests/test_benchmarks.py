@@ -24,6 +24,8 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   assert r["tokens_per_s"] > 0 and r["step_s"] >= r["generate_s"] > 0
   # Long-tailed lengths through 4 continuous-batching slots over the sharded rows.
   assert r["lengths"] == "lognormal" and r["slots"] == 4 and 8 <= r["generated_tokens"] < 8 * 16
+  m = r["rollout_mismatch"]  # sampler vs trainer in float32 on CPU: the same log-probs (tests/test_sampler.py)
+  assert 0 <= m["mismatch/abs_mean"] <= m["mismatch/abs_max"] < 2e-5 and 0 <= m["mismatch/k3"] < 1e-9
   # The ceilings every fraction is taken against: the best of each kind over sizes and repeats.
   c = r["ceilings"]
   assert c["copy_bandwidth_Bps"] == max(c["detail"]["copy"].values()) > 0

@@ -94,6 +94,10 @@ def test_tokens_after_eos_are_masked(params):
   sup = jax.device_get(S.generate(params, toks, mask, jax.random.key(0), CFG,
                                   dataclasses.replace(scfg, suppress_eos=True)))
   assert (sup["length"] == 10).all() and (sup["tokens"] != eos).all()
+  # Its log-probs are the model's (the trainer's), not those of the EOS-less distribution it drew from.
+  seq = list(_prompts()[0]) + list(sup["tokens"][0])
+  lp = np.asarray(jax.nn.log_softmax(_teacher_forced_logits(params, seq)[len(seq) - 11:len(seq) - 1], -1))
+  np.testing.assert_allclose(sup["logp"][0], lp[np.arange(10), sup["tokens"][0]], atol=2e-5)
 
 
 def test_causality(params):
