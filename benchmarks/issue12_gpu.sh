@@ -9,13 +9,15 @@
 #   ceilings       model_bench.py --presets '': HBM copy/read 4-16 GiB, bf16 matmul 8192-16384^3, vs spec (~30 s)
 #   cb05           continuous vs static batching, 0.5B, 256 rows, 64 slots, lognormal mean 1k max 8k (~2-3 min)
 #   r1zero_cont    GRPO step, 1.5B, 16 prompts x 8, 8k completions (lognormal mean 1k), 64 slots (~3.5 min)
+#   fuse           decode of 0.5B at 128/256 rows (Pallas, per-layer buffers) with and without fused
+#                  q/k/v and gate/up projections, kernel profile (~1.5 min)
 #   r1zero_static  the same with static batching (~3.5 min; likely needs a second call)
 #   g05            the issue-5 0.5B GRPO step (fixed 512 tokens) against the new ceilings, with the
 #                  sampler-vs-trainer mismatch (bf16 Pallas decode vs cuDNN training path) (~1.5 min)
 set -u
 OUT=${OUT:-/tmp/issue12}
 BUDGET=${BUDGET:-570}
-STAGES=${STAGES:-"ceilings cb05 r1zero_cont g05 r1zero_static"}
+STAGES=${STAGES:-"ceilings cb05 r1zero_cont g05 fuse r1zero_static"}
 mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}
@@ -38,6 +40,8 @@ run_stage() {
     r1zero_cont) cmd="python3 benchmarks/grpo_step.py $R1ZERO --slots 64 --timeout $left --out $OUT/r1zero_cont.json" ;;
     r1zero_static) cmd="python3 benchmarks/grpo_step.py $R1ZERO --timeout $left --out $OUT/r1zero_static.json" ;;
     g05) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --steps 3 --timeout $left --out $OUT/g05.json" ;;
+    fuse) cmd="python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128,256 --decode_attention pallas \
+      --unroll_decode 1 --decode_variants rbg --fuse_projections 0,1 --skip prefill,train --profile --out $OUT/fuse.json" ;;
     *) echo "unknown stage $name"; return ;;
   esac
   echo "== $name ($left s left): $cmd"

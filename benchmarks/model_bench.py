@@ -118,7 +118,7 @@ def attn_flops_fwd(cfg: M.ModelConfig, T: int) -> float:
   return 2 * 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T / 2
 
 
-def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="threefry", profile=False):
+def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="threefry", profile=False, fuse=True):
   """variant: 'threefry' (default PRNG), 'rbg' (jax's fast unsafe_rbg PRNG), 'greedy' (no noise)."""
   # GRPO-shaped: batch / group prompts, each sampled `group` times from one shared prefill.
   group = group if batch % group == 0 else 1
@@ -126,7 +126,7 @@ def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="t
   mask = jnp.ones_like(prompt, bool)
   mk = lambda n: S.SamplingConfig(max_new_tokens=n, temperature=0.0 if variant == "greedy" else 1.0,
                                   eos_ids=(0,), suppress_eos=True, num_samples=group,
-                                  prompt_buckets=(prompt_len,))
+                                  prompt_buckets=(prompt_len,), fuse_projections=fuse)
   key = jax.random.key(0, impl="unsafe_rbg" if variant == "rbg" else None)
   gen = lambda s: (lambda p, t, m: S.generate(p, t, m, key, cfg, s))
   t_full = bench(gen(mk(new_tokens)), params, prompt, mask, warmup=1, iters=3)
@@ -202,6 +202,7 @@ def main():
   ap.add_argument("--decode_variants", default="threefry")
   ap.add_argument("--decode_attention", default="xla", help="comma list of xla/pallas")
   ap.add_argument("--profile", action="store_true", help="kernel-time table of each decode run")
+  ap.add_argument("--fuse_projections", default="1", help="comma list of 0/1: q/k/v and gate/up as one matmul each")
   ap.add_argument("--unroll_decode", default="0", help="comma list of 0/1: decode with unrolled layers")
   ap.add_argument("--skip", default="", help="comma list of: decode,prefill,train")
   ap.add_argument("--out", default="")
@@ -215,20 +216,23 @@ def main():
     cfg = M.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
     params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
     if "decode" not in skip:
-      for b, variant, unroll, att in [(b, v, u, da) for b in map(int, a.decode_batches.split(","))
-                                      for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")
-                                      for da in a.decode_attention.split(",")]:
+      for b, variant, unroll, att, fuse in [(b, v, u, da, f) for b in map(int, a.decode_batches.split(","))
+                                            for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")
+                                            for da in a.decode_attention.split(",")
+                                            for f in a.fuse_projections.split(",")]:
         c = dataclasses.replace(cfg, unroll_decode=unroll == "1", decode_attention=att)
         try:
-          r = decode_bench(c, params, b, a.prompt_len, a.new_tokens, variant=variant, profile=a.profile)
+          r = decode_bench(c, params, b, a.prompt_len, a.new_tokens, variant=variant, profile=a.profile,
+                           fuse=fuse == "1")
         except Exception as e:  # report and go on: one call measures many variants
           print(f"{name} decode B={b} {att}: FAILED {type(e).__name__}: {str(e)[:1500]}", flush=True)
           continue
         r["unroll_decode"] = unroll == "1"
         r["decode_attention"] = att
+        r["fuse_projections"] = fuse == "1"
         r["roofline_frac"] = r["bytes_per_step"] / ceil["bandwidth_Bps"] / r["step_s"]
         results["runs"].append({"preset": name, "kind": "decode"} | r)
-        print(f"{name:14s} decode  B={b:5d} {variant:8s} {att:6s} unroll={unroll} ctx~{a.prompt_len}  "
+        print(f"{name:14s} decode  B={b:5d} {variant:8s} {att:6s} unroll={unroll} fuse={fuse} ctx~{a.prompt_len}  "
               f"{r['tokens_per_s']:10.0f} tok/s  step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}  "
               f"(ideal {r['bytes_per_step'] / ceil['bandwidth_Bps'] * 1e3:.2f} ms)", flush=True)
         if r["profile"]:

@@ -38,6 +38,11 @@ class SamplingConfig:
   pad_id: int = 0
   suppress_eos: bool = False
   """Never emit EOS (benchmarks that need every row to generate N tokens)."""
+  fuse_projections: bool = True
+  """Prefill and decode with q/k/v as one matmul and gate/up as one (`model.fuse_projections`: a
+  copy made once per generate call; the parameters keep their layout, and with parameters already
+  in the compute dtype it is one more copy of those weights while generating). Off under tensor
+  parallelism, where the fused axis would mix differently sharded heads."""
   prompt_buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
   """Prompts are left-padded to the smallest bucket that fits, so shapes (and compiles) are few;
   () pads each batch to its longest prompt."""
@@ -111,13 +116,16 @@ def _pick(logits_RxV, rows_R, t_R, key, scfg: SamplingConfig):
   return tok, _logp_of(logits, tok, scfg.temperature)
 
 
-def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: model_lib.ModelConfig):
+def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: model_lib.ModelConfig, scfg: SamplingConfig):
   """Weights cast once to the compute dtype, prompt positions, the prompts' keys/values
   (L x B x P x K x H) and the logits of each prompt's next token (B x V)."""
   # Cast once, outside the loop: every decode step then reads the weights in the compute dtype
   # (half the bytes of an fp32 master copy); the layer scan would otherwise cast inside each step.
   params = jax.tree.map(lambda a: a.astype(cfg.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
                         params)
+  mesh = jax.sharding.get_abstract_mesh()
+  if scfg.fuse_projections and (mesh.empty or mesh.shape.get("tensor", 1) == 1):
+    params = dict(params, layers=model_lib.fuse_projections(params["layers"]))
   positions = model_lib.positions_from_mask(prompt_mask_BxP)
   hidden, (k, v) = model_lib.hidden_states(params, prompt_BxP, positions, cfg, mask_BxT=prompt_mask_BxP)
   logits_BxV = model_lib.logits_from_hidden(params, hidden[:, -1:], cfg)[:, 0]
@@ -175,7 +183,7 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
   eos = jnp.asarray(scfg.eos_ids or (-1,), jnp.int32)
   cap_R = jnp.full((R,), N, jnp.int32) if max_len_R is None else jnp.asarray(max_len_R, jnp.int32)
   prompt_mask_BxP = prompt_mask_BxP.astype(bool)
-  params, positions, k, v, logits_BxV = _prefill(params, prompt_BxP, prompt_mask_BxP, cfg)
+  params, positions, k, v, logits_BxV = _prefill(params, prompt_BxP, prompt_mask_BxP, cfg, scfg)
 
   rep = lambda x, axis: jnp.repeat(x, n, axis=axis)
   pad_kv = lambda x: constrain(jnp.pad(rep(x, 0).swapaxes(1, 2), ((0, 0), (0, 0), (0, S - P), (0, 0))),
@@ -246,7 +254,7 @@ def _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg: Sa
   eos = jnp.asarray(scfg.eos_ids or (-1,), jnp.int32)
   cap_R = jnp.full((R,), N, jnp.int32) if max_len_R is None else jnp.asarray(max_len_R, jnp.int32)
   prompt_mask_BxP = prompt_mask_BxP.astype(bool)
-  params, positions, k, v, logits_BxV = _prefill(params, prompt_BxP, prompt_mask_BxP, cfg)
+  params, positions, k, v, logits_BxV = _prefill(params, prompt_BxP, prompt_mask_BxP, cfg, scfg)
   next_pos_B = positions[:, -1] + 1
   # The prompts' caches, B x K x P x H per layer, copied into a slot when one of its rows starts.
   prompt_k = _per_layer(lambda x: x.swapaxes(1, 2), cfg, list(k) if cfg.unroll_decode else k)

@@ -188,7 +188,7 @@ def test_sampled_logprobs_are_the_trainers_and_rows_keep_their_prompts():
   prompts = [[5, 9, 3], [7, 8, 10, 11, 12, 13, 4], [20, 21, 22, 23, 24]]
   scfg = S.SamplingConfig(max_new_tokens=N, temperature=0.7, num_samples=G, prompt_buckets=(8,), pad_id=PAD,
                           eos_ids=(EOS,))
-  ro = rollout.sample(params, prompts, jax.random.key(2), CFG, scfg, TOK, batch_size=4)
+  ro = rollout.sample(params, prompts, jax.random.key(3), CFG, scfg, TOK, batch_size=4)  # a key where EOS cuts 3 rows
   assert ro.truncated.any() and not ro.truncated.all()  # some rows stopped at EOS
   b = ro.train_batch(G)
   P = b["tokens"].shape[1] - N
