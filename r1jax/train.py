@@ -23,6 +23,7 @@ from r1jax import rollout as rollout_lib
 from r1jax import sampler as sampler_lib
 from r1jax import train_step
 from r1jax.grpo import advantages as adv_lib
+from r1jax.grpo import rollout_mismatch
 from r1jax.grpo.config import GRPOConfig
 from r1jax.grpo.dynamic_sampling import GroupBuffer
 from r1jax.rewards import aha
@@ -136,7 +137,9 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   update = train_step.make_grpo_step(model_cfg, gcfg, ocfg, scfg.temperature or 1.0,
                                      shardings={k: v for k, v in shardings.items() if k != "ref_params"},
                                      mesh=mesh)
-  ref_logp_fn = train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0) if use_ref else None
+  # Reference log-probs, and the trainer's pi_old with grpo.recompute_old_logp (the same program).
+  ref_logp_fn = (train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0)
+                 if use_ref or gcfg.recompute_old_logp else None)
 
   checkpointer = ckpt_lib.Checkpointer(ckcfg)
   position = {"epoch": 0, "index": 0}
@@ -209,6 +212,11 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       tc = time.perf_counter()
       if use_ref:
         batch["ref_logp"] = ref_logp_fn(state["ref_params"], batch)
+      mismatch = {}
+      if gcfg.recompute_old_logp:  # one more forward pass: the trainer's pi_old
+        batch, mismatch = rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state["params"], batch))
+        if gcfg.num_minibatches > 1:
+          host |= {k: np.asarray(distributed.to_host(batch[k])) for k in ("old_logp", "sampler_logp")}
       ref = state.pop("ref_params", None)
       step_metrics = []
       rows = len(adv)
@@ -235,7 +243,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       m = {k: np.mean([sm[k] for sm in step_metrics]) for k in step_metrics[0]}
       nonfinite = int(sum(sm["nonfinite"] for sm in step_metrics))
       bad_in_a_row = bad_in_a_row + 1 if nonfinite else 0
-      m |= reward_metrics(per_fn, total, stats, G) | completion_metrics(ro)
+      m |= reward_metrics(per_fn, total, stats, G) | completion_metrics(ro) | jax.device_get(mismatch)
       dt = time.perf_counter() - t0
       ntok = int(ro.length.sum())
       m |= {"time/generate": t_gen, "time/reward": t_rew, "time/update": t_upd, "time/step": dt,
