@@ -38,8 +38,9 @@ class SamplingConfig:
   pad_id: int = 0
   suppress_eos: bool = False
   """Never emit EOS (benchmarks that need every row to generate N tokens)."""
-  fuse_projections: bool = True
-  """Prefill and decode with q/k/v as one matmul and gate/up as one (`model.fuse_projections`: a
+  fuse_projections: bool = False
+  """Prefill and decode with q/k/v as one matmul and gate/up as one (measured on an H200 at 0.5B:
+  no gain, BENCHMARKS.md; `model.fuse_projections`: a
   copy made once per generate call; the parameters keep their layout, and with parameters already
   in the compute dtype it is one more copy of those weights while generating). Off under tensor
   parallelism, where the fused axis would mix differently sharded heads."""

@@ -30,8 +30,9 @@ def _teacher_forced_logits(params, seq):
   return np.asarray(M.forward(params, toks, pos, CFG)[0][0])
 
 
-def test_greedy_equals_teacher_forced_argmax(params):
-  scfg = S.SamplingConfig(max_new_tokens=12, temperature=0.0, prompt_buckets=(16,))
+@pytest.mark.parametrize("fuse", [False, True])  # fused q/k/v and gate/up: the same model
+def test_greedy_equals_teacher_forced_argmax(params, fuse):
+  scfg = S.SamplingConfig(max_new_tokens=12, temperature=0.0, prompt_buckets=(16,), fuse_projections=fuse)
   prompts = _prompts()
   toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
   out = jax.device_get(S.generate(params, toks, mask, jax.random.key(1), CFG, scfg))
