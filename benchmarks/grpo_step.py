@@ -13,14 +13,21 @@ r1jax: parameters fp32 (AdamW master copy) or bf16 (`--param_dtype`), compute bf
 reads the same arrays (cast once to bf16 per generate call). The peers run the same workload
 from `benchmarks/peers/` in their own processes (their packages installed, never copied here).
 Tokens/s counts prompt + completion tokens of all rows over the whole step; the median of
-`--steps` steps after one warm-up step.
+`--steps` steps after one warm-up step (which compiles, and generates one token a row).
 
-Against the limits, in the same process: the copy bandwidth and the bf16 matmul rate measured
-first (`model_bench.ceilings`); decode as bytes per step (weights in the compute dtype, the tied
-embedding twice, the KV cache at the mean context) over the bandwidth, per generated token; the
-update as 6 x matmul parameters x tokens + attention FLOPs over the matmul rate (MFU; the forward
-recomputed by rematerialization is not credited). Memory: resident arrays by component, each
-jitted phase's temporary buffers from XLA's compiled memory analysis, and the measured peak.
+Against the limits, in the same process: the HBM bandwidth (best of copy and read-only over
+4-16 GiB) and the bf16 matmul rate (best over 8192^3-16384^3) measured first, after a clock ramp
+(`model_bench.ceilings`, printed beside the spec values); decode as bytes per step (weights in the
+compute dtype, the tied embedding twice, the KV cache at the mean context) over the bandwidth, per
+generated token (only with fixed lengths and static batching); the update as 6 x matmul parameters
+x tokens + attention FLOPs over the matmul rate (MFU; the forward recomputed by rematerialization
+is not credited). Memory: resident arrays by component, each jitted phase's temporary buffers from
+XLA's compiled memory analysis, and the measured peak.
+
+Long-tailed lengths (`--lengths lognormal --mean_len 1000`: each row's cap drawn once, EOS still
+suppressed) and continuous batching (`--slots M`), e.g. the R1-Zero length regime (issue 12):
+`--preset qwen2.5-1.5b --new_tokens 8192 --lengths lognormal --remat full --grad_accum 8 --steps 1
+[--slots 64]`.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import continuous_batching  # noqa: E402
 import model_bench  # noqa: E402
 
 from r1jax import distributed  # noqa: E402
@@ -44,6 +52,7 @@ from r1jax import model as M  # noqa: E402
 from r1jax import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax import train_step as TS  # noqa: E402
+from r1jax.grpo import rollout_mismatch  # noqa: E402
 from r1jax.grpo.config import GRPOConfig  # noqa: E402
 
 GB = 1e9
@@ -70,7 +79,8 @@ def run_r1jax(a, ceil):
   mesh = sharding.make_mesh(mcfg)
   with jax.set_mesh(mesh):
     params = M.init_sharded(jax.random.key(0), cfg, mesh, sharding.rules_table(a.rules))
-    ref = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cfg.compute_dtype), p))(params)  # a new copy
+    to_compute = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cfg.compute_dtype), p))
+    ref = to_compute(params)  # a new copy
     g = GRPOConfig(num_generations=a.G, beta=0.04, max_completion_length=a.new_tokens, grad_accum=a.grad_accum)
     o = TS.OptimConfig(learning_rate=1e-6)
     state = TS.init_state(params, TS.make_optimizer(o))
@@ -79,8 +89,12 @@ def run_r1jax(a, ceil):
     ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0)
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
-                            suppress_eos=True, prompt_buckets=(a.prompt_len,))
+                            suppress_eos=True, prompt_buckets=(a.prompt_len,), continuous_batching=a.slots > 0,
+                            num_slots=a.slots)
     R = a.prompts * a.G
+    # Completion lengths: all new_tokens, or long-tailed (each row's cap drawn once, the same every step).
+    caps = (np.full(R, a.new_tokens, np.int32) if a.lengths == "fixed" else
+            continuous_batching.lognormal_lengths(R, a.mean_len, 1.0, a.new_tokens, seed=0))
     rng = np.random.default_rng(1)
     host = {"prompts": rng.integers(1, cfg.vocab_size, (a.prompts, a.prompt_len)).astype(np.int32)}
     host["pmask"] = np.ones_like(host["prompts"], bool)
@@ -89,14 +103,17 @@ def run_r1jax(a, ceil):
     local = distributed.process_batch({k: v[mine] for k, v in host.items()}, mesh)
     prompts, pmask = local["prompts"], local["pmask"]
     advs = [rng.normal(0, 1, R).astype(np.float32) for _ in range(a.steps + 1)]
-    gen = jax.jit(lambda p, t, m, k: S.generate(p, t, m, k, cfg, scfg))
+    # The warm-up step (it compiles) generates one token a row: same shapes, a fraction of the time.
+    step_caps = [np.ones_like(caps)] + [caps] * a.steps
+    gen = jax.jit(lambda p, t, m, k, c: S.generate(p, t, m, k, cfg, scfg, c))
     times, temps = [], {}
     for i in range(a.steps + 1):
+      caps_dev = distributed.process_batch(step_caps[i][distributed.process_rows(R)], mesh)
       t0 = time.perf_counter()
-      out = gen(state.params, prompts, pmask, jax.random.key(i))
+      out = gen(state.params, prompts, pmask, jax.random.key(i), caps_dev)
       jax.block_until_ready(out["tokens"])
       t1 = time.perf_counter()
-      assert int(out["mask"].sum()) == R * a.new_tokens, "every row must generate new_tokens tokens"
+      assert int(out["mask"].sum()) == step_caps[i].sum(), "every row must generate its cap's tokens"
       batch = {"tokens": jnp.concatenate([jnp.repeat(prompts, a.G, 0), out["tokens"]], 1),
                "mask": jnp.concatenate([jnp.repeat(pmask, a.G, 0), out["mask"]], 1),
                "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"],
@@ -105,8 +122,14 @@ def run_r1jax(a, ceil):
       batch["ref_logp"] = ref_fn(ref, batch)
       jax.block_until_ready(batch["ref_logp"])
       t2 = time.perf_counter()
+      if i == a.steps:  # untimed: the trainer's log-probs of the sampled tokens under the sampling weights
+        trainer_logp = ref_fn(to_compute(state.params), batch)
+        mismatch = jax.device_get(rollout_mismatch.logprob_mismatch(trainer_logp, batch["old_logp"],
+                                                                    batch["completion_mask"]))
+        del trainer_logp
+        t2 = time.perf_counter()
       if i == 0:
-        temps = {"generate": temp_bytes(gen, state.params, prompts, pmask, jax.random.key(0)),
+        temps = {"generate": temp_bytes(gen, state.params, prompts, pmask, jax.random.key(0), caps_dev),
                  "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, batch)}
       state, m = update(state, batch)
       jax.block_until_ready(m["loss"])
@@ -131,8 +154,10 @@ def run_r1jax(a, ceil):
             "rows": R, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "decode_attention": M.decode_attention_impl(cfg),
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "update_s": upd_s, "step_s": tot,
-            "tokens_per_s": R * T / tot, "generated_tokens_per_s": R * a.new_tokens / gen_s,
-            "decode_roofline_frac": (w_bytes + kv_step) / ceil["copy_bandwidth_Bps"] / decode_step_s,
+            "rollout_mismatch": {k: float(v) for k, v in mismatch.items()}, "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
+            "tokens_per_s": R * T / tot, "generated_tokens_per_s": int(caps.sum()) / gen_s,
+            "decode_roofline_frac": ((w_bytes + kv_step) / ceil["bandwidth_Bps"] / decode_step_s
+                                     if a.lengths == "fixed" and not a.slots else None),
             "update_mfu": upd_flops / upd_s / ceil["bf16_matmul_flops"] if ceil["bf16_matmul_flops"] else None,
             "memory": {"params": nbytes(state.params), "optimizer_state": nbytes(state.opt_state),
                        "reference": nbytes(ref), "kv_cache": kv_cache,
@@ -150,7 +175,8 @@ def run_system(name, a):
          "--G", str(a.G), "--prompt_len", str(a.prompt_len), "--new_tokens", str(a.new_tokens)]
   if name == "r1jax":
     cmd += ["--system", "r1jax", "--mesh", a.mesh, "--rules", a.rules, "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
-            str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode)]
+            str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
+            "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots)]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
     cmd += extra.get(name, "").split()
@@ -205,6 +231,10 @@ def main():
   ap.add_argument("--out", default="")
   ap.add_argument("--unroll_decode", type=int, default=1, help="1: per-layer KV-cache buffers (model.unroll_decode)")
   ap.add_argument("--peer_args", default="", help="extra arguments of each peer's script: 'tunix=--micro_batch 2;trl=--micro_batch 32'")
+  ap.add_argument("--lengths", default="fixed", choices=("fixed", "lognormal"),
+                  help="completion lengths: all new_tokens, or lognormal (mean --mean_len, capped at new_tokens)")
+  ap.add_argument("--mean_len", type=float, default=1000.0)
+  ap.add_argument("--slots", type=int, default=0, help="> 0: continuous batching with this many slots")
   ap.add_argument("--system", default="", help="internal: run only r1jax in this process")
   ap.add_argument("--timeout", type=int, default=900, help="seconds per system")
   a = ap.parse_args()
@@ -212,14 +242,14 @@ def main():
     distributed.initialize()
   if a.system == "r1jax":
     small = a.preset == "tiny" or jax.default_backend() == "cpu"
-    ceil = model_bench.ceilings(1 << 20, 256) if small else model_bench.ceilings()
+    ceil = model_bench.ceilings(**model_bench.SMOKE_CEILINGS) if small else model_bench.ceilings()
     r = run_r1jax(a, ceil) | {"ceilings": ceil}
-    print(f"device {r['device']}  jax {jax.__version__}  copy {ceil['copy_bandwidth_Bps'] / 1e12:.2f} TB/s  "
-          f"bf16 matmul {ceil['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s")
+    print(f"device {r['device']}  jax {jax.__version__}  {model_bench.describe(ceil)}")
     print(f"r1jax {a.preset}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + ref log-probs "
-          f"{r['ref_logprobs_s']:.2f} + update {r['update_s']:.2f}; {r['tokens_per_s']:,.0f} tokens/s; decode "
-          f"{r['decode_roofline_frac']:.0%} of roofline; update MFU {r['update_mfu'] or 0:.0%}; peak "
+          f"{r['ref_logprobs_s']:.2f} + update {r['update_s']:.2f}; {r['tokens_per_s']:,.0f} tokens/s; "
+          f"{r['generated_tokens_per_s']:,.0f} generated tokens/s; decode {r['decode_roofline_frac'] or 0:.0%} of roofline; update MFU {r['update_mfu'] or 0:.0%}; peak "
           f"{(r['peak_bytes'] or 0) / GB:.1f} GB")
+    print("sampler vs trainer log-probs: " + ", ".join(f"{k} {v:.3g}" for k, v in r["rollout_mismatch"].items()))
     print("memory (GB): " + ", ".join(f"{k} {v / GB:.1f}" for k, v in r["memory"].items() if v is not None))
     print("RESULT " + json.dumps(r), flush=True)
     return

@@ -156,9 +156,9 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   key = jax.eval_shape(lambda: jax.random.key(0))
   phases["generate"] = _phase("generate", sampler_lib.generate.lower(
       state.params, prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
-  if with_ref:
+  if with_ref or gcfg.recompute_old_logp:  # the reference pass; the trainer's pi_old is the same program
     phases["reference"] = _phase("reference", train_step.make_logprob_fn(base, temperature).lower(
-        state.ref_params, _batch(rows, P, N, mesh, with_ref)).compile())
+        state.params, _batch(rows, P, N, mesh, with_ref)).compile())
   # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
   params_bytes = per_device(state.params)
   fixed_peaks = {k: v.peak + state_bytes - params_bytes for k, v in phases.items()}
@@ -173,6 +173,8 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   tried = []
   upd_state = state  # the reference rides through the update (donated, aliased): among its arguments
   mb = _batch(rows_update, P, N, mesh, with_ref)
+  if gcfg.tis != "none":
+    mb["sampler_logp"] = mb["old_logp"]
   shardings = jax.tree.map(lambda x: x.sharding, upd_state)
   measured: dict = {}
 

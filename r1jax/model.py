@@ -446,14 +446,27 @@ def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxK
   return out.astype(q_Bx1xNxH.dtype).reshape(B, 1, N, H)
 
 
+def fuse_projections(layers: Params) -> Params:
+  """Layer weights with q/k/v as one `w_qkv` (D x (N + 2K) x H) and gate/up as one `w_gate_up`
+  (D x 2F), for fewer, larger decode matmuls. A transient copy: the stored parameters (and so
+  checkpoints and Hugging Face import/export) keep the separate matrices. Stacked or per layer."""
+  layers = dict(layers)
+  qkv = [layers.pop(n) for n in ("wq", "wk", "wv")]
+  gate_up = [layers.pop(n) for n in ("w_gate", "w_up")]
+  return layers | {"w_qkv": jnp.concatenate(qkv, axis=-2), "w_gate_up": jnp.concatenate(gate_up, axis=-1)}
+
+
 def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segments=None):
   """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values."""
   dt = cfg.compute_dtype
   w = jax.tree.map(lambda a: a.astype(dt), layer)
   h = rms_norm(x, layer["attn_norm"], cfg.rms_eps)
-  q = jnp.einsum("btd,dnh->btnh", h, w["wq"])
-  k = jnp.einsum("btd,dkh->btkh", h, w["wk"])
-  v = jnp.einsum("btd,dkh->btkh", h, w["wv"])
+  if "w_qkv" in w:  # the sampler's fused copy (`fuse_projections`): one matmul instead of three
+    q, k, v = jnp.split(jnp.einsum("btd,dmh->btmh", h, w["w_qkv"]), [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], 2)
+  else:
+    q = jnp.einsum("btd,dnh->btnh", h, w["wq"])
+    k = jnp.einsum("btd,dkh->btkh", h, w["wk"])
+    v = jnp.einsum("btd,dkh->btkh", h, w["wv"])
   if cfg.qkv_bias:
     q, k, v = q + w["bq"], k + w["bk"], v + w["bv"]
   if cfg.qk_norm:
@@ -472,8 +485,11 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
   x = x + jnp.einsum("btnh,nhd->btd", att, w["wo"])
   x = constrain(x, ("batch", "length", "act_embed"))
   h = rms_norm(x, layer["mlp_norm"], cfg.rms_eps)
-  g = jnp.einsum("btd,df->btf", h, w["w_gate"])
-  u = jnp.einsum("btd,df->btf", h, w["w_up"])
+  if "w_gate_up" in w:
+    g, u = jnp.split(jnp.einsum("btd,df->btf", h, w["w_gate_up"]), 2, axis=-1)
+  else:
+    g = jnp.einsum("btd,df->btf", h, w["w_gate"])
+    u = jnp.einsum("btd,df->btf", h, w["w_up"])
   act = constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"))
   x = x + jnp.einsum("btf,fd->btd", act, w["w_down"])
   x = constrain(x, ("batch", "length", "act_embed"))

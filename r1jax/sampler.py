@@ -2,7 +2,8 @@
 
 Prompts are left-padded to a bucket length P, prefilled once, their cache repeated for the n
 samples of each prompt, then decoded one token a step inside `jax.lax.while_loop`, which stops
-as soon as every row has emitted EOS or N tokens exist. The same mesh and the same parameter
+as soon as every row has emitted EOS or N tokens exist; or, with continuous batching, in a fixed
+number of slots, each refilled with the next row as its row finishes. The same mesh and the same parameter
 arrays as training are used: nothing is copied.
 
 Shape letters: B prompts, R = B * n rows, P prompt bucket, N max new tokens, S = P + N cache.
@@ -37,9 +38,24 @@ class SamplingConfig:
   pad_id: int = 0
   suppress_eos: bool = False
   """Never emit EOS (benchmarks that need every row to generate N tokens)."""
+  fuse_projections: bool = False
+  """Prefill and decode with q/k/v as one matmul and gate/up as one (measured on an H200 at 0.5B:
+  no gain, BENCHMARKS.md; `model.fuse_projections`: a
+  copy made once per generate call; the parameters keep their layout, and with parameters already
+  in the compute dtype it is one more copy of those weights while generating). Off under tensor
+  parallelism, where the fused axis would mix differently sharded heads."""
   prompt_buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
   """Prompts are left-padded to the smallest bucket that fits, so shapes (and compiles) are few;
   () pads each batch to its longest prompt."""
+  continuous_batching: bool = False
+  """Decode the rows in `num_slots` slots, each refilled with the next pending row as soon as its
+  row ends (EOS or its cap), instead of all rows at once until the longest ends. Same tokens for
+  the same key; pays off when rows outnumber slots and lengths are long-tailed."""
+  num_slots: int = 0
+  """Slots decoded at once with continuous_batching; 0 = all rows (then nothing is refilled)."""
+  refills_per_step: int = 2
+  """Slots refilled per decode step at most (each copies its prompt's cache); another finished slot
+  waits a step."""
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -50,6 +66,12 @@ class SamplingConfig:
       raise ValueError(f"sampling.top_k={self.top_k} must be >= 0 (0 = off)")
     if not 0.0 < self.top_p <= 1.0:
       raise ValueError(f"sampling.top_p={self.top_p} must be in (0, 1]")
+    for name, lo, why in (("num_slots", 0, " (0 = all rows)"), ("refills_per_step", 1, "")):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"sampling.{name}={value!r} must be an int >= {lo}{why}")
+    if not isinstance(self.continuous_batching, bool):
+      raise ValueError(f"sampling.continuous_batching={self.continuous_batching!r} must be a bool")
     if self.num_samples < 1:
       raise ValueError(f"sampling.num_samples={self.num_samples} must be >= 1")
     if list(self.prompt_buckets) != sorted(set(self.prompt_buckets)) or any(b < 1 for b in self.prompt_buckets):
@@ -82,64 +104,109 @@ def _logp_of(logits_RxV, tokens_R, temperature):
   return jnp.take_along_axis(lp, tokens_R[:, None], axis=-1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
-def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfig, scfg: SamplingConfig):
-  """Sample `scfg.num_samples` completions per left-padded prompt.
+def _pick(logits_RxV, rows_R, t_R, key, scfg: SamplingConfig):
+  """Token t of each row and its log-prob. The key of (row, t) is fold_in(fold_in(key, row), t):
+  a row's draws depend on its identity, not on the batch slot it is decoded in."""
+  logits = logits_RxV.astype(jnp.float32)
+  allowed = logits
+  if scfg.suppress_eos and scfg.eos_ids:
+    allowed = logits.at[:, jnp.asarray(scfg.eos_ids)].set(jnp.finfo(jnp.float32).min)
+  keys = jax.vmap(lambda r, t: jax.random.fold_in(jax.random.fold_in(key, r), t))(rows_R, t_R)
+  tok = jax.vmap(lambda l, k: next_token(l, k, scfg))(allowed, keys).astype(jnp.int32)
+  # The model's log-prob (as the trainer computes it): neither top-k/top-p nor EOS suppression.
+  return tok, _logp_of(logits, tok, scfg.temperature)
 
-  Returns a dict of R x N arrays (row r is sample r % n of prompt r // n):
-    tokens (pad after EOS), logp (log-prob of each sampled token under the temperature-scaled
-    model), mask (True up to and including EOS), and per row: length, truncated (no EOS).
-  """
-  B, P = prompt_BxP.shape
-  n, N = scfg.num_samples, scfg.max_new_tokens
-  R = B * n
-  S = P + N
-  if model_lib.decode_attention_impl(cfg) == "pallas":  # the kernel reads whole blocks
-    S = -(-S // model_lib.DECODE_BLOCK) * model_lib.DECODE_BLOCK
-  eos = jnp.asarray(scfg.eos_ids or (-1,), jnp.int32)
-  prompt_mask_BxP = prompt_mask_BxP.astype(bool)
+
+def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: model_lib.ModelConfig, scfg: SamplingConfig):
+  """Weights cast once to the compute dtype, prompt positions, the prompts' keys/values
+  (L x B x P x K x H) and the logits of each prompt's next token (B x V)."""
   # Cast once, outside the loop: every decode step then reads the weights in the compute dtype
   # (half the bytes of an fp32 master copy); the layer scan would otherwise cast inside each step.
   params = jax.tree.map(lambda a: a.astype(cfg.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
                         params)
+  mesh = jax.sharding.get_abstract_mesh()
+  if scfg.fuse_projections and (mesh.empty or mesh.shape.get("tensor", 1) == 1):
+    params = dict(params, layers=model_lib.fuse_projections(params["layers"]))
   positions = model_lib.positions_from_mask(prompt_mask_BxP)
   hidden, (k, v) = model_lib.hidden_states(params, prompt_BxP, positions, cfg, mask_BxT=prompt_mask_BxP)
   logits_BxV = model_lib.logits_from_hidden(params, hidden[:, -1:], cfg)[:, 0]
+  if cfg.unroll_decode:  # per-layer weights, sliced once here rather than in every step
+    params = dict(params, layers=[jax.tree.map(lambda a: a[i], params["layers"]) for i in range(cfg.n_layers)])
+  return params, positions, k, v, logits_BxV
+
+
+def _cache_length(P: int, N: int, cfg: model_lib.ModelConfig) -> int:
+  S = P + N
+  if model_lib.decode_attention_impl(cfg) == "pallas":  # the kernel reads whole blocks
+    S = -(-S // model_lib.DECODE_BLOCK) * model_lib.DECODE_BLOCK
+  return S
+
+
+def _per_layer(f, cfg, *trees):
+  """f over the layers of a kv cache: one buffer per layer (cfg.unroll_decode) or stacked L x ..."""
+  if cfg.unroll_decode:
+    return tuple(f(*xs) for xs in zip(*trees))
+  return jax.vmap(f)(*trees)
+
+
+def _decode(params, tok_R, pos_R, cache, cfg):
+  """One token per row through the model over the cache: next logits and the token's k, v."""
+  R = tok_R.shape[0]
+  h, kv = model_lib.hidden_states(params, tok_R[:, None], pos_R[:, None], cfg, mask_BxT=jnp.ones((R, 1), bool),
+                                  cache=cache)
+  return model_lib.logits_from_hidden(params, h, cfg)[:, 0], kv
+
+
+# kv-head-major cache, R x K x S x H per layer (see model.cached_attention): stacked L x ... for
+# the layer scan, or one buffer per layer (cfg.unroll_decode) that each layer reads in place.
+_CACHE_AXES = ("batch", "act_kv_heads", "cache_length", "head_dim")
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
+def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfig, scfg: SamplingConfig,
+             max_len_R=None):
+  """Sample `scfg.num_samples` completions per left-padded prompt.
+
+  max_len_R: optional per-row caps (<= N) on the completion length (a row stops there, truncated,
+    unless EOS came first), e.g. a benchmark's length distribution.
+  Returns a dict of R x N arrays (row r is sample r % n of prompt r // n):
+    tokens (pad after EOS), logp (log-prob of each sampled token under the temperature-scaled
+    model), mask (True up to and including EOS), and per row: length, truncated (no EOS).
+  With scfg.continuous_batching the same rows (the same tokens for the same key) are decoded in
+  scfg.num_slots slots that are refilled as rows finish (`_generate_continuous`).
+  """
+  if scfg.continuous_batching:
+    return _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg, max_len_R)
+  B, P = prompt_BxP.shape
+  n, N = scfg.num_samples, scfg.max_new_tokens
+  R = B * n
+  S = _cache_length(P, N, cfg)
+  eos = jnp.asarray(scfg.eos_ids or (-1,), jnp.int32)
+  cap_R = jnp.full((R,), N, jnp.int32) if max_len_R is None else jnp.asarray(max_len_R, jnp.int32)
+  prompt_mask_BxP = prompt_mask_BxP.astype(bool)
+  params, positions, k, v, logits_BxV = _prefill(params, prompt_BxP, prompt_mask_BxP, cfg, scfg)
 
   rep = lambda x, axis: jnp.repeat(x, n, axis=axis)
-  L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
-  # kv-head-major cache, R x K x S x H per layer (see model.cached_attention): stacked L x ... for
-  # the layer scan, or one buffer per layer (cfg.unroll_decode) that each layer reads in place.
-  cache_axes = ("batch", "act_kv_heads", "cache_length", "head_dim")
   pad_kv = lambda x: constrain(jnp.pad(rep(x, 0).swapaxes(1, 2), ((0, 0), (0, 0), (0, S - P), (0, 0))),
-                               cache_axes)
-  if cfg.unroll_decode:
-    kv_k, kv_v = tuple(pad_kv(k[i]) for i in range(L)), tuple(pad_kv(v[i]) for i in range(L))
-    # Per-layer weights, sliced once here rather than in every step.
-    params = dict(params, layers=[jax.tree.map(lambda a: a[i], params["layers"]) for i in range(L)])
-  else:
-    kv_k, kv_v = jax.vmap(pad_kv)(k), jax.vmap(pad_kv)(v)
-  cache = {"k": kv_k, "v": kv_v, "mask": jnp.pad(rep(prompt_mask_BxP, 0), ((0, 0), (0, S - P)))}
+                               _CACHE_AXES)
+  cache = {"k": _per_layer(pad_kv, cfg, list(k) if cfg.unroll_decode else k),
+           "v": _per_layer(pad_kv, cfg, list(v) if cfg.unroll_decode else v),
+           "mask": jnp.pad(rep(prompt_mask_BxP, 0), ((0, 0), (0, S - P)))}
   next_pos_R = rep(positions[:, -1] + 1, 0)
-  logits_RxV = rep(logits_BxV, 0)
+  rows_R = jnp.arange(R)
 
   def pick(logits, step, done):
-    logits = logits.astype(jnp.float32)
-    if scfg.suppress_eos and scfg.eos_ids:
-      logits = logits.at[:, eos].set(jnp.finfo(jnp.float32).min)
-    tok = next_token(logits, jax.random.fold_in(key, step), scfg).astype(jnp.int32)
-    lp = _logp_of(logits, tok, scfg.temperature)
-    tok = jnp.where(done, scfg.pad_id, tok)
-    return tok, jnp.where(done, 0.0, lp)
+    tok, lp = _pick(logits, rows_R, jnp.full((R,), step), key, scfg)
+    return jnp.where(done, scfg.pad_id, tok), jnp.where(done, 0.0, lp)
 
-  done0 = jnp.zeros((R,), bool)
-  tok0, lp0 = pick(logits_RxV, 0, done0)
+  tok0, lp0 = pick(rep(logits_BxV, 0), 0, jnp.zeros((R,), bool))
+  eos0 = jnp.isin(tok0, eos)
   state = {
       "step": jnp.int32(1),
       "tokens": jnp.full((R, N), scfg.pad_id, jnp.int32).at[:, 0].set(tok0),
       "logp": jnp.zeros((R, N), jnp.float32).at[:, 0].set(lp0),
       "mask": jnp.zeros((R, N), bool).at[:, 0].set(True),
-      "done": jnp.isin(tok0, eos),
+      "eos": eos0, "done": eos0 | (cap_R <= 1),
       "cache": cache,
   }
 
@@ -148,31 +215,106 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
 
   def body(s):
     t = s["step"]
-    prev = jax.lax.dynamic_slice_in_dim(s["tokens"], t - 1, 1, axis=1)
-    pos = (next_pos_R + t - 1)[:, None]
-    h, (k1, v1) = model_lib.hidden_states(params, prev, pos, cfg, mask_BxT=jnp.ones((R, 1), bool),
-                                          cache=s["cache"])
+    prev = jax.lax.dynamic_index_in_dim(s["tokens"], t - 1, axis=1, keepdims=False)
+    logits, (k1, v1) = _decode(params, prev, next_pos_R + t - 1, s["cache"], cfg)
     c = s["cache"]
     slot = P + t - 1
     put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.swapaxes(-2, -3).astype(buf.dtype),
                                                      (0,) * (buf.ndim - 2) + (slot, 0))
-    if cfg.unroll_decode:
-      new_k = tuple(put(c["k"][i], k1[i]) for i in range(L))
-      new_v = tuple(put(c["v"][i], v1[i]) for i in range(L))
-    else:
-      new_k, new_v = put(c["k"], k1), put(c["v"], v1)
-    cache = {"k": new_k, "v": new_v,
+    cache = {"k": _per_layer(put, cfg, c["k"], k1), "v": _per_layer(put, cfg, c["v"], v1),
              "mask": jax.lax.dynamic_update_slice(c["mask"], jnp.ones((R, 1), bool), (0, slot))}
-    logits = model_lib.logits_from_hidden(params, h, cfg)[:, 0]
     tok, lp = pick(logits, t, s["done"])
     upd = lambda buf, x: jax.lax.dynamic_update_slice_in_dim(buf, x[:, None], t, axis=1)
+    eos_t = s["eos"] | (~s["done"] & jnp.isin(tok, eos))
     return {"step": t + 1, "tokens": upd(s["tokens"], tok), "logp": upd(s["logp"], lp),
-            "mask": upd(s["mask"], ~s["done"]), "done": s["done"] | jnp.isin(tok, eos), "cache": cache}
+            "mask": upd(s["mask"], ~s["done"]), "eos": eos_t, "done": s["done"] | eos_t | (cap_R <= t + 1),
+            "cache": cache}
 
   s = jax.lax.while_loop(cond, body, state)
   length = jnp.sum(s["mask"], axis=1)
   return {"tokens": s["tokens"], "logp": s["logp"], "mask": s["mask"], "length": length,
-          "truncated": ~s["done"], "steps": s["step"]}
+          "truncated": ~s["eos"], "steps": s["step"]}
+
+
+def _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg: SamplingConfig, max_len_R):
+  """`generate` with M = scfg.num_slots slots over the R rows: a slot whose row emits EOS or reaches
+  its cap takes the next pending row (at most scfg.refills_per_step slots a step), so the batch stays
+  full until the work runs out. The prompts are prefilled once; a refill copies its prompt's
+  keys/values into the slot. Each row is decoded at the same cache positions, with the same keys,
+  as in static generation, so its tokens are the same (up to float reassociation across batch
+  shapes; 'dynamic' RoPE scaling, which depends on the batch's longest position, differs).
+
+  Shape letters as `generate`, plus M slots and Q = refills_per_step.
+  """
+  B, P = prompt_BxP.shape
+  n, N = scfg.num_samples, scfg.max_new_tokens
+  R = B * n
+  M = min(scfg.num_slots or R, R)
+  Q = min(scfg.refills_per_step, M)
+  S = _cache_length(P, N, cfg)
+  eos = jnp.asarray(scfg.eos_ids or (-1,), jnp.int32)
+  cap_R = jnp.full((R,), N, jnp.int32) if max_len_R is None else jnp.asarray(max_len_R, jnp.int32)
+  prompt_mask_BxP = prompt_mask_BxP.astype(bool)
+  params, positions, k, v, logits_BxV = _prefill(params, prompt_BxP, prompt_mask_BxP, cfg, scfg)
+  next_pos_B = positions[:, -1] + 1
+  # The prompts' caches, B x K x P x H per layer, copied into a slot when one of its rows starts.
+  prompt_k = _per_layer(lambda x: x.swapaxes(1, 2), cfg, list(k) if cfg.unroll_decode else k)
+  prompt_v = _per_layer(lambda x: x.swapaxes(1, 2), cfg, list(v) if cfg.unroll_decode else v)
+  empty = lambda x: constrain(jnp.zeros((M, x.shape[1], S, x.shape[3]), x.dtype), _CACHE_AXES)
+
+  def refill(s, free_M, limit):
+    """Start the next pending rows in the first `limit` free slots."""
+    rank = jnp.cumsum(free_M) - 1
+    row = s["next"] + rank
+    take = free_M & (rank < limit) & (row < R)
+    row = jnp.where(take, row, s["row"])
+    b = row // n
+    idx = jnp.where(take, jnp.arange(M), M)  # out of range: the scatter drops it
+    # Gather at most `limit` prompts (not M): the prefix copy then costs Q prompt caches a step.
+    order = jnp.argsort(~take, stable=True)[:limit]  # the slots that take a row, first
+    src_b, dst = b[order], idx[order]
+    put = lambda buf, pk: buf.at[dst, :, :P].set(pk[src_b].astype(buf.dtype), mode="drop")
+    c = s["cache"]
+    mask_rows = jnp.pad(prompt_mask_BxP[src_b], ((0, 0), (0, S - P)))
+    cache = {"k": _per_layer(put, cfg, c["k"], prompt_k), "v": _per_layer(put, cfg, c["v"], prompt_v),
+             "mask": c["mask"].at[dst].set(mask_rows, mode="drop")}
+    return dict(s, cache=cache, row=row, t=jnp.where(take, 0, s["t"]), active=s["active"] | take,
+                logits=jnp.where(take[:, None], logits_BxV[b], s["logits"]), next=s["next"] + jnp.sum(take))
+
+  state = {
+      "cache": {"k": _per_layer(empty, cfg, prompt_k), "v": _per_layer(empty, cfg, prompt_v),
+                "mask": jnp.zeros((M, S), bool)},
+      "row": jnp.zeros((M,), jnp.int32), "t": jnp.zeros((M,), jnp.int32), "active": jnp.zeros((M,), bool),
+      "logits": jnp.zeros((M, logits_BxV.shape[1]), logits_BxV.dtype), "next": jnp.int32(0),
+      "tokens": jnp.full((R, N), scfg.pad_id, jnp.int32), "logp": jnp.zeros((R, N), jnp.float32),
+      "length": jnp.zeros((R,), jnp.int32), "eos": jnp.zeros((R,), bool), "steps": jnp.int32(0),
+  }
+  state = refill(state, jnp.ones((M,), bool), M)
+
+  def body(s):
+    row, t, active = s["row"], s["t"], s["active"]
+    tok, lp = _pick(s["logits"], row, t, key, scfg)
+    out = jnp.where(active, row, R)  # inactive slots write nothing
+    hit = jnp.isin(tok, eos)
+    fin = active & (hit | (t + 1 >= cap_R[row]))
+    done_row = jnp.where(fin, row, R)
+    logits, (k1, v1) = _decode(params, tok, next_pos_B[row // n] + t, s["cache"], cfg)
+    put_row = jax.vmap(lambda buf, x, p: jax.lax.dynamic_update_slice(buf, x.swapaxes(0, 1).astype(buf.dtype),
+                                                                      (0, p, 0)))
+    put = lambda buf, x: put_row(buf, x, jnp.minimum(P + t, S - 1))  # a drained slot's t stops
+    c = s["cache"]
+    cache = {"k": _per_layer(put, cfg, c["k"], k1), "v": _per_layer(put, cfg, c["v"], v1),
+             "mask": c["mask"].at[jnp.arange(M), jnp.minimum(P + t, S - 1)].set(True)}
+    s = dict(s, cache=cache, logits=logits, t=jnp.where(active, t + 1, t), active=active & ~fin, steps=s["steps"] + 1,
+             tokens=s["tokens"].at[out, t].set(tok, mode="drop"), logp=s["logp"].at[out, t].set(lp, mode="drop"),
+             length=s["length"].at[done_row].set(t + 1, mode="drop"),
+             eos=s["eos"].at[done_row].set(hit, mode="drop"))
+    return refill(s, ~s["active"], Q)
+
+  s = jax.lax.while_loop(lambda s: jnp.any(s["active"]), body, state)
+  mask = jnp.arange(N)[None] < s["length"][:, None]
+  return {"tokens": s["tokens"], "logp": s["logp"], "mask": mask, "length": s["length"], "truncated": ~s["eos"],
+          "steps": s["steps"]}
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:

@@ -23,6 +23,7 @@ from r1jax import rollout as rollout_lib
 from r1jax import sampler as sampler_lib
 from r1jax import train_step
 from r1jax.grpo import advantages as adv_lib
+from r1jax.grpo import rollout_mismatch
 from r1jax.grpo.config import GRPOConfig
 from r1jax.grpo.dynamic_sampling import GroupBuffer
 from r1jax.rewards import aha
@@ -207,10 +208,13 @@ def build_batch(groups: Groups, gcfg: GRPOConfig) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class PolicyUpdate:
-  """Reference log-probs, then grpo.mu passes over grpo.num_minibatches minibatches of a batch."""
+  """Reference log-probs (and with grpo.recompute_old_logp the trainer's pi_old), then grpo.mu passes
+  over grpo.num_minibatches minibatches of a batch. Returns (state, per-update metrics, the
+  sampler-vs-trainer mismatch metrics)."""
   update: Callable
   """The jitted `train_step.make_grpo_step`."""
   ref_logp_fn: Callable | None
+  """Log-probs of the batch's completions under given parameters (reference, or trainer pi_old)."""
   gcfg: GRPOConfig
   seed: int
   mesh: Any
@@ -218,12 +222,18 @@ class PolicyUpdate:
   def __call__(self, state: train_step.TrainState, host: dict, step: int):
     gcfg, mesh = self.gcfg, self.mesh
     batch = train_step.shard_batch(host, mesh)  # the one host -> device copy of the rollout
-    if self.ref_logp_fn is not None:
-      batch["ref_logp"] = self.ref_logp_fn(state.ref_params, batch)
+    ref_logp_fn = self.ref_logp_fn
+    if state.ref_params is not None:
+      batch["ref_logp"] = ref_logp_fn(state.ref_params, batch)
+    mismatch = {}
+    if gcfg.recompute_old_logp:  # one more forward pass: the trainer's pi_old
+      batch, mismatch = rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.params, batch))
+      if gcfg.num_minibatches > 1:
+        host |= {k: np.asarray(distributed.to_host(batch[k])) for k in ("old_logp", "sampler_logp")}
     step_metrics = []
     rows = len(host["adv"])
     mb = rows // gcfg.num_minibatches
-    if gcfg.num_minibatches > 1 and self.ref_logp_fn is not None:
+    if gcfg.num_minibatches > 1 and state.ref_params is not None:
       host["ref_logp"] = np.asarray(distributed.to_host(batch["ref_logp"]))
     for it_mu in range(gcfg.mu):
       perm = np.random.default_rng([self.seed, step, it_mu]).permutation(rows)
@@ -238,7 +248,7 @@ class PolicyUpdate:
     if state.ref_params is not None:
       if gcfg.ref_reset_every and (step + 1) % gcfg.ref_reset_every == 0:
         state = state.replace(ref_params=jax.tree.map(jnp.copy, state.params))
-    return state, jax.device_get(step_metrics)
+    return state, jax.device_get(step_metrics), mismatch
 
 
 def step_metrics(groups: Groups, update_metrics: list[dict], G: int, times: dict) -> dict:
@@ -282,7 +292,9 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   update = PolicyUpdate(
       train_step.make_grpo_step(model_cfg, gcfg, ocfg, scfg.temperature or 1.0,
                                 shardings=train_step.state_shardings(state), mesh=mesh),
-      train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0) if use_ref else None,
+      # Reference log-probs, and the trainer's pi_old with grpo.recompute_old_logp (the same program).
+      train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0) if use_ref or gcfg.recompute_old_logp
+      else None,
       gcfg, tcfg.seed, mesh)
   collector = GroupCollector(model_cfg, scfg, tokenizer, examples, prompt_ids, reward_specs, tcfg,
                              gcfg.max_completion_length, tuple(extra_rewards))
@@ -307,12 +319,13 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       groups, position = collector.collect(state.params, it, jax.random.fold_in(base_key, step), gcfg.dynamic_sampling)
       host = build_batch(groups, gcfg)
       tc = time.perf_counter()
-      state, update_metrics = update(state, host, step)
+      state, update_metrics, mismatch = update(state, host, step)
       t_upd = time.perf_counter() - tc
       m = step_metrics(groups, update_metrics, G, {"update": t_upd, "step": time.perf_counter() - t0})
       m["prompts_dropped_too_long"] = dropped
       nonfinite = int(sum(sm["nonfinite"] for sm in update_metrics))
       bad_in_a_row = bad_in_a_row + 1 if nonfinite else 0
+      m |= jax.device_get(mismatch)
       if (step + 1) % tcfg.log_every == 0:
         log.log(step + 1, m)
       if (step + 1) % tcfg.sample_log_every == 0 or step == start:

@@ -202,7 +202,8 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
   """Jitted GRPO update `(state, batch) -> (state, metrics)` on one minibatch.
 
   batch: tokens_RxT, mask_RxT (real tokens), completion_mask_RxN, old_logp_RxN (sampling-time),
-  ref_logp_RxN (only when beta > 0), adv_R.
+  ref_logp_RxN (only when beta > 0), adv_R; sampler_logp_RxN when old_logp is the trainer's
+  (grpo.recompute_old_logp), for TIS.
   """
   optimizer = make_optimizer(ocfg)
   lr = schedule(ocfg)
@@ -212,7 +213,8 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
   def loss_fn(params, mb, weight):
     P = mb["tokens"].shape[1] - mb["completion_mask"].shape[1]
     logp, ent = completion_logprobs(params, mb["tokens"], mb["mask"], P, cfg, temperature)
-    loss, m = loss_lib.grpo_loss(logp, mb["old_logp"], mb.get("ref_logp"), mb["adv"], mb["completion_mask"], gcfg)
+    loss, m = loss_lib.grpo_loss(logp, mb["old_logp"], mb.get("ref_logp"), mb["adv"], mb["completion_mask"], gcfg,
+                                 mb.get("sampler_logp"))
     m = dict(m)
     m["entropy"] = loss_lib.masked_mean(ent, mb["completion_mask"])
     return loss * weight, m

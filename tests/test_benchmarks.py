@@ -13,7 +13,8 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
   p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grpo_step.py"), "--preset", "tiny", "--prompts",
                       "2", "--G", "4", "--prompt_len", "32", "--new_tokens", "16", "--steps", "1", "--grad_accum",
-                      "2", "--mesh", "2,2,2", "--rules", "tensor", "--out", str(out)], capture_output=True, text=True, env=env,
+                      "2", "--mesh", "2,2,2", "--rules", "tensor", "--lengths", "lognormal", "--mean_len", "6", "--slots", "4",
+                      "--out", str(out)], capture_output=True, text=True, env=env,
                      timeout=600)
   assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
   assert "| r1jax |" in p.stdout
@@ -21,6 +22,17 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   assert r["system"] == "r1jax" and r["rows"] == 8 and r["grad_accum"] == 2
   assert r["mesh"] == [2, 2, 2] and r["rules"] == "tensor" and r["devices"] == 8 and r["processes"] == 1
   assert r["tokens_per_s"] > 0 and r["step_s"] >= r["generate_s"] > 0
+  # Long-tailed lengths through 4 continuous-batching slots over the sharded rows.
+  assert r["lengths"] == "lognormal" and r["slots"] == 4 and 8 <= r["generated_tokens"] < 8 * 16
+  m = r["rollout_mismatch"]  # sampler vs trainer in float32 on CPU: the same log-probs (tests/test_sampler.py)
+  assert 0 <= m["mismatch/abs_mean"] <= m["mismatch/abs_max"] < 2e-5 and 0 <= m["mismatch/k3"] < 1e-9
+  # The ceilings every fraction is taken against: the best of each kind over sizes and repeats.
+  c = r["ceilings"]
+  assert c["copy_bandwidth_Bps"] == max(c["detail"]["copy"].values()) > 0
+  assert c["read_bandwidth_Bps"] == max(c["detail"]["read"].values()) > 0
+  assert c["bandwidth_Bps"] == max(c["copy_bandwidth_Bps"], c["read_bandwidth_Bps"])
+  assert c["bf16_matmul_flops"] == max(c["detail"]["matmul"].values())
+  assert len(c["detail"]["copy"]) == len(c["detail"]["read"]) == len(c["detail"]["matmul"]) == 2
   assert set(r["memory"]) >= {"params", "optimizer_state", "reference", "kv_cache", "temp_update"}
   assert r["memory"]["optimizer_state"] == 2 * r["memory"]["params"] + 8  # AdamW mu, nu (+ count)
 
@@ -35,3 +47,20 @@ def test_code_sandbox_benchmark_runs_and_reports(tmp_path):
   r = json.loads(out.read_text())["results"]
   assert [x["workers"] for x in r] == [2 * os.cpu_count(), 2] and all(x["programs_per_s"] > 0 for x in r)
   assert r[0]["verdicts"]["passed"] == 6 and r[0]["verdicts"]["failed"] == 2  # every 4th is a wrong stub
+
+
+def test_continuous_batching_benchmark_runs_and_reports(tmp_path):
+  out = tmp_path / "cb.json"
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "continuous_batching.py"), "--tiny", "--slots", "2",
+                      "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+  assert "speed-up" in p.stdout
+  r = json.loads(out.read_text())
+  lengths = r["lengths"]
+  assert len(lengths) == 8 and max(lengths) > 2 * min(lengths)  # long-tailed, capped at --max_len
+  assert [x["slots"] for x in r["results"]] == [2]
+  for x in r["results"]:
+    assert x["generated_tokens"] == sum(lengths) and x["static_tokens_per_s"] > 0 and x["continuous_tokens_per_s"] > 0
+    # Static batches run to their longest row; refilled slots need fewer steps for the same tokens.
+    assert sum(lengths) / x["slots"] <= x["continuous_steps"] < x["static_steps"]

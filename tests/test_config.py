@@ -41,6 +41,7 @@ SPECIAL = {
     "data.source": "reasoning_gym", "data.path": "/tmp/x.jsonl", "data.eval_path": "/tmp/y.jsonl",
     "data.layout": "math", "data.on_bad_line": "skip", "data.rg_tasks": "leg_counting",
     "grpo.loss_type": "dr_grpo", "grpo.scale_rewards": "batch", "grpo.importance_sampling_level": "sequence",
+    "grpo.tis": "sequence",
     "grpo.grad_accum": "2", "optim.decay": "cosine", "pretrain.optim.decay": "constant",
     "rewards.language_target": "zh", "train.on_too_long": "fail", "checkpoint.directory": "/tmp/ck",
     "average.steps": "10,20", "sampling.eos_ids": (7,), "sampling.prompt_buckets": (64, 128),
@@ -51,6 +52,7 @@ SPECIAL = {
 # Fields that need a companion setting to be valid (a derived field must agree with its source).
 COMPANIONS = {
     "sampling.num_samples": {"grpo.num_generations": 4},
+    "grpo.tis": {"grpo.recompute_old_logp": True},
     "sampling.max_new_tokens": {"grpo.max_completion_length": 24},
     "model.preset": {"model.vocab_size": 151936},
     "mesh.data": {"mesh.fsdp": -1}, "mesh.tensor": {"mesh.fsdp": -1}, "inputs": {"stage": "evaluate"},

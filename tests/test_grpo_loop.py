@@ -102,8 +102,18 @@ class StandInSampler:
     return ro
 
 
-def _run(tmp_path, monkeypatch, *, steps, gcfg, tcfg_kw, lr=1e-2):
-  sampler = StandInSampler()
+class NoisySampler(StandInSampler):
+  """The stand-in with its log-probs off by known noise, as a sampler whose numerics differ."""
+
+  def __call__(self, *args, **kwargs):
+    ro = super().__call__(*args, **kwargs)
+    ro.noise = np.where(ro.mask, np.random.default_rng(len(self.calls)).normal(0, 0.1, ro.logp.shape), 0.0)
+    ro.logp = (ro.logp + ro.noise).astype(np.float32)
+    return ro
+
+
+def _run(tmp_path, monkeypatch, *, steps, gcfg, tcfg_kw, lr=1e-2, sampler=None):
+  sampler = sampler or StandInSampler()
   updates = []  # per update call: params before it (host copy), the batch it received, its metrics
   make = TS.make_grpo_step
 
@@ -178,7 +188,7 @@ def test_sampled_logprobs_are_the_trainers_and_rows_keep_their_prompts():
   prompts = [[5, 9, 3], [7, 8, 10, 11, 12, 13, 4], [20, 21, 22, 23, 24]]
   scfg = S.SamplingConfig(max_new_tokens=N, temperature=0.7, num_samples=G, prompt_buckets=(8,), pad_id=PAD,
                           eos_ids=(EOS,))
-  ro = rollout.sample(params, prompts, jax.random.key(2), CFG, scfg, TOK, batch_size=4)
+  ro = rollout.sample(params, prompts, jax.random.key(3), CFG, scfg, TOK, batch_size=4)  # a key where EOS cuts 3 rows
   assert ro.truncated.any() and not ro.truncated.all()  # some rows stopped at EOS
   b = ro.train_batch(G)
   P = b["tokens"].shape[1] - N
@@ -211,11 +221,15 @@ def test_loop_rewards_advantages_overlong_truncation_kl_and_minibatches(tmp_path
   """Two steps, batch-scaled rewards, overlong penalty, truncated rows masked, KL against the
   initial parameters, mu = 2 passes over 2 minibatches: every update batch row carries its own
   prompt, the sampler's tokens and log-probs, the advantage recomputed from its own example, the
-  reference log-probs of the initial parameters; the KL metric is the k3 mean between them."""
+  reference log-probs of the initial parameters; the KL metric is the k3 mean between them.
+  With grpo.recompute_old_logp (and token TIS) and a sampler whose log-probs are off by known
+  noise: old_logp is the trainer's at the step's parameters in both passes, sampler_logp the
+  sampler's, and the step logs their mismatch, which is the noise's."""
   w = 0.5
   g = GRPOConfig(num_generations=G, beta=0.04, scale_rewards="batch", mask_truncated_completions=True, mu=2,
-                 num_minibatches=2, max_completion_length=N)
-  out, calls, updates, init = _run(tmp_path, monkeypatch, steps=2, gcfg=g, tcfg_kw={"overlong_weight": w})
+                 num_minibatches=2, max_completion_length=N, recompute_old_logp=True, tis="token")
+  out, calls, updates, init = _run(tmp_path, monkeypatch, steps=2, gcfg=g, tcfg_kw={"overlong_weight": w},
+                                   sampler=NoisySampler())
   assert len(calls) == 2 and len(updates) == 8
   for s, (questions, ro) in enumerate(calls):
     want, total = _expected(questions, ro, "batch", w)
@@ -235,9 +249,20 @@ def test_loop_rewards_advantages_overlong_truncation_kl_and_minibatches(tmp_path
           seen.append(i)
           np.testing.assert_allclose(b["adv"][j], adv, rtol=1e-5, atol=1e-6)
           np.testing.assert_array_equal(b["tokens"][j, -N:], ro.tokens[i])
-          np.testing.assert_array_equal(b["old_logp"][j], ro.logp[i])
+          np.testing.assert_array_equal(b["sampler_logp"][j], ro.logp[i])
           np.testing.assert_array_equal(b["completion_mask"][j], ro.mask[i] * (not ro.truncated[i]))
       assert sorted(seen) == list(range(len(want)))
+    for u in step_updates:  # pi_old: the trainer's log-probs under the parameters that sampled
+      b = u["batch"]
+      trainer = np.asarray(_logp_jit(step_updates[0]["params"], b["tokens"], b["mask"], 0.7))
+      cm = b["completion_mask"] > 0
+      np.testing.assert_allclose(b["old_logp"][cm], trainer[cm], atol=2e-5)
+      assert 0 < u["metrics"]["tis/weight_mean"] <= g.tis_cap
+    valid = ro.mask & ~ro.truncated[:, None]
+    d = -ro.noise[valid]  # trainer - sampler
+    np.testing.assert_allclose(m["mismatch/abs_mean"], np.abs(d).mean(), atol=2e-5)
+    np.testing.assert_allclose(m["mismatch/abs_max"], np.abs(d).max(), atol=2e-5)
+    np.testing.assert_allclose(m["mismatch/k3"], (np.exp(d) - d - 1).mean(), rtol=1e-3)
     for u in step_updates:
       b = u["batch"]
       ref = np.asarray(_logp_jit(init, b["tokens"], b["mask"], 0.7))
@@ -286,3 +311,4 @@ def test_loop_dynamic_sampling_keeps_informative_groups_with_their_rewards(tmp_p
     m = out["history"][s]
     np.testing.assert_allclose(m["reward"], np.mean([v[1] for grp in kept for _, v, _ in grp]), rtol=1e-6)
     assert m["dynamic_sampling/groups_kept"] >= 4 and m["dynamic_sampling/groups_uninformative"] == 0
+

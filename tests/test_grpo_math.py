@@ -15,6 +15,7 @@ import pytest
 from r1jax.grpo import advantages as adv_lib
 from r1jax.grpo import dynamic_sampling as ds_lib
 from r1jax.grpo import loss as loss_lib
+from r1jax.grpo import rollout_mismatch
 from r1jax.grpo.config import GRPOConfig
 
 
@@ -70,8 +71,9 @@ def ref_process_advantages(step_rewards, step_end, step_valid, G, T, eps):
   return out
 
 
-def ref_grpo_loss(logp, old, ref, adv, mask, loss_type, level, beta, eps_low, eps_high, max_len):
-  """Loss, d loss / d logp, and metrics; straight from the formulas, one token at a time."""
+def ref_grpo_loss(logp, old, ref, adv, mask, loss_type, level, beta, eps_low, eps_high, max_len, tis_w=None):
+  """Loss, d loss / d logp, and metrics; straight from the formulas, one token at a time.
+  tis_w: B x T truncated-importance weights of the surrogate (not of the KL term), or None."""
   B, T = logp.shape
   n = [sum(1 for t in range(T) if mask[b, t]) for b in range(B)]
   N = sum(n)
@@ -97,15 +99,16 @@ def ref_grpo_loss(logp, old, ref, adv, mask, loss_type, level, beta, eps_low, ep
       if not mask[b, t]:
         continue
       w = weight(b)
+      wt = 1.0 if tis_w is None else tis_w[b, t]
       rho = math.exp(logp[b, t] - old[b, t]) if level == "token" else s
       value, dvalue_drho = surrogate(rho, a)
-      loss += w * value
+      loss += w * wt * value
       if level == "token":
-        grad[b, t] += w * dvalue_drho * rho
+        grad[b, t] += w * wt * dvalue_drho * rho
       else:  # d s / d logp[b, u] = s / n_b for every valid u
         for u in range(T):
           if mask[b, u]:
-            grad[b, u] += w * dvalue_drho * s / n[b]
+            grad[b, u] += w * wt * dvalue_drho * s / n[b]
       low += (rho < lo and a < 0) / max(N, 1)
       high += (rho > hi and a > 0) / max(N, 1)
       if ref is not None:
@@ -120,6 +123,27 @@ def ref_grpo_loss(logp, old, ref, adv, mask, loss_type, level, beta, eps_low, ep
   if ref is not None:
     metrics["kl"] = kl_sum
   return loss, grad, metrics
+
+
+def ref_tis_weights(old, sampler, mask, level, cap):
+  """min(pi_old / pi_sampler, cap) per valid token, or min(prod over the row's valid tokens, cap)."""
+  B, T = old.shape
+  w = np.zeros((B, T))
+  for b in range(B):
+    prod = 1.0
+    for t in range(T):
+      if mask[b, t]:
+        prod *= math.exp(old[b, t] - sampler[b, t])
+    for t in range(T):
+      if mask[b, t]:
+        w[b, t] = min(math.exp(old[b, t] - sampler[b, t]) if level == "token" else prod, cap)
+  return w
+
+
+def ref_mismatch(trainer, sampler, mask):
+  d = [trainer[b, t] - sampler[b, t] for b, t in zip(*np.nonzero(mask))]
+  return {"mismatch/abs_mean": sum(abs(x) for x in d) / len(d), "mismatch/abs_max": max(abs(x) for x in d),
+          "mismatch/k3": sum(math.exp(x) - x - 1.0 for x in d) / len(d)}
 
 
 def make_inputs(seed, P=6, G=4, T=7, garbage=1e3):
@@ -254,6 +278,40 @@ def test_mu1_loss_is_only_kl_but_gradient_is_not_zero():
   np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
   want_grad += 0.04 * (1 - np.exp(ref - logp)) * mask / (mask.sum(1, keepdims=True) * B)
   np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("tis", ["token", "sequence"])
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("loss_type", ["grpo", "token_mean"])
+def test_tis_loss_grad_and_mismatch_match_numpy(x64, loss_type, level, tis):
+  """TIS: the surrogate weighted by the capped trainer/sampler ratio (token or sequence level), the
+  KL term not; the cap binds on some tokens and not on others. Masked positions hold garbage."""
+  cap = 1.5
+  cfg = GRPOConfig(loss_type=loss_type, importance_sampling_level=level, beta=0.04, eps_high=0.28,
+                   max_completion_length=7, recompute_old_logp=True, tis=tis, tis_cap=cap)
+  logp, old, ref, adv, mask = make_inputs(4)
+  sampler = old + np.random.default_rng(9).normal(0, 0.3, old.shape)
+  sampler[~mask] = np.nan
+  w = ref_tis_weights(old, sampler, mask, tis, cap)
+  assert 0 < (w[mask] == cap).mean() < 1
+  want_loss, want_grad, want_m = ref_grpo_loss(logp, old, ref, adv, mask, loss_type, level, 0.04, 0.2, 0.28, 7, w)
+  want_m |= {"tis/weight_mean": w[mask].mean(), "tis/capped_ratio": (w[mask] == cap).mean()}
+  args = [jnp.asarray(x) for x in (old, ref, adv, mask)]
+  fn = jax.jit(jax.value_and_grad(lambda lp: loss_lib.grpo_loss(lp, *args, cfg, jnp.asarray(sampler)), has_aux=True))
+  (loss, m), grad = fn(jnp.asarray(logp))
+  np.testing.assert_allclose(float(loss), want_loss, rtol=1e-12, atol=1e-14)
+  np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-14)
+  assert set(m) == set(want_m)
+  for k in want_m:
+    np.testing.assert_allclose(float(m[k]), want_m[k], rtol=1e-12, atol=1e-14, err_msg=k)
+  # The logged mismatch between the trainer's and the sampler's log-probs of the same tokens.
+  got = {k: float(v) for k, v in rollout_mismatch.logprob_mismatch(old, sampler, mask).items()}
+  want = ref_mismatch(old, sampler, mask)
+  assert set(got) == set(want)
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-12, err_msg=k)
+  with pytest.raises(ValueError, match="grpo.tis='token' needs sampler_logp_BxT"):
+    loss_lib.grpo_loss(logp, old, ref, adv, mask, dataclasses.replace(cfg, tis="token"))
 
 
 def test_loss_argument_errors():
@@ -394,6 +452,10 @@ def test_config_defaults_and_aliases():
     ("eps_high", -0.1, "must be >= 0"),
     ("dynamic_sampling", "yes", "must be a bool"),
     ("mask_truncated_completions", 1, "must be a bool"),
+    ("recompute_old_logp", 1, "must be a bool"),
+    ("tis", "seq", "is not one of ('none', 'token', 'sequence')"),
+    ("tis", "token", "needs grpo.recompute_old_logp=True"),
+    ("tis_cap", 0.0, "must be a number > 0"),
 ])
 def test_config_validation_names_field_value_and_allowed(field, value, allowed):
   with pytest.raises(ValueError) as e:

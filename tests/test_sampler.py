@@ -30,8 +30,9 @@ def _teacher_forced_logits(params, seq):
   return np.asarray(M.forward(params, toks, pos, CFG)[0][0])
 
 
-def test_greedy_equals_teacher_forced_argmax(params):
-  scfg = S.SamplingConfig(max_new_tokens=12, temperature=0.0, prompt_buckets=(16,))
+@pytest.mark.parametrize("fuse", [False, True])  # fused q/k/v and gate/up: the same model
+def test_greedy_equals_teacher_forced_argmax(params, fuse):
+  scfg = S.SamplingConfig(max_new_tokens=12, temperature=0.0, prompt_buckets=(16,), fuse_projections=fuse)
   prompts = _prompts()
   toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
   out = jax.device_get(S.generate(params, toks, mask, jax.random.key(1), CFG, scfg))
@@ -94,6 +95,10 @@ def test_tokens_after_eos_are_masked(params):
   sup = jax.device_get(S.generate(params, toks, mask, jax.random.key(0), CFG,
                                   dataclasses.replace(scfg, suppress_eos=True)))
   assert (sup["length"] == 10).all() and (sup["tokens"] != eos).all()
+  # Its log-probs are the model's (the trainer's), not those of the EOS-less distribution it drew from.
+  seq = list(_prompts()[0]) + list(sup["tokens"][0])
+  lp = np.asarray(jax.nn.log_softmax(_teacher_forced_logits(params, seq)[len(seq) - 11:len(seq) - 1], -1))
+  np.testing.assert_allclose(sup["logp"][0], lp[np.arange(10), sup["tokens"][0]], atol=2e-5)
 
 
 def test_causality(params):
@@ -128,6 +133,10 @@ def test_no_recompile_for_same_shapes(params):
 def test_bad_config_and_long_prompt():
   with pytest.raises(ValueError, match="top_p"):
     S.SamplingConfig(top_p=0.0)
+  with pytest.raises(ValueError, match=r"sampling.num_slots=-1 must be an int >= 0 \(0 = all rows\)"):
+    S.SamplingConfig(num_slots=-1)
+  with pytest.raises(ValueError, match="sampling.refills_per_step=0 must be an int >= 1"):
+    S.SamplingConfig(refills_per_step=0)
   with pytest.raises(ValueError, match="prompt_buckets"):
     S.pad_prompts([[1] * 40], (16, 32), pad_id=0)
 
@@ -275,3 +284,34 @@ def test_each_decode_step_draws_fresh_randomness():
   same = (out[:, 1:] == out[:, :-1]).mean()
   assert same < 4 / CFG.vocab_size, same  # 704 pairs: ~7 expected at 1/V, 704 if the key repeats
   assert len(np.unique(out)) > CFG.vocab_size // 2
+
+
+# ----------------------------------------------------------------------------- continuous batching
+
+
+def test_continuous_batching_equals_static_generation(params):
+  """9 rows (3 prompts of different lengths x 3 samples) ending by EOS, by a per-row cap or at N,
+  decoded in 4 slots refilled as rows end (at most 1 a step; stacked cache) and in 2 slots
+  (2 a step; per-layer buffers): the same tokens, log-probs, masks, lengths and truncation flags
+  as static generation with the same key. Static rows stopped by a cap are prefixes of uncapped ones."""
+  N = 16
+  scfg = S.SamplingConfig(max_new_tokens=N, temperature=1.0, num_samples=3, eos_ids=(3, 7, 11, 19),
+                          prompt_buckets=(16,))
+  toks, mask = S.pad_prompts(_prompts(), scfg.prompt_buckets, pad_id=0)
+  caps = np.array([16, 5, 16, 1, 9, 16, 3, 12, 16], np.int32)
+  key = jax.random.key(21)
+  free = jax.device_get(S.generate(params, toks, mask, key, CFG, scfg))
+  want = jax.device_get(S.generate(params, toks, mask, key, CFG, scfg, caps))
+  for r in range(9):
+    L = int(want["length"][r])
+    np.testing.assert_array_equal(want["tokens"][r, :L], free["tokens"][r, :L])
+    assert L == min(caps[r], free["length"][r]) and want["truncated"][r] == (L < free["length"][r] or free["truncated"][r])
+  assert (~want["truncated"]).sum() >= 2 and (want["length"] < caps).sum() >= 2 and (want["length"] == N).sum() >= 1
+  for slots, refills, unroll in ((4, 1, False), (2, 2, True)):
+    c = dataclasses.replace(scfg, continuous_batching=True, num_slots=slots, refills_per_step=refills)
+    got = jax.device_get(S.generate(params, toks, mask, key, dataclasses.replace(CFG, unroll_decode=unroll), c, caps))
+    for k in ("tokens", "mask", "length", "truncated"):
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    np.testing.assert_allclose(got["logp"], want["logp"], atol=1e-5)
+    # Every slot busy until the work runs out: far fewer steps than static batches of `slots` rows.
+    assert want["length"].sum() / slots <= got["steps"] < want["length"].sum() / slots + N

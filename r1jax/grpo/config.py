@@ -9,6 +9,7 @@ LOSS_TYPE_ALIASES = {"bnpo": "token_mean", "dapo": "token_mean"}
 """Names peers use for the same aggregation; resolved to the canonical name on construction."""
 SCALE_REWARDS = ("group", "batch", "none")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+TIS_LEVELS = ("none", "token", "sequence")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,17 @@ class GRPOConfig:
   """Exclude completions that hit max_completion_length without EOS from the loss (DAPO)."""
   importance_sampling_level: str = "token"
   """'token': per-token ratio (GRPO); 'sequence': exp(mean_t log ratio) per sequence (GSPO)."""
+  recompute_old_logp: bool = False
+  """pi_old from the trainer's own forward pass over the rollout (one more forward, the cost of the
+  reference pass) instead of the sampler's log-probs; the sampler's are kept for `tis` and the
+  logged rollout-vs-trainer mismatch (`grpo.rollout_mismatch`). Off: no extra pass, no mismatch."""
+  tis: str = "none"
+  """Truncated importance sampling against the sampler/trainer mismatch (Yao et al. 2025, as verl and
+  slime): the clipped surrogate of each token is weighted by min(pi_old_trainer / pi_sampler, tis_cap)
+  per 'token', or per 'sequence' by min(prod_t of that ratio, tis_cap); 'none' = off. Needs
+  recompute_old_logp."""
+  tis_cap: float = 2.0
+  """C, the cap of the TIS weight."""
 
   def __post_init__(self):
     if isinstance(self.loss_type, str) and self.loss_type in LOSS_TYPE_ALIASES:
@@ -66,7 +78,8 @@ class GRPOConfig:
             extra=f" (aliases: {', '.join(f'{k!r}' for k in LOSS_TYPE_ALIASES)} -> 'token_mean')")
     _one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
     _one_of("importance_sampling_level", self.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
-    for name in ("dynamic_sampling", "mask_truncated_completions"):
+    _one_of("tis", self.tis, TIS_LEVELS)
+    for name in ("dynamic_sampling", "mask_truncated_completions", "recompute_old_logp"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f"grpo.{name}={getattr(self, name)!r} must be a bool")
     _at_least("num_generations", self.num_generations, 2, "a group needs >= 2 samples to have a spread")
@@ -81,6 +94,11 @@ class GRPOConfig:
       raise ValueError(f"grpo.eps_low={self.eps_low!r} must be in [0, 1) so that 1 - eps_low > 0")
     if not self.eps_high >= 0:
       raise ValueError(f"grpo.eps_high={self.eps_high!r} must be >= 0")
+    if isinstance(self.tis_cap, bool) or not isinstance(self.tis_cap, (int, float)) or not self.tis_cap > 0:
+      raise ValueError(f"grpo.tis_cap={self.tis_cap!r} must be a number > 0")
+    if self.tis != "none" and not self.recompute_old_logp:
+      raise ValueError(f"grpo.tis={self.tis!r} needs grpo.recompute_old_logp=True (the weight compares the "
+                       "trainer's log-probs with the sampler's), or grpo.tis='none'")
 
 def _one_of(name: str, value, allowed: tuple[str, ...], extra: str = "") -> None:
   if value not in allowed:

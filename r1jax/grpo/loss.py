@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from r1jax.grpo import rollout_mismatch
 from r1jax.grpo.config import GRPOConfig
 
 
@@ -94,7 +95,7 @@ def log_importance_ratio(logp_BxT, old_logp_BxT, mask_BxT, level: str):
   raise ValueError(f"importance_sampling_level={level!r} is not one of ('token', 'sequence')")
 
 
-def grpo_loss(logp_BxT, old_logp_BxT, ref_logp_BxT, adv_B, mask_BxT, cfg: GRPOConfig):
+def grpo_loss(logp_BxT, old_logp_BxT, ref_logp_BxT, adv_B, mask_BxT, cfg: GRPOConfig, sampler_logp_BxT=None):
   """GRPO loss of one (mini)batch, differentiable w.r.t. logp_BxT; jit-able with cfg static.
 
   Args:
@@ -103,13 +104,18 @@ def grpo_loss(logp_BxT, old_logp_BxT, ref_logp_BxT, adv_B, mask_BxT, cfg: GRPOCo
     ref_logp_BxT: log pi_ref, or None when cfg.beta == 0 (given with beta == 0 it is only logged).
     adv_B: advantage of each row (see `advantages.group_advantages`).
     mask_BxT: valid completion tokens, bool or float weights.
-    cfg: uses beta, eps_low, eps_high, loss_type, importance_sampling_level, max_completion_length.
+    cfg: uses beta, eps_low, eps_high, loss_type, importance_sampling_level, max_completion_length,
+      tis, tis_cap.
+    sampler_logp_BxT: the sampler's log-probs of the tokens when old_logp_BxT is the trainer's
+      (needed by cfg.tis != 'none': the surrogate, not the KL term, is weighted by
+      `rollout_mismatch.tis_weights(old_logp, sampler_logp)`).
 
   Returns:
     (loss, metrics): loss a float32 scalar (float64 for float64 logp); metrics 'loss', 'kl' (masked token mean, only when
     ref_logp_BxT is given), 'clip_ratio/low_mean' (fraction of valid tokens with rho < 1 - eps_low
     and A < 0), 'clip_ratio/high_mean' (rho > 1 + eps_high and A > 0), 'clip_ratio/region_mean'
-    (either): the tokens whose gradient the clip zeroes.
+    (either): the tokens whose gradient the clip zeroes; with TIS 'tis/weight_mean' and
+    'tis/capped_ratio' (fraction of valid tokens whose weight is the cap).
   """
   dtype = _float_dtype(logp_BxT)
   logp_BxT = jnp.asarray(logp_BxT).astype(dtype)
@@ -124,12 +130,20 @@ def grpo_loss(logp_BxT, old_logp_BxT, ref_logp_BxT, adv_B, mask_BxT, cfg: GRPOCo
   if cfg.beta > 0 and ref_logp_BxT is None:
     raise ValueError(f"grpo.beta={cfg.beta} > 0 needs ref_logp_BxT "
                      "(set grpo.beta=0 to run without a reference)")
+  if cfg.tis != "none" and sampler_logp_BxT is None:
+    raise ValueError(f"grpo.tis={cfg.tis!r} needs sampler_logp_BxT (set grpo.tis='none' to run without)")
 
   rho_BxT = jnp.exp(log_importance_ratio(logp_BxT, old_logp_BxT, mask_BxT, cfg.importance_sampling_level))
   clipped_rho_BxT = jnp.clip(rho_BxT, 1.0 - cfg.eps_low, 1.0 + cfg.eps_high)
   loss_BxT = -jnp.minimum(rho_BxT * adv_Bx1, clipped_rho_BxT * adv_Bx1)
 
   metrics = {}
+  if cfg.tis != "none":
+    w_BxT = jax.lax.stop_gradient(rollout_mismatch.tis_weights(old_logp_BxT, sampler_logp_BxT, mask_BxT, cfg.tis,
+                                                               cfg.tis_cap)).astype(dtype)
+    loss_BxT = w_BxT * loss_BxT
+    metrics["tis/weight_mean"] = masked_mean(w_BxT, m_BxT)
+    metrics["tis/capped_ratio"] = masked_mean((w_BxT >= cfg.tis_cap * (1 - 1e-6)).astype(dtype), m_BxT)
   if ref_logp_BxT is not None:
     ref_logp_BxT = jax.lax.stop_gradient(jnp.asarray(ref_logp_BxT).astype(dtype))
     d_BxT = jnp.where(valid_BxT, ref_logp_BxT - logp_BxT, 0.0)
