@@ -110,7 +110,7 @@ def run_r1jax(a, ceil):
     for i in range(a.steps + 1):
       caps_dev = distributed.process_batch(step_caps[i][distributed.process_rows(R)], mesh)
       t0 = time.perf_counter()
-      out = gen(state["params"], prompts, pmask, jax.random.key(i), caps_dev)
+      out = gen(state.params, prompts, pmask, jax.random.key(i), caps_dev)
       jax.block_until_ready(out["tokens"])
       t1 = time.perf_counter()
       assert int(out["mask"].sum()) == step_caps[i].sum(), "every row must generate its cap's tokens"
@@ -123,13 +123,13 @@ def run_r1jax(a, ceil):
       jax.block_until_ready(batch["ref_logp"])
       t2 = time.perf_counter()
       if i == a.steps:  # untimed: the trainer's log-probs of the sampled tokens under the sampling weights
-        trainer_logp = ref_fn(to_compute(state["params"]), batch)
+        trainer_logp = ref_fn(to_compute(state.params), batch)
         mismatch = jax.device_get(rollout_mismatch.logprob_mismatch(trainer_logp, batch["old_logp"],
                                                                     batch["completion_mask"]))
         del trainer_logp
         t2 = time.perf_counter()
       if i == 0:
-        temps = {"generate": temp_bytes(gen, state["params"], prompts, pmask, jax.random.key(0), caps_dev),
+        temps = {"generate": temp_bytes(gen, state.params, prompts, pmask, jax.random.key(0), caps_dev),
                  "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, batch)}
       state, m = update(state, batch)
       jax.block_until_ready(m["loss"])
@@ -159,7 +159,7 @@ def run_r1jax(a, ceil):
             "decode_roofline_frac": ((w_bytes + kv_step) / ceil["bandwidth_Bps"] / decode_step_s
                                      if a.lengths == "fixed" and not a.slots else None),
             "update_mfu": upd_flops / upd_s / ceil["bf16_matmul_flops"] if ceil["bf16_matmul_flops"] else None,
-            "memory": {"params": nbytes(state["params"]), "optimizer_state": nbytes(state["opt_state"]),
+            "memory": {"params": nbytes(state.params), "optimizer_state": nbytes(state.opt_state),
                        "reference": nbytes(ref), "kv_cache": kv_cache,
                        "temp_generate": temps.get("generate"), "temp_ref_logprobs": temps.get("ref_logprobs"),
                        "temp_update": temps.get("update")},

@@ -1,18 +1,14 @@
-"""What `experiments/*.py` run: build tokenizer, base model and data from a config, then a stage.
+"""The experiment boundary: the config (generated from the library dataclasses, validated before
+any work), `main` for `experiments/*.py`, and the R1-Zero run as a pipeline of stages
+(`r1jax.stages`, `r1jax.pipeline`).
 
-Stages:
+--config.stage of experiments/r1_zero.py:
 - 'r1_zero': evaluate the base model, GRPO with the R1 template and rule rewards, evaluate
   again, print a summary table, write plots and `summary.json`.
 - 'pretrain': only build (or load) the base model.
 - 'evaluate': only evaluate the base model.
 - 'average': average the parameters of the run's last-k (or chosen) GRPO checkpoints into
   `workdir/policy_avg` (sharded: each checkpoint is read into the mesh, never gathered).
-
-The embedded default needs no network: verifiable arithmetic problems are generated, a
-SentencePiece tokenizer is trained on them, and a tiny base model is pretrained on a corpus of
-solved problems (cached in the work directory). The corpus mostly answers in plain prose and
-only sometimes in the R1 `<think>/<answer>` form, and some of its answers are wrong, so the base
-model is weak at the template and RL has something to teach.
 """
 from __future__ import annotations
 
@@ -24,19 +20,26 @@ import time
 
 from absl import logging as absl_logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
-import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import distributed
+from r1jax import pipeline
+from r1jax import stages as stages_lib
 from r1jax import model as model_lib
+from r1jax import policy as policy_lib
+from r1jax.policy import load_policy, save_policy  # noqa: F401 (the policy directory API)
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
 from r1jax import train
 from r1jax import train_step
+from r1jax import curation
+from r1jax.sft import loop as sft_loop
+from r1jax.stages import cold_start_data, context, distill, rejection_sampling, reward_model, rl_all
+from r1jax.stages.average import AverageConfig
+from r1jax.stages.pretrain import PretrainConfig
 from r1jax import config as config_lib
 from r1jax import datasets as datasets_lib
 from r1jax.config import to_dataclass
@@ -47,49 +50,8 @@ from r1jax.rewards import combine
 from r1jax.sampler import SamplingConfig
 from r1jax.tasks import arithmetic
 
-STAGES = ("r1_zero", "pretrain", "evaluate", "average")
-ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "rope_theta",
-               "rms_eps", "qkv_bias", "qk_norm", "tie_embeddings")
-"""ModelConfig fields a Hugging Face checkpoint's config.json fixes (an override would not load)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-  """Next-token pretraining of the embedded tiny base model (unused with a Hugging Face model)."""
-  steps: int = 600
-  """Optimizer steps; 0 leaves the base randomly initialized."""
-  batch_size: int = 32
-  seq_len: int = 128
-  """Tokens per packed row."""
-  r1_fraction: float = 0.25
-  """Share of corpus documents in the R1 <think>/<answer> form (the rest answer in prose)."""
-  wrong_fraction: float = 0.3
-  """Share of corpus documents whose final answer is replaced by a wrong number."""
-  optim: train_step.OptimConfig = train_step.OptimConfig(learning_rate=3e-3, warmup_steps=50, decay="cosine",
-                                                         weight_decay=0.01)
-
-  def __post_init__(self):
-    if self.steps < 0 or self.batch_size < 1 or self.seq_len < 2:
-      raise ValueError(f"pretrain.steps={self.steps} must be >= 0, pretrain.batch_size={self.batch_size} >= 1 "
-                       f"and pretrain.seq_len={self.seq_len} >= 2")
-    for f in ("r1_fraction", "wrong_fraction"):
-      if not 0.0 <= getattr(self, f) <= 1.0:
-        raise ValueError(f"pretrain.{f}={getattr(self, f)} must lie in [0, 1]")
-
-
-@dataclasses.dataclass(frozen=True)
-class AverageConfig:
-  """--config.stage=average: the mean of these GRPO checkpoints' parameters -> workdir/policy_avg."""
-  last_k: int = 3
-  """Average the last k checkpoints."""
-  steps: str = ""
-  """Comma-separated steps ('40,60,80'); overrides last_k."""
-
-  def __post_init__(self):
-    if self.last_k < 1:
-      raise ValueError(f"average.last_k={self.last_k} must be >= 1")
-    if any(not x.strip().isdigit() for x in self.steps.split(",") if x.strip()):
-      raise ValueError(f"average.steps={self.steps!r} must be comma-separated step numbers")
+STAGES = tuple(stages_lib.R1_ZERO_SELECTIONS)
+ARCH_FIELDS = context.ARCH_FIELDS
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -106,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
   """
   c = ml_collections.ConfigDict()
   c.stage = "r1_zero"
+  c.inputs = ""  # NAME=PATH,...: a stage's inputs from given paths instead of this work directory's stages
   c.workdir = "runs/r1_zero"
   c.seed = 0
   c.template = "r1_zero"
@@ -128,6 +91,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = config_lib.section(harness.EvalConfig)
   c.checkpoint = config_lib.section(ckpt_lib.CheckpointConfig, derived=("directory",))
   c.average = config_lib.section(AverageConfig)
+  return c
+
+
+R1_SECTIONS = {"r1": stages_lib.R1Config, "cold_start": cold_start_data.ColdStartConfig,
+               "curation": curation.FilterConfig, "sft": sft_loop.SFTConfig,
+               "rejection": rejection_sampling.RejectionConfig, "reward_model": reward_model.RewardModelConfig,
+               "rl_all": rl_all.RLAllConfig, "distill": distill.DistillConfig}
+"""The sections experiments/r1.py adds to `base_config()` (one dataclass each)."""
+
+
+def r1_config() -> ml_collections.ConfigDict:
+  """experiments/r1.py's config: every base section plus the pipeline's stages'."""
+  c = base_config()
+  c.stage = "all"
+  c.workdir = "runs/r1"
+  for name, cls in R1_SECTIONS.items():
+    c[name] = config_lib.section(cls)
   return c
 
 
@@ -196,12 +176,18 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   Raises ValueError naming the field, its value and what is allowed; compiles nothing, trains
   no tokenizer and loads no weights (a checkpoint's config.json is read).
   """
-  known = set(base_config())
+  is_r1 = "r1" in cfg
+  known = set(r1_config() if is_r1 else base_config())
   unknown = sorted(set(cfg) - known)
   if unknown:
     raise ValueError(f"unknown config field(s) {unknown}; the top level takes {sorted(known)}")
-  if cfg.stage not in STAGES:
-    raise ValueError(f"stage={cfg.stage!r} is not one of {STAGES}")
+  given_inputs(cfg.inputs)
+  allowed = ("all",) + stages_lib.R1_STAGES if is_r1 else STAGES
+  if cfg.stage not in allowed:
+    raise ValueError(f"stage={cfg.stage!r} is not one of {allowed}")
+  if cfg.inputs and cfg.stage in ("all", "r1_zero"):
+    raise ValueError(f"inputs={cfg.inputs!r} with stage={cfg.stage!r}: given inputs are for one stage; "
+                     f"set --config.stage=NAME")
   if cfg.template != "r1_zero" and "{prompt}" not in cfg.template:
     raise ValueError(f"template={cfg.template[:60]!r}: use 'r1_zero' or a string with a {{prompt}} slot")
   model_cfg, remat = model_config(cfg)
@@ -237,6 +223,13 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
                                  directory=cfg.checkpoint.directory or str(pathlib.Path(cfg.workdir) / "ckpt")),
       "average": to_dataclass(AverageConfig, cfg.average, "average"),
   }
+  for name, cls in R1_SECTIONS.items():
+    if is_r1:
+      out[name] = to_dataclass(cls, cfg[name], name)
+  for field in ("cold_start.teacher", "distill.teacher"):
+    path = cfg.get(field.split(".")[0], {}).get(field.split(".")[1], "") if is_r1 else ""
+    if path and not pathlib.Path(path).is_dir():
+      raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")
   mesh_shape = out["mesh"].shape(jax.device_count())
   shards = mesh_shape[0] * mesh_shape[1]
   rows = tcfg.prompts_per_step * gcfg.num_generations
@@ -303,35 +296,6 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
 # ----------------------------------------------------------------------------- policy on disk
 
 
-def save_policy(directory, step: int, params, model_cfg: model_lib.ModelConfig, tokenizer_path: str):
-  """Parameters (sharded Orbax checkpoint) plus what is needed to use them: model config and tokenizer."""
-  meta = {"model": dataclasses.asdict(model_cfg), "tokenizer": str(tokenizer_path), "step": int(step)}
-  with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(directory), save_every=1, keep=1,
-                                                       async_save=False)) as ck:
-    ck.save(step, {"params": params}, meta, force=True)
-
-
-def load_policy(directory, mesh, rules=None):
-  """(model config, params, tokenizer) saved by `save_policy`, restored into `mesh` shardings."""
-  if not pathlib.Path(directory).is_dir():
-    raise FileNotFoundError(f"checkpoint={str(directory)!r}: no such directory")
-  with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(directory), save_every=1, keep=1,
-                                                       async_save=False)) as ck:
-    meta = ck.restore_meta()
-    if "model" not in meta:
-      raise ValueError(f"checkpoint={str(directory)!r} was not written by save_policy (its meta has no model "
-                       f"config); pass a policy directory such as <workdir>/policy")
-    m = dict(meta["model"])
-    if m.get("rope_scaling"):
-      m["rope_scaling"] = model_lib.RopeScaling(**m["rope_scaling"])
-    model_cfg = model_lib.ModelConfig(**m)
-    shardings = model_lib.param_shardings(model_cfg, mesh, rules)
-    abstract = {"params": jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-                                       model_lib.abstract_params(model_cfg), shardings)}
-    state, _ = ck.restore(None, abstract)
-  return model_cfg, state["params"], tok_lib.load_tokenizer(meta["tokenizer"])
-
-
 def with_sweep(cfg: ml_collections.ConfigDict, sweep: list[dict], index: int) -> ml_collections.ConfigDict:
   """`cfg` with the dotted overrides of sweep[index] applied (index -1: unchanged)."""
   if index < 0:
@@ -343,150 +307,6 @@ def with_sweep(cfg: ml_collections.ConfigDict, sweep: list[dict], index: int) ->
 
 def template_text(cfg) -> str:
   return templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def load_examples(d: datasets_lib.DataConfig) -> tuple[list[dict], list[dict]]:
-  """(train, held-out) examples for the configured source."""
-  if d.source == "synthetic":
-    return arithmetic.split(d.num_train, d.num_eval, seed=d.seed)
-  if d.source == "reasoning_gym":
-    ex = datasets_lib.reasoning_gym_examples(d.rg_tasks, d.num_train + d.num_eval, d.seed)
-    return ex[d.num_eval:], ex[:d.num_eval]
-  if d.source == "tfds":
-    load = lambda split, n: datasets_lib.tfds_examples(d.tfds_name, split, d.tfds_data_dir, d.question_field or
-                                                       "question", d.answer_field or "answer", n)
-    return load(d.tfds_train_split, d.num_train), load(d.tfds_eval_split, d.num_eval)
-  jc = lambda path, n, layout: datasets_lib.JsonlConfig(path=path, layout=layout or d.layout,
-                                                        question_field=d.question_field, answer_field=d.answer_field,
-                                                        on_bad_line=d.on_bad_line, max_examples=n)
-  # 'a.jsonl,b.jsonl.gz:humaneval': several files (each path[:layout]) mixed in a seeded shuffle, so
-  # math and code prompts share the steps and the held-out split, each scored by its own checker.
-  def read(spec, n):
-    out = []
-    for path, layout in datasets_lib.file_specs(spec):
-      out += datasets_lib.load_jsonl(jc(path, n, layout))[0]
-    return out
-
-  mix = lambda spec, exs: ([exs[i] for i in np.random.default_rng(d.seed).permutation(len(exs))]
-                           if len(datasets_lib.file_specs(spec)) > 1 else exs)
-  train_ex = mix(d.path, read(d.path, d.num_train))
-  if d.eval_path:
-    eval_ex = mix(d.eval_path, read(d.eval_path, d.num_eval))
-  else:
-    train_ex, eval_ex = train_ex[d.num_eval:], train_ex[:d.num_eval]
-  return train_ex, eval_ex
-
-
-def pretraining_documents(examples, template: str, seed: int, r1_fraction: float, wrong_fraction: float):
-  """Solved problems as text. Mostly prose answers, a `r1_fraction` in the R1 tag format, and a
-  `wrong_fraction` of final answers replaced by a wrong number (the base model's noise)."""
-  rng = np.random.default_rng(seed)
-  docs = []
-  for ex in examples:
-    final = ex.get("final") or f"```python\n{ex.get('canonical_solution', '')}```"  # code rows: the solution
-    if rng.random() < wrong_fraction:
-      final = str(int(final) + int(rng.choice([-2, -1, 1, 2, 10]))) if final.lstrip("-").isdigit() else final
-    sol = ex.get("solution", "")
-    prompt = templates.format_prompt(ex["question"], template)
-    u = rng.random()
-    if u < r1_fraction:
-      docs.append(f"{prompt} <think> {sol} </think> <answer> {final} </answer>")
-    elif u < 0.75:
-      docs.append(f"{prompt} {sol} The answer is {final}.")
-    else:
-      docs.append(f"Question: {ex['question']}\nSolution: {sol} So the result is {final}.")
-  return docs
-
-
-# ----------------------------------------------------------------------------- model
-
-
-def tokenizer_path(cfg, workdir: pathlib.Path) -> pathlib.Path:
-  if cfg.model.hf_checkpoint:
-    return pathlib.Path(cfg.model.hf_checkpoint).resolve()
-  if cfg.tokenizer.path:
-    return pathlib.Path(cfg.tokenizer.path).resolve()
-  return (workdir / "base" / "tokenizer.model").resolve()
-
-
-def build_tokenizer(cfg, workdir: pathlib.Path, corpus_fn):
-  path = tokenizer_path(cfg, workdir)
-  if cfg.model.hf_checkpoint or cfg.tokenizer.path or path.exists():
-    return tok_lib.load_tokenizer(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  return tok_lib.train_sentencepiece(corpus_fn(), cfg.tokenizer.vocab_size, path,
-                                     model_type=cfg.tokenizer.model_type)
-
-
-def pack_documents(docs, tokenizer, seq_len: int):
-  """Tokenize documents (BOS ... EOS) and pack the stream into full rows of `seq_len` tokens,
-  so no compute goes to padding (documents may straddle rows, as in GPT pretraining)."""
-  stream = []
-  for ids in tokenizer.encode_batch(docs):
-    stream += ([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + list(ids) + [tokenizer.eos_id]
-  n = len(stream) // seq_len
-  toks = np.asarray(stream[:n * seq_len], np.int32).reshape(n, seq_len)
-  return toks, np.ones_like(toks, bool)
-
-
-def pretrain(cfg, parts, params, tokenizer, docs, mesh, workdir: pathlib.Path):
-  """Next-token pretraining of the tiny base model; cached as a checkpoint in workdir/base."""
-  model_cfg, pcfg = parts["model"], parts["pretrain"]
-  ocfg = pcfg.optim
-  optimizer = train_step.make_optimizer(ocfg)
-  state = train_step.init_state(params, optimizer)
-  shardings = train_step.state_shardings(state)
-  ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(workdir / "base" / "ckpt"), save_every=1, keep=1,
-                                                       async_save=False))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  if ck.latest_step() == pcfg.steps:
-    state, _ = ck.restore(pcfg.steps, abstract)
-    ck.close()
-    print(f"base model: loaded the pretrained checkpoint from {workdir / 'base'}")
-    return state["params"]
-  toks, mask = pack_documents(docs, tokenizer, pcfg.seq_len)
-  step_fn = train_step.make_sft_step(model_cfg, ocfg, shardings, mesh)
-  rng = np.random.default_rng(cfg.seed)
-  from tqdm.auto import tqdm
-  B = pcfg.batch_size
-  losses = []
-  for _ in (bar := tqdm(range(pcfg.steps), desc="pretrain base", dynamic_ncols=True,
-                        disable=not parts["train"].progress)):
-    idx = rng.integers(0, len(toks), B)
-    batch = train_step.shard_batch({"tokens": toks[idx], "mask": mask[idx], "loss_mask": mask[idx]}, mesh)
-    state, m = step_fn(state, batch)
-    losses.append(m["loss"])
-    if len(losses) % 50 == 0:
-      bar.set_postfix(loss=f"{float(np.mean(jax.device_get(losses[-50:]))):.3f}")
-  ck.save(pcfg.steps, state, {"step": pcfg.steps}, force=True)
-  ck.wait()
-  ck.close()
-  return state["params"]
-
-
-def resolve_model(cfg, parts, tokenizer) -> model_lib.ModelConfig:
-  """The final model config: the tiny default takes its vocabulary size from the tokenizer."""
-  if not cfg.model.hf_checkpoint and cfg.model.vocab_size is None:
-    parts["model"] = dataclasses.replace(parts["model"], vocab_size=tokenizer.vocab_size)
-  return parts["model"]
-
-
-def build_model(cfg, parts, tokenizer, mesh, workdir, docs_fn):
-  """(model config, params): from a Hugging Face checkpoint, or the pretrained tiny default."""
-  model_cfg = resolve_model(cfg, parts, tokenizer)
-  rules = sharding.rules_table(parts["mesh"].rules)
-  if cfg.model.hf_checkpoint:
-    from r1jax import hf
-    overrides = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(model_cfg)
-                 if f.name not in ARCH_FIELDS}
-    return hf.load_hf_checkpoint(cfg.model.hf_checkpoint, mesh=mesh, rules=rules, **overrides)
-  params = model_lib.init_sharded(jax.random.key(cfg.seed), model_cfg, mesh, rules)
-  if parts["pretrain"].steps:
-    params = pretrain(cfg, parts, params, tokenizer, docs_fn(), mesh, workdir)
-  return model_cfg, params
 
 
 def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
@@ -512,99 +332,138 @@ def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
   return summary
 
 
-def export_hf(params, model_cfg, tokenizer, cfg, out_dir: pathlib.Path) -> None:
-  """The policy as a Hugging Face directory (safetensors, config.json, tokenizer files)."""
-  from r1jax import hf
-  hf.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
-  if jax.process_index() == 0:
-    hf.save_tokenizer(tokenizer, out_dir, source=cfg.model.hf_checkpoint or None)
-  print(f"Hugging Face export: {out_dir}")
-
-
-def average_stage(cfg, parts, model_cfg, params, workdir: pathlib.Path, tok_path, tokenizer) -> dict:
-  """Average parameters of checkpoints in workdir/ckpt; writes workdir/policy_avg (a policy)."""
-  state = train_step.init_state(params, train_step.make_optimizer(parts["optim"]))
-  if parts["grpo"].beta > 0:
-    state["ref_params"] = params
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  del state
-  acfg = parts["average"]
-  steps = [int(x) for x in acfg.steps.split(",") if x.strip()] or None
-  used = ckpt_lib.average_checkpoints(parts["checkpoint"].directory, workdir / "ckpt_avg", abstract, steps=steps,
-                                      last_k=None if steps else acfg.last_k,
-                                      select=lambda path: path.startswith("params"))
-  with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(workdir / "ckpt_avg"), save_every=1, keep=1,
-                                                       async_save=False)) as ck:
-    avg, _ = ck.restore(None, abstract)
-  save_policy(workdir / "policy_avg", max(used), avg["params"], model_cfg, tok_path)
-  export_hf(avg["params"], model_cfg, tokenizer, cfg, workdir / "policy_avg_hf")
-  print(f"averaged the parameters of steps {used} into {workdir / 'policy_avg'}")
-  return {"averaged_steps": used}
-
-
 # ----------------------------------------------------------------------------- run
 
 
+def fingerprint(cfg: ml_collections.ConfigDict) -> str:
+  """What a finished stage's record is checked against: the config, less what only picks stages
+  or paths or shows progress."""
+  d = cfg.to_dict()
+  for k in ("stage", "inputs"):
+    d.pop(k, None)
+  d.get("train", {}).pop("progress", None)
+  return json.dumps(d, sort_keys=True, default=str)
+
+
+def given_inputs(spec: str) -> dict:
+  """--config.inputs='policy=DIR,data=FILE' -> {'policy': 'DIR', 'data': 'FILE'}."""
+  out = {}
+  for item in filter(None, (x.strip() for x in spec.split(","))):
+    name, eq, path = item.partition("=")
+    if not eq or not name or not path:
+      raise ValueError(f"inputs={spec!r}: each entry is NAME=PATH (e.g. policy=runs/r1/sft/policy)")
+    out[name] = path
+  return out
+
+
 def run(cfg: ml_collections.ConfigDict) -> dict:
-  """Run the configured stage; returns (and for 'r1_zero' writes) the summary."""
+  """Run the configured stage(s) of the R1-Zero pipeline; the full run writes `summary.json`."""
   t_start = time.time()
   if cfg.get("distributed", False):  # before anything creates the backends
     distributed.initialize()
   parts = validate(cfg)
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
-  workdir = pathlib.Path(cfg.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  template = template_text(cfg)
-  train_ex, eval_ex = load_examples(parts["data"])
-  pcfg = parts["pretrain"]
-  docs_fn = lambda: pretraining_documents(train_ex, template, cfg.seed, pcfg.r1_fraction, pcfg.wrong_fraction)
-  mesh = sharding.make_mesh(parts["mesh"])
-  with jax.set_mesh(mesh):
-    tokenizer = build_tokenizer(cfg, workdir, docs_fn)
-    eos = tuple(dict.fromkeys((tokenizer.eos_id,) + tuple(parts["sampling"].eos_ids)))
-    pad = tokenizer.pad_id if cfg.sampling.pad_id is None else parts["sampling"].pad_id
-    parts["sampling"] = dataclasses.replace(parts["sampling"], eos_ids=eos, pad_id=pad)
-    resolve_model(cfg, parts, tokenizer)
+  ctx = context.build(cfg, parts)
+  stages = stages_lib.r1_zero()
+  with jax.set_mesh(ctx.mesh):
     resolved = ml_collections.ConfigDict(cfg.to_dict())
     if cfg.stage == "r1_zero":  # before any weights are loaded or trained
-      plan = plan_memory(parts, mesh, workdir)
+      plan = plan_memory(parts, ctx.mesh, ctx.workdir)
       resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
-    (workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
-    model_cfg, params = build_model(cfg, parts, tokenizer, mesh, workdir, docs_fn)
-    if cfg.stage == "pretrain":
-      return {"num_params": model_cfg.num_params()}
-    if cfg.stage == "average":
-      return average_stage(cfg, parts, model_cfg, params, workdir, tokenizer_path(cfg, workdir), tokenizer)
-    ecfg = parts["eval"]
-    evaluate = lambda p, tag: harness.evaluate(p, model_cfg, tokenizer, eval_ex, template, ecfg, eos_ids=eos,
-                                               pad_id=tokenizer.pad_id, out_dir=workdir / f"eval_{tag}",
-                                               progress=parts["train"].progress)
-    base = evaluate(params, "base")
-    print(format_table([(k, v) for k, v in base.items() if not k.endswith("per_response")], ("base model", "value")))
-    if cfg.stage == "evaluate":
-      return base
-    specs = combine.default_specs(parts["rewards"])
-    result = train.run_grpo(model_cfg=model_cfg, params=params, tokenizer=tokenizer, examples=train_ex,
-                            reward_specs=specs, template=template, tcfg=parts["train"], gcfg=parts["grpo"],
-                            ocfg=parts["optim"], scfg=parts["sampling"], ckcfg=parts["checkpoint"], mesh=mesh,
-                            workdir=workdir)
-    final = evaluate(result["state"]["params"], "final")
-    save_policy(workdir / "policy", parts["train"].steps, result["state"]["params"], model_cfg,
-                tokenizer_path(cfg, workdir))
-    export_hf(result["state"]["params"], model_cfg, tokenizer, cfg, workdir / "policy_hf")
-  plots = plot_run(workdir)
+    (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
+    out = pipeline.run(ctx, stages, fingerprint(cfg), only=set(stages_lib.R1_ZERO_SELECTIONS[cfg.stage]),
+                       given=given_inputs(cfg.inputs))
+  if cfg.stage == "pretrain":
+    return {"num_params": ctx.model_cfg.num_params()}
+  if cfg.stage == "average":
+    return {"averaged_steps": out["average"]["averaged_steps"]}
+  base = json.loads(pathlib.Path(out["evaluate_base"]["summary"]).read_text())
+  if cfg.stage == "evaluate":
+    return base
+  final = json.loads(pathlib.Path(out["evaluate_final"]["summary"]).read_text())
+  plots = plot_run(ctx.workdir)
   summary = {"base_accuracy": base["pass@1"], "final_accuracy": final["pass@1"],
              "base_format_rate": base["format_rate"], "format_rate": final["format_rate"],
              "base_mean_length": base["mean_length"], "final_mean_length": final["mean_length"],
-             "eval_problems": len(eval_ex), "train_steps": parts["train"].steps,
+             "eval_problems": len(ctx.eval_ex), "train_steps": parts["train"].steps,
              "memory_plan": {k: plan[k] for k in ("remat", "grad_accum", "reason")},
              "wall_seconds": time.time() - t_start, "plots": [str(p) for p in plots]}
-  (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+  (ctx.workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   rows = [(k, base[k], final[k]) for k in ("pass@1", "format_rate", "mean_length", "reflection_rate")
           if k in base]
   print(format_table(rows, ("held-out metric", "base", "after GRPO")))
-  print(f"wall time {summary['wall_seconds']:.0f} s; summary, metrics and plots in {workdir}")
+  print(f"wall time {summary['wall_seconds']:.0f} s; summary, metrics and plots in {ctx.workdir}")
   return summary
+
+
+TABLE_ROWS = (("teacher", "evaluate_teacher"), ("base", "evaluate_base"), ("R1-Zero", "evaluate_r1_zero"), ("cold start SFT", "evaluate_cold_start_sft"),
+              ("reasoning RL", "evaluate_reasoning_rl"), ("SFT of base on rejection samples", "evaluate_sft"),
+              ("RL all scenarios", "evaluate_rl_all"), ("checkpoint average", "evaluate_average"),
+              ("student base", "evaluate_student_base"), ("distilled student", "evaluate_distill"))
+TABLE_METRICS = ("pass@1", "format_rate", "language_consistency", "mean_length")
+
+
+def stage_table(workdir) -> list[tuple]:
+  """(row name, held-out pass@1, strict format rate, language consistency, mean length) of every
+  evaluation stage that has run in `workdir`."""
+  rows = []
+  for label, stage in TABLE_ROWS:
+    rec = pipeline.read_record(workdir, stage)
+    if rec is not None:
+      m = json.loads(pathlib.Path(rec["outputs"]["summary"]).read_text())
+      rows.append((label,) + tuple(m[k] for k in TABLE_METRICS))
+  return rows
+
+
+def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header: str = "after stage") -> dict:
+  """experiments/r1.py (and distill.py): the configured stage, or all of them, then the table of
+  every evaluated stage (also `<workdir>/summary.json` and `<workdir>/plots/stages.png`)."""
+  t_start = time.time()
+  if cfg.get("distributed", False):
+    distributed.initialize()
+  parts = validate(cfg)
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  ctx = context.build(cfg, parts)
+  stages = stages_fn(parts)
+  names = [s.name for s in stages]
+  if cfg.stage != "all" and cfg.stage not in names:
+    raise ValueError(f"stage={cfg.stage!r} is not part of this configuration's pipeline {names}")
+  with jax.set_mesh(ctx.mesh):
+    plan = plan_memory(parts, ctx.mesh, ctx.workdir)
+    resolved = ml_collections.ConfigDict(cfg.to_dict())
+    resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
+    (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
+    pipeline.run(ctx, stages, fingerprint(cfg), only=None if cfg.stage == "all" else {cfg.stage},
+                 given=given_inputs(cfg.inputs))
+  rows = stage_table(ctx.workdir)
+  summary = {"rows": {r[0]: dict(zip(TABLE_METRICS, r[1:])) for r in rows},
+             "stage_seconds": {n: (pipeline.read_record(ctx.workdir, n) or {}).get("wall_seconds") for n in names},
+             "wall_seconds": time.time() - t_start}
+  if cfg.stage == "all":
+    (ctx.workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+  if rows:
+    from r1jax.logger import plot_stages
+    summary["plot"] = str(plot_stages(rows, TABLE_METRICS, ctx.workdir / "plots" / "stages.png"))
+    print(format_table(rows, (f"held-out, {header}",) + TABLE_METRICS))
+  print(f"wall time {summary['wall_seconds']:.0f} s; stages, table and plot in {ctx.workdir}")
+  return summary
+
+
+def validate_distill(cfg: ml_collections.ConfigDict) -> dict:
+  """experiments/distill.py's checks: `validate`, and a teacher is given."""
+  if not cfg.distill.teacher:
+    raise ValueError("distill.teacher='' : give the teacher policy or Hugging Face directory "
+                     "(--config.distill.teacher=runs/r1/rl_all/policy)")
+  return validate(cfg)
+
+
+def run_distill(cfg: ml_collections.ConfigDict) -> dict:
+  """experiments/distill.py: the student shares the teacher's tokenizer."""
+  teacher = cfg.distill.teacher
+  if not cfg.tokenizer.path and not cfg.model.hf_checkpoint:
+    tok = teacher if policy_lib.is_hf(teacher) else policy_lib.tokenizer_path(teacher)
+    cfg = apply_overrides(cfg, {"tokenizer.path": str(tok)}, "distill")
+  return run_pipeline(cfg, stages_lib.distill_stages, "distillation")
 
 
 def evaluation_config() -> ml_collections.ConfigDict:

@@ -105,3 +105,23 @@ def format_table(rows: list[tuple], headers: tuple[str, ...]) -> str:
   widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
   line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))
   return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def plot_stages(rows: list[tuple], metrics: tuple[str, ...], path) -> pathlib.Path:
+  """One bar chart per metric, one bar per row (row[0] its name, row[1:] the metrics' values)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4))
+  names = [r[0] for r in rows]
+  for j, (ax, m) in enumerate(zip(np.atleast_1d(axes), metrics)):
+    ax.bar(range(len(rows)), [r[1 + j] for r in rows], color=["#888" if n in ("base", "R1-Zero") else "#36c"
+                                                                for n in names])
+    ax.set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_title(m)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

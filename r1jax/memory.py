@@ -65,7 +65,7 @@ def _phase(name: str, compiled) -> Phase:
                int(m.temp_size_in_bytes))
 
 
-def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None) -> dict:
+def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None) -> train_step.TrainState:
   """Shapes and shardings of the GRPO train state, with nothing allocated."""
   shardings = model_lib.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -74,10 +74,8 @@ def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None) -> dict:
   opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                      jax.eval_shape(optimizer.init, params), train_step.opt_state_shardings(optimizer, params))
   rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = {"params": params, "opt_state": opt, "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)}
-  if with_ref:
-    state["ref_params"] = params
-  return state
+  return train_step.TrainState(params, opt, jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+                               params if with_ref else None)
 
 
 def _batch(rows: int, P: int, N: int, mesh, with_ref: bool) -> dict:
@@ -157,12 +155,12 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   pmask = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.bool_, sharding=prompts.sharding)
   key = jax.eval_shape(lambda: jax.random.key(0))
   phases["generate"] = _phase("generate", sampler_lib.generate.lower(
-      state["params"], prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
+      state.params, prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
   if with_ref or gcfg.recompute_old_logp:  # the reference pass; the trainer's pi_old is the same program
     phases["reference"] = _phase("reference", train_step.make_logprob_fn(base, temperature).lower(
-        state["params"], _batch(rows, P, N, mesh, with_ref)).compile())
+        state.params, _batch(rows, P, N, mesh, with_ref)).compile())
   # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
-  params_bytes = per_device(state["params"])
+  params_bytes = per_device(state.params)
   fixed_peaks = {k: v.peak + state_bytes - params_bytes for k, v in phases.items()}
   for k, pk in fixed_peaks.items():
     if pk > budget:
@@ -173,8 +171,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
           f"grpo.num_generations={G} or grpo.max_completion_length={N}, use model.param_dtype='bfloat16', "
           f"or add devices (mesh.fsdp)")
   tried = []
-  upd_state = {k: v for k, v in state.items() if k != "ref_params"}
-  ref_bytes = params_bytes if with_ref else 0
+  upd_state = state  # the reference rides through the update (donated, aliased): among its arguments
   mb = _batch(rows_update, P, N, mesh, with_ref)
   if gcfg.tis != "none":
     mb["sampler_logp"] = mb["old_logp"]
@@ -187,7 +184,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       g = dataclasses.replace(gcfg, grad_accum=a)
       step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
       ph = _phase("update", step.lower(upd_state, mb).compile())
-      peak = ph.peak + ref_bytes
+      peak = ph.peak
       measured[r, a] = (ph, peak, peak <= budget)
       tried.append({"remat": r, "grad_accum": a, "update_peak_gib": peak / GiB, "fits": peak <= budget})
       log(f"memory plan: remat={r} grad_accum={a}: update peak {peak / GiB:.2f} GiB per device"

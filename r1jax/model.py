@@ -337,8 +337,9 @@ def _attention_impl(cfg: ModelConfig):
   return "cudnn" if jax.default_backend() == "gpu" and cfg.dtype == "bfloat16" else "xla"
 
 
-def self_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, cfg: ModelConfig):
-  """Causal attention within the sequence; padded keys are masked (left padding)."""
+def self_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, cfg: ModelConfig, segments_BxT=None):
+  """Causal attention within the sequence; padded keys are masked (left padding). With
+  `segments_BxT` (packed rows) a query sees only keys of its own segment."""
   T = q_BxTxNxH.shape[1]
   impl = _attention_impl(cfg)
   pad = T % 2 if impl == "cudnn" else 0  # cuDNN's masked (biased) attention needs an even length
@@ -350,6 +351,9 @@ def self_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, cfg: ModelConfig):
   causal = jnp.tril(jnp.ones((Tp, Tp), bool))
   # A query always sees itself, so fully padded rows stay finite.
   allowed = causal[None] & (mask_BxT[:, None, :] | jnp.eye(Tp, dtype=bool)[None])
+  if segments_BxT is not None:
+    seg = jnp.pad(segments_BxT, ((0, 0), (0, pad)), constant_values=-1)
+    allowed = allowed & (seg[:, :, None] == seg[:, None, :])
   out = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=allowed[:, None],
                                      implementation=impl)
   return out[:, :T]
@@ -452,7 +456,7 @@ def fuse_projections(layers: Params) -> Params:
   return layers | {"w_qkv": jnp.concatenate(qkv, axis=-2), "w_gate_up": jnp.concatenate(gate_up, axis=-1)}
 
 
-def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq):
+def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segments=None):
   """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values."""
   dt = cfg.compute_dtype
   w = jax.tree.map(lambda a: a.astype(dt), layer)
@@ -471,7 +475,7 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq):
   scale = rope_attention_factor(cfg)
   q, k = apply_rope(q, positions, inv_freq, scale), apply_rope(k, positions, inv_freq, scale)
   if cache_kv is None:
-    att = self_attention(q, k, v, mask, cfg)
+    att = self_attention(q, k, v, mask, cfg, segments)
   else:
     ck, cv, cmask = cache_kv
     if q.shape[1] == 1 and decode_attention_impl(cfg) == "pallas":
@@ -499,7 +503,7 @@ _REMAT = {
 
 
 def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *, mask_BxT=None,
-                  cache=None):
+                  cache=None, segments_BxT=None):
   """Final-norm hidden states and the new keys/values of every layer.
 
   Args:
@@ -507,6 +511,8 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
       real token). mask_BxT: True for real tokens (default all).
     cache: optional dict with 'k', 'v' (L x B x K x S x H, or tuples of L arrays B x K x S x H)
       and 'mask' (B x S) of earlier tokens.
+    segments_BxT: optional segment id per token (packed rows, no cache): attention stays within
+      a segment.
   Returns:
     hidden_BxTxD, (k_LxBxTxKxH, v_LxBxTxKxH).
   """
@@ -522,7 +528,7 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
   def body(x, xs):
     layer, ckv = xs
     ckv = None if ckv is None else (ckv[0], ckv[1], cache["mask"])
-    return _block(x, layer, positions_BxT, mask_BxT, ckv, cfg, inv_freq)
+    return _block(x, layer, positions_BxT, mask_BxT, ckv, cfg, inv_freq, segments_BxT)
 
   if cfg.remat != "none":
     body = jax.checkpoint(body, policy=_REMAT[cfg.remat], prevent_cse=False)

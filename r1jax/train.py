@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -110,12 +110,170 @@ def completion_metrics(ro: rollout_lib.Rollout) -> dict:
   return m
 
 
+@dataclasses.dataclass
+class Groups:
+  """G scored completions for each of B prompts: R = B * G rows, prompt-major."""
+  idx: list[int]
+  """The prompts' indices into the collector's examples (B)."""
+  rollout: rollout_lib.Rollout
+  total: np.ndarray
+  """Total reward per row (R)."""
+  per_fn: dict[str, np.ndarray]
+  """Unweighted score of every reward term per row."""
+  stats: dict
+  """Reward errors and timeouts per term."""
+  rounds: int = 1
+  group_stats: dict = dataclasses.field(default_factory=dict)
+  t_gen: float = 0.0
+  t_rew: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupCollector:
+  """Sample G completions per prompt and score them: what GRPO, rejection sampling and
+  evaluation-style scoring share. `prompt_ids[i]` is `examples[i]`'s tokenized prompt."""
+  model_cfg: Any
+  scfg: Any
+  tokenizer: Any
+  examples: Sequence[dict]
+  prompt_ids: Sequence[Sequence[int]]
+  reward_specs: Sequence[combine.RewardSpec]
+  tcfg: TrainConfig
+  max_completion_length: int
+  extra_rewards: Sequence[tuple[str, Callable, float]] = ()
+  """(name, fn(rollout, examples) -> scores_R, weight): rewards that are not `str -> float`
+  functions, e.g. a reward model's scores."""
+
+  def score(self, ro: rollout_lib.Rollout, idx: Sequence[int]):
+    """(total_R, per_fn, stats) for the rows of `ro`, whose prompts are examples[idx]."""
+    tcfg, G = self.tcfg, self.scfg.num_samples
+    examples = self.examples
+    exs = [examples[i] for i in idx for _ in range(G)]
+    total, per_fn, stats = combine.compute_rewards(ro.texts, exs, self.reward_specs, timeout_s=tcfg.reward_timeout_s,
+                                                   num_workers=tcfg.reward_workers)
+    for name, fn, weight in self.extra_rewards:
+      per_fn[name] = np.asarray(fn(ro, exs), np.float64)
+      total = total + weight * per_fn[name]
+    if tcfg.overlong_weight:
+      per_fn["overlong"] = length_lib.soft_overlong_punishment(ro.length, self.max_completion_length,
+                                                               tcfg.overlong_buffer)
+      total = total + tcfg.overlong_weight * per_fn["overlong"]
+    return total, per_fn, stats
+
+  def sample(self, params, idx: Sequence[int], key) -> rollout_lib.Rollout:
+    return rollout_lib.sample(params, [self.prompt_ids[i] for i in idx], key, self.model_cfg, self.scfg,
+                              self.tokenizer, batch_size=self.tcfg.prompts_per_step)
+
+  def collect(self, params, it, key, dynamic_sampling: bool = False) -> tuple[Groups, dict]:
+    """One batch of groups from the prompt iterator `it`; with dynamic sampling, rounds of
+    prompts until prompts_per_step groups carry signal (DAPO). Returns (groups, data position)."""
+    tcfg, G = self.tcfg, self.scfg.num_samples
+    buf = GroupBuffer(tcfg.prompts_per_step, G) if dynamic_sampling else None
+    group_stats = {}
+    t_gen = t_rew = 0.0
+    rounds = 0
+    while True:
+      idx, position = next(it)
+      ta = time.perf_counter()
+      ro = self.sample(params, idx, jax.random.fold_in(key, rounds))
+      tb = time.perf_counter()
+      total, per_fn, stats = self.score(ro, idx)
+      t_gen += tb - ta
+      t_rew += time.perf_counter() - tb
+      rounds += 1
+      if buf is None:
+        break
+      buf.add(ro.rows(G) | {"idx": np.repeat(idx, G)} | {f"reward/{k}": v for k, v in per_fn.items()}, total)
+      if buf.ready or rounds >= tcfg.max_sampling_rounds:
+        # The first prompts_per_step informative groups across rounds (topped up if too few).
+        rows, group_stats = buf.take(allow_uninformative=True)
+        ro = rollout_lib.Rollout.from_rows(rows, G, self.scfg.pad_id)
+        idx, total = list(rows["idx"][::G]), rows["rewards"]
+        per_fn = {k[len("reward/"):]: v for k, v in rows.items() if k.startswith("reward/")}
+        break
+    return Groups(list(idx), ro, total, per_fn, stats, rounds, group_stats, t_gen, t_rew), position
+
+
+def build_batch(groups: Groups, gcfg: GRPOConfig) -> dict:
+  """The host batch of the update: prompt + completion rows, group advantages, completion mask
+  (truncated rows masked out when grpo.mask_truncated_completions)."""
+  G, ro, total = gcfg.num_generations, groups.rollout, groups.total
+  adv = np.asarray(adv_lib.group_advantages(total, G, gcfg.scale_rewards), np.float32)
+  host = ro.train_batch(G) | {"adv": adv}
+  host["completion_mask"] = host["completion_mask"].astype(np.float32)
+  if gcfg.mask_truncated_completions:
+    host["completion_mask"] = host["completion_mask"] * (~ro.truncated)[:, None]
+  return host
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyUpdate:
+  """Reference log-probs (and with grpo.recompute_old_logp the trainer's pi_old), then grpo.mu passes
+  over grpo.num_minibatches minibatches of a batch. Returns (state, per-update metrics, the
+  sampler-vs-trainer mismatch metrics)."""
+  update: Callable
+  """The jitted `train_step.make_grpo_step`."""
+  ref_logp_fn: Callable | None
+  """Log-probs of the batch's completions under given parameters (reference, or trainer pi_old)."""
+  gcfg: GRPOConfig
+  seed: int
+  mesh: Any
+
+  def __call__(self, state: train_step.TrainState, host: dict, step: int):
+    gcfg, mesh = self.gcfg, self.mesh
+    batch = train_step.shard_batch(host, mesh)  # the one host -> device copy of the rollout
+    ref_logp_fn = self.ref_logp_fn
+    if state.ref_params is not None:
+      batch["ref_logp"] = ref_logp_fn(state.ref_params, batch)
+    mismatch = {}
+    if gcfg.recompute_old_logp:  # one more forward pass: the trainer's pi_old
+      batch, mismatch = rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.params, batch))
+      if gcfg.num_minibatches > 1:
+        host |= {k: np.asarray(distributed.to_host(batch[k])) for k in ("old_logp", "sampler_logp")}
+    step_metrics = []
+    rows = len(host["adv"])
+    mb = rows // gcfg.num_minibatches
+    if gcfg.num_minibatches > 1 and state.ref_params is not None:
+      host["ref_logp"] = np.asarray(distributed.to_host(batch["ref_logp"]))
+    for it_mu in range(gcfg.mu):
+      perm = np.random.default_rng([self.seed, step, it_mu]).permutation(rows)
+      for j in range(gcfg.num_minibatches):
+        if gcfg.num_minibatches == 1:  # the whole batch, already on the devices
+          minibatch = batch
+        else:  # slice on the host, send each minibatch once
+          sel = np.sort(perm[j * mb:(j + 1) * mb])
+          minibatch = train_step.shard_batch(jax.tree.map(lambda x: x[sel], host), mesh)
+        state, m = self.update(state, minibatch)
+        step_metrics.append(m)
+    if state.ref_params is not None:
+      if gcfg.ref_reset_every and (step + 1) % gcfg.ref_reset_every == 0:
+        state = state.replace(ref_params=jax.tree.map(jnp.copy, state.params))
+    return state, jax.device_get(step_metrics), mismatch
+
+
+def step_metrics(groups: Groups, update_metrics: list[dict], G: int, times: dict) -> dict:
+  """One step's logged metrics: update means, rewards, completions, timings."""
+  ro = groups.rollout
+  m = {k: np.mean([sm[k] for sm in update_metrics]) for k in update_metrics[0]}
+  m |= reward_metrics(groups.per_fn, groups.total, groups.stats, G) | completion_metrics(ro)
+  ntok = int(ro.length.sum())
+  m |= {"time/generate": groups.t_gen, "time/reward": groups.t_rew, "time/update": times["update"],
+        "time/step": times["step"], "tokens_per_second": ntok / times["step"],
+        "generate_tokens_per_second": ntok / max(groups.t_gen, 1e-9), "sampling_rounds": groups.rounds,
+        **{f"dynamic_sampling/{k}": v for k, v in groups.group_stats.items()}}
+  mem = jax.local_devices()[0].memory_stats()  # None on CPU
+  if mem and "peak_bytes_in_use" in mem:
+    m["memory/peak_gib"] = mem["peak_bytes_in_use"] / 2 ** 30
+  return m
+
+
 def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_specs, template: str,
              tcfg: TrainConfig, gcfg: GRPOConfig, ocfg: train_step.OptimConfig, scfg, ckcfg, mesh,
-             workdir) -> dict[str, Any]:
+             workdir, extra_rewards=()) -> dict[str, Any]:
   """Train `params` with GRPO on `examples`; resumes from `ckcfg.directory` if it holds a checkpoint.
 
-  Returns the final train state (params, opt_state, step) and the reference params if any.
+  Each step: collect groups (sample + score) -> build the batch -> update -> log -> checkpoint.
+  Returns {'state': the final TrainState (params, opt_state, step, ref_params), 'history': metrics}.
   """
   _validate(tcfg, gcfg, scfg, mesh)
   G = gcfg.num_generations
@@ -128,32 +286,21 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   # compile of the sampler and of the update.
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), scfg.prompt_buckets)
   scfg = dataclasses.replace(scfg, prompt_buckets=(P,))
-  optimizer = train_step.make_optimizer(ocfg)
-  state = train_step.init_state(params, optimizer)
   use_ref = gcfg.beta > 0
-  if use_ref:
-    state["ref_params"] = jax.tree.map(jnp.copy, params)
-  shardings = train_step.state_shardings(state)
-  update = train_step.make_grpo_step(model_cfg, gcfg, ocfg, scfg.temperature or 1.0,
-                                     shardings={k: v for k, v in shardings.items() if k != "ref_params"},
-                                     mesh=mesh)
-  # Reference log-probs, and the trainer's pi_old with grpo.recompute_old_logp (the same program).
-  ref_logp_fn = (train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0)
-                 if use_ref or gcfg.recompute_old_logp else None)
+  state = train_step.init_state(params, train_step.make_optimizer(ocfg),
+                                ref_params=jax.tree.map(jnp.copy, params) if use_ref else None)
+  update = PolicyUpdate(
+      train_step.make_grpo_step(model_cfg, gcfg, ocfg, scfg.temperature or 1.0,
+                                shardings=train_step.state_shardings(state), mesh=mesh),
+      # Reference log-probs, and the trainer's pi_old with grpo.recompute_old_logp (the same program).
+      train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0) if use_ref or gcfg.recompute_old_logp
+      else None,
+      gcfg, tcfg.seed, mesh)
+  collector = GroupCollector(model_cfg, scfg, tokenizer, examples, prompt_ids, reward_specs, tcfg,
+                             gcfg.max_completion_length, tuple(extra_rewards))
 
   checkpointer = ckpt_lib.Checkpointer(ckcfg)
-  position = {"epoch": 0, "index": 0}
-  start = 0
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    state, meta = checkpointer.restore(latest, abstract)
-    start = int(meta["step"])
-    position = meta["data_position"]
-    if meta.get("seed", tcfg.seed) != tcfg.seed:
-      raise ValueError(f"train.seed={tcfg.seed} but the checkpoint in {ckcfg.directory} was written with seed "
-                       f"{meta['seed']}: resuming would not continue the same random stream")
-    print(f"resumed from {ckcfg.directory} at step {start}")
+  state, start, position = restore_latest(checkpointer, state, tcfg.seed)
   it = iterate_prompts(len(examples), tcfg.prompts_per_step, tcfg.seed, position)
 
   # Process 0 logs into workdir, the others (same metrics) beside it.
@@ -169,96 +316,22 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   try:
     for step in range(start, tcfg.steps):
       t0 = time.perf_counter()
-      key = jax.random.fold_in(base_key, step)
-      # ---- sample (and, with dynamic sampling, resample until groups carry signal)
-      buf = GroupBuffer(tcfg.prompts_per_step, G) if gcfg.dynamic_sampling else None
-      group_stats = {}
-      t_gen = t_rew = 0.0
-      rounds = 0
-      while True:
-        idx, position = next(it)
-        ta = time.perf_counter()
-        ro = rollout_lib.sample(state["params"], [prompt_ids[i] for i in idx], jax.random.fold_in(key, rounds),
-                                model_cfg, scfg, tokenizer, batch_size=tcfg.prompts_per_step)
-        tb = time.perf_counter()
-        exs = [examples[i] for i in idx for _ in range(G)]
-        total, per_fn, stats = combine.compute_rewards(ro.texts, exs, reward_specs,
-                                                       timeout_s=tcfg.reward_timeout_s,
-                                                       num_workers=tcfg.reward_workers)
-        if tcfg.overlong_weight:
-          per_fn["overlong"] = length_lib.soft_overlong_punishment(ro.length, gcfg.max_completion_length,
-                                                                   tcfg.overlong_buffer)
-          total = total + tcfg.overlong_weight * per_fn["overlong"]
-        t_gen += tb - ta
-        t_rew += time.perf_counter() - tb
-        rounds += 1
-        if buf is None:
-          break
-        buf.add(ro.rows(G) | {"idx": np.repeat(idx, G)} | {f"reward/{k}": v for k, v in per_fn.items()}, total)
-        if buf.ready or rounds >= tcfg.max_sampling_rounds:
-          # The first prompts_per_step informative groups across rounds (topped up if too few).
-          rows, group_stats = buf.take(allow_uninformative=True)
-          ro = rollout_lib.Rollout.from_rows(rows, G, scfg.pad_id)
-          idx, total = list(rows["idx"][::G]), rows["rewards"]
-          per_fn = {k[len("reward/"):]: v for k, v in rows.items() if k.startswith("reward/")}
-          break
-      adv = np.asarray(adv_lib.group_advantages(total, G, gcfg.scale_rewards), np.float32)
-      host = ro.train_batch(G) | {"adv": adv}
-      host["completion_mask"] = host["completion_mask"].astype(np.float32)
-      if gcfg.mask_truncated_completions:
-        host["completion_mask"] = host["completion_mask"] * (~ro.truncated)[:, None]
-      batch = train_step.shard_batch(host, mesh)  # the one host -> device copy of the rollout
-      # ---- reference log-probs and updates
+      groups, position = collector.collect(state.params, it, jax.random.fold_in(base_key, step), gcfg.dynamic_sampling)
+      host = build_batch(groups, gcfg)
       tc = time.perf_counter()
-      if use_ref:
-        batch["ref_logp"] = ref_logp_fn(state["ref_params"], batch)
-      mismatch = {}
-      if gcfg.recompute_old_logp:  # one more forward pass: the trainer's pi_old
-        batch, mismatch = rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state["params"], batch))
-        if gcfg.num_minibatches > 1:
-          host |= {k: np.asarray(distributed.to_host(batch[k])) for k in ("old_logp", "sampler_logp")}
-      ref = state.pop("ref_params", None)
-      step_metrics = []
-      rows = len(adv)
-      mb = rows // gcfg.num_minibatches
-      if gcfg.num_minibatches > 1 and use_ref:
-        host["ref_logp"] = np.asarray(distributed.to_host(batch["ref_logp"]))
-      for it_mu in range(gcfg.mu):
-        perm = np.random.default_rng([tcfg.seed, step, it_mu]).permutation(rows)
-        for j in range(gcfg.num_minibatches):
-          if gcfg.num_minibatches == 1:  # the whole batch, already on the devices
-            minibatch = batch
-          else:  # slice on the host, send each minibatch once
-            sel = np.sort(perm[j * mb:(j + 1) * mb])
-            minibatch = train_step.shard_batch(jax.tree.map(lambda x: x[sel], host), mesh)
-          state, m = update(state, minibatch)
-          step_metrics.append(m)
-      if ref is not None:
-        state["ref_params"] = ref
-        if gcfg.ref_reset_every and (step + 1) % gcfg.ref_reset_every == 0:
-          state["ref_params"] = jax.tree.map(jnp.copy, state["params"])
-      step_metrics = jax.device_get(step_metrics)
+      state, update_metrics, mismatch = update(state, host, step)
       t_upd = time.perf_counter() - tc
-      # ---- metrics
-      m = {k: np.mean([sm[k] for sm in step_metrics]) for k in step_metrics[0]}
-      nonfinite = int(sum(sm["nonfinite"] for sm in step_metrics))
+      m = step_metrics(groups, update_metrics, G, {"update": t_upd, "step": time.perf_counter() - t0})
+      m["prompts_dropped_too_long"] = dropped
+      nonfinite = int(sum(sm["nonfinite"] for sm in update_metrics))
       bad_in_a_row = bad_in_a_row + 1 if nonfinite else 0
-      m |= reward_metrics(per_fn, total, stats, G) | completion_metrics(ro) | jax.device_get(mismatch)
-      dt = time.perf_counter() - t0
-      ntok = int(ro.length.sum())
-      m |= {"time/generate": t_gen, "time/reward": t_rew, "time/update": t_upd, "time/step": dt,
-            "tokens_per_second": ntok / dt, "generate_tokens_per_second": ntok / max(t_gen, 1e-9),
-            "sampling_rounds": rounds, **{f"dynamic_sampling/{k}": v for k, v in group_stats.items()},
-            "prompts_dropped_too_long": dropped}
-      mem = jax.local_devices()[0].memory_stats()  # None on CPU
-      if mem and "peak_bytes_in_use" in mem:
-        m["memory/peak_gib"] = mem["peak_bytes_in_use"] / 2 ** 30
+      m |= jax.device_get(mismatch)
       if (step + 1) % tcfg.log_every == 0:
         log.log(step + 1, m)
       if (step + 1) % tcfg.sample_log_every == 0 or step == start:
         log.log_samples(step + 1, [{"question": examples[i]["question"], "final": examples[i].get("final"),
-                                    "completion": ro.texts[r * G], "reward": float(total[r * G])}
-                                   for r, i in enumerate(idx[:4])])
+                                    "completion": groups.rollout.texts[r * G], "reward": float(groups.total[r * G])}
+                                   for r, i in enumerate(groups.idx[:4])])
       history.append(m)
       if pbar is not None:
         pbar.update(1)
@@ -270,7 +343,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
                              f"(train.max_nonfinite={tcfg.max_nonfinite}); stopping. Lower the learning rate "
                              f"or check the data; the last good checkpoint is in {ckcfg.directory}")
       # The RNG needs no state of its own: every key is fold_in(PRNGKey(seed), step).
-      checkpointer.save(step + 1, state, {"step": step + 1, "data_position": position, "seed": tcfg.seed},
+      checkpointer.save(step + 1, state.tree(), {"step": step + 1, "data_position": position, "seed": tcfg.seed},
                         force=step + 1 == tcfg.steps)
   finally:
     checkpointer.wait()
@@ -279,6 +352,19 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
     if pbar is not None:
       pbar.close()
   return {"state": state, "history": history}
+
+
+def restore_latest(checkpointer: ckpt_lib.Checkpointer, state: train_step.TrainState, seed: int):
+  """(state, start step, data position): the latest checkpoint's, or `state` at step 0."""
+  latest = checkpointer.latest_step()
+  if latest is None:
+    return state, 0, {"epoch": 0, "index": 0}
+  tree, meta = checkpointer.restore(latest, state.abstract().tree())
+  if meta.get("seed", seed) != seed:
+    raise ValueError(f"train.seed={seed} but the checkpoint in {checkpointer.directory} was written with seed "
+                     f"{meta['seed']}: resuming would not continue the same random stream")
+  print(f"resumed from {checkpointer.directory} at step {int(meta['step'])}")
+  return train_step.TrainState.from_tree(tree), int(meta["step"]), meta["data_position"]
 
 
 def iterate_prompts(num_examples: int, batch_size: int, seed: int, position: dict):

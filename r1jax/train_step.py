@@ -9,6 +9,7 @@ Shape letters: R rows, P prompt length, N completion length, T = P + N.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -86,12 +87,50 @@ def opt_state_shardings(optimizer: optax.GradientTransformation, params):
                                           params, transform_non_params=lambda _: rep)
 
 
-def init_state(params, optimizer: optax.GradientTransformation):
-  """Train state: parameters, optimizer state and step. Sharding follows the parameters."""
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["params", "opt_state", "step", "ref_params", "head"],
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+  """What an update step carries, by name. A member a stage does not use is None (no leaves)."""
+  params: Any
+  """The policy (or reward model / critic body): the transformer's parameters."""
+  opt_state: Any
+  """AdamW state of the trained members: of `params`, or of `(params, head)` when a head is trained."""
+  step: Any
+  """Applied updates (int32 scalar; skipped non-finite updates do not count)."""
+  ref_params: Any = None
+  """GRPO's KL reference (beta > 0), carried through updates unchanged."""
+  head: Any = None
+  """A scalar head on the transformer (`r1jax.heads`): reward model now, critic / PRM later."""
+
+  def replace(self, **changes) -> "TrainState":
+    return dataclasses.replace(self, **changes)
+
+  def tree(self) -> dict:
+    """The members that are set, as the dict a checkpoint holds ({'params': ..., 'opt_state': ...})."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+  @classmethod
+  def from_tree(cls, tree: dict) -> "TrainState":
+    return cls(**tree)
+
+  def abstract(self) -> "TrainState":
+    """Shapes, dtypes and shardings only: the target `Checkpointer.restore` reads into."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self)
+
+  def trained(self):
+    """The members the optimizer updates."""
+    return self.params if self.head is None else (self.params, self.head)
+
+
+def init_state(params, optimizer: optax.GradientTransformation, *, ref_params=None, head=None) -> TrainState:
+  """Train state: parameters (and `head`, trained with them), optimizer state, step, optional
+  reference. Sharding follows the parameters."""
+  trained = params if head is None else (params, head)
   sh = jax.tree.leaves(params)[0].sharding
-  out_sh = opt_state_shardings(optimizer, params) if isinstance(sh, NamedSharding) else None
-  opt_state = jax.jit(optimizer.init, out_shardings=out_sh)(params)
-  state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32)}
+  out_sh = opt_state_shardings(optimizer, trained) if isinstance(sh, NamedSharding) else None
+  opt_state = jax.jit(optimizer.init, out_shardings=out_sh)(trained)
+  state = TrainState(params, opt_state, jnp.zeros((), jnp.int32), ref_params, head)
   if isinstance(sh, NamedSharding):
     # Scalars (step, Adam counts) on the same mesh, replicated, so every call of the step sees
     # the same input shardings as its outputs and nothing recompiles.
@@ -101,7 +140,7 @@ def init_state(params, optimizer: optax.GradientTransformation):
   return state
 
 
-def state_shardings(state):
+def state_shardings(state: TrainState):
   return jax.tree.map(lambda x: x.sharding, state)
 
 
@@ -139,7 +178,7 @@ def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float):
 # ----------------------------------------------------------------------------- GRPO
 
 
-def _finite_update(state, grads, loss, optimizer):
+def finite_update(state, grads, loss, optimizer):
   """Apply the optimizer unless loss or gradients are NaN/inf; then keep the old state.
 
   A `lax.cond`, not a select between old and new trees: the update happens in place in the
@@ -152,8 +191,9 @@ def _finite_update(state, grads, loss, optimizer):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  params, opt_state = jax.lax.cond(finite, apply, lambda p, o: (p, o), state["params"], state["opt_state"])
-  new = {"params": params, "opt_state": opt_state, "step": state["step"] + finite.astype(jnp.int32)}
+  trained, opt_state = jax.lax.cond(finite, apply, lambda p, o: (p, o), state.trained(), state.opt_state)
+  params, head = (trained, state.head) if state.head is None else trained
+  new = state.replace(params=params, head=head, opt_state=opt_state, step=state.step + finite.astype(jnp.int32))
   return new, gnorm, finite
 
 
@@ -183,7 +223,7 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
 
   def step(state, batch):
     if A == 1:
-      (loss, metrics), grads = grad_fn(state["params"], batch, 1.0)
+      (loss, metrics), grads = grad_fn(state.params, batch, 1.0)
     else:
       # Micro-batch j holds rows j, j + A, ...: each stays spread over the batch-sharded devices.
       micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1), batch)
@@ -199,25 +239,25 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
       def body(acc, xs):
         mb, w, share = xs
         mb = jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), mb)
-        (l, m), g = grad_fn(state["params"], mb, w)
+        (l, m), g = grad_fn(state.params, mb, w)
         acc_g, acc_l, acc_m = acc
         return (jax.tree.map(jnp.add, acc_g, g), acc_l + l,
                 jax.tree.map(lambda a, b: a + share * b, acc_m, m)), None
 
-      (_, m0), _ = jax.eval_shape(grad_fn, state["params"], jax.tree.map(lambda x: x[0], micro), 1.0)
+      (_, m0), _ = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), 1.0)
       zeros = lambda t: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), t)
       # The metrics are token-weighted means over the micro-batches.
-      (grads, loss, metrics), _ = jax.lax.scan(body, (zeros(state["params"]), jnp.float32(0.0), zeros(m0)),
+      (grads, loss, metrics), _ = jax.lax.scan(body, (zeros(state.params), jnp.float32(0.0), zeros(m0)),
                                                (micro, weights, token_share))
-    new_state, gnorm, finite = _finite_update(state, grads, loss, optimizer)
-    metrics |= {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state["step"]),
+    new_state, gnorm, finite = finite_update(state, grads, loss, optimizer)
+    metrics |= {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state.step),
                 "nonfinite": (~finite).astype(jnp.int32)}
     return new_state, metrics
 
-  return _jit_step(step, shardings, mesh)
+  return jit_step(step, shardings, mesh)
 
 
-def _jit_step(step, shardings, mesh):
+def jit_step(step, shardings, mesh):
   if shardings is None:
     return jax.jit(step, donate_argnums=0)
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -228,27 +268,30 @@ def _jit_step(step, shardings, mesh):
 # ----------------------------------------------------------------------------- SFT
 
 
-def make_sft_step(cfg: model_lib.ModelConfig, ocfg: OptimConfig, shardings=None, mesh=None) -> Callable:
-  """Jitted next-token cross-entropy update on tokens_RxT with loss_mask_RxT (targets to learn).
+def sft_loss(params, batch, cfg: model_lib.ModelConfig):
+  """Mean next-token cross-entropy over the target tokens: -sum(log p * w) / sum(w), w = loss_mask
+  of the predicted token (a prompt-masked SFT row learns only its completion). Packed rows carry
+  `segments` (attention within an example) and `positions` (counted from each example's start)."""
+  toks, mask, lmask = batch["tokens"], batch["mask"], batch["loss_mask"]
+  pos = batch["positions"] if "positions" in batch else model_lib.positions_from_mask(mask)
+  seg = batch.get("segments")
+  h, _ = model_lib.hidden_states(params, toks[:, :-1], pos[:, :-1], cfg, mask_BxT=mask[:, :-1],
+                                 segments_BxT=None if seg is None else seg[:, :-1])
+  logp, _ = model_lib.token_logprobs(params, h, toks[:, 1:], cfg)
+  w = lmask[:, 1:].astype(jnp.float32)
+  return -jnp.sum(logp * w) / jnp.maximum(jnp.sum(w), 1.0)
 
-  Used to pretrain the tiny default base model, for the cold-start SFT stage and distillation.
-  """
+
+def make_sft_step(cfg: model_lib.ModelConfig, ocfg: OptimConfig, shardings=None, mesh=None) -> Callable:
+  """Jitted next-token cross-entropy update (`sft_loss`) on tokens_RxT with loss_mask_RxT
+  (targets to learn). Used to pretrain the tiny default base model, and by `r1jax.sft.loop`."""
   optimizer = make_optimizer(ocfg)
   lr = schedule(ocfg)
 
   def step(state, batch):
-    toks, mask, lmask = batch["tokens"], batch["mask"], batch["loss_mask"]
-
-    def loss_fn(params):
-      pos = model_lib.positions_from_mask(mask)
-      h, _ = model_lib.hidden_states(params, toks[:, :-1], pos[:, :-1], cfg, mask_BxT=mask[:, :-1])
-      logp, _ = model_lib.token_logprobs(params, h, toks[:, 1:], cfg)
-      w = lmask[:, 1:].astype(jnp.float32)
-      return -jnp.sum(logp * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-    new_state, gnorm, finite = _finite_update(state, grads, loss, optimizer)
-    return new_state, {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state["step"]),
+    loss, grads = jax.value_and_grad(lambda p: sft_loss(p, batch, cfg))(state.params)
+    new_state, gnorm, finite = finite_update(state, grads, loss, optimizer)
+    return new_state, {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state.step),
                        "nonfinite": (~finite).astype(jnp.int32)}
 
-  return _jit_step(step, shardings, mesh)
+  return jit_step(step, shardings, mesh)

@@ -47,7 +47,7 @@ def grpo_step(mesh, rules_name: str) -> dict[str, np.ndarray]:
     local = distributed.process_batch({"tokens": prompts[mine], "mask": pmask[mine]}, mesh)
     local_adv = distributed.process_batch({"adv": adv[mine_rows]}, mesh)["adv"]
     out = jax.jit(lambda p, t, m, k: S.generate(p, t, m, k, CFG, scfg))(
-        state["params"], local["tokens"], local["mask"], jax.random.key(1))
+        state.params, local["tokens"], local["mask"], jax.random.key(1))
 
     def build(prompt, out, adv):
       rep = lambda x: jnp.repeat(x, G, axis=0)
@@ -62,9 +62,9 @@ def grpo_step(mesh, rules_name: str) -> dict[str, np.ndarray]:
     result = {"tokens": batch["tokens"], "ref_logp": batch["ref_logp"], "loss": metrics["loss"],
               "grad_norm": metrics["grad_norm"],
               **{f"params/{ckpt_lib.path_str(p)}": x for p, x in jax.tree_util.tree_flatten_with_path(
-                  state["params"])[0]},
+                  state.params)[0]},
               **{f"shard/{ckpt_lib.path_str(p)}": np.asarray(x.sharding.shard_shape(x.shape)) for p, x in
-                 jax.tree_util.tree_flatten_with_path(state["params"])[0]}}
+                 jax.tree_util.tree_flatten_with_path(state.params)[0]}}
     # Every process gets the whole of every array (an all-gather across processes) to write it.
     return distributed.to_host(result)
 

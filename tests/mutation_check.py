@@ -60,9 +60,12 @@ OPTIM = (_T + "optimizer_clips_decays_matrices_only_and_follows_the_schedule",
          _T + "schedule_warmup_then_cosine_to_ten_percent", _T + "grpo_step_logs_the_scheduled_learning_rate",
          _T + "one_step_follows_the_gradient_of_an_independent_loss")
 OVERLONG = ("tests/test_rewards.py::test_soft_overlong_punishment_hand_values",) + LOOP
+SFT = ("tests/test_sft.py",)
+STAGES = ("tests/test_stages.py",)
 
 _TRAIN, _STEP, _LOSS, _ADV = "r1jax/train.py", "r1jax/train_step.py", "r1jax/grpo/loss.py", "r1jax/grpo/advantages.py"
 _SAMPLER, _ROLLOUT, _DS = "r1jax/sampler.py", "r1jax/rollout.py", "r1jax/grpo/dynamic_sampling.py"
+_HEADS = "r1jax/heads.py"
 
 MUTATIONS = [
     # ---- the bugs named in the issue
@@ -72,14 +75,14 @@ MUTATIONS = [
              "    logp = jax.lax.stop_gradient(logp)\n", STEP, issue=True),
     Mutation("loop_rewards_grouping_swapped", _TRAIN, "exs = [examples[i] for i in idx for _ in range(G)]",
              "exs = [examples[i] for _ in range(G) for i in idx]", LOOP, issue=True),
-    Mutation("loop_ref_logp_from_policy", _TRAIN, "ref_logp_fn(state[\"ref_params\"], batch)",
-             "ref_logp_fn(state[\"params\"], batch)", LOOP_E2E, issue=True),
+    Mutation("loop_ref_logp_from_policy", _TRAIN, "ref_logp_fn(state.ref_params, batch)",
+             "ref_logp_fn(state.params, batch)", LOOP_E2E, issue=True),
     Mutation("loop_ignores_scale_rewards", _TRAIN, "adv_lib.group_advantages(total, G, gcfg.scale_rewards)",
              "adv_lib.group_advantages(total, G)", LOOP_E2E, issue=True),
     Mutation("loop_ignores_mask_truncated", _TRAIN, "if gcfg.mask_truncated_completions:", "if False:", LOOP_E2E,
              issue=True),
     Mutation("loop_dynamic_sampling_off", _TRAIN,
-             "buf = GroupBuffer(tcfg.prompts_per_step, G) if gcfg.dynamic_sampling else None", "buf = None",
+             "buf = GroupBuffer(tcfg.prompts_per_step, G) if dynamic_sampling else None", "buf = None",
              LOOP_E2E, issue=True),
     Mutation("sampler_ignores_temperature", _SAMPLER, "logits = logits_RxV / scfg.temperature", "logits = logits_RxV",
              SAMPLER, issue=True),
@@ -116,8 +119,8 @@ MUTATIONS = [
              "completion_logprobs(params, mb[\"tokens\"], mb[\"mask\"], P, cfg, temperature)",
              "completion_logprobs(params, mb[\"tokens\"], mb[\"mask\"], P, cfg)", STEP),
     Mutation("step_logs_next_learning_rate", _STEP,
-             "metrics |= {\"loss\": loss, \"grad_norm\": gnorm, \"learning_rate\": lr(state[\"step\"]),",
-             "metrics |= {\"loss\": loss, \"grad_norm\": gnorm, \"learning_rate\": lr(state[\"step\"] + 1),", STEP),
+             "metrics |= {\"loss\": loss, \"grad_norm\": gnorm, \"learning_rate\": lr(state.step),",
+             "metrics |= {\"loss\": loss, \"grad_norm\": gnorm, \"learning_rate\": lr(state.step + 1),", STEP),
     Mutation("step_nonfinite_not_skipped", _STEP, "finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)",
              "finite = jnp.isfinite(gnorm) | True", STEP),
     Mutation("step_grad_accum_equal_weights", _STEP, "weights = tokens_j / jnp.maximum(jnp.sum(tokens_j), 1.0)",
@@ -155,8 +158,8 @@ MUTATIONS = [
     Mutation("loop_overlong_sign", _TRAIN, "total = total + tcfg.overlong_weight * per_fn[\"overlong\"]",
              "total = total - tcfg.overlong_weight * per_fn[\"overlong\"]", OVERLONG),
     Mutation("loop_overlong_wrong_max_length", _TRAIN,
-             "soft_overlong_punishment(ro.length, gcfg.max_completion_length,",
-             "soft_overlong_punishment(ro.length, gcfg.max_completion_length + tcfg.overlong_buffer,", OVERLONG),
+             "soft_overlong_punishment(ro.length, self.max_completion_length,",
+             "soft_overlong_punishment(ro.length, self.max_completion_length + tcfg.overlong_buffer,", OVERLONG),
     Mutation("overlong_ramp_normalizer", "r1jax/rewards/length.py", "inside = (max_length - buffer - L) / buffer",
              "inside = (max_length - buffer - L) / max_length", OVERLONG),
     # ---- dynamic sampling
@@ -203,13 +206,38 @@ MUTATIONS = [
              "k3_BxT = jnp.exp(-d_BxT) + d_BxT - 1.0",
              ("tests/test_grpo_math.py::test_tis_loss_grad_and_mismatch_match_numpy",)),
     Mutation("loop_old_logp_from_reference", _TRAIN,
-             "rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state[\"params\"], batch))",
-             "rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state[\"ref_params\"], batch))", LOOP),
+             "rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.params, batch))",
+             "rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.ref_params, batch))", LOOP),
     Mutation("rollout_prompts_tiled_not_repeated", _ROLLOUT,
              "pt = np.repeat(self.prompt_tokens, n, axis=0)\n    pm = np.repeat(self.prompt_mask, n, axis=0)",
              "pt = np.tile(self.prompt_tokens, (n, 1))\n    pm = np.tile(self.prompt_mask, (n, 1))", (CONSISTENCY,) + LOOP),
     Mutation("rollout_old_logp_zero", _ROLLOUT, "\"old_logp\": self.logp}", "\"old_logp\": 0 * self.logp}",
              (CONSISTENCY,) + LOOP),
+    # ---- SFT, reward model, stages and the pipeline
+    Mutation("sft_loss_on_prompt_tokens", _STEP, "  w = lmask[:, 1:].astype(jnp.float32)",
+             "  w = mask[:, 1:].astype(jnp.float32)", SFT),
+    Mutation("sft_packed_examples_see_each_other", _STEP, "segments_BxT=None if seg is None else seg[:, :-1])",
+             "segments_BxT=None)", SFT),
+    Mutation("sft_resume_restarts_the_data", "r1jax/sft/loop.py",
+             "data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, start)",
+             "data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, 0)", SFT),
+    Mutation("bradley_terry_sign", _HEADS, "jnp.mean(jax.nn.softplus(-margin))", "jnp.mean(jax.nn.softplus(margin))",
+             SFT),
+    Mutation("score_at_first_token", _HEADS, "last_B = T - 1 - jnp.argmax(mask_BxT[:, ::-1], axis=1)",
+             "last_B = jnp.argmax(mask_BxT, axis=1)", SFT),
+    Mutation("cold_start_not_ordered", "r1jax/stages/cold_start_data.py",
+             "chosen = curation.select(kept, rates, cs.max_examples, cs.per_prompt)",
+             "chosen = kept[:cs.max_examples]", STAGES),
+    Mutation("rejection_unfiltered", "r1jax/stages/rejection_sampling.py",
+             "kept, counts = curation.filter_samples(reasoning, fcfg)",
+             "kept, counts = curation.filter_samples(reasoning, fcfg, ('duplicate',))", STAGES),
+    Mutation("sft_from_the_rl_policy", "r1jax/stages/__init__.py",
+             "Stage(\"sft\", sft.run, \"sft\", {\"policy\": \"pretrain.policy\"",
+             "Stage(\"sft\", sft.run, \"sft\", {\"policy\": \"reasoning_rl.policy\"", STAGES),
+    Mutation("rl_all_reward_model_on_reasoning_rows", "r1jax/stages/rl_all.py",
+             "return np.where([e.get(\"task\") == general.TASK for e in exs], s, 0.0)", "return s", STAGES),
+    Mutation("pipeline_never_skips", "r1jax/pipeline.py", "if rec is not None and rec[\"fingerprint\"] == fp:",
+             "if False:", STAGES),
 ]
 
 

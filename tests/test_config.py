@@ -21,6 +21,7 @@ from r1jax.sampler import SamplingConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 R1_ZERO = REPO / "experiments" / "r1_zero.py"
+R1 = REPO / "experiments" / "r1.py"
 EVALUATE = REPO / "experiments" / "evaluate.py"
 
 # A valid value other than the default for fields the generic rule below cannot guess.
@@ -44,7 +45,9 @@ SPECIAL = {
     "grpo.grad_accum": "2", "optim.decay": "cosine", "pretrain.optim.decay": "constant",
     "rewards.language_target": "zh", "train.on_too_long": "fail", "checkpoint.directory": "/tmp/ck",
     "average.steps": "10,20", "sampling.eos_ids": (7,), "sampling.prompt_buckets": (64, 128),
-    "sampling.pad_id": 5, "eval.group_by": ("subject",),
+    "sampling.pad_id": 5, "eval.group_by": ("subject",), "eval.language": "zh", "inputs": "policy=/tmp/p",
+    "curation.language": "zh", "cold_start.teacher": "/tmp", "distill.teacher": "/tmp",
+    "sft.optim.decay": "constant", "reward_model.optim.decay": "constant",
 }
 # Fields that need a companion setting to be valid (a derived field must agree with its source).
 COMPANIONS = {
@@ -52,7 +55,7 @@ COMPANIONS = {
     "grpo.tis": {"grpo.recompute_old_logp": True},
     "sampling.max_new_tokens": {"grpo.max_completion_length": 24},
     "model.preset": {"model.vocab_size": 151936},
-    "mesh.data": {"mesh.fsdp": -1}, "mesh.tensor": {"mesh.fsdp": -1},
+    "mesh.data": {"mesh.fsdp": -1}, "mesh.tensor": {"mesh.fsdp": -1}, "inputs": {"stage": "evaluate"},
 }
 SKIP = {"model.hf_checkpoint"}  # needs a checkpoint directory: tests/test_docs.py runs it
 
@@ -117,8 +120,8 @@ def reached(parts, cfg, path):
     return cfg.model.preset
   if head == "model" and rest[0] == "rope_scaling":
     return getattr(parts["model"].rope_scaling, field)
-  if path.startswith("pretrain.optim."):
-    return getattr(parts["pretrain"].optim, field)
+  if len(rest) == 2:  # a nested section: pretrain.optim, sft.optim, reward_model.optim
+    return getattr(getattr(parts[head], rest[0]), field)
   return getattr(parts[head], field)
 
 
@@ -135,6 +138,25 @@ def test_every_field_of_every_section_is_settable_from_the_shell():
     parts = experiment.validate(cfg)
     got = reached(parts, cfg, path)
     assert got == value, (path, got, value)
+
+
+def test_every_field_of_the_pipeline_sections_is_settable_from_the_shell():
+  """experiments/r1.py adds one section per pipeline stage config; each field reaches its dataclass."""
+  paths = [(p, d, t) for p, d, t in leaves(experiment.r1_config()) if p.split(".")[0] in experiment.R1_SECTIONS]
+  assert len(paths) > 50
+  for path, default, typ in paths:
+    value = new_value(path, default, typ)
+    assert value != default, path
+    cfg = parse(R1, [f"--config.{path}={shell(value)}"])
+    assert reached(experiment.validate(cfg), cfg, path) == value, path
+  cfg = parse(R1, ["--config.stage=rl_all"])
+  assert experiment.validate(cfg) and cfg.stage == "rl_all"
+  with pytest.raises(ValueError, match=re.escape("stage='nope' is not one of ('all', 'pretrain'")):
+    experiment.validate(parse(R1, ["--config.stage=nope"]))
+  with pytest.raises(ValueError, match=re.escape("inputs='policy': each entry is NAME=PATH")):
+    experiment.validate(parse(R1, ["--config.stage=sft", "--config.inputs=policy"]))
+  with pytest.raises(ValueError, match=re.escape("inputs='data=x' with stage='all': given inputs are for one stage")):
+    experiment.validate(parse(R1, ["--config.inputs=data=x"]))
 
 
 def test_the_config_is_generated_from_the_dataclass_defaults():

@@ -45,7 +45,7 @@ def unsharded_step():
   """Params and loss after one GRPO update on one device, no shardings given."""
   params = M.init_sharded(jax.random.key(0), CFG, S.make_mesh((1, 1, 1), jax.devices()[:1]))
   state, m = TS.make_grpo_step(CFG, GRPO, OPT, 1.0)(TS.init_state(params, TS.make_optimizer(OPT)), _batch())
-  return jax.device_get(state["params"]), float(m["loss"])
+  return jax.device_get(state.params), float(m["loss"])
 
 
 # Hand-written placements on a (data, fsdp, tensor) = (2, 2, 2) mesh, independent of logical_to_spec.
@@ -72,22 +72,22 @@ def test_every_rules_table_updates_as_the_unsharded_step(rules, unsharded_step):
   with jax.set_mesh(mesh):
     params = M.init_sharded(jax.random.key(0), CFG, mesh, S.rules_table(rules))  # the same numbers
     state = TS.init_state(params, TS.make_optimizer(OPT))
-    specs = _specs(state["params"])
+    specs = _specs(state.params)
     for path, spec in EXPECTED[rules].items():
       assert specs[path] == spec, (rules, path)
     if rules == "data":
       assert all(all(a is None for a in s) for s in specs.values())
     # The optimizer state lives where its parameter does (FSDP shards the AdamW moments too).
-    moments = [s for s in jax.tree.leaves(state["opt_state"], is_leaf=lambda x: hasattr(x, "mu"))
+    moments = [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu"))
                if hasattr(s, "mu")]
     assert moments and all(_specs(m.mu) == specs == _specs(m.nu) for m in moments)
     step = TS.make_grpo_step(CFG, GRPO, OPT, 1.0, TS.state_shardings(state), mesh)
     new, m = step(state, TS.shard_batch(_batch(), mesh))
   want_params, want_loss = unsharded_step
-  assert _specs(new["params"]) == specs  # the step keeps the table's placement
+  assert _specs(new.params) == specs  # the step keeps the table's placement
   np.testing.assert_allclose(float(m["loss"]), want_loss, rtol=1e-5, atol=1e-7)
   # Same tolerance as the grad-accum mesh test: reordered float32 sums over <= 4 shards.
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), y, atol=2e-6), new["params"], want_params)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), y, atol=2e-6), new.params, want_params)
 
 
 def test_bad_mesh_settings_name_the_field():
@@ -194,7 +194,7 @@ def test_checkpoint_saved_on_2_devices_restores_on_1_and_4(tmp_path):
   with jax.set_mesh(mesh2):
     step = TS.make_grpo_step(CFG, GRPO, OPT, 1.0, TS.state_shardings(state), mesh2)
     state, _ = step(state, TS.shard_batch(_batch(), mesh2))
-  assert state["params"]["layers"]["wq"].sharding.shard_shape(state["params"]["layers"]["wq"].shape)[1] == 16
+  assert state.params["layers"]["wq"].sharding.shard_shape(state.params["layers"]["wq"].shape)[1] == 16
   saved = jax.device_get(state)
   with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(tmp_path), async_save=False)) as ck:
     ck.save(1, state, {"step": 1}, force=True)
@@ -203,7 +203,7 @@ def test_checkpoint_saved_on_2_devices_restores_on_1_and_4(tmp_path):
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
     with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(tmp_path), async_save=False)) as ck:
       restored, meta = ck.restore(None, abstract)
-    assert meta == {"step": 1} and int(restored["step"]) == 1
+    assert meta == {"step": 1} and int(restored.step) == 1
     for x, want in zip(jax.tree.leaves(restored), jax.tree.leaves(abstract)):
       assert x.sharding == want.sharding and len(x.sharding.device_set) == n
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), saved)

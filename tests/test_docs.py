@@ -40,6 +40,18 @@ SHORT = {
                       "--config.data.num_train=8", "--config.data.num_eval=2", "--config.eval.batch_size=2",
                       "--config.model.logits_chunk=256", "--config.train.reward_workers=2",
                       "--config.train.progress=False", "--config.checkpoint.save_every=1"],
+    # The whole R1 pipeline at toy size: every stage runs, none learns much.
+    "r1.py": ["--config.pretrain.steps=20", "--config.data.num_train=200", "--config.data.num_eval=8",
+              "--config.eval.batch_size=8", "--config.train.progress=False", "--config.model.n_layers=1",
+              "--config.model.d_model=32", "--config.model.head_dim=8", "--config.model.d_ff=64",
+              "--config.train.prompts_per_step=4", "--config.grpo.num_generations=4",
+              "--config.r1.reasoning_rl_steps=1", "--config.r1.rl_all_steps=1", "--config.cold_start.num_prompts=8",
+              "--config.cold_start.samples_per_prompt=4", "--config.rejection.num_prompts=8",
+              "--config.rejection.samples_per_prompt=4", "--config.rejection.num_general=4",
+              "--config.rl_all.general_prompts=8", "--config.reward_model.steps=2", "--config.reward_model.batch_size=4",
+              "--config.sft.batch_size=4", "--config.distill.pretrain_steps=5", "--config.distill.num_prompts=8",
+              "--config.distill.d_model=32", "--config.distill.head_dim=8", "--config.distill.d_ff=32",
+              "--config.distill.n_layers=1"],
     "evaluate.py": ["--config.max_examples=2", "--config.eval.num_samples=2", "--config.eval.max_new_tokens=8",
                     "--config.progress=False"],
 }
@@ -138,8 +150,10 @@ def _commands(script: str):
 def test_every_documented_command_is_run_here():
   """The commands the tests below run are all the documented ones (a new one needs a runner)."""
   runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv")]
-  assert runnable and all(c.split()[1] in ("experiments/r1_zero.py", "experiments/evaluate.py") for c in runnable)
+  scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py")
+  assert runnable and all(c.split()[1] in scripts for c in runnable)
   assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
+  assert len(_commands("r1.py")) == 2 and len(_commands("distill.py")) == 1
 
 
 def test_the_default_run_and_its_evaluation_commands(world, shared_data):
@@ -155,6 +169,29 @@ def test_the_default_run_and_its_evaluation_commands(world, shared_data):
     out = _run(cmd, work, SHORT["evaluate.py"] + [f"--config.out_dir={root / 'eval'}"])
     assert "pass@1" in out.stdout
   _export_matches_transformers(run, work)
+
+
+def test_the_pipeline_commands_r1_one_stage_and_distill(world):
+  """experiments/r1.py end to end (every stage, the table of all of them), one stage of it from
+  given paths, and experiments/distill.py from its final policy."""
+  root, _ = world
+  work = root / "pipe"
+  work.mkdir()
+  r1, one = _commands("r1.py")
+  assert r1 == "python experiments/r1.py" and "--config.stage=sft" in one
+  # distill.py below runs the distillation stages; R1-Zero is the stage of the other doc test
+  no_distill = SHORT["r1.py"] + ["--config.r1.distill=False", "--config.r1.compare_r1_zero=False"]
+  out = _run(r1, work, no_distill)
+  summary = json.loads((work / "runs" / "r1" / "summary.json").read_text())
+  assert list(summary["rows"]) == ["base", "cold start SFT", "reasoning RL", "SFT of base on rejection samples",
+                                   "RL all scenarios"]
+  assert "held-out, after stage" in out.stdout and (work / "runs" / "r1" / "plots" / "stages.png").exists()
+  out = _run(one, work, no_distill)
+  assert "stage pretrain: running" not in out.stdout and "stage sft: " in out.stdout
+  (cmd,) = _commands("distill.py")
+  out = _run(cmd, work, SHORT["r1.py"])
+  rows = json.loads((work / "runs" / "distill" / "summary.json").read_text())["rows"]
+  assert list(rows) == ["teacher", "student base", "distilled student"]
 
 
 def test_the_named_config_command_on_a_hugging_face_checkpoint(world):

@@ -44,7 +44,7 @@ def policy(tmp_path_factory):
   for _ in range(120):
     state, m = step(state, {"tokens": toks, "mask": mask, "loss_mask": lmask})
   assert float(m["loss"]) < 0.05
-  experiment.save_policy(d / "policy", 1, state["params"], cfg, d / "tok.model")
+  experiment.save_policy(d / "policy", 1, state.params, cfg, d / "tok.model")
   return d / "policy"
 
 

@@ -121,7 +121,7 @@ def _run(tmp_path, monkeypatch, *, steps, gcfg, tcfg_kw, lr=1e-2, sampler=None):
     step = make(*args, **kwargs)
 
     def recorded(state, batch):
-      before = jax.device_get(state["params"])  # the step donates its input state
+      before = jax.device_get(state.params)  # the step donates its input state
       new, m = step(state, batch)
       updates.append({"params": before, "batch": jax.device_get(batch), "metrics": jax.device_get(m)})
       return new, m

@@ -63,7 +63,7 @@ def test_resume_is_bit_identical(setup, tmp_path):
   # The params moved (the comparison is not between two untouched initializations).
   train_ex, tok, cfg = setup
   init = M.init_params(jax.random.key(0), cfg)
-  assert not np.array_equal(jax.device_get(full["state"]["params"]["embed"]), np.asarray(init["embed"]))
+  assert not np.array_equal(jax.device_get(full["state"].params["embed"]), np.asarray(init["embed"]))
   # Metrics carry the TRL names, logged every step across the restart.
   rows = [json.loads(l) for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -78,19 +78,19 @@ def test_resume_on_another_device_count(setup, tmp_path):
   checkpoint straight into the 4-device shardings (the same values) and continues to step 4."""
   first = _run(setup, tmp_path, 2, devices=2)
   resumed = _run(setup, tmp_path, 4, devices=4)
-  assert len(resumed["history"]) == 2 and int(resumed["state"]["step"]) == 4
+  assert len(resumed["history"]) == 2 and int(resumed["state"].step) == 4
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
-  wq = resumed["state"]["params"]["layers"]["wq"]
+  wq = resumed["state"].params["layers"]["wq"]
   assert len(wq.sharding.device_set) == 4 and wq.sharding.shard_shape(wq.shape)[1] == wq.shape[1] // 4
   # What run_grpo restored at step 2, read again into the 4-device run's shardings: the 2-device state.
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), resumed["state"])
+  abstract = resumed["state"].abstract().tree()  # the checkpoint holds the state's members by name
   with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), async_save=False)) as ck:
     at_2, _ = ck.restore(2, abstract)
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(at_2), jax.device_get(first["state"]))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(at_2), jax.device_get(first["state"].tree()))
   assert all(len(x.sharding.device_set) == 4 for x in jax.tree.leaves(at_2))
-  assert not np.array_equal(jax.device_get(resumed["state"]["params"]["embed"]),
-                            jax.device_get(first["state"]["params"]["embed"]))
+  assert not np.array_equal(jax.device_get(resumed["state"].params["embed"]),
+                            jax.device_get(first["state"].params["embed"]))
 
 
 SOURCES = {
@@ -230,12 +230,12 @@ def test_dapo_variant_runs_dynamic_sampling_mu_and_minibatches(setup, tmp_path):
                                overlong_weight=1.0, overlong_buffer=4, max_sampling_rounds=3),
         gcfg=g, ocfg=train_step.OptimConfig(learning_rate=1e-3), scfg=s,
         ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=1, keep=1), mesh=mesh, workdir=tmp_path)
-  assert "ref_params" not in out["state"]  # beta = 0: no reference model at all
+  assert out["state"].ref_params is None  # beta = 0: no reference model at all
   m = out["history"][-1]
   assert 1 <= m["sampling_rounds"] <= 3 and "kl" not in m
   assert "rewards/overlong/mean" in m and m["rewards/overlong/mean"] <= 0
   # 2 inner iterations x 2 minibatches = 4 optimizer steps per rollout.
-  assert int(out["state"]["step"]) == 8
+  assert int(out["state"].step) == 8
 
 
 def test_reference_reset_every_n_steps(setup, tmp_path):
@@ -243,14 +243,14 @@ def test_reference_reset_every_n_steps(setup, tmp_path):
   the reference stays the initial parameters."""
   out = _run(setup, tmp_path / "reset", 4, ref_reset_every=2)
   st = jax.device_get(out["state"])
-  jax.tree.map(np.testing.assert_array_equal, st["ref_params"], st["params"])
+  jax.tree.map(np.testing.assert_array_equal, st.ref_params, st.params)
   kept = jax.device_get(_run(setup, tmp_path / "keep", 2)["state"])
   init = jax.device_get(M.init_sharded(jax.random.key(0), setup[2], sharding.make_mesh((1, 1, 1), jax.devices()[:1])))
-  jax.tree.map(np.testing.assert_array_equal, kept["ref_params"], init)
-  assert not np.array_equal(kept["params"]["embed"], init["embed"])
+  jax.tree.map(np.testing.assert_array_equal, kept.ref_params, init)
+  assert not np.array_equal(kept.params["embed"], init["embed"])
   # With a reference and 2 minibatches x mu 2, the reference log-probs are sliced with the rows.
   mb = jax.device_get(_run(setup, tmp_path / "mb", 2, num_minibatches=2, mu=2)["state"])
-  assert int(mb["step"]) == 8 and all(np.isfinite(x).all() for x in jax.tree.leaves(mb["params"]))
+  assert int(mb.step) == 8 and all(np.isfinite(x).all() for x in jax.tree.leaves(mb.params))
 
 
 def test_model_presets_survive_config_overrides():

@@ -76,9 +76,9 @@ def test_grpo_step_loss_matches_numpy_and_compiles_once():
   want = _numpy_grpo(_ref_logp(params, b, 1.0), {k: np.asarray(v, np.float64) for k, v in b.items()}, 0.04, 0.2)
   state, m = step(state, b)
   np.testing.assert_allclose(float(m["loss"]), want, rtol=1e-4, atol=1e-6)
-  assert int(state["step"]) == 1 and int(m["nonfinite"]) == 0
+  assert int(state.step) == 1 and int(m["nonfinite"]) == 0
   # The parameters moved, and a second call with new data reuses the compiled step.
-  assert not np.allclose(state["params"]["embed"], embed0)
+  assert not np.allclose(state.params["embed"], embed0)
   state, _ = step(state, _batch(1))
   assert step._cache_size() == 1
 
@@ -88,13 +88,13 @@ def test_nonfinite_update_is_skipped():
   g = GRPOConfig(num_generations=4, beta=0.0, max_completion_length=N)
   o = TS.OptimConfig(learning_rate=1e-3)
   state = TS.init_state(params, TS.make_optimizer(o))
-  before = jax.tree.map(np.asarray, state["params"])
+  before = jax.tree.map(np.asarray, state.params)
   step = TS.make_grpo_step(CFG, g, o, 1.0)
   b = _batch()
   b["adv"][0] = np.nan
   state, m = step(state, b)
-  assert int(m["nonfinite"]) == 1 and int(state["step"]) == 0
-  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state["params"]), before)
+  assert int(m["nonfinite"]) == 1 and int(state.step) == 0
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state.params), before)
 
 
 def test_sft_step_loss_is_masked_cross_entropy():
@@ -154,7 +154,7 @@ def test_grad_accum_equals_whole_batch(loss_type, accum):
     g = GRPOConfig(num_generations=4, beta=0.04, max_completion_length=N, loss_type=loss_type, grad_accum=A)
     state = TS.init_state(jax.tree.map(jnp.array, params), TS.make_optimizer(o))
     state, m = TS.make_grpo_step(CFG, g, o, 1.0)(state, b)
-    out[A] = (jax.tree.map(np.asarray, state["params"]), {k: float(v) for k, v in m.items()})
+    out[A] = (jax.tree.map(np.asarray, state.params), {k: float(v) for k, v in m.items()})
   (p1, m1), (pa, ma) = out[1], out[accum]
   for k in ("loss", "grad_norm", "kl", "entropy"):
     np.testing.assert_allclose(ma[k], m1[k], rtol=1e-5, atol=1e-7, err_msg=k)
@@ -185,7 +185,7 @@ def test_grad_accum_on_mesh_equals_unsharded():
     step = TS.make_grpo_step(CFG, g2, o, 1.0, TS.state_shardings(state), mesh)
     got, m2 = step(state, TS.shard_batch(b, mesh))
   np.testing.assert_allclose(float(m2["loss"]), float(m1["loss"]), rtol=1e-5, atol=1e-7)
-  _assert_same_first_adamw_step(got["params"], want["params"], p0, o)
+  _assert_same_first_adamw_step(got.params, want.params, p0, o)
 
 
 # ----------------------------------------------------------------------------- update direction
@@ -232,14 +232,14 @@ def test_one_step_follows_the_gradient_of_an_independent_loss():
   adam = optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=0.0)
   upd, _ = adam.update(want_g, adam.init(params), params)
   want_p = optax.apply_updates(params, upd)
-  for (path, got), w, gr, p0 in zip(jax.tree_util.tree_leaves_with_path(state["params"]), jax.tree.leaves(want_p),
+  for (path, got), w, gr, p0 in zip(jax.tree_util.tree_leaves_with_path(state.params), jax.tree.leaves(want_p),
                                    jax.tree.leaves(want_g), jax.tree.leaves(before)):
     gr = np.abs(np.asarray(gr))
     big = gr > 1e-3 * gr.max()  # Adam's first step is ~lr * sign(g): compare where the sign is certain
     np.testing.assert_allclose(np.asarray(got)[big], np.asarray(w)[big], rtol=1e-4, atol=lr * 1e-3,
                                err_msg=jax.tree_util.keystr(path))
     np.testing.assert_array_equal(np.asarray(got)[gr == 0], p0[gr == 0])  # no decay, no gradient: unchanged
-  after = np.asarray(ref_logp(state["params"], b, T))
+  after = np.asarray(ref_logp(state.params, b, T))
   m_ = b["completion_mask"]
   rise = ((after - now) * m_).sum(1) / m_.sum(1)
   np.testing.assert_array_equal(np.sign(rise), np.sign(b["adv"]))

@@ -23,6 +23,7 @@ from r1jax.rewards import aha
 from r1jax.rewards import answer
 from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
+from r1jax.rewards import language as language_lib
 from r1jax.sampler import SamplingConfig
 
 
@@ -43,10 +44,13 @@ class EvalConfig:
   """Wall-clock limit of one program and all its tests (code rows)."""
   group_by: tuple[str, ...] = ("subject", "level")
   """Example fields to break the results down by, where present."""
+  language: str = "en"
+  """Target language of the chain of thought for `language_consistency` (a code or script)."""
 
   def __post_init__(self):
     if self.num_samples < 1:
       raise ValueError(f"eval.num_samples={self.num_samples} must be >= 1 (k samples per problem)")
+    language_lib.resolve_script(self.language)
     if self.batch_size < 1 or self.max_new_tokens < 1:
       raise ValueError(f"eval.batch_size={self.batch_size} and eval.max_new_tokens={self.max_new_tokens} "
                        f"must be >= 1")
@@ -55,7 +59,15 @@ class EvalConfig:
 def _summarize(rows: list[dict], k: int) -> dict:
   return metrics.summarize(rows, k) | {
       "format_rate": float(np.mean([r["format"] for r in rows])),
-      "mean_length": float(np.mean([r["length"] for r in rows]))}
+      "mean_length": float(np.mean([r["length"] for r in rows])),
+      "language_consistency": float(np.mean([r["language_share"] for r in rows]))}
+
+
+def _language_share(completion: str, target: str) -> float:
+  """Share of target-language words in the chain of thought (DeepSeek-R1's language consistency);
+  a CoT without words (digits and symbols only) mixes no language: 1."""
+  share = language_lib.language_share(language_lib.chain_of_thought(completion), target)
+  return 1.0 if share is None else float(share)
 
 
 def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: str, ecfg: EvalConfig, *,
@@ -87,6 +99,7 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
       rows.append({"problem_id": ex.get("id", str(b + r // ecfg.num_samples)), "sample": r % ecfg.num_samples,
                    "completion": text, **graded,
                    "format": bool(format_lib.strict_format(text) > 0), "length": int(ro.length[r]),
+                   "language_share": _language_share(text, ecfg.language),
                    **{g: ex[g] for g in ecfg.group_by if g in ex}})
   summary = _summarize(rows, ecfg.num_samples)
   summary |= {k: float(v) for k, v in aha.batch_metrics([r["completion"] for r in rows]).items()}

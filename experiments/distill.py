@@ -1,0 +1,31 @@
+r"""Distillation (DeepSeek-R1 sec. 2.4): SFT of a smaller student on samples of a teacher policy, no RL.
+
+The student base is a smaller transformer (`distill.d_model`, `distill.n_layers`, ...) pretrained
+here on the base corpus (or given: `--config.inputs=student=DIR`); the teacher's samples on
+training prompts are kept when correct and readable, and the student is fine-tuned on them. Ends
+with the table of teacher, student base and distilled student (held-out accuracy, strict format
+rate, language consistency, mean length) and plots/stages.png. After `python experiments/r1.py`:
+
+    python experiments/distill.py --config.distill.teacher=runs/r1/rl_all/policy
+
+Stages skip when finished and resume when killed, as in experiments/r1.py.
+"""
+import importlib.util
+import sys
+
+REPO = __file__.rsplit("/experiments/", 1)[0]
+sys.path.insert(0, REPO)  # run from a checkout without installing
+
+from r1jax import experiment  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("r1_experiment", f"{REPO}/experiments/r1.py")
+r1 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(r1)
+
+
+def get_config():
+  return experiment.apply_overrides(experiment.r1_config(), r1.TINY | {"workdir": "runs/distill"}, "config default")
+
+
+if __name__ == "__main__":
+  experiment.main(check=experiment.validate_distill, run_fn=experiment.run_distill)

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning: prompt-masked rows, packing, the epoch loop."""

@@ -1,0 +1,179 @@
+"""What the stages of one run share: validated config, mesh, tokenizer, data, template, and
+loading / saving / evaluating policies.
+
+The embedded default needs no network: verifiable arithmetic problems are generated, a
+SentencePiece tokenizer is trained on them, and a tiny base model is pretrained on a corpus of
+solved problems (`stages.pretrain`). The corpus mostly answers in plain prose and only sometimes in
+the R1 `<think>/<answer>` form, and some of its answers are wrong, so the base model is weak at the
+template and RL has something to teach.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from r1jax import datasets as datasets_lib
+from r1jax import model as model_lib
+from r1jax import policy as policy_lib
+from r1jax import sharding
+from r1jax import templates
+from r1jax import tokenizer as tok_lib
+from r1jax.evaluation import harness
+from r1jax.tasks import arithmetic
+
+ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "rope_theta",
+               "rms_eps", "qkv_bias", "qk_norm", "tie_embeddings")
+"""ModelConfig fields a checkpoint fixes (an override would not load)."""
+
+
+@dataclasses.dataclass
+class Context:
+  cfg: ml_collections.ConfigDict
+  parts: dict
+  """Every config section as its frozen dataclass (`experiment.validate`)."""
+  workdir: pathlib.Path
+  mesh: Any
+  tokenizer: Any
+  tokenizer_path: pathlib.Path
+  template: str
+  train_ex: list[dict]
+  eval_ex: list[dict]
+
+  @property
+  def rules(self):
+    return sharding.rules_table(self.parts["mesh"].rules)
+
+  @property
+  def model_cfg(self) -> model_lib.ModelConfig:
+    return self.parts["model"]
+
+  def docs(self) -> list[str]:
+    p = self.parts["pretrain"]
+    return pretraining_documents(self.train_ex, self.template, self.cfg.seed, p.r1_fraction, p.wrong_fraction)
+
+  def load(self, directory) -> tuple[model_lib.ModelConfig, Any]:
+    """(model config, params) of a policy or Hugging Face directory; the architecture is the
+    checkpoint's, every other model field (dtype, remat, attention) this run's."""
+    run = {f.name: getattr(self.model_cfg, f.name) for f in dataclasses.fields(self.model_cfg)
+           if f.name not in ARCH_FIELDS}
+    if policy_lib.is_hf(directory):
+      from r1jax import hf
+      return hf.load_hf_checkpoint(directory, mesh=self.mesh, rules=self.rules, **run)
+    cfg, params, _ = policy_lib.load_policy(directory, self.mesh, self.rules)
+    return dataclasses.replace(cfg, **run), params
+
+  def save(self, directory, step: int, params, model_cfg, hf_export: bool = False) -> str:
+    policy_lib.save_policy(directory, step, params, model_cfg, self.tokenizer_path)
+    if hf_export:
+      export_hf(params, model_cfg, self.tokenizer, self.cfg, pathlib.Path(f"{directory}_hf"))
+    return str(directory)
+
+  def evaluate(self, params, model_cfg, out_dir, examples=None) -> dict:
+    return harness.evaluate(params, model_cfg, self.tokenizer, self.eval_ex if examples is None else examples,
+                            self.template, self.parts["eval"], eos_ids=self.parts["sampling"].eos_ids,
+                            pad_id=self.tokenizer.pad_id, out_dir=out_dir, progress=self.parts["train"].progress)
+
+
+def build(cfg: ml_collections.ConfigDict, parts: dict) -> Context:
+  """Data, mesh and tokenizer of a validated config (call inside `jax.set_mesh(ctx.mesh)` after)."""
+  workdir = pathlib.Path(cfg.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  template = templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
+  train_ex, eval_ex = load_examples(parts["data"])
+  mesh = sharding.make_mesh(parts["mesh"])
+  ctx = Context(cfg, parts, workdir, mesh, None, tokenizer_path(cfg, workdir), template, train_ex, eval_ex)
+  with jax.set_mesh(mesh):
+    ctx.tokenizer = build_tokenizer(cfg, ctx.tokenizer_path, ctx.docs)
+  tok = ctx.tokenizer
+  eos = tuple(dict.fromkeys((tok.eos_id,) + tuple(parts["sampling"].eos_ids)))
+  pad = tok.pad_id if cfg.sampling.pad_id is None else parts["sampling"].pad_id
+  parts["sampling"] = dataclasses.replace(parts["sampling"], eos_ids=eos, pad_id=pad)
+  if not cfg.model.hf_checkpoint and cfg.model.vocab_size is None:  # the tiny default: the tokenizer's size
+    parts["model"] = dataclasses.replace(parts["model"], vocab_size=tok.vocab_size)
+  return ctx
+
+
+def export_hf(params, model_cfg, tokenizer, cfg, out_dir: pathlib.Path) -> None:
+  """The policy as a Hugging Face directory (safetensors, config.json, tokenizer files)."""
+  from r1jax import hf
+  hf.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
+  if jax.process_index() == 0:
+    hf.save_tokenizer(tokenizer, out_dir, source=cfg.model.hf_checkpoint or None)
+  print(f"Hugging Face export: {out_dir}")
+
+
+# ----------------------------------------------------------------------------- data and tokenizer
+
+
+def load_examples(d: datasets_lib.DataConfig) -> tuple[list[dict], list[dict]]:
+  """(train, held-out) examples for the configured source."""
+  if d.source == "synthetic":
+    return arithmetic.split(d.num_train, d.num_eval, seed=d.seed)
+  if d.source == "reasoning_gym":
+    ex = datasets_lib.reasoning_gym_examples(d.rg_tasks, d.num_train + d.num_eval, d.seed)
+    return ex[d.num_eval:], ex[:d.num_eval]
+  if d.source == "tfds":
+    load = lambda split, n: datasets_lib.tfds_examples(d.tfds_name, split, d.tfds_data_dir, d.question_field or
+                                                       "question", d.answer_field or "answer", n)
+    return load(d.tfds_train_split, d.num_train), load(d.tfds_eval_split, d.num_eval)
+  jc = lambda path, n, layout: datasets_lib.JsonlConfig(path=path, layout=layout or d.layout,
+                                                        question_field=d.question_field, answer_field=d.answer_field,
+                                                        on_bad_line=d.on_bad_line, max_examples=n)
+  # 'a.jsonl,b.jsonl.gz:humaneval': several files (each path[:layout]) mixed in a seeded shuffle, so
+  # math and code prompts share the steps and the held-out split, each scored by its own checker.
+  def read(spec, n):
+    out = []
+    for path, layout in datasets_lib.file_specs(spec):
+      out += datasets_lib.load_jsonl(jc(path, n, layout))[0]
+    return out
+
+  mix = lambda spec, exs: ([exs[i] for i in np.random.default_rng(d.seed).permutation(len(exs))]
+                           if len(datasets_lib.file_specs(spec)) > 1 else exs)
+  train_ex = mix(d.path, read(d.path, d.num_train))
+  if d.eval_path:
+    eval_ex = mix(d.eval_path, read(d.eval_path, d.num_eval))
+  else:
+    train_ex, eval_ex = train_ex[d.num_eval:], train_ex[:d.num_eval]
+  return train_ex, eval_ex
+
+
+def pretraining_documents(examples, template: str, seed: int, r1_fraction: float, wrong_fraction: float):
+  """Solved problems as text. Mostly prose answers, a `r1_fraction` in the R1 tag format, and a
+  `wrong_fraction` of final answers replaced by a wrong number (the base model's noise)."""
+  rng = np.random.default_rng(seed)
+  docs = []
+  for ex in examples:
+    final = ex.get("final") or f"```python\n{ex.get('canonical_solution', '')}```"  # code rows: the solution
+    if rng.random() < wrong_fraction:
+      final = str(int(final) + int(rng.choice([-2, -1, 1, 2, 10]))) if final.lstrip("-").isdigit() else final
+    sol = ex.get("solution", "")
+    prompt = templates.format_prompt(ex["question"], template)
+    u = rng.random()
+    if u < r1_fraction:
+      docs.append(f"{prompt} <think> {sol} </think> <answer> {final} </answer>")
+    elif u < 0.75:
+      docs.append(f"{prompt} {sol} The answer is {final}.")
+    else:
+      docs.append(f"Question: {ex['question']}\nSolution: {sol} So the result is {final}.")
+  return docs
+
+
+def tokenizer_path(cfg, workdir: pathlib.Path) -> pathlib.Path:
+  if cfg.model.hf_checkpoint:
+    return pathlib.Path(cfg.model.hf_checkpoint).resolve()
+  if cfg.tokenizer.path:
+    return pathlib.Path(cfg.tokenizer.path).resolve()
+  return (workdir / "base" / "tokenizer.model").resolve()
+
+
+def build_tokenizer(cfg, path: pathlib.Path, corpus_fn):
+  if cfg.model.hf_checkpoint or cfg.tokenizer.path or path.exists():
+    return tok_lib.load_tokenizer(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return tok_lib.train_sentencepiece(corpus_fn(), cfg.tokenizer.vocab_size, path,
+                                     model_type=cfg.tokenizer.model_type)

@@ -1,0 +1,67 @@
+"""Samples of a policy as `curation.Sample`s: k completions per prompt, scored by the rule rewards
+in parallel (the RL loop's `GroupCollector`), with their provenance."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+
+from r1jax import curation
+from r1jax import rollout as rollout_lib
+from r1jax import sampler as sampler_lib
+from r1jax import templates
+from r1jax import train
+from r1jax.rewards import combine
+from r1jax.tasks import general
+
+
+def policy_samples(ctx, params, model_cfg, examples: Sequence[dict], k: int, seed: int, policy: str,
+                   step: int | None = None, temperature: float | None = None) -> list[curation.Sample]:
+  """k samples per example (prompt-major), each with scores accuracy and format (the rule
+  rewards) and provenance {policy, step, seed, sample_index}."""
+  parts = ctx.parts
+  tcfg = parts["train"]
+  examples, prompt_ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, tcfg.max_prompt_len)
+  P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), parts["sampling"].prompt_buckets)
+  scfg = dataclasses.replace(parts["sampling"], num_samples=k, prompt_buckets=(P,),
+                             temperature=parts["sampling"].temperature if temperature is None else temperature)
+  specs = [s for s in combine.default_specs(parts["rewards"]) if s.name in ("accuracy", "format")]
+  collector = train.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
+                                   parts["grpo"].max_completion_length)
+  B = tcfg.prompts_per_step
+  key = jax.random.key(seed)
+  out = []
+  for start in range(0, len(examples), B):
+    idx = list(range(start, min(start + B, len(examples))))
+    ro = collector.sample(params, idx, jax.random.fold_in(key, start))
+    _, per_fn, _ = collector.score(ro, idx)
+    for r, text in enumerate(ro.texts):
+      ex = examples[idx[r // k]]
+      out.append(curation.Sample(
+          prompt=templates.format_prompt(ex["question"], ctx.template), completion=text, answer=str(ex["final"]),
+          num_tokens=int(ro.length[r]), truncated=bool(ro.truncated[r]),
+          source={"policy": policy, "step": step, "seed": seed, "sample_index": r % k}, example=dict(ex),
+          scores={"accuracy": float(per_fn["accuracy"][r]), "format": float(per_fn["format"][r])}))
+  # Generated general tasks are graded by their exact-words grader (`curation.default_grader`),
+  # not the math grader the accuracy reward uses.
+  return [dataclasses.replace(s, scores={**s.scores, "accuracy": general.grade(s.completion, s.example)})
+          if s.example.get("task") == general.TASK else s for s in out]
+
+
+def take(examples: Sequence[dict], n: int, seed: int) -> list[dict]:
+  """n examples in a seeded order (all if n >= len)."""
+  import numpy as np
+  order = np.random.default_rng(seed).permutation(len(examples))
+  return [examples[i] for i in order[:n]]
+
+
+def cap_per_prompt(samples: Sequence[curation.Sample], n: int) -> list[curation.Sample]:
+  """The first `n` samples of each prompt, in input order."""
+  seen: dict[str, int] = {}
+  out = []
+  for s in samples:
+    seen[s.prompt] = seen.get(s.prompt, 0) + 1
+    if seen[s.prompt] <= n:
+      out.append(s)
+  return out
