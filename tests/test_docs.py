@@ -78,13 +78,13 @@ def test_readme_opens_with_the_two_fresh_machine_commands_and_ci_runs_them():
   readme = (REPO / "README.md").read_text()
   first = [c for w, c in documented_commands() if w == "README.md"][:2]
   assert first[0] == "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python experiments/r1_zero.py"
-  assert "pip install -e \".[test]\"" in first[1] and first[1].endswith("python -m pytest -n 2 tests")
+  assert "pip install -e \".[test]\"" in first[1] and first[1].endswith('python -m pytest -n 2 -m "not slow" tests')
   assert readme.index(first[0]) < 600 and readme.index(first[1]) < 800  # at the top
   ci = (REPO / ".ci" / "run").read_text()
   # Command 1: the install without extras, then the main job; command 2: the test extras and the suite.
   for piece in ("python -m pip install -q -e .\n", 'python "$REPO/experiments/r1_zero.py"',
                 'python -m pip install -q "torch==2.13.0"', 'python -m pip install -q -e ".[test]"',
-                "python -m pytest -n 2 tests"):
+                'python -m pytest -n 2 -m "not slow" tests'):
     assert piece in ci, piece
   assert ci.index("pip install -q -e .\n") < ci.index('experiments/r1_zero.py') < ci.index('-e ".[test]"')
 
@@ -156,6 +156,7 @@ def test_every_documented_command_is_run_here():
   assert len(_commands("r1.py")) == 2 and len(_commands("distill.py")) == 1
 
 
+@pytest.mark.slow
 def test_the_default_run_and_its_evaluation_commands(world, shared_data):
   root, ckpts = world
   work = root / "work"
@@ -171,6 +172,7 @@ def test_the_default_run_and_its_evaluation_commands(world, shared_data):
   _export_matches_transformers(run, work)
 
 
+@pytest.mark.slow
 def test_the_pipeline_commands_r1_one_stage_and_distill(world):
   """experiments/r1.py end to end (every stage, the table of all of them), one stage of it from
   given paths, and experiments/distill.py from its final policy."""
@@ -194,6 +196,7 @@ def test_the_pipeline_commands_r1_one_stage_and_distill(world):
   assert list(rows) == ["teacher", "student base", "distilled student"]
 
 
+@pytest.mark.slow
 def test_the_named_config_command_on_a_hugging_face_checkpoint(world):
   root, ckpts = world
   (cmd,) = [c for c in _commands("r1_zero.py") if "hf_checkpoint" in c]

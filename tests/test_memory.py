@@ -37,6 +37,7 @@ def test_phases_are_measured_and_the_state_is_counted(unlimited):
   assert all(ph.peak >= ph.temporaries > 0 for ph in p.phases.values())
 
 
+@pytest.mark.slow
 def test_auto_picks_the_cheapest_setting_that_fits(unlimited):
   full = unlimited.tried[0]["update_peak_gib"] * memory.GiB
   # A budget below the whole-minibatch update but far above half of it: grad_accum 2 without remat.

@@ -73,6 +73,7 @@ def test_resume_is_bit_identical(setup, tmp_path):
     assert k in rows[-1], k
 
 
+@pytest.mark.slow
 def test_resume_on_another_device_count(setup, tmp_path):
   """A run stopped after its step-2 checkpoint on 2 devices, started again on 4, reads that
   checkpoint straight into the 4-device shardings (the same values) and continues to step 4."""
@@ -103,6 +104,7 @@ SOURCES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_r1_zero_two_step_smoke(source, tmp_path, shared_data):
   """experiments/r1_zero.py runs two GRPO steps end to end on each data source, and writes its outputs."""
@@ -238,6 +240,7 @@ def test_dapo_variant_runs_dynamic_sampling_mu_and_minibatches(setup, tmp_path):
   assert int(out["state"].step) == 8
 
 
+@pytest.mark.slow
 def test_reference_reset_every_n_steps(setup, tmp_path):
   """With ref_reset_every=2 the reference equals the policy right after step 2 and 4; without it
   the reference stays the initial parameters."""

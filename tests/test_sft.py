@@ -115,6 +115,7 @@ def test_reward_model_learns_to_order_separable_pairs():
   assert not np.array_equal(np.asarray(state.head["w"]), w0)  # the head was trained
 
 
+@pytest.mark.slow
 def test_sft_loop_resumes_bit_identically_after_an_interruption(tmp_path, monkeypatch):
   rows, _ = D.encode(PAIRS * 2, IdTokenizer(), max_len=12)
   packed = D.pack(rows, 12, PAD)

@@ -188,6 +188,7 @@ def test_r1_stage_graph_sft_starts_from_the_base_and_rl_budgets_match(world):
   assert st["reasoning_rl"].fn.keywords["language"] and set(st) <= set(stages_lib.R1_STAGES)
 
 
+@pytest.mark.slow
 def test_pipeline_resumes_inside_a_stage_and_skips_finished_ones(world, stand_in, tmp_path, monkeypatch):
   """Killed inside cold_start_sft (after its step-2 checkpoint), the same run again skips
   pretrain and cold_start_data (their records) and ends with the uninterrupted run's policy."""
