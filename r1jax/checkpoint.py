@@ -204,10 +204,14 @@ class Checkpointer:
     return self._mgr.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
 
   def wait(self) -> None:
-    """Block until the pending asynchronous save is on disk (and old steps are deleted)."""
+    """Block until the pending asynchronous save is on disk (and old steps are deleted), and the
+    removal of unfinished steps left by an earlier run (a background thread of orbax's, otherwise
+    awaited only by the next save) is done."""
     self._mgr.wait_until_finished()
+    getattr(self._mgr, "_maybe_await_cleanup_tmp_directory", lambda: None)()
 
   def close(self) -> None:
+    self.wait()
     self._mgr.close()
 
   def __enter__(self) -> "Checkpointer":
