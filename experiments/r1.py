@@ -17,6 +17,15 @@ or from given paths, e.g. SFT of the base on another run's rejection samples:
     python experiments/r1.py --config.stage=sft --config.inputs=data=runs/r1/rejection_sampling/data.jsonl
 
 Every field can be set from the shell (`--config.r1.reasoning_rl_steps=40`, `--config.curation.min_language_share=0.9`).
+
+Named configs for a Hugging Face base on GSM8K on one GPU (the R1-Zero named configs' model,
+lengths and GRPO settings, and the stages' sizes below; `NAMED` lists them), e.g.
+
+    python experiments/r1.py --config=experiments/r1.py:qwen2.5-0.5b --config.model.hf_checkpoint=DIR
+
+Their distillation runs separately (`experiments/distill.py`, with a smaller pretrained student);
+any stage's input can be replaced by a file of your own, also in a whole run:
+`--config.inputs=cold_start_sft.data=my_cold_start.jsonl` (STAGE.NAME=PATH).
 """
 import importlib.util
 import sys
@@ -38,8 +47,36 @@ TINY = r1_zero.TINY | {
 }
 
 
-def get_config():
-  return experiment.apply_overrides(experiment.r1_config(), TINY, "config default")
+
+def _real(name: str) -> dict:
+  """A real base (REFERENCE.md sec. 3 scaled to one GPU): cold start of ~2k curated examples from
+  the base's own samples, reasoning RL then RL for all scenarios, rejection sampling of 4 samples
+  over 4k prompts, SFT of the base for 2 epochs, no distillation inside the pipeline."""
+  rl = r1_zero.NAMED[name]
+  completion = rl["grpo.max_completion_length"]
+  return rl | {
+      "r1.reasoning_rl_steps": 400, "r1.rl_all_steps": 100, "r1.distill": False,
+      "cold_start.num_prompts": 4000, "cold_start.samples_per_prompt": 4, "cold_start.per_prompt": 1,
+      "cold_start.max_examples": 2000, "cold_start.epochs": 2,
+      "rejection.num_prompts": 4000, "rejection.samples_per_prompt": 4, "rejection.num_general": 1000,
+      "curation.max_tokens": completion,
+      "sft.seq_len": rl["train.max_prompt_len"] + completion, "sft.batch_size": 32,
+      "sft.optim.learning_rate": 1e-5, "sft.optim.weight_decay": 0.0, "sft.save_every": 50,
+      "reward_model.steps": 200, "reward_model.batch_size": 16, "reward_model.optim.learning_rate": 5e-6,
+      "reward_model.save_every": 50,
+  }
+
+
+NAMED = {name: _real(name) for name in r1_zero.NAMED}
+"""Real-model configs: `--config=experiments/r1.py:NAME`; each needs `--config.model.hf_checkpoint=DIR`."""
+
+
+def get_config(name: str | None = None):
+  """The embedded default, or the named real-model config `name` (a key of NAMED)."""
+  if name and name not in NAMED:
+    raise ValueError(f"config name {name!r} is not one of {sorted(NAMED)}")
+  return experiment.apply_overrides(experiment.r1_config(), NAMED[name] if name else TINY,
+                                    f"config {name or 'default'}")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ one it was saved from.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 from typing import Any, Callable, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,10 +48,17 @@ class CheckpointConfig:
   """Most recent complete steps kept on disk; older ones are deleted after each save."""
   async_save: bool = True
   """Write in a background thread once the arrays are copied off the device; `wait()` blocks."""
+  host_memory_gb: int = 0
+  """Most host memory (GB) a save may hold at once (device-to-host copies in flight): 0 = automatic,
+  a quarter of this machine's memory when the state is larger than that, else no cap. A capped
+  save copies the arrays in turn and returns when they are on disk (the training step donates
+  them afterwards), so a 57 GB train state saves on a host of 128 GB."""
 
   def __post_init__(self):
     if not str(self.directory):
       raise ValueError("checkpoint.directory is empty; give the folder that holds the steps")
+    if not isinstance(self.host_memory_gb, int) or self.host_memory_gb < 0:
+      raise ValueError(f"checkpoint.host_memory_gb={self.host_memory_gb!r} must be an int >= 0 (0 = automatic)")
     for f in ("save_every", "keep"):
       v = getattr(self, f)
       if not isinstance(v, int) or v < 1:
@@ -62,8 +71,39 @@ def _resolve(directory) -> str:
   return directory if "://" in directory else os.path.abspath(directory)
 
 
+def host_memory_bytes() -> int | None:
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def save_cap_gb(state_bytes: int, host_memory_gb: int = 0, host_bytes: int | None = None) -> int | None:
+  """The host-memory cap (GB) for saving a state of `state_bytes`, or None for no cap."""
+  if host_memory_gb:
+    return host_memory_gb
+  host_bytes = host_memory_bytes() if host_bytes is None else host_bytes
+  if not host_bytes or state_bytes <= host_bytes / 4:
+    return None
+  return max(1, int(host_bytes / 4 / 1e9))
+
+
+def _state_handler(cap_gb: int | None):
+  handler = ocp.StandardCheckpointHandler()
+  if cap_gb is None:
+    return handler
+  params = inspect.signature(ocp.PyTreeCheckpointHandler).parameters
+  if "save_device_host_concurrent_gb" not in params or not hasattr(handler, "_impl"):
+    logging.warning("this orbax has no save_device_host_concurrent_gb: a save of a large state is not capped")
+    return handler
+  # StandardCheckpointHandler is a thin layer over a PyTreeCheckpointHandler that it builds
+  # without this option; give it one built with the cap (same format on disk).
+  handler._impl = ocp.PyTreeCheckpointHandler(save_concurrent_gb=cap_gb, save_device_host_concurrent_gb=cap_gb)
+  return handler
+
+
 def _manager(directory, *, save_every: int = 1, keep: int | None = None, async_save: bool = False,
-             read_only: bool = False) -> ocp.CheckpointManager:
+             read_only: bool = False, cap_gb: int | None = None) -> ocp.CheckpointManager:
   policies = ocp.checkpoint_managers
   # Orbax's default also saves the first step it sees; save exactly every `save_every` steps
   # (and when a preemption is signalled).
@@ -74,7 +114,7 @@ def _manager(directory, *, save_every: int = 1, keep: int | None = None, async_s
       enable_async_checkpointing=async_save, read_only=read_only, create=not read_only,
       cleanup_tmp_directories=not read_only)
   # Explicit handlers (not just item names) so a freshly opened manager can read item metadata.
-  handlers = {STATE: ocp.StandardCheckpointHandler(), META: ocp.JsonCheckpointHandler()}
+  handlers = {STATE: _state_handler(cap_gb), META: ocp.JsonCheckpointHandler()}
   return ocp.CheckpointManager(_resolve(directory), options=options, item_handlers=handlers)
 
 
@@ -163,6 +203,7 @@ class Checkpointer:
     self.config = config
     self._mgr = _manager(config.directory, save_every=config.save_every, keep=config.keep,
                          async_save=config.async_save)
+    self._capped: int | None = None  # the cap of the manager that saves capped, once there is one
 
   @property
   def directory(self) -> str:
@@ -181,6 +222,16 @@ class Checkpointer:
       raise ValueError(f"checkpoint meta must be a JSON-serializable dict (ints, floats, str, lists, "
                        f"dicts): {e}") from None
     args = ocp.args.Composite(**{STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)})
+    cap = save_cap_gb(sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes")),
+                      self.config.host_memory_gb)
+    if cap is None:
+      return bool(self._mgr.save(step, args=args, force=force))
+    if self._capped is None:  # one manager that saves with the cap, synchronously
+      self._mgr.wait_until_finished()
+      self._mgr.close()
+      c = self.config
+      self._mgr = _manager(c.directory, save_every=c.save_every, keep=c.keep, async_save=False, cap_gb=cap)
+      self._capped = cap
     return bool(self._mgr.save(step, args=args, force=force))
 
   def latest_step(self) -> int | None:

@@ -15,8 +15,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import pathlib
 import time
+
+# JAX takes 75% of a GPU's memory by default; an experiment plans its memory against what the
+# device really has, so it takes 95% (set XLA_PYTHON_CLIENT_MEM_FRACTION yourself to change it).
+# Before jax touches a device: the entry points import this module first.
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
 from absl import logging as absl_logging
 import jax
@@ -69,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = "r1_zero"
   c.inputs = ""  # NAME=PATH,...: a stage's inputs from given paths instead of this work directory's stages
+  # (STAGE.NAME=PATH: one stage's input, also when the whole pipeline runs)
   c.workdir = "runs/r1_zero"
   c.seed = 0
   c.template = "r1_zero"
@@ -185,9 +192,12 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   allowed = ("all",) + stages_lib.R1_STAGES if is_r1 else STAGES
   if cfg.stage not in allowed:
     raise ValueError(f"stage={cfg.stage!r} is not one of {allowed}")
-  if cfg.inputs and cfg.stage in ("all", "r1_zero"):
-    raise ValueError(f"inputs={cfg.inputs!r} with stage={cfg.stage!r}: given inputs are for one stage; "
-                     f"set --config.stage=NAME")
+  if cfg.stage in ("all", "r1_zero"):
+    for name in given_inputs(cfg.inputs):
+      stage, dot, _ = name.partition(".")
+      if not dot or stage not in allowed:
+        raise ValueError(f"inputs={cfg.inputs!r} with stage={cfg.stage!r}: {name!r} must name its stage "
+                         f"(STAGE.NAME=PATH, e.g. sft.data=FILE; stages: {allowed[1:]}), or set --config.stage=NAME")
   if cfg.template != "r1_zero" and "{prompt}" not in cfg.template:
     raise ValueError(f"template={cfg.template[:60]!r}: use 'r1_zero' or a string with a {{prompt}} slot")
   model_cfg, remat = model_config(cfg)

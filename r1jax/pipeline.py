@@ -18,6 +18,8 @@ import pathlib
 import time
 from typing import Callable
 
+import jax
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -50,7 +52,8 @@ def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None
   """Run `stages` in order (only those named in `only`, if given) and return {name: outputs}.
 
   `given` maps input names to paths that replace what the stages would read (a stage run from
-  another run's outputs or a Hugging Face model).
+  another run's outputs or a Hugging Face model): 'STAGE.NAME' replaces one stage's input,
+  'NAME' that input of every stage run here.
   """
   workdir = pathlib.Path(ctx.workdir)
   names = [s.name for s in stages]
@@ -62,8 +65,9 @@ def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None
       continue
     inputs, upstream = {}, []
     for key, src in st.inputs.items():
-      if given and key in given:
-        inputs[key] = given[key]
+      g = next((g for g in (f"{st.name}.{key}", key) if given and g in given), None)
+      if g is not None:
+        inputs[key] = given[g]
         continue
       stage, _, output = src.partition(".")
       if stage not in names:
@@ -89,6 +93,9 @@ def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None
     t0 = time.time()
     outputs = st.fn(ctx, inputs, out)
     results[st.name] = outputs
-    _write_atomic(record_path(workdir, st.name), json.dumps(
-        {"fingerprint": fp, "inputs": inputs, "outputs": outputs, "wall_seconds": time.time() - t0}, indent=1))
+    rec = {"fingerprint": fp, "inputs": inputs, "outputs": outputs, "wall_seconds": time.time() - t0}
+    mem = jax.local_devices()[0].memory_stats()  # None on CPU
+    if mem and "peak_bytes_in_use" in mem:  # the process's peak so far (JAX cannot reset it per stage)
+      rec["device_peak_gib_so_far"] = mem["peak_bytes_in_use"] / 2 ** 30
+    _write_atomic(record_path(workdir, st.name), json.dumps(rec, indent=1))
   return results

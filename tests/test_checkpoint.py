@@ -272,3 +272,23 @@ def test_errors(tmp_path, mesh):
   with pytest.raises(ValueError, match=r"checkpoint.keep=0 must be an int >= 1"):
     ckpt.CheckpointConfig(str(run), keep=0)
   assert not avg.exists() or not any(d.isdigit() for d in os.listdir(avg))
+
+
+def test_host_memory_cap_chosen_from_state_and_host_and_a_capped_save_restores_exactly(tmp_path, mesh):
+  G = 10 ** 9
+  assert ckpt.save_cap_gb(57 * G, host_bytes=128 * G) == 32  # 7B state, bf16 moments: capped at a quarter
+  assert ckpt.save_cap_gb(20 * G, host_bytes=128 * G) is None  # fits beside everything else: no cap
+  assert ckpt.save_cap_gb(1, 3, host_bytes=128 * G) == 3  # given explicitly: always
+  with pytest.raises(ValueError, match=r"checkpoint.host_memory_gb=-1 must be an int >= 0"):
+    ckpt.CheckpointConfig(str(tmp_path), host_memory_gb=-1)
+  states = {}
+  with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path), save_every=1, keep=2, host_memory_gb=1)) as c:
+    for s in (1, 2, 3):  # the capped manager replaces the first one at the first save, then is kept
+      states[s] = make_state(mesh, s)
+      assert c.save(s, states[s], {"step": s})
+      assert c.all_steps() == [max(1, s - 1), s][-min(s, 2):]  # synchronous: on disk at return
+    assert c._capped == 1
+  with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path))) as c:
+    got, meta = c.restore(None, abstract(states[3]))
+  assert_trees_equal(got, states[3])
+  assert meta["step"] == 3

@@ -155,8 +155,11 @@ def test_every_field_of_the_pipeline_sections_is_settable_from_the_shell():
     experiment.validate(parse(R1, ["--config.stage=nope"]))
   with pytest.raises(ValueError, match=re.escape("inputs='policy': each entry is NAME=PATH")):
     experiment.validate(parse(R1, ["--config.stage=sft", "--config.inputs=policy"]))
-  with pytest.raises(ValueError, match=re.escape("inputs='data=x' with stage='all': given inputs are for one stage")):
+  with pytest.raises(ValueError, match=re.escape("inputs='data=x' with stage='all': 'data' must name its stage")):
     experiment.validate(parse(R1, ["--config.inputs=data=x"]))
+  with pytest.raises(ValueError, match=re.escape("'nope.data' must name its stage")):
+    experiment.validate(parse(R1, ["--config.inputs=sft.data=x,nope.data=y"]))
+  assert experiment.validate(parse(R1, ["--config.inputs=sft.data=x,cold_start_sft.data=y"]))
 
 
 def test_the_config_is_generated_from_the_dataclass_defaults():
