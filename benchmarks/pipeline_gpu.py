@@ -66,7 +66,7 @@ def short(steps: int, prompts: int, tiny: bool) -> list[str]:
   if tiny:
     out += ["--config.train.prompts_per_step=2", "--config.grpo.num_generations=2", "--config.grpo.num_minibatches=1",
             "--config.grpo.max_completion_length=8", "--config.eval.max_new_tokens=8", "--config.data.num_train=16",
-            "--config.eval.batch_size=2", "--config.sft.seq_len=160", "--config.sft.batch_size=4",
+            "--config.eval.batch_size=2", "--config.sft.seq_len=512", "--config.sft.batch_size=4",
             "--config.reward_model.batch_size=4", "--config.cold_start.samples_per_prompt=2",
             "--config.rejection.samples_per_prompt=2", "--config.train.reward_workers=2",
             "--config.model.logits_chunk=256", "--config.curation.max_tokens=8"]

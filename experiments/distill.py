@@ -11,9 +11,10 @@ rate, language consistency, mean length) and plots/stages.png. After `python exp
 Stages skip when finished and resume when killed, as in experiments/r1.py.
 """
 import importlib.util
+import os
 import sys
 
-REPO = __file__.rsplit("/experiments/", 1)[0]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when run as experiments/X.py
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402

@@ -21,16 +21,17 @@ Every field can be set from the shell (`--config.r1.reasoning_rl_steps=40`, `--c
 Named configs for a Hugging Face base on GSM8K on one GPU (the R1-Zero named configs' model,
 lengths and GRPO settings, and the stages' sizes below; `NAMED` lists them), e.g.
 
-    python experiments/r1.py --config=experiments/r1.py:qwen2.5-0.5b --config.model.hf_checkpoint=DIR
+    python experiments/r1.py --config=experiments/r1.py:qwen2.5-0.5b --config.model.hf_checkpoint=/ckpt/Qwen2.5-0.5B
 
 Their distillation runs separately (`experiments/distill.py`, with a smaller pretrained student);
 any stage's input can be replaced by a file of your own, also in a whole run:
 `--config.inputs=cold_start_sft.data=my_cold_start.jsonl` (STAGE.NAME=PATH).
 """
 import importlib.util
+import os
 import sys
 
-REPO = __file__.rsplit("/experiments/", 1)[0]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when run as experiments/X.py
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402

@@ -17,9 +17,10 @@ Every field of every section can be overridden from the shell (`--config.grpo.be
 `<workdir>/policy_avg`); `sweep()` lists the ablations and `--sweep_index=i` runs the i-th (give
 each its own `--config.workdir`). A config error prints one line and exits with status 2.
 """
+import os
 import sys
 
-REPO = __file__.rsplit("/experiments/", 1)[0]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when run as experiments/X.py
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402

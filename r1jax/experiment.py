@@ -254,9 +254,27 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   if cfg.model.hf_checkpoint and cfg.tokenizer.path:
     raise ValueError(f"tokenizer.path={cfg.tokenizer.path!r} cannot be set with model.hf_checkpoint (the "
                      f"checkpoint's own tokenizer is used)")
+  check_disk(cfg, out, model_cfg)
   if not cfg.model.hf_checkpoint and cfg.stage in ("evaluate", "r1_zero", "average") and pre.steps == 0:
     print("note: pretrain.steps=0: the tiny base model stays randomly initialized")
   return out
+
+
+def check_disk(cfg, parts: dict, model_cfg) -> None:
+  """Before any work: the checkpoints and policies the run will write fit the free disk (a 7B run
+  writes a 57 GiB checkpoint); else a one-line error with the sizes and the knobs."""
+  from r1jax import memory
+  if cfg.stage not in ("all", "r1_zero"):
+    return
+  ck, g = parts["checkpoint"], parts["grpo"]
+  if "r1" in parts:
+    r = parts["r1"]
+    steps = [r.reasoning_rl_steps, r.rl_all_steps] + ([r.reasoning_rl_steps + r.rl_all_steps] if r.compare_r1_zero else [])
+    need = memory.disk_need(model_cfg, parts["optim"], g.beta > 0, steps, ck.save_every, ck.keep,
+                            policies=len(steps) * 2 + 4, sft_runs=2)
+  else:
+    need = memory.disk_need(model_cfg, parts["optim"], g.beta > 0, [parts["train"].steps], ck.save_every, ck.keep)
+  memory.check_disk(need, ck.directory)
 
 
 def main(sweep=None, *, check=None, run_fn=None) -> None:

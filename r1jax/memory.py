@@ -13,7 +13,7 @@ the knobs that would help.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -211,3 +211,41 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       f"limit is {budget / GiB:.2f} GiB; lower train.prompts_per_step={prompts_per_step} or "
       f"grpo.max_completion_length={N}, raise grpo.num_minibatches={gcfg.num_minibatches}, use "
       f"model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
+
+
+# ----------------------------------------------------------------------------- disk
+
+
+def tree_bytes(tree) -> int:
+  return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def disk_need(model_cfg, ocfg, with_ref: bool, rl_steps: Sequence[int], save_every: int, keep: int,
+              policies: int = 2, sft_runs: int = 0) -> dict:
+  """Bytes a run writes at most: per RL run, the checkpoints on disk at once (up to `keep` plus
+  the one being written) of its train state (parameters, AdamW moments, reference); per SFT run
+  one checkpoint without the reference; and `policies` parameter copies (policy directories and
+  Hugging Face exports). Shapes only: nothing is allocated."""
+  params = model_lib.abstract_params(model_cfg)
+  p = tree_bytes(params)
+  opt = tree_bytes(jax.eval_shape(train_step.make_optimizer(ocfg).init, params))
+  state = p + opt + (p if with_ref else 0)
+  ckpts = [min(-(-steps // save_every), keep + 1) for steps in rl_steps]
+  total = sum(ckpts) * state + sft_runs * (p + opt) + policies * p
+  return {"bytes": total, "state_bytes": state, "params_bytes": p, "checkpoints": sum(ckpts)}
+
+
+def check_disk(need: dict, directory, free_bytes: int | None = None) -> None:
+  """ValueError (one line: sizes and knobs) when `need` exceeds the free space where `directory` is."""
+  import pathlib
+  import shutil
+  d = pathlib.Path(directory).absolute()
+  while not d.exists():
+    d = d.parent
+  free = shutil.disk_usage(d).free if free_bytes is None else free_bytes
+  if need["bytes"] > free:
+    raise ValueError(
+        f"disk: {directory} has {free / GiB:.1f} GiB free, this run writes up to {need['bytes'] / GiB:.1f} GiB "
+        f"({need['checkpoints']} checkpoints of the {need['state_bytes'] / GiB:.1f} GiB train state, policies "
+        f"of {need['params_bytes'] / GiB:.1f} GiB): free space, put checkpoint.directory / workdir on a larger "
+        f"disk, lower checkpoint.keep or raise checkpoint.save_every")

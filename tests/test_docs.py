@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from r1jax import experiment
+from r1jax import pipeline as pipeline_lib
 from r1jax import model as M
 from r1jax import sharding
 from r1jax import tokenizer as tok_lib
@@ -134,8 +135,9 @@ def world(tmp_path_factory, shared_data):
 def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900):
   argv = shlex.split(cmd)
   argv = [sys.executable if a in ("python", "python3") else a for a in argv]
-  argv = [str(REPO / a) if a.startswith("experiments/") and a.endswith(".py") else a for a in argv]
-  argv = [a.replace("=experiments/", f"={REPO}/experiments/") for a in argv]
+  # Relative paths as a user types them from the checkout's root: `cwd/experiments` is the repo's.
+  if not (cwd / "experiments").exists():
+    (cwd / "experiments").symlink_to(REPO / "experiments")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user has
   out = subprocess.run(argv + extra, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
   assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
@@ -153,7 +155,7 @@ def test_every_documented_command_is_run_here():
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py")
   assert runnable and all(c.split()[1] in scripts for c in runnable)
   assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
-  assert len(_commands("r1.py")) == 2 and len(_commands("distill.py")) == 1
+  assert len(_commands("r1.py")) == 3 and len(_commands("distill.py")) == 1
 
 
 @pytest.mark.slow
@@ -179,7 +181,7 @@ def test_the_pipeline_commands_r1_one_stage_and_distill(world):
   root, _ = world
   work = root / "pipe"
   work.mkdir()
-  r1, one = _commands("r1.py")
+  r1, one, _ = _commands("r1.py")
   assert r1 == "python experiments/r1.py" and "--config.stage=sft" in one
   # distill.py below runs the distillation stages; R1-Zero is the stage of the other doc test
   no_distill = SHORT["r1.py"] + ["--config.r1.distill=False", "--config.r1.compare_r1_zero=False"]
@@ -219,6 +221,39 @@ def test_the_named_config_command_on_a_hugging_face_checkpoint(world):
   _export_matches_transformers(run, work, hf_source=ckpts["qwen2"])
 
 
+@pytest.mark.slow
+def test_the_pipeline_named_config_command_on_a_hugging_face_checkpoint(world):
+  """experiments/r1.py's named config on a saved transformers model: every stage at its real code
+  path (shortened as benchmarks/pipeline_gpu.py shortens it on the GPU, with its reference data
+  for the stages a random base cannot feed)."""
+  root, ckpts = world
+  (cmd,) = [c for c in _commands("r1.py") if "hf_checkpoint" in c]
+  assert "--config=experiments/r1.py:qwen2.5-0.5b" in cmd
+  bench = _module("pipeline_gpu", REPO / "benchmarks" / "pipeline_gpu.py")
+  rows = [json.loads(l) for l in (root / "shared" / "data" / "gsm8k_train.jsonl").read_text().splitlines()[:8]]
+  files = bench.reference_data(rows, tok_lib.load_tokenizer(ckpts["qwen2"]), root)
+  run = root / "r1-hf"
+  given = f"--config.inputs=cold_start_sft.data={files['sft']},sft.data={files['sft']},reward_model.samples={files['pairs']}"
+  out = _run(cmd.replace("/ckpt/Qwen2.5-0.5B", str(ckpts["qwen2"])), root / "work",
+             bench.short(1, 2, tiny=True) + [given, f"--config.workdir={run}"])
+  recorded = json.loads((run / "config.json").read_text())
+  assert recorded["sft"]["optim"]["learning_rate"] == 1e-5 and recorded["r1"]["distill"] is False
+  assert recorded["model"]["param_dtype"] == "float32" and recorded["optim"]["learning_rate"] == 3e-6
+  for stage in ("cold_start_sft", "sft"):  # trained on the given reference data
+    rec = pipeline_lib.read_record(run, stage)
+    assert rec["inputs"]["data"] == files["sft"] and rec["outputs"]["examples"] == 8
+  assert json.loads((run / "reward_model" / "summary.json").read_text())["pairs"] == 8
+  assert list(json.loads((run / "summary.json").read_text())["rows"])[-1] == "RL all scenarios"
+  assert "held-out, after stage" in out.stdout
+
+
+def _module(name, path):
+  spec = importlib.util.spec_from_file_location(name, path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
 def test_every_named_config_validates_on_its_architecture(world):
   root, ckpts = world
   spec = importlib.util.spec_from_file_location("r1_zero_mod", REPO / "experiments" / "r1_zero.py")
@@ -237,6 +272,17 @@ def test_every_named_config_validates_on_its_architecture(world):
     assert parts["grpo"].ref_reset_every == 400 and parts["grpo"].max_completion_length >= 1024
     assert parts["remat"] == "auto" and parts["grad_accum"] == "auto"
     assert parts["model"].qk_norm == (arch[name.split("-")[0]] == "qwen3")
+  # The pipeline's named configs: the same model and RL settings, the stages sized for a real base.
+  r1 = _module("r1_mod", REPO / "experiments" / "r1.py")
+  assert set(r1.NAMED) == set(mod.NAMED)
+  for name in r1.NAMED:
+    cfg = r1.get_config(name)
+    cfg.model.hf_checkpoint = str(ckpts[arch[name.split("-")[0]]])
+    parts = experiment.validate(cfg)
+    assert parts["grpo"].max_completion_length == mod.get_config(name).grpo.max_completion_length
+    assert parts["optim"].learning_rate == mod.get_config(name).optim.learning_rate
+    assert parts["cold_start"].max_examples == 2000 and not parts["r1"].distill
+    assert parts["sft"].seq_len >= parts["grpo"].max_completion_length
 
 
 def _export_matches_transformers(run: pathlib.Path, work: pathlib.Path, hf_source=None):

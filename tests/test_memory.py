@@ -63,3 +63,31 @@ def test_nothing_fits_stops_before_any_work_naming_sizes_and_knobs():
 def test_cpu_without_a_limit_plans_nothing():
   p = _plan()
   assert (p.remat, p.grad_accum, p.phases) == ("none", 1, {}) and "CPU" in p.reason
+
+
+def test_disk_need_counts_what_a_run_writes_and_a_full_disk_stops_before_work(tmp_path, monkeypatch):
+  """The bytes on disk: the train state as a checkpoint really stores it (an initialized state's
+  arrays, not the formula), times the checkpoints alive at once, plus the policies."""
+  import numpy as np
+  from r1jax import experiment
+  params = M.init_params(jax.random.key(0), CFG)
+  ocfg = train_step.OptimConfig()
+  state = train_step.init_state(params, train_step.make_optimizer(ocfg), ref_params=params)
+  real = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state.tree()) if np.asarray(x).dtype != object)
+  need = memory.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3)
+  assert need["state_bytes"] == pytest.approx(real, abs=64)  # the step counter's few bytes aside
+  assert need["checkpoints"] == 3  # saves at 50, 100 and the last step (120)
+  assert memory.disk_need(CFG, ocfg, True, [1000], 50, 3)["checkpoints"] == 4  # keep + the one in flight
+  assert need["bytes"] == pytest.approx(3 * real + 2 * 4 * CFG.num_params(), abs=256)
+  memory.check_disk(need, tmp_path / "new" / "dir", free_bytes=need["bytes"])  # fits exactly
+  with pytest.raises(ValueError, match=r"disk: .* GiB free, this run writes up to .* GiB \(3 checkpoints of the"):
+    memory.check_disk(need, tmp_path, free_bytes=need["bytes"] - 1)
+  # In validation, before anything is built: a one-line config error.
+  import shutil
+  monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12 - 1000, 1000))
+  cfg = experiment.base_config()
+  cfg.workdir = str(tmp_path)
+  with pytest.raises(ValueError, match="disk: .* lower checkpoint.keep or raise checkpoint.save_every"):
+    experiment.validate(cfg)
+  cfg.stage = "evaluate"  # writes no checkpoint
+  assert experiment.validate(cfg)

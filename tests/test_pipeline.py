@@ -150,3 +150,48 @@ def test_sigkill_at_many_points_then_rerun_ends_as_uninterrupted(tmp_path):
   for s in "abc":
     assert (tmp_path / s / "steps.txt").read_text().split() == [str(i) for i in range(6)]
   assert all(json.loads(pipeline.record_path(tmp_path, s).read_text())["outputs"] for s in "abc")
+
+
+R1_TINY = ["--config.pretrain.steps=20", "--config.data.num_train=200", "--config.data.num_eval=8",
+           "--config.eval.batch_size=8", "--config.train.progress=False", "--config.model.n_layers=1",
+           "--config.model.d_model=32", "--config.model.head_dim=8", "--config.model.d_ff=64",
+           "--config.train.prompts_per_step=4", "--config.grpo.num_generations=4", "--config.r1.reasoning_rl_steps=4",
+           "--config.r1.rl_all_steps=1", "--config.checkpoint.save_every=1", "--config.cold_start.num_prompts=8",
+           "--config.cold_start.samples_per_prompt=4", "--config.rejection.num_prompts=8",
+           "--config.rejection.samples_per_prompt=4", "--config.rejection.num_general=4",
+           "--config.rl_all.general_prompts=8", "--config.reward_model.steps=2", "--config.reward_model.batch_size=4",
+           "--config.sft.batch_size=4", "--config.r1.distill=False", "--config.r1.compare_r1_zero=False"]
+
+
+@pytest.mark.slow
+def test_r1_pipeline_sigkilled_inside_reasoning_rl_resumes_to_the_uninterrupted_end(tmp_path):
+  """experiments/r1.py at toy size, SIGKILLed once reasoning RL has checkpointed a step, rerun with
+  the same command: finished stages are skipped, RL resumes from its checkpoint, and the table
+  equals the uninterrupted run's."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  cmd = [sys.executable, str(REPO / "experiments" / "r1.py")] + R1_TINY
+  full = subprocess.run(cmd + [f"--config.workdir={tmp_path / 'full'}"], env=env, capture_output=True, text=True,
+                        timeout=900, cwd=tmp_path)
+  assert full.returncode == 0, full.stderr[-3000:]
+  work = tmp_path / "split"
+  p = subprocess.Popen(cmd + [f"--config.workdir={work}"], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, cwd=tmp_path)
+  ckpt = work / "reasoning_rl" / "ckpt"
+  t0 = time.time()
+  while p.poll() is None and time.time() - t0 < 900 and not (ckpt.is_dir() and any(
+      d.name.isdigit() for d in ckpt.iterdir())):
+    time.sleep(0.05)
+  assert p.poll() is None, "the run ended before reasoning RL checkpointed"
+  p.send_signal(signal.SIGKILL)
+  p.wait()
+  assert pipeline.read_record(work, "reasoning_rl") is None and pipeline.read_record(work, "cold_start_sft")
+  again = subprocess.run(cmd + [f"--config.workdir={work}"], env=env, capture_output=True, text=True, timeout=900,
+                         cwd=tmp_path)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "stage cold_start_sft: complete, skipped" in again.stdout
+  assert "stage reasoning_rl: running" in again.stdout
+  steps = [json.loads(l)["step"] for l in (work / "reasoning_rl" / "metrics.jsonl").read_text().splitlines()]
+  assert steps[-1] == 4 and len(steps) < 8  # resumed, not restarted from step 1 (a step may be redone)
+  want = json.loads((tmp_path / "full" / "summary.json").read_text())["rows"]
+  got = json.loads((work / "summary.json").read_text())["rows"]
+  assert got == want
