@@ -282,14 +282,35 @@ def sft_loss(params, batch, cfg: model_lib.ModelConfig):
   return -jnp.sum(logp * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def make_sft_step(cfg: model_lib.ModelConfig, ocfg: OptimConfig, shardings=None, mesh=None) -> Callable:
+def _sft_grads(params, batch, cfg, grad_accum: int):
+  """(loss, grads) of `sft_loss` over the whole batch, computed in `grad_accum` micro-batches of
+  rows: each contributes its summed token loss over the whole batch's target count, so the result
+  is the full batch's (one micro-batch's activations live at a time)."""
+  if grad_accum == 1:
+    return jax.value_and_grad(lambda p: sft_loss(p, batch, cfg))(params)
+  total = jnp.maximum(jnp.sum(batch["loss_mask"][:, 1:].astype(jnp.float32)), 1.0)
+  micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
+
+  def one(carry, mb):
+    w = jnp.maximum(jnp.sum(mb["loss_mask"][:, 1:].astype(jnp.float32)), 1.0)
+    loss, g = jax.value_and_grad(lambda p: sft_loss(p, mb, cfg) * w / total)(params)
+    return jax.tree.map(lambda a, b: a + b.astype(jnp.float32), carry, (loss, g)), None
+
+  zeros = (jnp.zeros((), jnp.float32), jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params))
+  (loss, grads), _ = jax.lax.scan(one, zeros, micro)
+  return loss, jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+
+
+def make_sft_step(cfg: model_lib.ModelConfig, ocfg: OptimConfig, shardings=None, mesh=None,
+                  grad_accum: int = 1) -> Callable:
   """Jitted next-token cross-entropy update (`sft_loss`) on tokens_RxT with loss_mask_RxT
-  (targets to learn). Used to pretrain the tiny default base model, and by `r1jax.sft.loop`."""
+  (targets to learn), in `grad_accum` micro-batches of rows. Used to pretrain the tiny default
+  base model, and by `r1jax.sft.loop`."""
   optimizer = make_optimizer(ocfg)
   lr = schedule(ocfg)
 
   def step(state, batch):
-    loss, grads = jax.value_and_grad(lambda p: sft_loss(p, batch, cfg))(state.params)
+    loss, grads = _sft_grads(state.params, batch, cfg, grad_accum)
     new_state, gnorm, finite = finite_update(state, grads, loss, optimizer)
     return new_state, {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state.step),
                        "nonfinite": (~finite).astype(jnp.int32)}

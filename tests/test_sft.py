@@ -149,3 +149,42 @@ def test_sft_loop_resumes_bit_identically_after_an_interruption(tmp_path, monkey
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed["state"].params),
                jax.device_get(full["state"].params))
   assert full["history"][-1]["loss"] < full["history"][0]["loss"]
+
+
+def test_sft_step_in_micro_batches_equals_the_whole_batch_and_the_planner_splits_to_fit():
+  """grad_accum 2 and 4 give the whole batch's update (rows with unequal target counts, so a
+  per-micro-batch mean would differ); the planner takes the fewest micro-batches whose compiled
+  step fits the given limit."""
+  rows, _ = D.encode(PAIRS * 4, IdTokenizer(), max_len=12)  # 20 rows, 1-4 target tokens each
+  packed = D.pack(rows, 12, PAD, packing=False)
+  batch = {k: v[:8] for k, v in packed.items()}
+  assert len(set(batch["loss_mask"][:, 1:].sum(1))) > 2
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  ocfg = TS.OptimConfig(learning_rate=1e-2, warmup_steps=0, total_steps=10, weight_decay=0.0)
+  with jax.set_mesh(mesh):
+    params = M.init_sharded(jax.random.key(0), CFG, mesh)
+    grads = jax.jit(TS._sft_grads, static_argnums=(2, 3))
+    loss, whole = jax.device_get(grads(params, batch, CFG, 1))
+    for accum in (2, 4):
+      l, got = jax.device_get(grads(params, batch, CFG, accum))
+      assert l == pytest.approx(loss, rel=1e-6)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), got, whole)
+    assert loss == pytest.approx(_numpy_loss(jax.device_get(M.init_sharded(jax.random.key(0), CFG, mesh)),
+                                             rows[:8]), rel=1e-4)
+    state = TS.init_state(M.init_sharded(jax.random.key(0), CFG, mesh), TS.make_optimizer(ocfg))
+    cfg = L.SFTConfig(batch_size=8, seq_len=12)
+    abstract = {k: jax.ShapeDtypeStruct((8,) + v.shape[1:], v.dtype, sharding=TS.batch_sharding(mesh))
+                for k, v in packed.items()}
+    from r1jax import memory
+    peak = {a: memory._phase("sft", TS.make_sft_step(CFG, ocfg, TS.state_shardings(state), mesh, grad_accum=a)
+                             .lower(state, abstract).compile()).peak for a in (1, 2, 4, 8)}
+    assert peak[1] > peak[2]
+    logged = []
+    assert L.plan_grad_accum(CFG, ocfg, state, packed, cfg, mesh, int(peak[2] / 0.95) + 1, logged.append) == 2
+    assert "grad_accum=1" in logged[0] and "too large" in logged[0] and "fits" in logged[1]
+    assert L.plan_grad_accum(CFG, ocfg, state, packed, cfg, mesh, None) == 1  # CPU: no limit known
+    assert L.plan_grad_accum(CFG, ocfg, state, packed, L.SFTConfig(batch_size=8, grad_accum=4), mesh, 1) == 4
+    with pytest.raises(ValueError, match=r"sft: no sft.grad_accum in \[1, 2, 4, 8\] fits"):
+      L.plan_grad_accum(CFG, ocfg, state, packed, cfg, mesh, 1000)
+  with pytest.raises(ValueError, match=r"sft.grad_accum=3 must be 0 \(automatic\) or divide sft.batch_size=8"):
+    L.SFTConfig(batch_size=8, grad_accum=3)

@@ -28,6 +28,9 @@ class SFTConfig:
   save_every: int = 20
   """Checkpoint every this many steps (and at the end)."""
   seed: int = 0
+  grad_accum: int = 0
+  """Micro-batches per step (rows split, gradients summed: the same update); 0 = the fewest that
+  fit the device, each step compiled and measured first (1 where no limit is known, as on CPU)."""
   optim: train_step.OptimConfig = train_step.OptimConfig(learning_rate=1e-3, warmup_steps=5, decay="cosine",
                                                          weight_decay=0.0)
   """optim.total_steps is set to the run's steps (epochs x batches per epoch)."""
@@ -38,10 +41,44 @@ class SFTConfig:
         raise ValueError(f"sft.{f}={getattr(self, f)} must be >= 1")
     if self.seq_len < 8:
       raise ValueError(f"sft.seq_len={self.seq_len} must be >= 8")
+    if self.grad_accum < 0 or (self.grad_accum and self.batch_size % self.grad_accum):
+      raise ValueError(f"sft.grad_accum={self.grad_accum} must be 0 (automatic) or divide sft.batch_size="
+                       f"{self.batch_size}")
 
 
-def run_sft(model_cfg, params, rows: dict, cfg: SFTConfig, mesh, workdir, progress: bool = False) -> dict:
-  """Train `params` on `rows` (`data.pack` output); resumes from <workdir>/ckpt.
+def plan_grad_accum(model_cfg, ocfg, state, rows: dict, cfg: SFTConfig, mesh, limit_bytes: int | None = None,
+                    log=print) -> int:
+  """The fewest micro-batches whose compiled SFT step fits the device beside what is already on
+  it (XLA's memory analysis; nothing runs); cfg.grad_accum when set, 1 when no limit is known."""
+  from r1jax import memory
+  if cfg.grad_accum:
+    return cfg.grad_accum
+  limit = limit_bytes or memory.device_limit_bytes()
+  if limit is None:
+    return 1
+  stats = jax.local_devices()[0].memory_stats() or {}
+  resident = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state) if hasattr(x, "addressable_shards"))
+  other = max(0, int(stats.get("bytes_in_use", 0)) - resident)  # held outside this step (a reference, caches)
+  shards = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
+  batch = {k: jax.ShapeDtypeStruct((cfg.batch_size,) + v.shape[1:], v.dtype, sharding=train_step.batch_sharding(mesh))
+           for k, v in rows.items()}
+  options = [a for a in range(1, cfg.batch_size + 1) if cfg.batch_size % a == 0 and (cfg.batch_size // a) % shards == 0]
+  for a in options:
+    fn = train_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh, grad_accum=a)
+    peak = memory._phase("sft", fn.lower(state, batch).compile()).peak
+    fits = peak + other <= 0.95 * limit
+    log(f"sft memory plan: grad_accum={a}: peak {peak / memory.GiB:.2f} GiB + {other / memory.GiB:.2f} GiB held "
+        f"of {limit / memory.GiB:.2f} GiB -> {'fits' if fits else 'too large'}")
+    if fits:
+      return a
+  raise ValueError(f"sft: no sft.grad_accum in {options} fits {limit / memory.GiB:.2f} GiB (batch {cfg.batch_size} "
+                   f"x {rows['tokens'].shape[1]} tokens); lower sft.batch_size or sft.seq_len, or set model.remat")
+
+
+def run_sft(model_cfg, params, rows: dict, cfg: SFTConfig, mesh, workdir, progress: bool = False,
+            limit_bytes: int | None = None) -> dict:
+  """Train `params` on `rows` (`data.pack` output) in micro-batches that fit (`plan_grad_accum`);
+  resumes from <workdir>/ckpt.
 
   Returns {'state': the final TrainState, 'history': per-step metrics}.
   """
@@ -50,7 +87,8 @@ def run_sft(model_cfg, params, rows: dict, cfg: SFTConfig, mesh, workdir, progre
   steps = cfg.epochs * data_lib.steps_per_epoch(R, cfg.batch_size)
   ocfg = dataclasses.replace(cfg.optim, total_steps=steps)
   state = train_step.init_state(params, train_step.make_optimizer(ocfg))
-  step_fn = train_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh)
+  accum = plan_grad_accum(model_cfg, ocfg, state, rows, cfg, mesh, limit_bytes)
+  step_fn = train_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh, grad_accum=accum)
   ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(workdir / "ckpt"), save_every=cfg.save_every, keep=1,
                                                        async_save=False))
   state, start, _ = train.restore_latest(ck, state, cfg.seed)

@@ -27,7 +27,9 @@ def run(ctx, inputs: dict, out: pathlib.Path, *, epochs: int | None = None) -> d
           f"sft.seq_len={scfg.seq_len}); the policy is unchanged")
     return {"policy": ctx.save(out / "policy", 0, params, model_cfg), "examples": 0, "dropped_too_long": dropped}
   packed = data_lib.pack(rows, scfg.seq_len, ctx.tokenizer.pad_id, scfg.packing)
-  result = loop_lib.run_sft(model_cfg, params, packed, scfg, ctx.mesh, out, progress=ctx.parts["train"].progress)
+  limit = ctx.parts["train"].memory_limit_gb
+  result = loop_lib.run_sft(model_cfg, params, packed, scfg, ctx.mesh, out, progress=ctx.parts["train"].progress,
+                            limit_bytes=int(limit * 2 ** 30) if limit else None)
   steps = len(result["history"]) and int(result["state"].step)
   print(f"{out.name}: {len(rows)} examples in {len(packed['tokens'])} rows, {scfg.epochs} epochs "
         f"({dropped} over sft.seq_len dropped)")
