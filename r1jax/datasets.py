@@ -211,15 +211,17 @@ def tfds_examples(name: str, split: str, data_dir: str, question_field: str, ans
   return out
 
 
-SOURCES = ("synthetic", "jsonl", "reasoning_gym", "tfds")
+SOURCES = ("synthetic", "chains", "jsonl", "reasoning_gym", "tfds")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where an experiment's training and held-out problems come from."""
   source: str = "synthetic"
-  """'synthetic' (generated arithmetic), 'jsonl' (GSM8K / MATH / AIME layouts), 'reasoning_gym'
-  (procedural tasks scored by their own verifiers) or 'tfds' (a prepared TFDS directory)."""
+  """'synthetic' (generated arithmetic), 'chains' (multi-step arithmetic chains, `tasks.chains`: a
+  slip anywhere is wrong, a check is cheap; the pretraining corpus then follows the `traces`
+  section), 'jsonl' (GSM8K / MATH / AIME layouts), 'reasoning_gym' (procedural tasks scored by
+  their own verifiers) or 'tfds' (a prepared TFDS directory)."""
   path: str = ""
   """jsonl: the training file, or several mixed in a seeded shuffle, each `path[:layout]`
   ('gsm8k_train.jsonl,humaneval.jsonl.gz:humaneval': math and code, each scored by its checker)."""

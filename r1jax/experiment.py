@@ -30,6 +30,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax.tasks import traces as traces_lib
 from r1jax import distributed
 from r1jax import pipeline
 from r1jax import stages as stages_lib
@@ -88,6 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = config_lib.section(sharding.MeshConfig)
   c.data = config_lib.section(datasets_lib.DataConfig)
   c.pretrain = config_lib.section(PretrainConfig)
+  c.traces = config_lib.section(traces_lib.TraceConfig)  # data.source='chains': the pretraining corpus's behaviours
   c.pretrain.optim.total_steps = config_dict.placeholder(int)
   c.sampling = config_lib.section(SamplingConfig, derived=("num_samples", "max_new_tokens", "pad_id"))
   c.sampling.prompt_buckets = ()
@@ -232,6 +234,7 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
       "checkpoint": to_dataclass(ckpt_lib.CheckpointConfig, cfg.checkpoint, "checkpoint",
                                  directory=cfg.checkpoint.directory or str(pathlib.Path(cfg.workdir) / "ckpt")),
       "average": to_dataclass(AverageConfig, cfg.average, "average"),
+      "traces": to_dataclass(traces_lib.TraceConfig, cfg.traces, "traces"),
   }
   for name, cls in R1_SECTIONS.items():
     if is_r1:

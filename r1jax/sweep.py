@@ -238,7 +238,20 @@ def main(sweep: Sequence[Mapping], run: RunFn, default_root: str | None = None, 
   p.add_argument("--index", type=int, default=None, help="run this entry only (default: $" + ", $".join(INDEX_ENV)
                  + ", else all)")
   p.add_argument("--gather", action="store_true", help="only write report.md and the plots from finished entries")
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="an override applied to every entry (e.g. --set train.steps=40); repeatable")
   args = p.parse_args(argv)
+  common = {}
+  for item in args.set:
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+      p.error(f"--set {item!r}: give FIELD=VALUE")
+    try:
+      common[key] = json.loads(value)
+    except json.JSONDecodeError:
+      common[key] = {"True": True, "False": False}.get(value, value)
+  if common:
+    run = (lambda inner: lambda overrides, workdir: inner({**overrides, **common}, workdir))(run)
   if args.gather:
     out = write_report(args.root, sweep, curves=curves)
     print(out["table"].read_text())

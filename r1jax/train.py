@@ -22,6 +22,7 @@ from r1jax import logger as logger_lib
 from r1jax import rollout as rollout_lib
 from r1jax import sampler as sampler_lib
 from r1jax import train_step
+from r1jax.evaluation import behaviour
 from r1jax.grpo import advantages as adv_lib
 from r1jax.grpo import rollout_mismatch
 from r1jax.grpo.config import GRPOConfig
@@ -256,6 +257,12 @@ def step_metrics(groups: Groups, update_metrics: list[dict], G: int, times: dict
   ro = groups.rollout
   m = {k: np.mean([sm[k] for sm in update_metrics]) for k in update_metrics[0]}
   m |= reward_metrics(groups.per_fn, groups.total, groups.stats, G) | completion_metrics(ro)
+  if "accuracy" in groups.per_fn:  # the aha curves: does reflecting pay, do wrong answers grow longer
+    correct = np.asarray(groups.per_fn["accuracy"]) >= 1.0
+    refl = behaviour.reflection_flags(ro.texts)
+    m |= {f"aha/{k}": v for k, v in (behaviour.correct_given(correct, refl, "reflected")
+                                     | behaviour.length_by_correctness(ro.length, correct)).items()
+          if np.isfinite(v)}  # a P(correct | reflected) of a batch without reflection is not logged
   ntok = int(ro.length.sum())
   m |= {"time/generate": groups.t_gen, "time/reward": groups.t_rew, "time/update": times["update"],
         "time/step": times["step"], "tokens_per_second": ntok / times["step"],

@@ -25,6 +25,8 @@ from r1jax import templates
 from r1jax import tokenizer as tok_lib
 from r1jax.evaluation import harness
 from r1jax.tasks import arithmetic
+from r1jax.tasks import chains
+from r1jax.tasks import traces
 
 ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "rope_theta",
                "rms_eps", "qkv_bias", "qk_norm", "tie_embeddings")
@@ -54,6 +56,9 @@ class Context:
 
   def docs(self) -> list[str]:
     p = self.parts["pretrain"]
+    if self.parts["data"].source == "chains":  # with try -> check -> correct traces at traces.reflect_rate
+      return traces.documents(self.train_ex, self.template, self.cfg.seed, p.r1_fraction, p.wrong_fraction,
+                              self.parts["traces"])
     return pretraining_documents(self.train_ex, self.template, self.cfg.seed, p.r1_fraction, p.wrong_fraction)
 
   def load(self, directory) -> tuple[model_lib.ModelConfig, Any]:
@@ -114,6 +119,8 @@ def load_examples(d: datasets_lib.DataConfig) -> tuple[list[dict], list[dict]]:
   """(train, held-out) examples for the configured source."""
   if d.source == "synthetic":
     return arithmetic.split(d.num_train, d.num_eval, seed=d.seed)
+  if d.source == "chains":
+    return chains.split(d.num_train, d.num_eval, seed=d.seed)
   if d.source == "reasoning_gym":
     ex = datasets_lib.reasoning_gym_examples(d.rg_tasks, d.num_train + d.num_eval, d.seed)
     return ex[d.num_eval:], ex[:d.num_eval]
