@@ -257,15 +257,16 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   if cfg.model.hf_checkpoint and cfg.tokenizer.path:
     raise ValueError(f"tokenizer.path={cfg.tokenizer.path!r} cannot be set with model.hf_checkpoint (the "
                      f"checkpoint's own tokenizer is used)")
-  check_disk(cfg, out, model_cfg)
   if not cfg.model.hf_checkpoint and cfg.stage in ("evaluate", "r1_zero", "average") and pre.steps == 0:
     print("note: pretrain.steps=0: the tiny base model stays randomly initialized")
   return out
 
 
-def check_disk(cfg, parts: dict, model_cfg) -> None:
-  """Before any work: the checkpoints and policies the run will write fit the free disk (a 7B run
-  writes a 57 GiB checkpoint); else a one-line error with the sizes and the knobs."""
+def check_disk(cfg, parts: dict) -> None:
+  """Before any work (after `validate`; `main` and `run` call it): the checkpoints and policies the
+  run will write fit the free disk (a 7B run writes a 57 GiB checkpoint); else a one-line error
+  with the sizes and the knobs. Not part of `validate`: a config is valid on any machine."""
+  model_cfg = parts["model"]
   from r1jax import memory
   if cfg.stage not in ("all", "r1_zero"):
     return
@@ -309,7 +310,7 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
       cfg = with_sweep(flags.FLAGS.config, sweep() if sweep else [], flags.FLAGS.sweep_index)
       if cfg.get("distributed", False):  # before validation counts the devices of every process
         distributed.initialize()
-      (check or validate)(cfg)
+      check_disk(cfg, (check or validate)(cfg))
     except (ValueError, FileNotFoundError) as e:
       fail(str(e))
     (run_fn or run)(cfg)
@@ -393,6 +394,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
   if cfg.get("distributed", False):  # before anything creates the backends
     distributed.initialize()
   parts = validate(cfg)
+  check_disk(cfg, parts)
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   ctx = context.build(cfg, parts)
   stages = stages_lib.r1_zero()
@@ -453,6 +455,7 @@ def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header
   if cfg.get("distributed", False):
     distributed.initialize()
   parts = validate(cfg)
+  check_disk(cfg, parts)
   absl_logging.set_verbosity(absl_logging.WARNING)
   ctx = context.build(cfg, parts)
   stages = stages_fn(parts)

@@ -258,6 +258,8 @@ def test_language_share_and_reward():
   assert language.chain_of_thought("abc 中文</think><answer>x</answer>") == "abc 中文"
   assert language.chain_of_thought("<answer>no thinking</answer>") == ""
   assert language.language_consistency("<answer>no thinking</answer>", "en") == 0.0
+  assert language.language_consistency("<think> 3 + 4 = 7 , 7 * 2 = 14 </think><answer>14</answer>", "en") == 1.0
+  assert language.language_consistency("<think>   </think><answer>14</answer>", "zh") == 0.0
   assert language.language_consistency("<think>pure English reasoning</think>", "en") == 1.0
   with pytest.raises(ValueError, match="klingon"):
     language.resolve_script("klingon")

@@ -97,9 +97,14 @@ def sigmoid_normalize(share: float, k: float = 10.0) -> float:
 
 
 def language_consistency(completion: str, target: str, k: float = 10.0) -> float:
-  """R_language of one completion: sigmoid_normalize(target share of its CoT); 0 without words."""
-  share = language_share(chain_of_thought(completion), target)
-  return 0.0 if share is None else sigmoid_normalize(share, k)
+  """R_language of one completion: sigmoid_normalize(target share of its CoT). A CoT without words
+  (digits and symbols only) mixes no language: 1, as the evaluation counts it (scoring it 0 made
+  R_lang follow whether the CoT had words, a reward unrelated to language); no CoT at all: 0."""
+  cot = chain_of_thought(completion)
+  share = language_share(cot, target)
+  if share is None:
+    return 1.0 if cot.strip() else 0.0
+  return sigmoid_normalize(share, k)
 
 
 def mix_language(r_acc, r_lang, alpha: float = 0.8):
