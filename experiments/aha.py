@@ -58,11 +58,12 @@ def sweep():
           {"traces.reflect_rate": 0.2, "grpo.loss_type": "dr_grpo", "grpo.scale_rewards": "none"}]
 
 
-def curve_summary(metrics_file, window: int = WINDOW) -> dict:
-  """First-`window` and last-`window` step means of the aha curves, and the ratios the verdict uses."""
+def curve_summary(metrics_file, window: int = WINDOW, keys=CURVES) -> dict:
+  """First-`window` and last-`window` step means of the curves `keys`, and the ratios the aha
+  verdict uses."""
   rows = [json.loads(l) for l in pathlib.Path(metrics_file).read_text().splitlines()]
   out = {}
-  for key in CURVES:
+  for key in keys:
     vals = [r[key] for r in rows if key in r]
     if vals:
       name = key.split("/", 1)[1].replace("/", "_")

@@ -153,10 +153,11 @@ def test_every_documented_command_is_run_here():
   """The commands the tests below run are all the documented ones (a new one needs a runner)."""
   runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv")]
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py",
-             "experiments/aha.py")
+             "experiments/aha.py", "experiments/language.py")
   assert runnable and all(c.split()[1] in scripts for c in runnable)
   assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
   assert len(_commands("r1.py")) == 3 and len(_commands("distill.py")) == 1 and len(_commands("aha.py")) == 1
+  assert len(_commands("language.py")) == 1
 
 
 @pytest.mark.slow
@@ -248,29 +249,49 @@ def test_the_pipeline_named_config_command_on_a_hugging_face_checkpoint(world):
   assert "held-out, after stage" in out.stdout
 
 
+SWEEP_TINY = ["pretrain.steps=10", "train.steps=3", "data.num_train=200", "data.num_eval=8", "eval.batch_size=8",
+              "grpo.max_completion_length=24", "eval.max_new_tokens=24", "train.overlong_buffer=4",
+              "model.n_layers=1", "model.d_model=32", "model.head_dim=8", "model.d_ff=64", "train.progress=False"]
+
+
+def _sweep_entry(root, script: str, index: int) -> tuple[dict, list[dict], object]:
+  """Runs the documented sweep command of `script` for entry `index` at toy size, then --gather;
+  (the entry's summary, its metrics rows, the experiment module)."""
+  (cmd,) = _commands(script)
+  name = script.removesuffix(".py")
+  sweep_root = root / name
+  cmd = cmd.replace(f"runs/{name}", str(sweep_root))
+  _run(cmd, root / "work", [f"--index={index}"] + [f"--set={t}" for t in SWEEP_TINY])
+  mod = _module(f"{name}_mod", REPO / "experiments" / script)
+  (entry,) = [d for d in sweep_root.iterdir() if d.name.startswith(f"{index:02d}-")]
+  assert json.loads((entry / "overrides.json").read_text()) == mod.sweep()[index]
+  rows = [json.loads(l) for l in (entry / "metrics.jsonl").read_text().splitlines()]
+  out = _run(cmd, root / "work", ["--gather"])
+  assert entry.name in out.stdout or "|" in out.stdout
+  return json.loads((entry / "summary.json").read_text()), rows, mod
+
+
 def test_the_aha_sweep_command(world):
-  """experiments/aha.py (issue 14's smoke test in CI): the control entry of the sweep at toy size
-  runs, and its summary holds the aha measures, finite; the report gathers it."""
-  root, _ = world
-  (cmd,) = _commands("aha.py")
-  sweep_root = root / "aha"
-  cmd = cmd.replace("runs/aha", str(sweep_root))
-  tiny = ["pretrain.steps=10", "train.steps=3", "data.num_train=200", "data.num_eval=8", "eval.batch_size=8",
-          "grpo.max_completion_length=24", "eval.max_new_tokens=24", "train.overlong_buffer=4", "model.n_layers=1",
-          "model.d_model=32", "model.head_dim=8", "model.d_ff=64", "train.progress=False"]
-  _run(cmd, root / "work", ["--index=3"] + [f"--set={t}" for t in tiny])
-  aha = _module("aha_mod", REPO / "experiments" / "aha.py")
-  (entry,) = [d for d in sweep_root.iterdir() if d.name.startswith("03-")]
-  summary = json.loads((entry / "summary.json").read_text())
-  assert json.loads((entry / "overrides.json").read_text()) == aha.sweep()[3] and aha.sweep()[3]["traces.control"]
+  """experiments/aha.py (issue 14's smoke test in CI): the control entry at toy size runs and its
+  summary holds the aha measures, finite."""
+  summary, rows, mod = _sweep_entry(world[0], "aha.py", 3)
+  assert mod.sweep()[3]["traces.control"]
   for k in ("final_accuracy", "reflection_rate_early", "reflection_rate_late", "reflection_rate_ratio",
             "mean_length_early", "mean_length_late", "mean_length_ratio", "accuracy_mean_early"):
     assert np.isfinite(summary[k]), k
-  rows = [json.loads(l) for l in (entry / "metrics.jsonl").read_text().splitlines()]
   assert len(rows) == 3 and all("aha/mean_length_wrong" in r for r in rows)
   assert summary["mean_length_early"] == pytest.approx(np.mean([r["completions/mean_length"] for r in rows]))
-  out = _run(cmd, root / "work", ["--gather"])
-  assert "03-" in out.stdout or "reflect_rate" in out.stdout
+
+
+def test_the_language_sweep_command(world):
+  """experiments/language.py at toy size: the alpha = 0.8 entry mixes R_lang into the reward and
+  reports held-out language consistency and accuracy, finite."""
+  summary, rows, mod = _sweep_entry(world[0], "language.py", 2)
+  assert mod.sweep()[2] == {"rewards.language": 1.0, "rewards.language_alpha": 0.8}
+  for k in ("final_accuracy", "language_consistency", "base_language_consistency", "language_mean_early",
+            "language_mean_late", "accuracy_mean_late"):
+    assert np.isfinite(summary[k]), k
+  assert all("rewards/language/mean" in r for r in rows)
 
 
 def _module(name, path):
