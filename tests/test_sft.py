@@ -177,14 +177,14 @@ def test_sft_step_in_micro_batches_equals_the_whole_batch_and_the_planner_splits
                 for k, v in packed.items()}
     from r1jax import memory
     peak = {a: memory._phase("sft", TS.make_sft_step(CFG, ocfg, TS.state_shardings(state), mesh, grad_accum=a)
-                             .lower(state, abstract).compile()).peak for a in (1, 2, 4, 8)}
+                             .lower(state, abstract).compile()).peak for a in (1, 2)}
     assert peak[1] > peak[2]
     logged = []
     assert L.plan_grad_accum(CFG, ocfg, state, packed, cfg, mesh, int(peak[2] / 0.95) + 1, logged.append) == 2
     assert "grad_accum=1" in logged[0] and "too large" in logged[0] and "fits" in logged[1]
     assert L.plan_grad_accum(CFG, ocfg, state, packed, cfg, mesh, None) == 1  # CPU: no limit known
     assert L.plan_grad_accum(CFG, ocfg, state, packed, L.SFTConfig(batch_size=8, grad_accum=4), mesh, 1) == 4
-    with pytest.raises(ValueError, match=r"sft: no sft.grad_accum in \[1, 2, 4, 8\] fits"):
-      L.plan_grad_accum(CFG, ocfg, state, packed, cfg, mesh, 1000)
+    with pytest.raises(ValueError, match=r"sft: no sft.grad_accum in \[1, 2\] fits"):
+      L.plan_grad_accum(CFG, ocfg, state, packed, L.SFTConfig(batch_size=2, seq_len=12), mesh, 1000)
   with pytest.raises(ValueError, match=r"sft.grad_accum=3 must be 0 \(automatic\) or divide sft.batch_size=8"):
     L.SFTConfig(batch_size=8, grad_accum=3)
