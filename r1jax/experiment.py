@@ -266,10 +266,10 @@ def check_disk(cfg, parts: dict) -> None:
   """Before any work (after `validate`; `main` and `run` call it): the checkpoints and policies the
   run will write fit the free disk (a 7B run writes a 57 GiB checkpoint); else a one-line error
   with the sizes and the knobs. Not part of `validate`: a config is valid on any machine."""
-  model_cfg = parts["model"]
   from r1jax import memory
-  if cfg.stage not in ("all", "r1_zero"):
+  if cfg.get("stage") not in ("all", "r1_zero") or "checkpoint" not in parts:  # writes no checkpoint
     return
+  model_cfg = parts["model"]
   ck, g = parts["checkpoint"], parts["grpo"]
   if "r1" in parts:
     r = parts["r1"]
