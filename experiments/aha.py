@@ -18,7 +18,6 @@ accuracy rises; with p = 0 neither. `--index I` runs one entry (or the scheduler
 `--gather` tabulates finished ones, `--set FIELD=VALUE` changes every entry (e.g. `--set
 train.steps=40`). EXPERIMENTS.md records the runs.
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -32,9 +31,7 @@ import numpy as np  # noqa: E402
 from r1jax import experiment  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("r1_zero_experiment", f"{REPO}/experiments/r1_zero.py")
-r1_zero = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(r1_zero)
+r1_zero = experiment.load_experiment(f"{REPO}/experiments/r1_zero.py")
 
 # The R1-Zero default's tiny base and GRPO, on chains; completions long enough for a restart.
 CONFIG = r1_zero.TINY | {

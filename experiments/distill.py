@@ -10,7 +10,6 @@ rate, language consistency, mean length) and plots/stages.png. After `python exp
 
 Stages skip when finished and resume when killed, as in experiments/r1.py.
 """
-import importlib.util
 import os
 import sys
 
@@ -19,9 +18,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("r1_experiment", f"{REPO}/experiments/r1.py")
-r1 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(r1)
+r1 = experiment.load_experiment(f"{REPO}/experiments/r1.py")
 
 
 def get_config():

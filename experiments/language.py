@@ -14,7 +14,6 @@ Reproduced means: consistency rises as alpha falls, and accuracy drops a few poi
 2506.05850 measured such a cost). Same options as experiments/aha.py (`--index`, `--gather`,
 `--set FIELD=VALUE`).
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -26,9 +25,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 from r1jax import experiment  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("aha_experiment", f"{REPO}/experiments/aha.py")
-aha = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(aha)
+aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
 
 CONFIG = aha.CONFIG | {"traces.minority_share": 0.1, "traces.reflect_rate": 0.05, "rewards.language_target": "en"}
 CURVES = ("rewards/language/mean", "rewards/accuracy/mean", "completions/mean_length")

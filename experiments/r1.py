@@ -27,7 +27,6 @@ Their distillation runs separately (`experiments/distill.py`, with a smaller pre
 any stage's input can be replaced by a file of your own, also in a whole run:
 `--config.inputs=cold_start_sft.data=my_cold_start.jsonl` (STAGE.NAME=PATH).
 """
-import importlib.util
 import os
 import sys
 
@@ -36,9 +35,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("r1_zero_experiment", f"{REPO}/experiments/r1_zero.py")
-r1_zero = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(r1_zero)
+r1_zero = experiment.load_experiment(f"{REPO}/experiments/r1_zero.py")
 
 # The R1-Zero embedded default (tiny base pretrained here, generated arithmetic), with an RL budget
 # of 30 steps split over the pipeline's two RL stages, so the whole run fits in about 20 minutes.

@@ -51,8 +51,8 @@ class CheckpointConfig:
   host_memory_gb: int = 0
   """Most host memory (GB) a save may hold at once (device-to-host copies in flight): 0 = automatic,
   a quarter of this machine's memory when the state is larger than that, else no cap. A capped
-  save copies the arrays in turn and returns when they are on disk (the training step donates
-  them afterwards), so a 57 GB train state saves on a host of 128 GB."""
+  save bounds orbax's device-to-host copies in flight (not what its writer holds besides) and
+  returns when the arrays are on disk (the training step donates them afterwards)."""
 
   def __post_init__(self):
     if not str(self.directory):

@@ -262,6 +262,16 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   return out
 
 
+def load_experiment(path):
+  """An experiment file (experiments/NAME.py) as a module, to build on its configs and sweeps."""
+  import importlib.util
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(f"{path.stem}_experiment", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
 def check_disk(cfg, parts: dict) -> None:
   """Before any work (after `validate`; `main` and `run` call it): the checkpoints and policies the
   run will write fit the free disk (a 7B run writes a 57 GiB checkpoint); else a one-line error

@@ -49,6 +49,11 @@ class Phase:
     return self.arguments + self.temporaries + self.outputs - self.aliased
 
 
+def per_device_bytes(tree) -> int:
+  """Bytes one device holds of `tree` (arrays or ShapeDtypeStructs with shardings)."""
+  return sum(int(np.prod(x.sharding.shard_shape(x.shape))) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
 def device_limit_bytes(device=None) -> int | None:
   """The allocator's limit of one device (GPU / TPU), or None where it reports none (CPU)."""
   device = device or jax.devices()[0]
@@ -59,7 +64,8 @@ def device_limit_bytes(device=None) -> int | None:
   return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
 
 
-def _phase(name: str, compiled) -> Phase:
+def phase(name: str, compiled) -> Phase:
+  """A compiled program's memory (XLA's analysis: arguments, outputs, aliased, temporaries)."""
   m = compiled.memory_analysis()
   return Phase(name, int(m.argument_size_in_bytes), int(m.output_size_in_bytes), int(m.alias_size_in_bytes),
                int(m.temp_size_in_bytes))
@@ -145,22 +151,20 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
                 "train.memory_limit_gb is 0: the cheapest setting, not measured")
   base = dataclasses.replace(model_cfg, remat="none")
   state = abstract_state(base, ocfg, mesh, with_ref, rules)
-  per_device = lambda t: sum(int(np.prod(s.shard_shape(x.shape))) * x.dtype.itemsize
-                             for x in jax.tree.leaves(t) for s in [x.sharding])
-  state_bytes = per_device(state)
+  state_bytes = per_device_bytes(state)
   phases: dict[str, Phase] = {}
   # Sampling and the reference pass do not depend on remat or grad_accum: measure them once.
   prompts = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.int32,
                                  sharding=train_step.batch_sharding(mesh) if prompts_per_step % shards == 0 else None)
   pmask = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.bool_, sharding=prompts.sharding)
   key = jax.eval_shape(lambda: jax.random.key(0))
-  phases["generate"] = _phase("generate", sampler_lib.generate.lower(
+  phases["generate"] = phase("generate", sampler_lib.generate.lower(
       state.params, prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
   if with_ref or gcfg.recompute_old_logp:  # the reference pass; the trainer's pi_old is the same program
-    phases["reference"] = _phase("reference", train_step.make_logprob_fn(base, temperature).lower(
+    phases["reference"] = phase("reference", train_step.make_logprob_fn(base, temperature).lower(
         state.params, _batch(rows, P, N, mesh, with_ref)).compile())
   # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
-  params_bytes = per_device(state.params)
+  params_bytes = per_device_bytes(state.params)
   fixed_peaks = {k: v.peak + state_bytes - params_bytes for k, v in phases.items()}
   for k, pk in fixed_peaks.items():
     if pk > budget:
@@ -183,7 +187,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       cfg = dataclasses.replace(model_cfg, remat=r)
       g = dataclasses.replace(gcfg, grad_accum=a)
       step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
-      ph = _phase("update", step.lower(upd_state, mb).compile())
+      ph = phase("update", step.lower(upd_state, mb).compile())
       peak = ph.peak
       measured[r, a] = (ph, peak, peak <= budget)
       tried.append({"remat": r, "grad_accum": a, "update_peak_gib": peak / GiB, "fits": peak <= budget})

@@ -21,6 +21,7 @@ import pytest
 
 from r1jax import experiment
 from r1jax import pipeline as pipeline_lib
+from r1jax import sweep as sweep_lib
 from r1jax import model as M
 from r1jax import sharding
 from r1jax import tokenizer as tok_lib
@@ -266,8 +267,9 @@ def _sweep_entry(root, script: str, index: int) -> tuple[dict, list[dict], objec
   (entry,) = [d for d in sweep_root.iterdir() if d.name.startswith(f"{index:02d}-")]
   assert json.loads((entry / "overrides.json").read_text()) == mod.sweep()[index]
   rows = [json.loads(l) for l in (entry / "metrics.jsonl").read_text().splitlines()]
-  out = _run(cmd, root / "work", ["--gather"])
-  assert entry.name in out.stdout or "|" in out.stdout
+  _run(cmd, root / "work", ["--gather"])
+  report = (sweep_root / "report.md").read_text()
+  assert sweep_lib.label(mod.sweep()[index]) in report and "final_accuracy" in report
   return json.loads((entry / "summary.json").read_text()), rows, mod
 
 
@@ -295,10 +297,7 @@ def test_the_language_sweep_command(world):
 
 
 def _module(name, path):
-  spec = importlib.util.spec_from_file_location(name, path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return experiment.load_experiment(path)
 
 
 def test_every_named_config_validates_on_its_architecture(world):

@@ -176,7 +176,7 @@ def test_sft_step_in_micro_batches_equals_the_whole_batch_and_the_planner_splits
     abstract = {k: jax.ShapeDtypeStruct((8,) + v.shape[1:], v.dtype, sharding=TS.batch_sharding(mesh))
                 for k, v in packed.items()}
     from r1jax import memory
-    peak = {a: memory._phase("sft", TS.make_sft_step(CFG, ocfg, TS.state_shardings(state), mesh, grad_accum=a)
+    peak = {a: memory.phase("sft", TS.make_sft_step(CFG, ocfg, TS.state_shardings(state), mesh, grad_accum=a)
                              .lower(state, abstract).compile()).peak for a in (1, 2)}
     assert peak[1] > peak[2]
     logged = []

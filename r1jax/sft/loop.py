@@ -57,15 +57,14 @@ def plan_grad_accum(model_cfg, ocfg, state, rows: dict, cfg: SFTConfig, mesh, li
   if limit is None:
     return 1
   stats = jax.local_devices()[0].memory_stats() or {}
-  resident = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state) if hasattr(x, "addressable_shards"))
-  other = max(0, int(stats.get("bytes_in_use", 0)) - resident)  # held outside this step (a reference, caches)
+  other = max(0, int(stats.get("bytes_in_use", 0)) - memory.per_device_bytes(state))  # held outside this step (a reference, caches)
   shards = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
   batch = {k: jax.ShapeDtypeStruct((cfg.batch_size,) + v.shape[1:], v.dtype, sharding=train_step.batch_sharding(mesh))
            for k, v in rows.items()}
   options = [a for a in range(1, cfg.batch_size + 1) if cfg.batch_size % a == 0 and (cfg.batch_size // a) % shards == 0]
   for a in options:
     fn = train_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh, grad_accum=a)
-    peak = memory._phase("sft", fn.lower(state, batch).compile()).peak
+    peak = memory.phase("sft", fn.lower(state, batch).compile()).peak
     fits = peak + other <= 0.95 * limit
     log(f"sft memory plan: grad_accum={a}: peak {peak / memory.GiB:.2f} GiB + {other / memory.GiB:.2f} GiB held "
         f"of {limit / memory.GiB:.2f} GiB -> {'fits' if fits else 'too large'}")
