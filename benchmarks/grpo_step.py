@@ -69,12 +69,14 @@ def temp_bytes(jitted, *args) -> int | None:
     return None
 
 
-def run_r1jax(a, ceil):
+def run_r1jax(a, ceilings_fn):
+  """The r1jax step; `ceilings_fn()` is measured after the run's peak memory is read (its 16 GiB
+  arrays would otherwise be that peak)."""
   cfg = M.preset(a.preset, dtype="bfloat16", param_dtype=a.param_dtype, remat=a.remat,
                  decode_attention=a.decode_attention)
   if a.preset == "tiny":
     cfg = M.preset("tiny", decode_attention=a.decode_attention)
-  cfg = dataclasses.replace(cfg, unroll_decode=bool(a.unroll_decode))
+  cfg = dataclasses.replace(cfg, unroll_decode=bool(a.unroll_decode), logprob_impl=a.logprob_impl)
   mcfg = sharding.MeshConfig(*(int(x) for x in a.mesh.split(",")), rules=a.rules)
   mesh = sharding.make_mesh(mcfg)
   with jax.set_mesh(mesh):
@@ -86,7 +88,8 @@ def run_r1jax(a, ceil):
     state = TS.init_state(params, TS.make_optimizer(o))
     del params
     update = TS.make_grpo_step(cfg, g, o, 1.0, TS.state_shardings(state), mesh)
-    ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
+    ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16",
+                                                           logprob_impl=a.logprob_impl)
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0)
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
                             suppress_eos=True, prompt_buckets=(a.prompt_len,), continuous_batching=a.slots > 0,
@@ -147,11 +150,16 @@ def run_r1jax(a, ceil):
     T = a.prompt_len + a.new_tokens
     upd_flops = R * T * 3 * (2 * model_bench.matmul_params(cfg) + model_bench.attn_flops_fwd(cfg, T))
     stats = jax.devices()[0].memory_stats() or {}
+    held = {"params": nbytes(state.params), "optimizer_state": nbytes(state.opt_state), "reference": nbytes(ref)}
+    del ref, state, batch
+    now = jax.devices()[0].memory_stats() or {}
+    ceil = ceilings_fn(now["bytes_limit"] - now["bytes_in_use"] if "bytes_limit" in now else None)
     kv_cache = 2 * cfg.n_layers * R * T * cfg.n_kv_heads * cfg.head_dim * itemsize
-    return {"system": "r1jax", "preset": a.preset, "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+    return {"system": "r1jax", "ceilings": ceil, "preset": a.preset, "device": jax.devices()[0].device_kind, "jax": jax.__version__,
             "devices": jax.device_count(), "processes": jax.process_count(), "mesh": list(mesh.devices.shape),
             "rules": a.rules,
             "rows": R, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "grad_accum": a.grad_accum,
+            "logprob_impl": cfg.logprob_impl,
             "decode_attention": M.decode_attention_impl(cfg),
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "update_s": upd_s, "step_s": tot,
             "rollout_mismatch": {k: float(v) for k, v in mismatch.items()}, "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
@@ -159,8 +167,7 @@ def run_r1jax(a, ceil):
             "decode_roofline_frac": ((w_bytes + kv_step) / ceil["bandwidth_Bps"] / decode_step_s
                                      if a.lengths == "fixed" and not a.slots else None),
             "update_mfu": upd_flops / upd_s / ceil["bf16_matmul_flops"] if ceil["bf16_matmul_flops"] else None,
-            "memory": {"params": nbytes(state.params), "optimizer_state": nbytes(state.opt_state),
-                       "reference": nbytes(ref), "kv_cache": kv_cache,
+            "memory": held | {"kv_cache": kv_cache,
                        "temp_generate": temps.get("generate"), "temp_ref_logprobs": temps.get("ref_logprobs"),
                        "temp_update": temps.get("update")},
             "peak_bytes": stats.get("peak_bytes_in_use"), "bytes_limit": stats.get("bytes_limit")}
@@ -176,7 +183,7 @@ def run_system(name, a):
   if name == "r1jax":
     cmd += ["--system", "r1jax", "--mesh", a.mesh, "--rules", a.rules, "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
             str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
-            "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots)]
+            "--logprob_impl", a.logprob_impl, "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots)]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
     cmd += extra.get(name, "").split()
@@ -226,6 +233,8 @@ def main():
                   help="1: join the processes of tpu_scripts/launch_local_gpus.sh (jax.distributed) first")
   ap.add_argument("--param_dtype", default="float32", help="policy parameters and AdamW state dtype")
   ap.add_argument("--grad_accum", type=int, default=1)
+  ap.add_argument("--logprob_impl", default="chunked", choices=("chunked", "fused"),
+                  help="model.logprob_impl of the update and reference passes")
   ap.add_argument("--decode_attention", default="auto")
   ap.add_argument("--peers", default="", help="comma list of: tunix,trl")
   ap.add_argument("--out", default="")
@@ -242,8 +251,13 @@ def main():
     distributed.initialize()
   if a.system == "r1jax":
     small = a.preset == "tiny" or jax.default_backend() == "cpu"
-    ceil = model_bench.ceilings(**model_bench.SMOKE_CEILINGS) if small else model_bench.ceilings()
-    r = run_r1jax(a, ceil) | {"ceilings": ceil}
+    def ceilings_fn(free):  # the copy's two arrays must fit in what the run left free (a capped run)
+      if small:
+        return model_bench.ceilings(**model_bench.SMOKE_CEILINGS)
+      sizes = tuple(g * model_bench.GiB for g in (4, 8, 16) if not free or 2.5 * g * model_bench.GiB < free)
+      return model_bench.ceilings(sizes=sizes or (model_bench.GiB,))
+    r = run_r1jax(a, ceilings_fn)
+    ceil = r["ceilings"]
     print(f"device {r['device']}  jax {jax.__version__}  {model_bench.describe(ceil)}")
     print(f"r1jax {a.preset}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + ref log-probs "
           f"{r['ref_logprobs_s']:.2f} + update {r['update_s']:.2f}; {r['tokens_per_s']:,.0f} tokens/s; "
