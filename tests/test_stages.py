@@ -4,6 +4,7 @@ every stage's outputs can be checked exactly: the cold-start filter rules, infor
 and provenance; the rejection-sampling mix and its raw samples; the rule-decided preference pairs
 and the reward model; rl_all's rewards; the R1 stage graph (SFT starts from the base); and the
 pipeline's resume after an interruption inside a stage and at a stage boundary."""
+import dataclasses
 import json
 
 import jax
@@ -17,6 +18,7 @@ from r1jax import policy as policy_lib
 from r1jax import rollout
 from r1jax import sampler as S
 from r1jax import stages as stages_lib
+from r1jax import train
 from r1jax import train_step as TS
 from r1jax.stages import cold_start_data, context, pretrain, rejection_sampling, reward_model, rl_all, sft
 from r1jax.tasks import general
@@ -187,6 +189,32 @@ def test_r1_stage_graph_sft_starts_from_the_base_and_rl_budgets_match(world):
                                                                                           r.rl_all_steps)
   assert st["reasoning_rl"].fn.keywords["language"] and set(st) <= set(stages_lib.R1_STAGES)
 
+
+
+def test_rl_all_learning_rate_reaches_its_optimizer_and_only_its_own(world, tmp_path, monkeypatch):
+  """r1.rl_all_learning_rate replaces optim.learning_rate in rl_all's GRPO run; the other RL stages
+  keep optim's (0 = optim's for rl_all too)."""
+  ctx, base = world
+  seen = []
+
+  class Stop(Exception):
+    pass
+
+  def capture(**kw):
+    seen.append(kw["ocfg"].learning_rate)
+    raise Stop
+  monkeypatch.setattr(train, "run_grpo", capture)
+  parts = dict(ctx.parts)
+  for lr in (3e-5, 0.0):
+    parts["r1"] = dataclasses.replace(ctx.parts["r1"], rl_all_learning_rate=lr)
+    st = {s.name: s for s in stages_lib.r1(parts)}
+    with jax.set_mesh(ctx.mesh):
+      for name, inputs in (("rl_all", {"policy": base, "reward_model": None}), ("reasoning_rl", {"policy": base})):
+        monkeypatch.setattr(rl_all.rm_stage, "load", lambda *a: (None, None, None))
+        with pytest.raises(Stop):
+          st[name].fn(ctx, inputs, tmp_path / name)
+  optim_lr = ctx.parts["optim"].learning_rate
+  assert seen == [3e-5, optim_lr, optim_lr, optim_lr] and optim_lr != 3e-5
 
 @pytest.mark.slow
 def test_pipeline_resumes_inside_a_stage_and_skips_finished_ones(world, stand_in, tmp_path, monkeypatch):

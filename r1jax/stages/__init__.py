@@ -19,6 +19,10 @@ class R1Config:
   """GRPO steps of reasoning RL (after the cold start)."""
   rl_all_steps: int = 10
   """GRPO steps of RL for all scenarios; the R1-Zero run beside the pipeline gets the sum."""
+  rl_all_learning_rate: float = 0.0
+  """Peak learning rate of RL for all scenarios; 0 = optim.learning_rate. It starts from an SFT
+  policy, sharper than a base: at the embedded default 2e-4 (R1-Zero's) lowered its accuracy
+  (59.6% -> 53.2%) where 5e-5 kept it (-> 60.2%; BENCHMARKS.md)."""
   compare_r1_zero: bool = True
   """Also run R1-Zero from the base with the same total RL steps (the table's comparison row)."""
   average: bool = False
@@ -30,6 +34,8 @@ class R1Config:
     for f in ("reasoning_rl_steps", "rl_all_steps"):
       if getattr(self, f) < 1:
         raise ValueError(f"r1.{f}={getattr(self, f)} must be >= 1")
+    if self.rl_all_learning_rate < 0:
+      raise ValueError(f"r1.rl_all_learning_rate={self.rl_all_learning_rate} must be >= 0 (0 = optim.learning_rate)")
 
 
 def r1_zero() -> list[Stage]:
@@ -73,7 +79,8 @@ def r1(parts) -> list[Stage]:
       _eval("sft", "sft.policy"),
       Stage("reward_model", reward_model.run, "reward_model",
             {"policy": "sft.policy", "samples": "rejection_sampling.samples"}),
-      Stage("rl_all", functools.partial(rl_all.run, steps=r.rl_all_steps), "rl_all",
+      Stage("rl_all", functools.partial(rl_all.run, steps=r.rl_all_steps,
+                                              learning_rate=r.rl_all_learning_rate or None), "rl_all",
             {"policy": "sft.policy", "reward_model": "reward_model.model"}),
       _eval("rl_all", "rl_all.policy")]
   if r.average:

@@ -15,10 +15,10 @@ from r1jax.rewards import combine
 
 
 def run(ctx, inputs: dict, out: pathlib.Path, *, language: bool = False, specs=None, extra_rewards=(),
-        examples=None, steps: int | None = None) -> dict:
+        examples=None, steps: int | None = None, learning_rate: float | None = None) -> dict:
   """GRPO from inputs['policy']; `language` adds the language-consistency reward, `specs` replaces
-  the rule rewards, `extra_rewards` adds others (`train.GroupCollector`), `examples` and `steps`
-  replace the training prompts and train.steps."""
+  the rule rewards, `extra_rewards` adds others (`train.GroupCollector`), `examples`, `steps` and
+  `learning_rate` replace the training prompts, train.steps and optim.learning_rate."""
   parts = ctx.parts
   model_cfg, params = ctx.load(inputs["policy"])
   rcfg = parts["rewards"]
@@ -29,7 +29,9 @@ def run(ctx, inputs: dict, out: pathlib.Path, *, language: bool = False, specs=N
   result = train.run_grpo(model_cfg=model_cfg, params=params, tokenizer=ctx.tokenizer,
                           examples=ctx.train_ex if examples is None else examples,
                           reward_specs=specs or combine.default_specs(rcfg), template=ctx.template, tcfg=tcfg,
-                          gcfg=parts["grpo"], ocfg=parts["optim"], scfg=parts["sampling"], ckcfg=ckcfg,
+                          gcfg=parts["grpo"],
+                          ocfg=parts["optim"] if learning_rate is None else
+                          dataclasses.replace(parts["optim"], learning_rate=learning_rate), scfg=parts["sampling"], ckcfg=ckcfg,
                           mesh=ctx.mesh, workdir=out, extra_rewards=extra_rewards)
   policy = ctx.save(out / "policy", tcfg.steps, result["state"].params, model_cfg, hf_export=True)
   return {"policy": policy, "checkpoints": ckcfg.directory}

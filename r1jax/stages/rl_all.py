@@ -48,7 +48,8 @@ def reward_model_scorer(model_cfg, params, head):
   return fn
 
 
-def run(ctx, inputs: dict, out: pathlib.Path, *, steps: int | None = None) -> dict:
+def run(ctx, inputs: dict, out: pathlib.Path, *, steps: int | None = None,
+        learning_rate: float | None = None) -> dict:
   parts = ctx.parts
   cfg = parts["rl_all"]
   rcfg = parts["rewards"]
@@ -61,4 +62,4 @@ def run(ctx, inputs: dict, out: pathlib.Path, *, steps: int | None = None) -> di
   mix = [mix[i] for i in np.random.default_rng(cfg.seed).permutation(len(mix))]
   extra = [("reward_model", reward_model_scorer(rm_cfg, rm_params, rm_head), parts["reward_model"].weight)]
   return grpo.run(ctx, {"policy": inputs["policy"]}, out, language=True, specs=specs, extra_rewards=extra,
-                  examples=mix, steps=steps)
+                  examples=mix, steps=steps, learning_rate=learning_rate)
