@@ -458,6 +458,21 @@ def stage_table(workdir) -> list[tuple]:
   return rows
 
 
+def run_stages(cfg: ml_collections.ConfigDict, parts: dict, stages: list, only: set | None = None,
+               given: dict | None = None, fp: str | None = None):
+  """`stages` (those in `only`, if given) in cfg.workdir after the memory plan; (context, outputs by
+  stage). `fp` replaces the fingerprint of `cfg` (stages shared by runs whose configs differ
+  elsewhere). For experiments that run part of a pipeline (experiments/cold_start.py)."""
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  ctx = context.build(cfg, parts)
+  with jax.set_mesh(ctx.mesh):
+    plan = plan_memory(parts, ctx.mesh, ctx.workdir)
+    resolved = ml_collections.ConfigDict(cfg.to_dict())
+    resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
+    (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
+    return ctx, pipeline.run(ctx, stages, fp or fingerprint(cfg), only=only, given=given)
+
+
 def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header: str = "after stage") -> dict:
   """experiments/r1.py (and distill.py): the configured stage, or all of them, then the table of
   every evaluated stage (also `<workdir>/summary.json` and `<workdir>/plots/stages.png`)."""
@@ -466,19 +481,11 @@ def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header
     distributed.initialize()
   parts = validate(cfg)
   check_disk(cfg, parts)
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  ctx = context.build(cfg, parts)
   stages = stages_fn(parts)
   names = [s.name for s in stages]
   if cfg.stage != "all" and cfg.stage not in names:
     raise ValueError(f"stage={cfg.stage!r} is not part of this configuration's pipeline {names}")
-  with jax.set_mesh(ctx.mesh):
-    plan = plan_memory(parts, ctx.mesh, ctx.workdir)
-    resolved = ml_collections.ConfigDict(cfg.to_dict())
-    resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
-    (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
-    pipeline.run(ctx, stages, fingerprint(cfg), only=None if cfg.stage == "all" else {cfg.stage},
-                 given=given_inputs(cfg.inputs))
+  ctx, _ = run_stages(cfg, parts, stages, None if cfg.stage == "all" else {cfg.stage}, given_inputs(cfg.inputs))
   rows = stage_table(ctx.workdir)
   summary = {"rows": {r[0]: dict(zip(TABLE_METRICS, r[1:])) for r in rows},
              "stage_seconds": {n: (pipeline.read_record(ctx.workdir, n) or {}).get("wall_seconds") for n in names},

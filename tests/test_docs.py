@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import pytest
 
+from r1jax import curation
 from r1jax import experiment
 from r1jax import pipeline as pipeline_lib
 from r1jax import sweep as sweep_lib
@@ -154,11 +155,11 @@ def test_every_documented_command_is_run_here():
   """The commands the tests below run are all the documented ones (a new one needs a runner)."""
   runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv")]
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py",
-             "experiments/aha.py", "experiments/language.py")
+             "experiments/aha.py", "experiments/language.py", "experiments/cold_start.py")
   assert runnable and all(c.split()[1] in scripts for c in runnable)
   assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
   assert len(_commands("r1.py")) == 3 and len(_commands("distill.py")) == 1 and len(_commands("aha.py")) == 1
-  assert len(_commands("language.py")) == 1
+  assert len(_commands("language.py")) == 1 and len(_commands("cold_start.py")) == 1
 
 
 @pytest.mark.slow
@@ -255,14 +256,14 @@ SWEEP_TINY = ["pretrain.steps=10", "train.steps=3", "data.num_train=200", "data.
               "model.n_layers=1", "model.d_model=32", "model.head_dim=8", "model.d_ff=64", "train.progress=False"]
 
 
-def _sweep_entry(root, script: str, index: int) -> tuple[dict, list[dict], object]:
+def _sweep_entry(root, script: str, index: int, extra=()) -> tuple[dict, list[dict], object]:
   """Runs the documented sweep command of `script` for entry `index` at toy size, then --gather;
   (the entry's summary, its metrics rows, the experiment module)."""
   (cmd,) = _commands(script)
   name = script.removesuffix(".py")
   sweep_root = root / name
   cmd = cmd.replace(f"runs/{name}", str(sweep_root))
-  _run(cmd, root / "work", [f"--index={index}"] + [f"--set={t}" for t in SWEEP_TINY])
+  _run(cmd, root / "work", [f"--index={index}"] + [f"--set={t}" for t in SWEEP_TINY + list(extra)])
   mod = _module(f"{name}_mod", REPO / "experiments" / script)
   (entry,) = [d for d in sweep_root.iterdir() if d.name.startswith(f"{index:02d}-")]
   assert json.loads((entry / "overrides.json").read_text()) == mod.sweep()[index]
@@ -294,6 +295,23 @@ def test_the_language_sweep_command(world):
             "language_mean_late", "accuracy_mean_late"):
     assert np.isfinite(summary[k]), k
   assert all("rewards/language/mean" in r for r in rows)
+
+
+def test_the_cold_start_sweep_command(world):
+  """experiments/cold_start.py at toy size: the shared pool (base, R1-Zero teacher, its candidates)
+  and the entry 'random selection, N = 10': SFT on exactly those 10 candidates, then RL, both evaluated."""
+  root = world[0]
+  summary, rows, mod = _sweep_entry(root, "cold_start.py", 7, ["r1.reasoning_rl_steps=2", "r1.rl_all_steps=1",
+                                                              "cold_start.num_prompts=16", "eval.num_samples=1"])
+  assert mod.sweep()[7] == {"cold_start.max_examples": 10, "cold_start.selection": "random"}
+  assert summary["examples"] == 10 and summary["candidates"] == 16 * 4
+  for k in ("sft_accuracy", "final_accuracy", "teacher_accuracy", "accuracy_mean_late", "mean_length_early"):
+    assert np.isfinite(summary[k]), k
+  (entry,) = (root / "cold_start").glob("07-*")
+  assert len(curation.read_samples(entry / "data.jsonl")) == 10 and len(rows) == 2  # r1.reasoning_rl_steps
+  rec = pipeline_lib.read_record(entry, "cold_start_sft")
+  assert rec["outputs"]["examples"] == 10 and rec["inputs"]["policy"].startswith(str(root / "cold_start" / "_pool"))
+  assert pipeline_lib.read_record(root / "cold_start" / "_pool", "r1_zero") is not None
 
 
 def _module(name, path):

@@ -127,6 +127,29 @@ def test_cold_start_data_keeps_correct_readable_samples_in_informativeness_order
   assert stand_in.calls == 1  # teacher == student: its samples give the pass rates
 
 
+
+def test_cold_start_random_selection_is_uniform_over_all_candidates_and_zero_selects_none(world, stand_in, tmp_path):
+  """selection='random' (the cold-start-size control) draws max_examples of every teacher candidate,
+  failing ones included, seeded; max_examples=0 selects nothing (the policy then passes through SFT)."""
+  ctx, base = world
+  cs = ctx.parts["cold_start"]
+  with jax.set_mesh(ctx.mesh):
+    out = cold_start_data.run(ctx, {"teacher": base, "student": base}, tmp_path / "curated")
+  cands = curation.read_samples(out["candidates"])
+  assert len(cands) == 8 * K and all("student_pass_rate" in c.scores for c in cands)
+  fcfg = ctx.parts["curation"]
+  chosen, counts = cold_start_data.choose(cands, dataclasses.replace(cs, selection="random", max_examples=20), fcfg)
+  want = sorted(np.random.default_rng(cs.seed).permutation(len(cands))[:20])
+  assert [c.completion for c in chosen] == [cands[i].completion for i in want]
+  assert counts["selected"] == 20 and any(c.scores["accuracy"] == 0 or c.scores["format"] == 0 for c in chosen)
+  for selection in ("random", "curated"):
+    none, counts = cold_start_data.choose(cands, dataclasses.replace(cs, selection=selection, max_examples=0), fcfg)
+    assert none == [] and counts["selected"] == 0
+  curated, _ = cold_start_data.choose(cands, cs, fcfg)
+  assert [c.completion for c in curated] == [c.completion for c in curation.read_samples(out["data"])]
+  with pytest.raises(ValueError, match="cold_start.selection='best' is not one of"):
+    cold_start_data.ColdStartConfig(selection="best")
+
 def test_rejection_sampling_mix_raw_samples_and_reward_model_pairs(world, stand_in, tmp_path):
   ctx, base = world
   rc = ctx.parts["rejection"]
