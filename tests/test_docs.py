@@ -155,11 +155,13 @@ def test_every_documented_command_is_run_here():
   """The commands the tests below run are all the documented ones (a new one needs a runner)."""
   runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv")]
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py",
-             "experiments/aha.py", "experiments/language.py", "experiments/cold_start.py")
+             "experiments/aha.py", "experiments/language.py", "experiments/cold_start.py",
+             "experiments/distill_vs_rl.py")
   assert runnable and all(c.split()[1] in scripts for c in runnable)
   assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
   assert len(_commands("r1.py")) == 3 and len(_commands("distill.py")) == 1 and len(_commands("aha.py")) == 1
   assert len(_commands("language.py")) == 1 and len(_commands("cold_start.py")) == 1
+  assert len(_commands("distill_vs_rl.py")) == 1
 
 
 @pytest.mark.slow
@@ -312,6 +314,31 @@ def test_the_cold_start_sweep_command(world):
   rec = pipeline_lib.read_record(entry, "cold_start_sft")
   assert rec["outputs"]["examples"] == 10 and rec["inputs"]["policy"].startswith(str(root / "cold_start" / "_pool"))
   assert pipeline_lib.read_record(root / "cold_start" / "_pool", "r1_zero") is not None
+
+
+def test_the_distill_vs_rl_command(world):
+  """experiments/distill_vs_rl.py at toy size: the R1-Zero teacher, the student base, the distilled
+  student and the RL student, whose FLOPs (recomputed here from its metrics with the documented
+  counts: 10 N a token, N its parameters) are the table's."""
+  root = world[0]
+  work = root / "dvr"
+  work.mkdir()
+  (cmd,) = _commands("distill_vs_rl.py")
+  toy = [a for a in SHORT["r1.py"] if "num_generations" not in a] + ["--config.eval.num_samples=2"]
+  out = _run(cmd, work, toy)
+  run = work / "runs" / "distill_vs_rl"
+  summary = json.loads((run / "summary.json").read_text())
+  assert list(summary["arms"]) == ["teacher", "student base", "(a) distilled student", "(b) RL student"]
+  for arm in summary["arms"].values():
+    assert all(np.isfinite(arm[m]) for m in ("pass@1", "pass@2", "format_rate", "mean_length"))
+  metrics = [json.loads(l) for l in (run / "student_rl" / "metrics.jsonl").read_text().splitlines()]
+  assert len(metrics) == summary["rl_steps"] >= 1
+  rows, ps = 4 * 8, summary["student_params"]  # train.prompts_per_step=4 x grpo.num_generations (r1 default 8)
+  prompt_len = summary["prompt_len"]
+  want = sum(10 * ps * rows * (prompt_len + m["completions/mean_length"]) for m in metrics)
+  assert summary["flops_rl"] == pytest.approx(want, rel=1e-9) and summary["flops_distill"] > 0
+  assert summary["student_params"] < summary["teacher_params"]
+  assert "(b) RL student" in out.stdout and "FLOPs" in out.stdout
 
 
 def _module(name, path):
