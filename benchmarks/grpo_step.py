@@ -90,7 +90,7 @@ def run_r1jax(a, ceilings_fn):
     update = TS.make_grpo_step(cfg, g, o, 1.0, TS.state_shardings(state), mesh)
     ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16",
                                                            logprob_impl=a.logprob_impl)
-    ref_fn = TS.make_logprob_fn(ref_cfg, 1.0)
+    ref_fn = TS.make_logprob_fn(ref_cfg, 1.0, a.grad_accum)  # in the update's micro-batches, as the trainer runs it
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
                             suppress_eos=True, prompt_buckets=(a.prompt_len,), continuous_batching=a.slots > 0,
                             num_slots=a.slots)

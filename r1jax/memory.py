@@ -153,16 +153,27 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   state = abstract_state(base, ocfg, mesh, with_ref, rules)
   state_bytes = per_device_bytes(state)
   phases: dict[str, Phase] = {}
-  # Sampling and the reference pass do not depend on remat or grad_accum: measure them once.
+  # Sampling does not depend on remat or grad_accum: measured once.
   prompts = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.int32,
                                  sharding=train_step.batch_sharding(mesh) if prompts_per_step % shards == 0 else None)
   pmask = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.bool_, sharding=prompts.sharding)
   key = jax.eval_shape(lambda: jax.random.key(0))
   phases["generate"] = phase("generate", sampler_lib.generate.lower(
       state.params, prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
-  if with_ref or gcfg.recompute_old_logp:  # the reference pass; the trainer's pi_old is the same program
-    phases["reference"] = phase("reference", train_step.make_logprob_fn(base, temperature).lower(
-        state.params, _batch(rows, P, N, mesh, with_ref)).compile())
+  # The reference pass (the trainer's pi_old is the same program) runs in grad_accum x
+  # num_minibatches micro-batches of rows, as the update does: measured here at the most frugal
+  # grad_accum (if that does not fit, nothing does), and below at each grad_accum tried.
+  use_ref_pass = with_ref or gcfg.recompute_old_logp
+  ref_batch = _batch(rows, P, N, mesh, with_ref) if use_ref_pass else None
+  ref_phases: dict[int, Phase] = {}
+
+  def ref_phase(a: int) -> Phase:
+    if a not in ref_phases:
+      fn = train_step.make_logprob_fn(base, temperature, a * gcfg.num_minibatches)
+      ref_phases[a] = phase("reference", fn.lower(state.params, ref_batch).compile())
+    return ref_phases[a]
+  if use_ref_pass:
+    phases["reference"] = ref_phase(accums[-1])
   # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
   params_bytes = per_device_bytes(state.params)
   fixed_peaks = {k: v.peak + state_bytes - params_bytes for k, v in phases.items()}
@@ -188,10 +199,13 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       g = dataclasses.replace(gcfg, grad_accum=a)
       step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
       ph = phase("update", step.lower(upd_state, mb).compile())
-      peak = ph.peak
+      ref_peak = ref_phase(a).peak + state_bytes - params_bytes if use_ref_pass else 0
+      peak = max(ph.peak, ref_peak)
       measured[r, a] = (ph, peak, peak <= budget)
-      tried.append({"remat": r, "grad_accum": a, "update_peak_gib": peak / GiB, "fits": peak <= budget})
-      log(f"memory plan: remat={r} grad_accum={a}: update peak {peak / GiB:.2f} GiB per device"
+      tried.append({"remat": r, "grad_accum": a, "update_peak_gib": ph.peak / GiB,
+                    "reference_peak_gib": ref_peak / GiB, "fits": peak <= budget})
+      log(f"memory plan: remat={r} grad_accum={a}: update peak {ph.peak / GiB:.2f}, reference pass "
+          f"{ref_peak / GiB:.2f} GiB per device"
           + f" of {budget / GiB:.2f} GiB -> {'fits' if peak <= budget else 'too large'}")
     return measured[r, a][2]
 
@@ -206,6 +220,9 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       lo, hi = (lo, mid) if fits(r, accums[mid]) else (mid + 1, hi)
     ph, peak, _ = measured[r, accums[hi]]
     phases["update"] = ph
+    if use_ref_pass:
+      phases["reference"] = ref_phase(accums[hi])
+      fixed_peaks["reference"] = phases["reference"].peak + state_bytes - params_bytes
     why = (f"the cheapest setting whose peak ({max([peak] + list(fixed_peaks.values())) / GiB:.2f} GiB) "
            f"fits {budget / GiB:.2f} GiB")
     return Plan(r, accums[hi], limit, state_bytes, phases, tried, why)

@@ -300,7 +300,8 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       train_step.make_grpo_step(model_cfg, gcfg, ocfg, scfg.temperature or 1.0,
                                 shardings=train_step.state_shardings(state), mesh=mesh),
       # Reference log-probs, and the trainer's pi_old with grpo.recompute_old_logp (the same program).
-      train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0) if use_ref or gcfg.recompute_old_logp
+      train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0, gcfg.grad_accum * gcfg.num_minibatches)
+      if use_ref or gcfg.recompute_old_logp
       else None,
       gcfg, tcfg.seed, mesh)
   collector = GroupCollector(model_cfg, scfg, tokenizer, examples, prompt_ids, reward_specs, tcfg,

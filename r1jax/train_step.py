@@ -167,11 +167,24 @@ def completion_logprobs(params, tokens_RxT, mask_RxT, prompt_len: int, cfg: mode
   return model_lib.token_logprobs(params, h[:, prompt_len - 1:], tokens_RxT[:, prompt_len:], cfg, temperature)
 
 
-def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float):
-  """Jitted `(params, batch) -> logp_RxN` (reference / old-policy log-probs)."""
+def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float, micro_batches: int = 1):
+  """Jitted `(params, batch) -> logp_RxN` (reference / old-policy log-probs), over the rows in
+  `micro_batches` sequential micro-batches (rows j, j + A, ...: each spread over the batch-sharded
+  devices, as the update's grad_accum splits them), so its temporaries are 1/A of one pass's."""
+  A = micro_batches
+
   def fn(params, batch):
-    P = batch["tokens"].shape[1] - batch["completion_mask"].shape[1]
-    return completion_logprobs(params, batch["tokens"], batch["mask"], P, cfg, temperature)[0]
+    toks, mask = batch["tokens"], batch["mask"]
+    P = toks.shape[1] - batch["completion_mask"].shape[1]
+    if A == 1:
+      return completion_logprobs(params, toks, mask, P, cfg, temperature)[0]
+    split = lambda x: x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1)
+
+    def one(tm):
+      t, m = (constrain(x, ("batch", None)) for x in tm)
+      return completion_logprobs(params, t, m, P, cfg, temperature)[0]
+    out_AxRxN = jax.lax.map(one, (split(toks), split(mask)))
+    return out_AxRxN.swapaxes(0, 1).reshape(toks.shape[0], -1)
   return jax.jit(fn)
 
 

@@ -138,8 +138,8 @@ MUTATIONS = [
     Mutation("optimizer_weight_decay_ignored", _STEP, "weight_decay=cfg.weight_decay,", "weight_decay=0.0,", OPTIM),
     # ---- the loop
     Mutation("loop_ref_logp_wrong_temperature", _TRAIN,
-             "train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0)",
-             "train_step.make_logprob_fn(model_cfg, 1.0)", LOOP_E2E),
+             "train_step.make_logprob_fn(model_cfg, scfg.temperature or 1.0,",
+             "train_step.make_logprob_fn(model_cfg, 1.0,", LOOP_E2E),
     Mutation("loop_update_wrong_temperature", _TRAIN, "make_grpo_step(model_cfg, gcfg, ocfg, scfg.temperature or 1.0,",
              "make_grpo_step(model_cfg, gcfg, ocfg, 1.0,", LOOP_E2E),
     Mutation("loop_minibatch_repeats_first", _TRAIN, "sel = np.sort(perm[j * mb:(j + 1) * mb])",

@@ -51,9 +51,21 @@ def test_auto_picks_the_cheapest_setting_that_fits(unlimited):
   # A fixed grad_accum leaves only remat to choose: recompute must then save the memory.
   q = _plan(limit_bytes=int(0.8 * full / memory.HEADROOM), grad_accum=1)
   assert q.grad_accum == 1 and q.remat in ("dots", "full")
-  assert q.tried[0] == {"remat": "none", "grad_accum": 1, "update_peak_gib": pytest.approx(full / memory.GiB),
-                        "fits": False} and len([t for t in q.tried if t["remat"] == "none"]) == 1
+  assert {k: q.tried[0][k] for k in ("remat", "grad_accum", "update_peak_gib", "fits")} == {
+      "remat": "none", "grad_accum": 1, "update_peak_gib": pytest.approx(full / memory.GiB), "fits": False}
+  assert len([t for t in q.tried if t["remat"] == "none"]) == 1
 
+
+def test_the_reference_pass_is_measured_in_the_updates_micro_batches(unlimited):
+  """The reference pass runs in grad_accum micro-batches of rows (train_step.make_logprob_fn):
+  the plan measures it at the grad_accum it picks, with fewer temporaries than the whole pass,
+  and counts it in each setting's peak."""
+  p = _plan(limit_bytes=10 ** 12, remat="none", grad_accum=4)
+  assert p.phases["reference"].temporaries < unlimited.phases["reference"].temporaries
+  (t,) = p.tried
+  # its peak: the pass's own (one parameter copy as argument) plus the rest of the resident state
+  assert t["grad_accum"] == 4 and p.phases["reference"].peak < t["reference_peak_gib"] * memory.GiB < (
+      p.phases["reference"].peak + p.state_bytes)
 
 def test_nothing_fits_stops_before_any_work_naming_sizes_and_knobs():
   with pytest.raises(memory.DoesNotFitError, match=r"generate needs .* GiB per device .* lower train.prompts_per_step"):
