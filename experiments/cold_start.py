@@ -15,6 +15,7 @@ Reproduced means: accuracy after RL rises steeply up to a few hundred curated ex
 saturates, and random selection stays below curated at equal N. Same options as
 experiments/aha.py (`--index`, `--gather`, `--set FIELD=VALUE`, applied to the pool too).
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -53,8 +54,7 @@ def sweep():
 
 def _stages(parts, names, **inputs):
   out = [s for s in stages_lib.r1(parts) if s.name in names]
-  return [s if s.name not in inputs else stages_lib.Stage(s.name, s.fn, s.out, s.inputs | inputs[s.name])
-          for s in out]
+  return [dataclasses.replace(s, inputs=s.inputs | inputs[s.name]) if s.name in inputs else s for s in out]
 
 
 def pool(overrides: dict, root: pathlib.Path) -> dict:

@@ -28,6 +28,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import curation  # noqa: E402
 from r1jax import experiment  # noqa: E402
+from r1jax import policy as policy_lib  # noqa: E402
 from r1jax.logger import format_table  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
 from r1jax import templates  # noqa: E402
@@ -72,9 +73,8 @@ def run(cfg) -> dict:
     stages.insert(0, stages_lib.Stage("evaluate_teacher", evaluate.run, "teacher/eval", {"policy": teacher}))
   ctx, out = experiment.run_stages(cfg, parts, stages)
   tok, d, workdir = ctx.tokenizer, parts["distill"], ctx.workdir
-  t_cfg, _ = ctx.load(out["r1_zero"]["policy"] if teacher == "r1_zero.policy" else teacher)
-  s_cfg, _ = ctx.load(out["student_base"]["policy"])
-  n_t, n_s = t_cfg.num_params(), s_cfg.num_params()
+  n_t = policy_lib.load_config(out["r1_zero"]["policy"] if teacher == "r1_zero.policy" else teacher).num_params()
+  n_s = policy_lib.load_config(out["student_base"]["policy"]).num_params()
   ev = lambda name: json.loads((workdir / name / "eval" / "summary.json").read_text())
   # Arm (a)'s FLOPs: every teacher sample generated (prompt + completion), the kept ones trained.
   kept = curation.read_samples(out["distill"]["data"])

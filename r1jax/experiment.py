@@ -459,10 +459,9 @@ def stage_table(workdir) -> list[tuple]:
 
 
 def run_stages(cfg: ml_collections.ConfigDict, parts: dict, stages: list, only: set | None = None,
-               given: dict | None = None, fp: str | None = None):
+               given: dict | None = None):
   """`stages` (those in `only`, if given) in cfg.workdir after the memory plan; (context, outputs by
-  stage). `fp` replaces the fingerprint of `cfg` (stages shared by runs whose configs differ
-  elsewhere). For experiments that run part of a pipeline (experiments/cold_start.py)."""
+  stage). Also for experiments that run part of a pipeline (experiments/cold_start.py)."""
   absl_logging.set_verbosity(absl_logging.WARNING)
   ctx = context.build(cfg, parts)
   with jax.set_mesh(ctx.mesh):
@@ -470,7 +469,7 @@ def run_stages(cfg: ml_collections.ConfigDict, parts: dict, stages: list, only: 
     resolved = ml_collections.ConfigDict(cfg.to_dict())
     resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
     (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
-    return ctx, pipeline.run(ctx, stages, fp or fingerprint(cfg), only=only, given=given)
+    return ctx, pipeline.run(ctx, stages, fingerprint(cfg), only=only, given=given)
 
 
 def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header: str = "after stage") -> dict:

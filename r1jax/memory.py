@@ -172,11 +172,14 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       fn = train_step.make_logprob_fn(base, temperature, a * gcfg.num_minibatches)
       ref_phases[a] = phase("reference", fn.lower(state.params, ref_batch).compile())
     return ref_phases[a]
+
+  def resident_peak(ph: Phase) -> int:  # a pass over one parameter copy, the rest of the state resident
+    return ph.peak + state_bytes - params_bytes
   if use_ref_pass:
     phases["reference"] = ref_phase(accums[-1])
   # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
   params_bytes = per_device_bytes(state.params)
-  fixed_peaks = {k: v.peak + state_bytes - params_bytes for k, v in phases.items()}
+  fixed_peaks = {k: resident_peak(v) for k, v in phases.items()}
   for k, pk in fixed_peaks.items():
     if pk > budget:
       raise DoesNotFitError(
@@ -199,7 +202,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       g = dataclasses.replace(gcfg, grad_accum=a)
       step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
       ph = phase("update", step.lower(upd_state, mb).compile())
-      ref_peak = ref_phase(a).peak + state_bytes - params_bytes if use_ref_pass else 0
+      ref_peak = resident_peak(ref_phase(a)) if use_ref_pass else 0
       peak = max(ph.peak, ref_peak)
       measured[r, a] = (ph, peak, peak <= budget)
       tried.append({"remat": r, "grad_accum": a, "update_peak_gib": ph.peak / GiB,
@@ -222,7 +225,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
     phases["update"] = ph
     if use_ref_pass:
       phases["reference"] = ref_phase(accums[hi])
-      fixed_peaks["reference"] = phases["reference"].peak + state_bytes - params_bytes
+      fixed_peaks["reference"] = resident_peak(phases["reference"])
     why = (f"the cheapest setting whose peak ({max([peak] + list(fixed_peaks.values())) / GiB:.2f} GiB) "
            f"fits {budget / GiB:.2f} GiB")
     return Plan(r, accums[hi], limit, state_bytes, phases, tried, why)

@@ -67,6 +67,16 @@ def load_policy(directory, mesh, rules=None):
   return model_cfg, state["params"], tok_lib.load_tokenizer(meta["tokenizer"])
 
 
+def load_config(directory) -> model_lib.ModelConfig:
+  """The model config of a policy or Hugging Face directory, without reading its parameters."""
+  if is_hf(directory):
+    import json
+    from r1jax import hf
+    return hf.config_from_hf(json.loads((pathlib.Path(directory) / "config.json").read_text()))
+  with checkpointer(directory) as ck:
+    return model_config(ck.restore_meta())
+
+
 def model_config(meta: dict) -> model_lib.ModelConfig:
   m = dict(meta["model"])
   if m.get("rope_scaling"):

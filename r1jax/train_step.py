@@ -167,6 +167,12 @@ def completion_logprobs(params, tokens_RxT, mask_RxT, prompt_len: int, cfg: mode
   return model_lib.token_logprobs(params, h[:, prompt_len - 1:], tokens_RxT[:, prompt_len:], cfg, temperature)
 
 
+def strided_micro_batches(x, A: int):
+  """R x ... -> A x R/A x ...: micro-batch j holds rows j, j + A, ..., so each stays spread over
+  the batch-sharded devices (the update's grad_accum and the micro-batched log-prob pass)."""
+  return x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1)
+
+
 def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float, micro_batches: int = 1):
   """Jitted `(params, batch) -> logp_RxN` (reference / old-policy log-probs), over the rows in
   `micro_batches` sequential micro-batches (rows j, j + A, ...: each spread over the batch-sharded
@@ -178,12 +184,11 @@ def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float, micro_batche
     P = toks.shape[1] - batch["completion_mask"].shape[1]
     if A == 1:
       return completion_logprobs(params, toks, mask, P, cfg, temperature)[0]
-    split = lambda x: x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1)
 
     def one(tm):
       t, m = (constrain(x, ("batch", None)) for x in tm)
       return completion_logprobs(params, t, m, P, cfg, temperature)[0]
-    out_AxRxN = jax.lax.map(one, (split(toks), split(mask)))
+    out_AxRxN = jax.lax.map(one, (strided_micro_batches(toks, A), strided_micro_batches(mask, A)))
     return out_AxRxN.swapaxes(0, 1).reshape(toks.shape[0], -1)
   return jax.jit(fn)
 
@@ -238,8 +243,7 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
     if A == 1:
       (loss, metrics), grads = grad_fn(state.params, batch, 1.0)
     else:
-      # Micro-batch j holds rows j, j + A, ...: each stays spread over the batch-sharded devices.
-      micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1), batch)
+      micro = jax.tree.map(lambda x: strided_micro_batches(x, A), batch)
       tokens_j = jnp.sum(micro["completion_mask"], axis=(1, 2))
       # Loss weights making the sum over micro-batches the whole minibatch's loss: equal shares
       # for per-row normalizations, token shares for the token mean.
