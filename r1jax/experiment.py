@@ -51,7 +51,7 @@ from r1jax import config as config_lib
 from r1jax import datasets as datasets_lib
 from r1jax.config import to_dataclass
 from r1jax.evaluation import harness
-from r1jax.grpo.config import GRPOConfig
+from r1jax.grpo.config import GRPOConfig, PPOConfig
 from r1jax.logger import format_table, plot_run
 from r1jax.rewards import combine
 from r1jax.sampler import SamplingConfig
@@ -94,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampling = config_lib.section(SamplingConfig, derived=("num_samples", "max_new_tokens", "pad_id"))
   c.sampling.prompt_buckets = ()
   c.grpo = config_lib.section(GRPOConfig, grad_accum="auto")
+  c.ppo = config_lib.section(PPOConfig)  # the critic of grpo.advantage_estimator='gae'
   c.optim = config_lib.section(train_step.OptimConfig, derived=("total_steps",))
   c.rewards = config_lib.section(combine.RewardsConfig)
   c.train = config_lib.section(train.TrainConfig)
@@ -226,6 +227,7 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
       "pretrain": pre,
       "sampling": to_dataclass(SamplingConfig, samp, "sampling"),
       "grpo": gcfg,
+      "ppo": to_dataclass(PPOConfig, cfg.ppo, "ppo"),
       "optim": to_dataclass(train_step.OptimConfig, cfg.optim.to_dict() | {
           "total_steps": cfg.optim.total_steps or tcfg.steps}, "optim"),
       "rewards": to_dataclass(combine.RewardsConfig, cfg.rewards, "rewards"),

@@ -18,6 +18,7 @@ import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import distributed
+from r1jax import heads
 from r1jax import logger as logger_lib
 from r1jax import rollout as rollout_lib
 from r1jax import sampler as sampler_lib
@@ -25,7 +26,7 @@ from r1jax import train_step
 from r1jax.evaluation import behaviour
 from r1jax.grpo import advantages as adv_lib
 from r1jax.grpo import rollout_mismatch
-from r1jax.grpo.config import GRPOConfig
+from r1jax.grpo.config import GRPOConfig, PPOConfig
 from r1jax.grpo.dynamic_sampling import GroupBuffer
 from r1jax.rewards import aha
 from r1jax.rewards import combine
@@ -207,6 +208,81 @@ def build_batch(groups: Groups, gcfg: GRPOConfig) -> dict:
   return host
 
 
+def minibatches(host: dict, batch: dict, gcfg: GRPOConfig, seed: int, step: int, mesh):
+  """The grpo.mu x grpo.num_minibatches minibatches of a step's batch, in update order: each inner
+  iteration a fresh permutation of the rows (`default_rng([seed, step, iteration])`), cut into
+  num_minibatches; one minibatch is the whole batch already on the devices (`batch`), more are
+  sliced from `host` and sent one at a time. The policy and a PPO critic see the same ones."""
+  rows = len(host["tokens"])
+  mb = rows // gcfg.num_minibatches
+  for it_mu in range(gcfg.mu):
+    perm = np.random.default_rng([seed, step, it_mu]).permutation(rows)
+    for j in range(gcfg.num_minibatches):
+      if gcfg.num_minibatches == 1:
+        yield batch
+      else:
+        sel = np.sort(perm[j * mb:(j + 1) * mb])
+        yield train_step.shard_batch(jax.tree.map(lambda x: x[sel], host), mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class Critic:
+  """PPO's value model (grpo.advantage_estimator='gae'): the critic's values of a rollout, the GAE
+  advantages and returns built on them, and the critic's updates on the returns."""
+  values_fn: Callable
+  """Jitted `(params, head, batch) -> V_RxN`, the value before each completion token."""
+  update: Callable
+  """The jitted `heads.make_value_step` (clipped MSE on the returns)."""
+  pcfg: PPOConfig
+  gcfg: GRPOConfig
+  seed: int
+  mesh: Any
+
+  @classmethod
+  def build(cls, model_cfg, params, pcfg: PPOConfig, gcfg: GRPOConfig, ocfg: train_step.OptimConfig, seed: int,
+            mesh):
+    """(critic, its initial state): the policy's weights copied, a fresh scalar head, AdamW at
+    ppo.critic_learning_rate."""
+    cocfg = dataclasses.replace(ocfg, learning_rate=pcfg.critic_learning_rate, warmup_steps=0)
+    head = heads.init_scalar_head(jax.random.key(seed + 1), model_cfg, mesh)
+    state = train_step.init_state(jax.tree.map(jnp.copy, params), train_step.make_optimizer(cocfg), head=head)
+    N = gcfg.max_completion_length
+
+    def values_fn(p, h, batch):
+      P = batch["tokens"].shape[1] - N
+      return heads.completion_values(p, h, batch["tokens"], batch["mask"], P, model_cfg)[:, :N]
+
+    update = heads.make_value_step(model_cfg, cocfg, "mse", column="before", clip=pcfg.value_clip,
+                                   grad_accum=gcfg.grad_accum, shardings=train_step.state_shardings(state),
+                                   mesh=mesh)
+    return cls(jax.jit(values_fn), update, pcfg, gcfg, seed, mesh), state
+
+  def advantages(self, critic_state, host: dict, total_R) -> dict:
+    """`host` with adv (R x N: GAE over the outcome reward at each row's last token, whitened with
+    ppo.whiten_advantages), returns and old_values (R x N) for the critic."""
+    pcfg = self.pcfg
+    batch = train_step.shard_batch({k: host[k] for k in ("tokens", "mask")}, self.mesh)
+    v = np.asarray(distributed.to_host(self.values_fn(critic_state.params, critic_state.head, batch)), np.float32)
+    m = host["completion_mask"]
+    adv, ret = adv_lib.gae_advantages(adv_lib.outcome_token_rewards(total_R, m), v, m, pcfg.gamma, pcfg.lam)
+    if pcfg.whiten_advantages:
+      adv = adv_lib.whiten(adv, m)
+    return host | {"adv": np.asarray(adv, np.float32), "returns": np.asarray(ret, np.float32), "old_values": v * m}
+
+  def train(self, critic_state, host: dict, step: int):
+    """The critic's updates over the step's minibatches; (state, mean metrics prefixed critic/)."""
+    keys = ("tokens", "mask", "returns", "completion_mask", "old_values")
+    h = {k: host[k] for k in keys}
+    out = []
+    for mb in minibatches(h, train_step.shard_batch(h, self.mesh), self.gcfg, self.seed, step, self.mesh):
+      critic_state, m = self.update(critic_state, {"tokens": mb["tokens"], "mask": mb["mask"],
+                                                   "target": mb["returns"], "weight": mb["completion_mask"],
+                                                   "old_values": mb["old_values"]})
+      out.append(m)
+    out = jax.device_get(out)
+    return critic_state, {f"critic/{k}": float(np.mean([m[k] for m in out])) for k in out[0]}
+
+
 @dataclasses.dataclass(frozen=True)
 class PolicyUpdate:
   """Reference log-probs (and with grpo.recompute_old_logp the trainer's pi_old), then grpo.mu passes
@@ -232,20 +308,11 @@ class PolicyUpdate:
       if gcfg.num_minibatches > 1:
         host |= {k: np.asarray(distributed.to_host(batch[k])) for k in ("old_logp", "sampler_logp")}
     step_metrics = []
-    rows = len(host["adv"])
-    mb = rows // gcfg.num_minibatches
     if gcfg.num_minibatches > 1 and state.ref_params is not None:
       host["ref_logp"] = np.asarray(distributed.to_host(batch["ref_logp"]))
-    for it_mu in range(gcfg.mu):
-      perm = np.random.default_rng([self.seed, step, it_mu]).permutation(rows)
-      for j in range(gcfg.num_minibatches):
-        if gcfg.num_minibatches == 1:  # the whole batch, already on the devices
-          minibatch = batch
-        else:  # slice on the host, send each minibatch once
-          sel = np.sort(perm[j * mb:(j + 1) * mb])
-          minibatch = train_step.shard_batch(jax.tree.map(lambda x: x[sel], host), mesh)
-        state, m = self.update(state, minibatch)
-        step_metrics.append(m)
+    for minibatch in minibatches(host, batch, gcfg, self.seed, step, mesh):
+      state, m = self.update(state, minibatch)
+      step_metrics.append(m)
     if state.ref_params is not None:
       if gcfg.ref_reset_every and (step + 1) % gcfg.ref_reset_every == 0:
         state = state.replace(ref_params=jax.tree.map(jnp.copy, state.params))
@@ -276,11 +343,14 @@ def step_metrics(groups: Groups, update_metrics: list[dict], G: int, times: dict
 
 def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_specs, template: str,
              tcfg: TrainConfig, gcfg: GRPOConfig, ocfg: train_step.OptimConfig, scfg, ckcfg, mesh,
-             workdir, extra_rewards=()) -> dict[str, Any]:
-  """Train `params` with GRPO on `examples`; resumes from `ckcfg.directory` if it holds a checkpoint.
+             workdir, extra_rewards=(), ppo: PPOConfig = PPOConfig()) -> dict[str, Any]:
+  """Train `params` with GRPO on `examples` (or PPO with a critic: grpo.advantage_estimator='gae',
+  the critic per `ppo`); resumes from `ckcfg.directory` if it holds a checkpoint.
 
-  Each step: collect groups (sample + score) -> build the batch -> update -> log -> checkpoint.
-  Returns {'state': the final TrainState (params, opt_state, step, ref_params), 'history': metrics}.
+  Each step: collect groups (sample + score) -> build the batch (-> the critic's values, GAE, the
+  critic's update) -> update -> log -> checkpoint.
+  Returns {'state': the final TrainState (params, opt_state, step, ref_params), 'history': metrics,
+  'critic': the critic's TrainState or None}.
   """
   _validate(tcfg, gcfg, scfg, mesh)
   G = gcfg.num_generations
@@ -307,8 +377,11 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   collector = GroupCollector(model_cfg, scfg, tokenizer, examples, prompt_ids, reward_specs, tcfg,
                              gcfg.max_completion_length, tuple(extra_rewards))
 
+  critic, critic_state = (Critic.build(model_cfg, params, ppo, gcfg, ocfg, tcfg.seed, mesh)
+                           if gcfg.advantage_estimator == "gae" else (None, None))
+
   checkpointer = ckpt_lib.Checkpointer(ckcfg)
-  state, start, position = restore_latest(checkpointer, state, tcfg.seed)
+  state, start, position, critic_state = restore_latest(checkpointer, state, tcfg.seed, critic_state)
   it = iterate_prompts(len(examples), tcfg.prompts_per_step, tcfg.seed, position)
 
   # Process 0 logs into workdir, the others (same metrics) beside it.
@@ -327,9 +400,18 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       groups, position = collector.collect(state.params, it, jax.random.fold_in(base_key, step), gcfg.dynamic_sampling)
       host = build_batch(groups, gcfg)
       tc = time.perf_counter()
-      state, update_metrics, mismatch = update(state, host, step)
+      critic_metrics = {}
+      if critic is not None:
+        host = critic.advantages(critic_state, host, groups.total)
+        critic_state, critic_metrics = critic.train(critic_state, host, step)
+        critic_metrics["time/critic"] = time.perf_counter() - tc
+      if critic is not None and step < ppo.critic_warmup_steps:  # the policy waits for a baseline
+        update_metrics, mismatch = [{"nonfinite": 0}], {}
+      else:
+        state, update_metrics, mismatch = update(state, host, step)
       t_upd = time.perf_counter() - tc
       m = step_metrics(groups, update_metrics, G, {"update": t_upd, "step": time.perf_counter() - t0})
+      m |= critic_metrics
       m["prompts_dropped_too_long"] = dropped
       nonfinite = int(sum(sm["nonfinite"] for sm in update_metrics))
       bad_in_a_row = bad_in_a_row + 1 if nonfinite else 0
@@ -351,7 +433,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
                              f"(train.max_nonfinite={tcfg.max_nonfinite}); stopping. Lower the learning rate "
                              f"or check the data; the last good checkpoint is in {ckcfg.directory}")
       # The RNG needs no state of its own: every key is fold_in(PRNGKey(seed), step).
-      checkpointer.save(step + 1, state.tree(), {"step": step + 1, "data_position": position, "seed": tcfg.seed},
+      checkpointer.save(step + 1, checkpoint_tree(state, critic_state), {"step": step + 1, "data_position": position, "seed": tcfg.seed},
                         force=step + 1 == tcfg.steps)
   finally:
     checkpointer.wait()
@@ -359,20 +441,31 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
     log.close()
     if pbar is not None:
       pbar.close()
-  return {"state": state, "history": history}
+  return {"state": state, "history": history, "critic": critic_state}
 
 
-def restore_latest(checkpointer: ckpt_lib.Checkpointer, state: train_step.TrainState, seed: int):
-  """(state, start step, data position): the latest checkpoint's, or `state` at step 0."""
+def checkpoint_tree(state: train_step.TrainState, critic_state=None) -> dict:
+  """What a checkpoint holds: the state's members, and a PPO critic's under 'critic'."""
+  return state.tree() if critic_state is None else state.tree() | {"critic": critic_state.tree()}
+
+
+def restore_latest(checkpointer: ckpt_lib.Checkpointer, state: train_step.TrainState, seed: int, critic_state=None):
+  """(state, start step, data position): the latest checkpoint's, or `state` at step 0; with a
+  `critic_state`, (state, start, position, critic state)."""
   latest = checkpointer.latest_step()
   if latest is None:
-    return state, 0, {"epoch": 0, "index": 0}
-  tree, meta = checkpointer.restore(latest, state.abstract().tree())
+    return (state, 0, {"epoch": 0, "index": 0}) + (() if critic_state is None else (critic_state,))
+  abstract = checkpoint_tree(state.abstract(), None if critic_state is None else critic_state.abstract())
+  tree, meta = checkpointer.restore(latest, abstract)
   if meta.get("seed", seed) != seed:
     raise ValueError(f"train.seed={seed} but the checkpoint in {checkpointer.directory} was written with seed "
                      f"{meta['seed']}: resuming would not continue the same random stream")
   print(f"resumed from {checkpointer.directory} at step {int(meta['step'])}")
-  return train_step.TrainState.from_tree(tree), int(meta["step"]), meta["data_position"]
+  if critic_state is None:
+    return train_step.TrainState.from_tree(tree), int(meta["step"]), meta["data_position"]
+  critic_tree = tree.pop("critic")
+  return (train_step.TrainState.from_tree(tree), int(meta["step"]), meta["data_position"],
+          train_step.TrainState.from_tree(critic_tree))
 
 
 def iterate_prompts(num_examples: int, batch_size: int, seed: int, position: dict):

@@ -112,7 +112,7 @@ class NoisySampler(StandInSampler):
     return ro
 
 
-def _run(tmp_path, monkeypatch, *, steps, gcfg, tcfg_kw, lr=1e-2, sampler=None):
+def _run(tmp_path, monkeypatch, *, steps, gcfg, tcfg_kw, lr=1e-2, sampler=None, ppo=None, save_every=100):
   sampler = sampler or StandInSampler()
   updates = []  # per update call: params before it (host copy), the batch it received, its metrics
   make = TS.make_grpo_step
@@ -142,8 +142,8 @@ def _run(tmp_path, monkeypatch, *, steps, gcfg, tcfg_kw, lr=1e-2, sampler=None):
         tcfg=train.TrainConfig(steps=steps, prompts_per_step=4, max_prompt_len=16, progress=False, reward_workers=1,
                                reward_timeout_s=300.0, overlong_buffer=C, **tcfg_kw),
         gcfg=gcfg, ocfg=TS.OptimConfig(learning_rate=lr, weight_decay=0.0), scfg=scfg,
-        ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=100, keep=1), mesh=mesh,
-        workdir=tmp_path)
+        ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=save_every, keep=1), mesh=mesh,
+        workdir=tmp_path, **({} if ppo is None else {"ppo": ppo}))
   for m in out["history"]:
     assert m["rewards/example/timeouts"] == 0 and m["rewards/example/errors"] == 0
   return out, sampler.calls, updates, init

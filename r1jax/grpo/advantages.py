@@ -10,6 +10,7 @@ equality of the rewards (not by std == 0, which float rounding of the mean can m
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 STD_DDOF = 1
@@ -109,3 +110,56 @@ def process_advantages(step_rewards_BxK, step_end_BxK, step_mask_BxK=None, *, gr
   t_T = jnp.arange(num_tokens)
   covers_BxKxT = jnp.asarray(step_end_BxK)[:, :, None] >= t_T[None, None, :]
   return jnp.einsum("bk,bkt->bt", norm_BxK, covers_BxKxT.astype(norm_BxK.dtype))
+
+
+def gae_advantages(rewards_BxT, values_BxT, mask_BxT, gamma: float = 1.0, lam: float = 0.95):
+  """Generalized advantage estimation over completion tokens (Schulman et al. 2016), PPO's
+  advantages with a critic (InstructGPT, verl's `compute_gae_advantage_return`).
+
+  delta_t = r_t + gamma V_{t+1} - V_t, A_t = sum_{l >= 0} (gamma lam)^l delta_{t+l}, returns
+  A_t + V_t; V past a row's last valid token is 0 (the episode ends there). Positions outside
+  `mask_BxT` (a row's padding after its last token) get advantage and return 0 and pass nothing on.
+
+  Args:
+    rewards_BxT: reward of each token (an outcome reward sits on the row's last valid token).
+    values_BxT: the critic's V(s_t), the value before token t.
+    mask_BxT: valid completion tokens (a prefix of each row).
+
+  Returns:
+    (adv_BxT, returns_BxT), float32 (float64 for float64 input under x64).
+  """
+  r = _float(rewards_BxT)
+  v = _float(values_BxT).astype(r.dtype)
+  m = jnp.asarray(mask_BxT).astype(r.dtype)
+  r, v = r * m, v * m
+  v_next = jnp.concatenate([v[:, 1:], jnp.zeros_like(v[:, :1])], axis=1)
+  delta = r + gamma * v_next - v
+
+  def back(carry, xs):
+    d_B, m_B = xs
+    a_B = (d_B + gamma * lam * carry) * m_B
+    return a_B, a_B
+
+  _, adv_TxB = jax.lax.scan(back, jnp.zeros(r.shape[0], r.dtype), (delta.T, m.T), reverse=True)
+  adv = adv_TxB.T
+  return adv, (adv + v) * m
+
+
+def outcome_token_rewards(rewards_B, mask_BxT):
+  """B x T token rewards: each row's scalar reward on its last valid token, 0 elsewhere."""
+  m = jnp.asarray(mask_BxT).astype(jnp.float32)
+  T = m.shape[1]
+  last_B = jnp.sum(m, axis=1).astype(jnp.int32) - 1
+  at_last = (jnp.arange(T)[None] == last_B[:, None]) & (last_B[:, None] >= 0)
+  return jnp.where(at_last, _float(rewards_B)[:, None], 0.0)
+
+
+def whiten(x_BxT, mask_BxT, eps: float = 1e-8):
+  """(x - mean) / std over the valid positions of the whole batch (verl's `masked_whiten`, ddof 0),
+  0 at invalid ones."""
+  x = _float(x_BxT)
+  m = jnp.asarray(mask_BxT).astype(x.dtype)
+  n = jnp.maximum(m.sum(), 1.0)
+  mean = (x * m).sum() / n
+  var = (((x - mean) * m) ** 2).sum() / n
+  return (x - mean) * jax.lax.rsqrt(var + eps) * m

@@ -10,6 +10,7 @@ LOSS_TYPE_ALIASES = {"bnpo": "token_mean", "dapo": "token_mean"}
 SCALE_REWARDS = ("group", "batch", "none")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 TIS_LEVELS = ("none", "token", "sequence")
+ADVANTAGE_ESTIMATORS = ("grpo", "gae")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,10 @@ class GRPOConfig:
   recompute_old_logp."""
   tis_cap: float = 2.0
   """C, the cap of the TIS weight."""
+  advantage_estimator: str = "grpo"
+  """'grpo': group-relative advantages of the G samples of a prompt (no critic); 'gae': PPO with a
+  critic (a value model of the policy's size, the `ppo` section), per-token GAE advantages from the
+  outcome reward at the last token (verl's `algorithm.adv_estimator`)."""
 
   def __post_init__(self):
     if isinstance(self.loss_type, str) and self.loss_type in LOSS_TYPE_ALIASES:
@@ -79,6 +84,7 @@ class GRPOConfig:
     _one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
     _one_of("importance_sampling_level", self.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
     _one_of("tis", self.tis, TIS_LEVELS)
+    _one_of("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
     for name in ("dynamic_sampling", "mask_truncated_completions", "recompute_old_logp"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f"grpo.{name}={getattr(self, name)!r} must be a bool")
@@ -108,3 +114,36 @@ def _one_of(name: str, value, allowed: tuple[str, ...], extra: str = "") -> None
 def _at_least(name: str, value, lo: int, why: str = "") -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < lo:
     raise ValueError(f"grpo.{name}={value!r} must be an int >= {lo}" + (f" ({why})" if why else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+  """The critic of PPO (grpo.advantage_estimator='gae'): a transformer of the policy's size started
+  from the policy's weights, with a scalar head (`r1jax.heads`), trained on the GAE returns with the
+  clipped value loss over the same minibatches and inner iterations as the policy."""
+  gamma: float = 1.0
+  """Discount per token (1: the outcome reward counts fully at every token, as verl and OpenRLHF use)."""
+  lam: float = 0.95
+  """GAE's lambda: 1 = Monte-Carlo returns, 0 = one-step TD."""
+  value_clip: float = 0.2
+  """Clip range of the value loss around the rollout-time values (0 = unclipped MSE)."""
+  critic_learning_rate: float = 1e-5
+  critic_warmup_steps: int = 0
+  """Steps in which only the critic is trained (the policy waits for a value baseline)."""
+  whiten_advantages: bool = True
+  """Normalize the advantages over the batch's valid tokens (mean 0, std 1)."""
+
+  def __post_init__(self):
+    for name in ("gamma", "lam"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        raise ValueError(f"ppo.{name}={v!r} must be a number in [0, 1]")
+    if not self.value_clip >= 0:
+      raise ValueError(f"ppo.value_clip={self.value_clip!r} must be >= 0 (0 = unclipped)")
+    if not self.critic_learning_rate > 0:
+      raise ValueError(f"ppo.critic_learning_rate={self.critic_learning_rate!r} must be > 0")
+    if isinstance(self.critic_warmup_steps, bool) or not isinstance(self.critic_warmup_steps, int) or \
+        self.critic_warmup_steps < 0:
+      raise ValueError(f"ppo.critic_warmup_steps={self.critic_warmup_steps!r} must be an int >= 0")
+    if not isinstance(self.whiten_advantages, bool):
+      raise ValueError(f"ppo.whiten_advantages={self.whiten_advantages!r} must be a bool")

@@ -102,7 +102,8 @@ def grpo_loss(logp_BxT, old_logp_BxT, ref_logp_BxT, adv_B, mask_BxT, cfg: GRPOCo
     logp_BxT: log pi_theta of the completion tokens (nats), the only input gradients flow to.
     old_logp_BxT: log pi_old (the sampling policy), treated as a constant.
     ref_logp_BxT: log pi_ref, or None when cfg.beta == 0 (given with beta == 0 it is only logged).
-    adv_B: advantage of each row (see `advantages.group_advantages`).
+    adv_B: advantage of each row (see `advantages.group_advantages`), or of each token (B x T,
+      `advantages.gae_advantages`).
     mask_BxT: valid completion tokens, bool or float weights.
     cfg: uses beta, eps_low, eps_high, loss_type, importance_sampling_level, max_completion_length,
       tis, tis_cap.
@@ -120,7 +121,8 @@ def grpo_loss(logp_BxT, old_logp_BxT, ref_logp_BxT, adv_B, mask_BxT, cfg: GRPOCo
   dtype = _float_dtype(logp_BxT)
   logp_BxT = jnp.asarray(logp_BxT).astype(dtype)
   old_logp_BxT = jax.lax.stop_gradient(jnp.asarray(old_logp_BxT).astype(dtype))
-  adv_Bx1 = jax.lax.stop_gradient(jnp.asarray(adv_B).astype(dtype))[:, None]
+  adv = jax.lax.stop_gradient(jnp.asarray(adv_B).astype(dtype))
+  adv_Bx1 = adv if adv.ndim == 2 else adv[:, None]  # per token (PPO with a critic) or per row
   mask_BxT = jnp.asarray(mask_BxT)
   m_BxT = mask_BxT.astype(dtype)
   valid_BxT = m_BxT != 0

@@ -32,7 +32,7 @@ def run(ctx, inputs: dict, out: pathlib.Path, *, language: bool = False, specs=N
                           gcfg=parts["grpo"],
                           ocfg=parts["optim"] if learning_rate is None else
                           dataclasses.replace(parts["optim"], learning_rate=learning_rate), scfg=parts["sampling"], ckcfg=ckcfg,
-                          mesh=ctx.mesh, workdir=out, extra_rewards=extra_rewards)
+                          mesh=ctx.mesh, workdir=out, extra_rewards=extra_rewards, ppo=parts["ppo"])
   policy = ctx.save(out / "policy", tcfg.steps, result["state"].params, model_cfg, hf_export=True)
   return {"policy": policy, "checkpoints": ckcfg.directory}
 
