@@ -53,7 +53,8 @@ from r1jax import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax import train_step as TS  # noqa: E402
 from r1jax.grpo import rollout_mismatch  # noqa: E402
-from r1jax.grpo.config import GRPOConfig  # noqa: E402
+from r1jax import train  # noqa: E402
+from r1jax.grpo.config import GRPOConfig, PPOConfig  # noqa: E402
 
 GB = 1e9
 
@@ -88,6 +89,10 @@ def run_r1jax(a, ceilings_fn):
     state = TS.init_state(params, TS.make_optimizer(o))
     del params
     update = TS.make_grpo_step(cfg, g, o, 1.0, TS.state_shardings(state), mesh)
+    critic = critic_state = None
+    if a.algo == "ppo":  # PPO's critic as the trainer builds it: the policy's weights + a head, its own AdamW
+      g = dataclasses.replace(g, advantage_estimator="gae")
+      critic, critic_state = train.Critic.build(cfg, state.params, PPOConfig(), g, o, 0, mesh)
     ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16",
                                                            logprob_impl=a.logprob_impl)
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0, a.grad_accum)  # in the update's micro-batches, as the trainer runs it
@@ -124,6 +129,13 @@ def run_r1jax(a, ceilings_fn):
       batch = TS.shard_batch(batch, mesh)  # rows over data x fsdp (several devices)
       batch["ref_logp"] = ref_fn(ref, batch)
       jax.block_until_ready(batch["ref_logp"])
+      tc = time.perf_counter()
+      if critic is not None:  # the critic's values, GAE on an outcome reward, the critic's update (train.run_grpo's path)
+        host_b = {k: np.asarray(batch[k]) for k in ("tokens", "mask", "completion_mask")}
+        host_b = critic.advantages(critic_state, host_b, advs[i])
+        critic_state, _ = critic.train(critic_state, host_b, i)
+        batch["adv"] = TS.shard_batch({"adv": host_b["adv"]}, mesh)["adv"]
+      critic_s = time.perf_counter() - tc
       t2 = time.perf_counter()
       if i == a.steps:  # untimed: the trainer's log-probs of the sampled tokens under the sampling weights
         trainer_logp = ref_fn(to_compute(state.params), batch)
@@ -138,8 +150,8 @@ def run_r1jax(a, ceilings_fn):
       jax.block_until_ready(m["loss"])
       t3 = time.perf_counter()
       if i:  # the first step compiles
-        times.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
-    gen_s, lp_s, upd_s, tot = np.median(np.asarray(times), axis=0)
+        times.append((t1 - t0, t2 - t1 - critic_s, critic_s, t3 - t2, t3 - t0))
+    gen_s, lp_s, critic_s, upd_s, tot = np.median(np.asarray(times), axis=0)
 
     # Against the limits.
     itemsize = jnp.dtype(cfg.dtype).itemsize
@@ -151,7 +163,9 @@ def run_r1jax(a, ceilings_fn):
     upd_flops = R * T * 3 * (2 * model_bench.matmul_params(cfg) + model_bench.attn_flops_fwd(cfg, T))
     stats = jax.devices()[0].memory_stats() or {}
     held = {"params": nbytes(state.params), "optimizer_state": nbytes(state.opt_state), "reference": nbytes(ref)}
-    del ref, state, batch
+    if critic_state is not None:
+      held["critic"] = nbytes(critic_state.trained()) + nbytes(critic_state.opt_state)
+    del ref, state, batch, critic_state
     now = jax.devices()[0].memory_stats() or {}
     ceil = ceilings_fn(now["bytes_limit"] - now["bytes_in_use"] if "bytes_limit" in now else None)
     kv_cache = 2 * cfg.n_layers * R * T * cfg.n_kv_heads * cfg.head_dim * itemsize
@@ -161,7 +175,8 @@ def run_r1jax(a, ceilings_fn):
             "rows": R, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "logprob_impl": cfg.logprob_impl,
             "decode_attention": M.decode_attention_impl(cfg),
-            "generate_s": gen_s, "ref_logprobs_s": lp_s, "update_s": upd_s, "step_s": tot,
+            "algo": a.algo, "generate_s": gen_s, "ref_logprobs_s": lp_s, "critic_s": critic_s, "update_s": upd_s,
+            "step_s": tot,
             "rollout_mismatch": {k: float(v) for k, v in mismatch.items()}, "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
             "tokens_per_s": R * T / tot, "generated_tokens_per_s": int(caps.sum()) / gen_s,
             "decode_roofline_frac": ((w_bytes + kv_step) / ceil["bandwidth_Bps"] / decode_step_s
@@ -183,7 +198,8 @@ def run_system(name, a):
   if name == "r1jax":
     cmd += ["--system", "r1jax", "--mesh", a.mesh, "--rules", a.rules, "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
             str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
-            "--logprob_impl", a.logprob_impl, "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots)]
+            "--logprob_impl", a.logprob_impl, "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots),
+            "--algo", a.algo]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
     cmd += extra.get(name, "").split()
@@ -205,14 +221,16 @@ def run_system(name, a):
 
 
 def table(results, base):
-  head = "| system | step (s) | generate | log-probs | update | tokens/s | r1jax speed-up | peak memory |"
-  lines = [head, "|" + "---|" * 8]
+  head = "| system | step (s) | generate | log-probs | critic | update | tokens/s | r1jax speed-up | peak memory |"
+  lines = [head, "|" + "---|" * 9]
   for r in results:
     if "error" in r:
-      lines.append(f"| {r['system']} | failed: {r['error'][-120:]!r} |||||||")
+      lines.append(f"| {r['system']} | failed: {r['error'][-120:]!r} ||||||||")
       continue
     ratio = base["tokens_per_s"] / r["tokens_per_s"]
-    lines.append(f"| {r['system']} | {r['step_s']:.2f} | {r['generate_s']:.2f} | {r['ref_logprobs_s']:.2f} | "
+    name = r["system"] + (" (PPO)" if r.get("algo") == "ppo" else "")
+    critic = f"{r['critic_s']:.2f}" if r.get("algo") == "ppo" else "-"
+    lines.append(f"| {name} | {r['step_s']:.2f} | {r['generate_s']:.2f} | {r['ref_logprobs_s']:.2f} | {critic} | "
                  f"{r['update_s']:.2f} | {r['tokens_per_s']:,.0f} | {ratio:.2f}x | "
                  f"{(r.get('peak_bytes') or 0) / GB:.1f} GB |")
   return "\n".join(lines)
@@ -236,6 +254,8 @@ def main():
   ap.add_argument("--logprob_impl", default="chunked", choices=("chunked", "fused"),
                   help="model.logprob_impl of the update and reference passes")
   ap.add_argument("--decode_attention", default="auto")
+  ap.add_argument("--algo", default="grpo", choices=("grpo", "ppo"),
+                  help="ppo: PPO with a critic of the policy's size (values, GAE, critic update in the step)")
   ap.add_argument("--peers", default="", help="comma list of: tunix,trl")
   ap.add_argument("--out", default="")
   ap.add_argument("--unroll_decode", type=int, default=1, help="1: per-layer KV-cache buffers (model.unroll_decode)")

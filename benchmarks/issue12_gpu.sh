@@ -14,6 +14,11 @@
 #   r1zero_static  the same with static batching (~3.5 min; likely needs a second call)
 #   g05            the issue-5 0.5B GRPO step (fixed 512 tokens) against the new ceilings, with the
 #                  sampler-vs-trainer mismatch (bf16 Pallas decode vs cuDNN training path) (~1.5 min)
+#   g05f / ppo05   the issue-5 0.5B step, remat dots + fused log-prob head, GRPO vs PPO with a
+#                  critic of the policy's size (issue 14, experiment 3) (~1.5 min each)
+#   g15f / ppo15   the same at the 1.5B shape (~2 min each)
+#   cap24          the 0.5B step inside a 24 GB pool (XLA_PYTHON_CLIENT_MEM_FRACTION=0.155 of 139 GiB),
+#                  remat full + fused head (~1.5 min)
 set -u
 OUT=${OUT:-/tmp/issue12}
 BUDGET=${BUDGET:-570}
@@ -40,6 +45,16 @@ run_stage() {
     r1zero_cont) cmd="python3 benchmarks/grpo_step.py $R1ZERO --slots 64 --timeout $left --out $OUT/r1zero_cont.json" ;;
     r1zero_static) cmd="python3 benchmarks/grpo_step.py $R1ZERO --timeout $left --out $OUT/r1zero_static.json" ;;
     g05) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --steps 3 --timeout $left --out $OUT/g05.json" ;;
+    g05f) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --remat dots --logprob_impl fused --steps 3 \
+      --timeout $left --out $OUT/g05f.json" ;;
+    ppo05) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --remat dots --logprob_impl fused --steps 3 \
+      --algo ppo --timeout $left --out $OUT/ppo05.json" ;;
+    g15f) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-1.5b --remat dots --logprob_impl fused --steps 3 \
+      --timeout $left --out $OUT/g15f.json" ;;
+    ppo15) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-1.5b --remat dots --logprob_impl fused --steps 3 \
+      --algo ppo --timeout $left --out $OUT/ppo15.json" ;;
+    cap24) cmd="XLA_PYTHON_CLIENT_MEM_FRACTION=0.155 python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --remat full \
+      --logprob_impl fused --steps 3 --timeout $left --out $OUT/cap24.json" ;;
     fuse) cmd="python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128,256 --decode_attention pallas \
       --unroll_decode 1 --decode_variants rbg --fuse_projections 0,1 --skip prefill,train --profile --out $OUT/fuse.json" ;;
     *) echo "unknown stage $name"; return ;;

@@ -37,6 +37,23 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   assert r["memory"]["optimizer_state"] == 2 * r["memory"]["params"] + 8  # AdamW mu, nu (+ count)
 
 
+def test_grpo_step_benchmark_ppo_with_a_critic(tmp_path):
+  """--algo ppo: the critic's values, GAE and update inside the step; the critic held as a second
+  policy-sized model with its own AdamW state."""
+  out = tmp_path / "ppo.json"
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grpo_step.py"), "--preset", "tiny", "--prompts",
+                      "2", "--G", "4", "--prompt_len", "32", "--new_tokens", "16", "--steps", "1", "--algo", "ppo",
+                      "--mesh", "1,-1,1", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+  assert "| r1jax (PPO) |" in p.stdout
+  r = json.loads(out.read_text())["results"][0]
+  assert r["algo"] == "ppo" and r["critic_s"] > 0 and r["step_s"] >= r["critic_s"] + r["update_s"]
+  mem = r["memory"]  # body + head (d_model + 1 floats), and AdamW's two moments of both (+ count)
+  d = (mem["critic"] - 3 * mem["params"] - 8) / 3
+  assert d > 0 and d == int(d)
+
+
 def test_code_sandbox_benchmark_runs_and_reports(tmp_path):
   out = tmp_path / "code.json"
   env = dict(os.environ, PYTHONPATH=str(ROOT))
