@@ -45,6 +45,7 @@ from r1jax import train_step
 from r1jax import curation
 from r1jax.sft import loop as sft_loop
 from r1jax.stages import cold_start_data, context, distill, rejection_sampling, reward_model, rl_all
+from r1jax.stages import prm as prm_stage
 from r1jax.stages.average import AverageConfig
 from r1jax.stages.pretrain import PretrainConfig
 from r1jax import config as config_lib
@@ -107,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
 R1_SECTIONS = {"r1": stages_lib.R1Config, "cold_start": cold_start_data.ColdStartConfig,
                "curation": curation.FilterConfig, "sft": sft_loop.SFTConfig,
                "rejection": rejection_sampling.RejectionConfig, "reward_model": reward_model.RewardModelConfig,
-               "rl_all": rl_all.RLAllConfig, "distill": distill.DistillConfig}
+               "rl_all": rl_all.RLAllConfig, "distill": distill.DistillConfig, "prm": prm_stage.PRMConfig}
 """The sections experiments/r1.py adds to `base_config()` (one dataclass each)."""
 
 

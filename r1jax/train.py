@@ -381,7 +381,8 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
                            if gcfg.advantage_estimator == "gae" else (None, None))
 
   checkpointer = ckpt_lib.Checkpointer(ckcfg)
-  state, start, position, critic_state = restore_latest(checkpointer, state, tcfg.seed, critic_state)
+  restored = restore_latest(checkpointer, state, tcfg.seed, critic_state)
+  (state, start, position), critic_state = restored[:3], (restored[3] if critic is not None else None)
   it = iterate_prompts(len(examples), tcfg.prompts_per_step, tcfg.seed, position)
 
   # Process 0 logs into workdir, the others (same metrics) beside it.
@@ -413,6 +414,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
       m = step_metrics(groups, update_metrics, G, {"update": t_upd, "step": time.perf_counter() - t0})
       m |= critic_metrics
       m["prompts_dropped_too_long"] = dropped
+      m["prompt_len"] = P  # the padded prompt width every pass of the step computes
       nonfinite = int(sum(sm["nonfinite"] for sm in update_metrics))
       bad_in_a_row = bad_in_a_row + 1 if nonfinite else 0
       m |= jax.device_get(mismatch)

@@ -156,12 +156,13 @@ def test_every_documented_command_is_run_here():
   runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv")]
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py",
              "experiments/aha.py", "experiments/language.py", "experiments/cold_start.py",
-             "experiments/distill_vs_rl.py")
+             "experiments/distill_vs_rl.py", "experiments/grpo_vs_ppo.py", "experiments/prm.py")
   assert runnable and all(c.split()[1] in scripts for c in runnable)
   assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
   assert len(_commands("r1.py")) == 3 and len(_commands("distill.py")) == 1 and len(_commands("aha.py")) == 1
   assert len(_commands("language.py")) == 1 and len(_commands("cold_start.py")) == 1
-  assert len(_commands("distill_vs_rl.py")) == 1
+  assert len(_commands("distill_vs_rl.py")) == 1 and len(_commands("grpo_vs_ppo.py")) == 1
+  assert len(_commands("prm.py")) == 1
 
 
 @pytest.mark.slow
@@ -339,6 +340,45 @@ def test_the_distill_vs_rl_command(world):
   assert summary["flops_rl"] == pytest.approx(want, rel=1e-9) and summary["flops_distill"] > 0
   assert summary["student_params"] < summary["teacher_params"]
   assert "(b) RL student" in out.stdout and "FLOPs" in out.stdout
+
+
+def test_the_grpo_vs_ppo_sweep_command(world):
+  """experiments/grpo_vs_ppo.py at toy size: the PPO entry trains a critic (its loss logged, finite)
+  and its FLOPs are the documented count recomputed from its metrics (PPO: 18 N a padded token)."""
+  summary, rows, mod = _sweep_entry(world[0], "grpo_vs_ppo.py", 1)
+  assert mod.sweep()[1] == {"grpo.advantage_estimator": "gae"} and summary["models_trained"] == 2
+  for k in ("pass@1", "base_pass@1", "step_s", "flops", "gain_per_pflop", "critic_loss_last"):
+    assert np.isfinite(summary[k]), k
+  assert all(np.isfinite(r["critic/loss"]) for r in rows)
+  rows_per_step, n = 16 * 8, summary["params"]  # the R1-Zero default's prompts x G
+  T = rows[0]["prompt_len"] + 24
+  want = sum(n * rows_per_step * (2 * (rows[0]["prompt_len"] + r["completions/mean_length"]) + 2 * T + 6 * T + 8 * T)
+             for r in rows)
+  assert summary["flops"] == pytest.approx(want, rel=1e-9)
+
+
+def test_the_prm_command(world):
+  """experiments/prm.py at toy size: step labels, the PRM, and the outcome / sum / min arms, each
+  logging the PRM's scores and step statistics (finite), evaluated and tabulated."""
+  work = world[0] / "prm"
+  work.mkdir()
+  (cmd,) = _commands("prm.py")
+  toy = [f"--config.{t}" for t in SWEEP_TINY if not t.startswith("train.steps")] + [
+      "--config.train.steps=2", "--config.train.prompts_per_step=4", "--config.grpo.num_generations=4",
+      "--config.prm.num_prompts=8", "--config.prm.samples_per_prompt=2", "--config.prm.steps=2",
+      "--config.prm.batch_size=4"]
+  out = _run(cmd, work, toy)
+  run = work / "runs" / "prm"
+  summary = json.loads((run / "summary.json").read_text())
+  assert summary["prm_data"]["rows"] == 16 and summary["prm"]["held_out_step_accuracy"] is not None
+  for arm in ("outcome", "sum", "min"):
+    s = summary[arm]
+    for k in ("pass@1", "format_rate", "prm score (sum) late", "prm score (min) late", "accuracy late",
+              "steps late", "repeated steps late", "tokens per step late", "kl late"):
+      assert np.isfinite(s[k]), (arm, k)
+    rows = [json.loads(l) for l in (run / f"rl_{arm}" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("rewards/prm_sum/mean" in r for r in rows)
+  assert "held-out pass@1" in out.stdout and (run / "plots" / "prm.png").is_file()
 
 
 def _module(name, path):

@@ -20,16 +20,9 @@ def policy_samples(ctx, params, model_cfg, examples: Sequence[dict], k: int, see
                    step: int | None = None, temperature: float | None = None) -> list[curation.Sample]:
   """k samples per example (prompt-major), each with scores accuracy and format (the rule
   rewards) and provenance {policy, step, seed, sample_index}."""
-  parts = ctx.parts
-  tcfg = parts["train"]
-  examples, prompt_ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, tcfg.max_prompt_len)
-  P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), parts["sampling"].prompt_buckets)
-  scfg = dataclasses.replace(parts["sampling"], num_samples=k, prompt_buckets=(P,),
-                             temperature=parts["sampling"].temperature if temperature is None else temperature)
-  specs = [s for s in combine.default_specs(parts["rewards"]) if s.name in ("accuracy", "format")]
-  collector = train.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
-                                   parts["grpo"].max_completion_length)
-  B = tcfg.prompts_per_step
+  collector = make_collector(ctx, model_cfg, examples, k, temperature)
+  examples = collector.examples
+  B = ctx.parts["train"].prompts_per_step
   key = jax.random.key(seed)
   out = []
   for start in range(0, len(examples), B):
@@ -47,6 +40,21 @@ def policy_samples(ctx, params, model_cfg, examples: Sequence[dict], k: int, see
   # not the math grader the accuracy reward uses.
   return [dataclasses.replace(s, scores={**s.scores, "accuracy": general.grade(s.completion, s.example)})
           if s.example.get("task") == general.TASK else s for s in out]
+
+
+def make_collector(ctx, model_cfg, examples: Sequence[dict], k: int, temperature: float | None = None,
+                   rewards: Sequence[str] = ("accuracy", "format")) -> train.GroupCollector:
+  """A `train.GroupCollector` of k samples per prompt for `examples` (those whose prompt fits
+  train.max_prompt_len: `collector.examples`), scored by the named rule rewards."""
+  parts = ctx.parts
+  tcfg = parts["train"]
+  examples, prompt_ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, tcfg.max_prompt_len)
+  P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), parts["sampling"].prompt_buckets)
+  scfg = dataclasses.replace(parts["sampling"], num_samples=k, prompt_buckets=(P,),
+                             temperature=parts["sampling"].temperature if temperature is None else temperature)
+  specs = [s for s in combine.default_specs(parts["rewards"]) if s.name in rewards]
+  return train.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
+                              parts["grpo"].max_completion_length)
 
 
 def take(examples: Sequence[dict], n: int, seed: int) -> list[dict]:
