@@ -84,6 +84,23 @@ def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None) -> train_s
                                params if with_ref else None)
 
 
+def abstract_critic(model_cfg, ocfg, mesh, rules=None) -> train_step.TrainState:
+  """Shapes and shardings of a PPO critic's state (`train.Critic`): the body, a scalar head, and
+  AdamW over both."""
+  from r1jax import heads
+  shardings = model_lib.param_shardings(model_cfg, mesh, rules)
+  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        model_lib.abstract_params(model_cfg), shardings)
+  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  head = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                      jax.eval_shape(lambda: heads.init_scalar_head(jax.random.key(0), model_cfg)))
+  optimizer = train_step.make_optimizer(ocfg)
+  opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                     jax.eval_shape(optimizer.init, (params, head)),
+                     train_step.opt_state_shardings(optimizer, (params, head)))
+  return train_step.TrainState(params, opt, jax.ShapeDtypeStruct((), jnp.int32, sharding=rep), None, head)
+
+
 def _batch(rows: int, P: int, N: int, mesh, with_ref: bool) -> dict:
   sh = train_step.batch_sharding(mesh)
   s = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=sh)
@@ -151,7 +168,12 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
                 "train.memory_limit_gb is 0: the cheapest setting, not measured")
   base = dataclasses.replace(model_cfg, remat="none")
   state = abstract_state(base, ocfg, mesh, with_ref, rules)
-  state_bytes = per_device_bytes(state)
+  # PPO (grpo.advantage_estimator='gae'): the critic's state stays resident beside the policy's,
+  # and its update is one more program, measured at every setting tried.
+  critic = (abstract_critic(base, ocfg, mesh, rules) if getattr(gcfg, "advantage_estimator", "grpo") == "gae"
+            else None)
+  critic_bytes = 0 if critic is None else per_device_bytes(critic)
+  state_bytes = per_device_bytes(state) + critic_bytes
   phases: dict[str, Phase] = {}
   # Sampling does not depend on remat or grad_accum: measured once.
   prompts = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.int32,
@@ -195,6 +217,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
     mb["sampler_logp"] = mb["old_logp"]
   shardings = jax.tree.map(lambda x: x.sharding, upd_state)
   measured: dict = {}
+  critic_phases: dict = {}
 
   def fits(r: str, a: int) -> bool:
     if (r, a) not in measured:
@@ -203,13 +226,25 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
       ph = phase("update", step.lower(upd_state, mb).compile())
       ref_peak = resident_peak(ref_phase(a)) if use_ref_pass else 0
-      peak = max(ph.peak, ref_peak)
+      upd_peak = ph.peak + critic_bytes  # the critic waits, resident
+      critic_peak = 0
+      if critic is not None:
+        from r1jax import heads
+        cstep = heads.make_value_step(cfg, ocfg, "mse", column="before", clip=0.2, grad_accum=a,
+                                      shardings=jax.tree.map(lambda x: x.sharding, critic), mesh=mesh)
+        cb = {k: mb[k] for k in ("tokens", "mask")} | {"target": mb["old_logp"], "weight": mb["completion_mask"],
+                                                       "old_values": mb["old_logp"]}
+        cph = phase("critic_update", cstep.lower(critic, cb).compile())
+        critic_peak = cph.peak + state_bytes - critic_bytes  # the policy's state resident
+        critic_phases[r, a] = cph
+      peak = max(upd_peak, ref_peak, critic_peak)
       measured[r, a] = (ph, peak, peak <= budget)
-      tried.append({"remat": r, "grad_accum": a, "update_peak_gib": ph.peak / GiB,
-                    "reference_peak_gib": ref_peak / GiB, "fits": peak <= budget})
-      log(f"memory plan: remat={r} grad_accum={a}: update peak {ph.peak / GiB:.2f}, reference pass "
-          f"{ref_peak / GiB:.2f} GiB per device"
-          + f" of {budget / GiB:.2f} GiB -> {'fits' if peak <= budget else 'too large'}")
+      tried.append({"remat": r, "grad_accum": a, "update_peak_gib": upd_peak / GiB,
+                    "reference_peak_gib": ref_peak / GiB, "fits": peak <= budget}
+                   | ({"critic_update_peak_gib": critic_peak / GiB} if critic is not None else {}))
+      log(f"memory plan: remat={r} grad_accum={a}: update peak {upd_peak / GiB:.2f}, reference pass "
+          f"{ref_peak / GiB:.2f}" + (f", critic update {critic_peak / GiB:.2f}" if critic is not None else "")
+          + f" GiB per device of {budget / GiB:.2f} GiB -> {'fits' if peak <= budget else 'too large'}")
     return measured[r, a][2]
 
   # Per remat: if its most frugal grad_accum does not fit, none does (one compile, not one per
@@ -223,6 +258,8 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       lo, hi = (lo, mid) if fits(r, accums[mid]) else (mid + 1, hi)
     ph, peak, _ = measured[r, accums[hi]]
     phases["update"] = ph
+    if critic is not None:
+      phases["critic_update"] = critic_phases[r, accums[hi]]
     if use_ref_pass:
       phases["reference"] = ref_phase(accums[hi])
       fixed_peaks["reference"] = resident_peak(phases["reference"])

@@ -104,3 +104,22 @@ def test_disk_need_counts_what_a_run_writes_and_a_full_disk_stops_before_work(tm
     experiment.check_disk(cfg, parts)
   cfg.stage = "evaluate"  # writes no checkpoint
   experiment.check_disk(cfg, experiment.validate(cfg))
+
+
+def test_a_ppo_critic_is_planned_resident_and_its_update_measured(unlimited):
+  """grpo.advantage_estimator='gae': the critic's body, head and AdamW state are counted in the
+  resident state (about the policy's parameters and moments again), its update is a measured
+  phase, and every setting's peak holds the other model's state beside the running program."""
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  g = GRPOConfig(num_generations=G, max_completion_length=N, beta=0.04, advantage_estimator="gae")
+  with jax.set_mesh(mesh):
+    p = memory.plan(CFG, g, train_step.OptimConfig(), SamplingConfig(max_new_tokens=N, num_samples=G), mesh,
+                    prompts_per_step=PROMPTS, prompt_len=P, log=lambda *a: None, limit_bytes=10 ** 12,
+                    remat="none", grad_accum=1)
+  n = CFG.num_params()
+  critic = p.state_bytes - unlimited.state_bytes
+  assert critic == pytest.approx(3 * 4 * (n + CFG.d_model + 1), rel=0.01)  # fp32 body + head, AdamW mu and nu
+  assert set(p.phases) == {"generate", "reference", "update", "critic_update"}
+  (t,) = p.tried
+  assert t["update_peak_gib"] * memory.GiB == p.phases["update"].peak + critic
+  assert t["critic_update_peak_gib"] * memory.GiB == p.phases["critic_update"].peak + unlimited.state_bytes
