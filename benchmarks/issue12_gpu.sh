@@ -16,7 +16,7 @@
 #                  sampler-vs-trainer mismatch (bf16 Pallas decode vs cuDNN training path) (~1.5 min)
 #   g05f / ppo05   the issue-5 0.5B step, remat dots + fused log-prob head, GRPO vs PPO with a
 #                  critic of the policy's size (issue 14, experiment 3) (~1.5 min each)
-#   g15f / ppo15   the same at the 1.5B shape (~2 min each)
+#   g15f / ppo15   the same at the 1.5B shape with remat full (dots: 132 GiB of update temporaries) (~1 min each)
 #   cap24          the 0.5B step inside a 24 GB pool (XLA_PYTHON_CLIENT_MEM_FRACTION=0.155 of 139 GiB),
 #                  remat full + fused head (~1.5 min)
 set -u
@@ -49,9 +49,9 @@ run_stage() {
       --timeout $left --out $OUT/g05f.json" ;;
     ppo05) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --remat dots --logprob_impl fused --steps 3 \
       --algo ppo --timeout $left --out $OUT/ppo05.json" ;;
-    g15f) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-1.5b --remat dots --logprob_impl fused --steps 3 \
+    g15f) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-1.5b --remat full --logprob_impl fused --steps 3 \
       --timeout $left --out $OUT/g15f.json" ;;
-    ppo15) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-1.5b --remat dots --logprob_impl fused --steps 3 \
+    ppo15) cmd="python3 benchmarks/grpo_step.py --preset qwen2.5-1.5b --remat full --logprob_impl fused --steps 3 \
       --algo ppo --timeout $left --out $OUT/ppo15.json" ;;
     cap24) cmd="XLA_PYTHON_CLIENT_MEM_FRACTION=0.155 python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --remat full \
       --logprob_impl fused --steps 3 --timeout $left --out $OUT/cap24.json" ;;

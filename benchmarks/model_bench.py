@@ -79,16 +79,24 @@ def ceilings(sizes=(4 * GiB, 8 * GiB, 16 * GiB), matmuls=(8192, 12288, 16384), r
     del a, b
   copy = jax.jit(lambda x: x * jnp.asarray(1.0001, x.dtype))
   read = jax.jit(lambda x: jnp.sum(x, dtype=jnp.float32))
+  skipped = []
   for n in sizes:
-    x = jnp.ones((n // 2 // 4096, 4096), jnp.bfloat16)
-    detail["copy"][n] = 2 * x.nbytes / best_time(copy, x, repeats=repeats)
-    detail["read"][n] = x.nbytes / best_time(read, x, repeats=repeats)
-    del x
+    try:  # a size that does not fit what the run left (a capped pool, fragmentation) is skipped
+      x = jnp.ones((n // 2 // 4096, 4096), jnp.bfloat16)
+      detail["copy"][n] = 2 * x.nbytes / best_time(copy, x, repeats=repeats)
+      detail["read"][n] = x.nbytes / best_time(read, x, repeats=repeats)
+      del x
+    except jax.errors.JaxRuntimeError as e:
+      if "RESOURCE_EXHAUSTED" not in str(e) or n == min(sizes):
+        raise
+      skipped.append(n)
+      detail["copy"].pop(n, None)
   kind = jax.devices()[0].device_kind
   spec = next((v for k, v in SPEC.items() if k in kind), None)
   out = {"copy_bandwidth_Bps": max(detail["copy"].values()), "read_bandwidth_Bps": max(detail["read"].values()),
          "bf16_matmul_flops": max(detail["matmul"].values()), "spec": spec,
-         "detail": {k: {str(s): v for s, v in d.items()} for k, d in detail.items()}}
+         "detail": {k: {str(s): v for s, v in d.items()} for k, d in detail.items()},
+         "skipped_sizes": skipped}
   out["bandwidth_Bps"] = max(out["copy_bandwidth_Bps"], out["read_bandwidth_Bps"])
   return out
 
