@@ -13,6 +13,8 @@ response, tokens per step, repeated and empty steps, and the KL:
 
     python experiments/prm.py --config.workdir=runs/prm
 
+`--config.prm.base=DIR` starts from a given base policy, `--config.prm.model=DIR` uses a trained PRM
+(a run's `prm/model`), e.g. to rerun the RL arms alone with other settings.
 Reproduced means: under the sum form the PRM score rises while held-out accuracy stalls or falls
 (the policy states more, repeated, steps), and outcome-only does not. Stages skip when finished
 and resume when killed, as in experiments/r1.py.
@@ -51,14 +53,18 @@ def get_config():
   return experiment.apply_overrides(experiment.r1_config(), CONFIG, "config prm")
 
 
-def stages():
-  out = [stages_lib.Stage("pretrain", pretrain.run, "base"),
-         stages_lib.Stage("evaluate_base", evaluate.run, "base/eval", {"policy": "pretrain.policy"}),
-         stages_lib.Stage("prm_data", prm_stage.data, "prm_data", {"policy": "pretrain.policy"}),
-         stages_lib.Stage("prm", prm_stage.run, "prm", {"policy": "pretrain.policy", "data": "prm_data.data"})]
+def stages(base: str = "", model: str = ""):
+  """The experiment's stages; with a given `base` policy no pretraining, with a given PRM `model`
+  no labelling and training (`prm.base`, `prm.model`)."""
+  policy = base or "pretrain.policy"
+  out = [] if base else [stages_lib.Stage("pretrain", pretrain.run, "base")]
+  out += [stages_lib.Stage("evaluate_base", evaluate.run, "base/eval", {"policy": policy})]
+  if not model:
+    out += [stages_lib.Stage("prm_data", prm_stage.data, "prm_data", {"policy": policy}),
+            stages_lib.Stage("prm", prm_stage.run, "prm", {"policy": policy, "data": "prm_data.data"})]
   for arm in ARMS:
     out += [stages_lib.Stage(f"rl_{arm}", functools.partial(prm_stage.rl, form=arm), f"rl_{arm}",
-                             {"policy": "pretrain.policy", "prm": "prm.model"}),
+                             {"policy": policy, "prm": model or "prm.model"}),
             stages_lib.Stage(f"evaluate_{arm}", evaluate.run, f"rl_{arm}/eval", {"policy": f"rl_{arm}.policy"})]
   return out
 
@@ -96,7 +102,8 @@ def plot(per_arm: dict, path: pathlib.Path) -> pathlib.Path:
 
 def run(cfg) -> dict:
   parts = experiment.validate(cfg)
-  ctx, out = experiment.run_stages(cfg, parts, stages())
+  p = parts["prm"]
+  ctx, out = experiment.run_stages(cfg, parts, stages(p.base, p.model))
   workdir = ctx.workdir
   ev = lambda d: json.loads((workdir / d / "eval" / "summary.json").read_text())
   base = ev("base")
@@ -113,8 +120,9 @@ def run(cfg) -> dict:
                   fmt(c["repeated steps"]), f"{c['kl'][1]:.3g}" if "kl" in c else "-"))
     summary[arm] = {"pass@1": e["pass@1"], "format_rate": e["format_rate"], "mean_length": e["mean_length"]} | {
         f"{k} early": v[0] for k, v in c.items()} | {f"{k} late": v[1] for k, v in c.items()}
-  summary["prm"] = json.loads((workdir / "prm" / "summary.json").read_text())
-  summary["prm_data"] = json.loads((workdir / "prm_data" / "summary.json").read_text())
+  prm_dir = pathlib.Path(p.model).parent if p.model else workdir / "prm"  # a given PRM: its stage's summaries
+  summary["prm"] = json.loads((prm_dir / "summary.json").read_text())
+  summary["prm_data"] = json.loads((prm_dir.parent / "prm_data" / "summary.json").read_text())
   summary["plot"] = str(plot(per_arm, workdir / "plots" / "prm.png"))
   print(format_table(table, ("arm", "held-out pass@1", "format", "PRM score (arm's form) early -> late",
                              "train accuracy", "steps / response", "repeated steps", "KL (late)")))

@@ -242,7 +242,7 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   for name, cls in R1_SECTIONS.items():
     if is_r1:
       out[name] = to_dataclass(cls, cfg[name], name)
-  for field in ("cold_start.teacher", "distill.teacher"):
+  for field in ("cold_start.teacher", "distill.teacher", "prm.base", "prm.model"):
     path = cfg.get(field.split(".")[0], {}).get(field.split(".")[1], "") if is_r1 else ""
     if path and not pathlib.Path(path).is_dir():
       raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")

@@ -47,7 +47,7 @@ SPECIAL = {
     "average.steps": "10,20", "sampling.eos_ids": (7,), "sampling.prompt_buckets": (64, 128),
     "sampling.pad_id": 5, "eval.group_by": ("subject",), "eval.language": "zh", "inputs": "policy=/tmp/p",
     "curation.language": "zh", "cold_start.teacher": "/tmp", "distill.teacher": "/tmp", "cold_start.selection": "random", "grpo.advantage_estimator": "gae",
-    "sft.optim.decay": "constant", "reward_model.optim.decay": "constant", "prm.optim.decay": "constant",
+    "sft.optim.decay": "constant", "reward_model.optim.decay": "constant", "prm.optim.decay": "constant", "prm.base": "/tmp", "prm.model": "/tmp",
 }
 # Fields that need a companion setting to be valid (a derived field must agree with its source).
 COMPANIONS = {

@@ -2,6 +2,8 @@
 token that ends each step, the labels of a rollout, and the PRM rewards (sum-form, min-form) and
 step statistics against independent computations (a brute-force token scan, NumPy over the head's
 values on each row's own unpadded prefix)."""
+import pathlib
+
 import jax
 import numpy as np
 import pytest
@@ -136,3 +138,19 @@ def test_prm_config_and_arm_errors_name_the_field():
     prm_stage.PRMConfig(samples_per_prompt=0)
   with pytest.raises(ValueError, match="form='max' is not one of"):
     prm_stage.rl(None, {}, None, form="max")
+
+
+def test_a_given_base_and_prm_skip_their_stages():
+  """experiments/prm.py with prm.base / prm.model: no pretraining, no PRM training; every arm starts
+  from the given base and scores with the given PRM; each evaluation reads its own arm's policy."""
+  from r1jax import experiment
+  mod = experiment.load_experiment(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "prm.py")
+  full = {s.name: s.inputs for s in mod.stages()}
+  assert list(full)[:4] == ["pretrain", "evaluate_base", "prm_data", "prm"]
+  given = {s.name: s.inputs for s in mod.stages("/b", "/m")}
+  assert "pretrain" not in given and "prm_data" not in given and "prm" not in given
+  assert given["evaluate_base"] == {"policy": "/b"}
+  for arm in ("outcome", "sum", "min"):
+    assert full[f"rl_{arm}"] == {"policy": "pretrain.policy", "prm": "prm.model"}
+    assert given[f"rl_{arm}"] == {"policy": "/b", "prm": "/m"}
+    assert given[f"evaluate_{arm}"] == full[f"evaluate_{arm}"] == {"policy": f"rl_{arm}.policy"}

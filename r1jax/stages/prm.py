@@ -41,6 +41,11 @@ class PRMConfig:
   """Weight of the PRM reward in the process-reward RL arms."""
   save_every: int = 50
   seed: int = 5
+  base: str = ""
+  """A base policy directory to start from instead of pretraining one (the stages pretrain and
+  evaluate_base of experiments/prm.py then read it)."""
+  model: str = ""
+  """A trained PRM directory (a `prm` stage's <out>/model) instead of labelling and training one."""
   optim: train_step.OptimConfig = train_step.OptimConfig(learning_rate=5e-4, warmup_steps=10, decay="cosine",
                                                          weight_decay=0.0)
 
