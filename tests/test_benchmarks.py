@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -37,6 +39,7 @@ def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   assert r["memory"]["optimizer_state"] == 2 * r["memory"]["params"] + 8  # AdamW mu, nu (+ count)
 
 
+@pytest.mark.slow
 def test_grpo_step_benchmark_ppo_with_a_critic(tmp_path):
   """--algo ppo: the critic's values, GAE and update inside the step; the critic held as a second
   policy-sized model with its own AdamW state."""

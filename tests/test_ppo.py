@@ -160,6 +160,7 @@ def _rows_q(batch):
   return [(TOK.decode(t[:P][m[:P]]), TOK.decode(t[P:][m[P:]])) for t, m in zip(batch["tokens"], batch["mask"])]
 
 
+@pytest.mark.slow
 def test_ppo_run_resumes_with_its_critic(tmp_path, monkeypatch):
   """3 steps straight vs 2 steps, then the same command to 3: the same policy and critic."""
   pcfg = PPOConfig(critic_learning_rate=1e-2)
