@@ -112,11 +112,17 @@ def test_completion_values_columns_and_micro_batched_value_step():
     state = TS.init_state(jax.tree.map(jnp.array, params), TS.make_optimizer(o), head=jax.tree.map(jnp.array, head))
     step = heads.make_value_step(CFG, o, "mse", column="before", clip=0.2, grad_accum=accum)
     new, m = step(state, batch)
-    out.append((jax.device_get(new.trained()), jax.device_get(m)))
+    out.append((jax.device_get(new.trained()), jax.device_get(m), jax.device_get(new.opt_state)))
   np.testing.assert_allclose(out[0][1]["loss"], out[1][1]["loss"], rtol=1e-5)
   np.testing.assert_allclose(out[0][1]["grad_norm"], out[1][1]["grad_norm"], rtol=1e-4)
+  # Adam's moments hold the (clipped) gradient itself: equal up to float32 sums in another order,
+  # whose error scales with each leaf's largest terms.
+  for a, b in zip(jax.tree.leaves(out[0][2]), jax.tree.leaves(out[1][2])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
+  # Adam's first step moves each weight by ~lr * sign(g): a gradient entry within float noise of 0
+  # may move either way, so the weights agree to 1% of a step, not to float precision.
   for a, b in zip(jax.tree.leaves(out[0][0]), jax.tree.leaves(out[1][0])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-2 * o.learning_rate)
   v = got[:, :n]
   per = 0.5 * np.maximum((v - batch["target"]) ** 2, (v - batch["target"]) ** 2)  # old = v: the clip is inactive
   np.testing.assert_allclose(out[0][1]["loss"], (per * batch["weight"]).sum() / batch["weight"].sum(), rtol=1e-4)

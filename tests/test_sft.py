@@ -168,7 +168,10 @@ def test_sft_step_in_micro_batches_equals_the_whole_batch_and_the_planner_splits
     for accum in (2, 4):
       l, got = jax.device_get(grads(params, batch, CFG, accum))
       assert l == pytest.approx(loss, rel=1e-6)
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), got, whole)
+      # float32 sums in another order: the error scales with the leaf's largest terms, not with
+      # each element (a per-micro-batch mean, the bug this guards, is off by ~10%).
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max()),
+                   got, whole)
     assert loss == pytest.approx(_numpy_loss(jax.device_get(M.init_sharded(jax.random.key(0), CFG, mesh)),
                                              rows[:8]), rel=1e-4)
     state = TS.init_state(M.init_sharded(jax.random.key(0), CFG, mesh), TS.make_optimizer(ocfg))
