@@ -238,6 +238,9 @@ class DataConfig:
   """Held-out problems."""
   seed: int = 0
   """Generator seed of the synthetic and reasoning-gym problems."""
+  chain_min_ops: int = 2
+  chain_max_ops: int = 4
+  """chains: operations per chain, drawn uniformly in [chain_min_ops, chain_max_ops] (the depth)."""
   rg_tasks: str = "basic_arithmetic"
   """reasoning_gym: comma-separated dataset names."""
   tfds_name: str = ""
@@ -251,6 +254,9 @@ class DataConfig:
     JsonlConfig(layout=self.layout, on_bad_line=self.on_bad_line)  # their checks, naming data.<field>
     if self.num_train < 1 or self.num_eval < 1:
       raise ValueError(f"data.num_train={self.num_train} and data.num_eval={self.num_eval} must be >= 1")
+    if not 1 <= self.chain_min_ops <= self.chain_max_ops:
+      raise ValueError(f"data.chain_min_ops={self.chain_min_ops} and data.chain_max_ops={self.chain_max_ops} "
+                       f"must satisfy 1 <= chain_min_ops <= chain_max_ops")
     if self.source == "jsonl":
       for f in ("path",) + (("eval_path",) if self.eval_path else ()):
         files = file_specs(getattr(self, f))

@@ -62,6 +62,17 @@ def test_chains_deterministic_distinct_and_splits_disjoint():
     chains.generate(5, min_ops=3, max_ops=2)
 
 
+def test_the_chain_depth_comes_from_the_data_config():
+  from r1jax.datasets import DataConfig
+  from r1jax.stages import context
+  train, held = context.load_examples(DataConfig(source="chains", num_train=300, num_eval=50,
+                                                 chain_min_ops=1, chain_max_ops=2))
+  assert {len(e["steps"]) for e in train + held} == {1, 2}
+  assert {e["subject"] for e in held} == {"chain1", "chain2"}
+  with pytest.raises(ValueError, match=r"data.chain_min_ops=0 and data.chain_max_ops=2 must satisfy"):
+    DataConfig(source="chains", chain_min_ops=0, chain_max_ops=2)
+
+
 def test_chain_answers_and_solutions_recomputed_from_the_question():
   for ex in chains.generate(1000, seed=1):
     assert ex["final"] == str(_from_question(ex["question"])), ex

@@ -120,7 +120,7 @@ def load_examples(d: datasets_lib.DataConfig) -> tuple[list[dict], list[dict]]:
   if d.source == "synthetic":
     return arithmetic.split(d.num_train, d.num_eval, seed=d.seed)
   if d.source == "chains":
-    return chains.split(d.num_train, d.num_eval, seed=d.seed)
+    return chains.split(d.num_train, d.num_eval, seed=d.seed, min_ops=d.chain_min_ops, max_ops=d.chain_max_ops)
   if d.source == "reasoning_gym":
     ex = datasets_lib.reasoning_gym_examples(d.rg_tasks, d.num_train + d.num_eval, d.seed)
     return ex[d.num_eval:], ex[:d.num_eval]
