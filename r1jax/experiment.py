@@ -45,6 +45,7 @@ from r1jax import train_step
 from r1jax import curation
 from r1jax.sft import loop as sft_loop
 from r1jax.stages import cold_start_data, context, distill, rejection_sampling, reward_model, rl_all
+from r1jax.stages import mcts as mcts_stage
 from r1jax.stages import prm as prm_stage
 from r1jax.stages.average import AverageConfig
 from r1jax.stages.pretrain import PretrainConfig
@@ -108,7 +109,8 @@ def base_config() -> ml_collections.ConfigDict:
 R1_SECTIONS = {"r1": stages_lib.R1Config, "cold_start": cold_start_data.ColdStartConfig,
                "curation": curation.FilterConfig, "sft": sft_loop.SFTConfig,
                "rejection": rejection_sampling.RejectionConfig, "reward_model": reward_model.RewardModelConfig,
-               "rl_all": rl_all.RLAllConfig, "distill": distill.DistillConfig, "prm": prm_stage.PRMConfig}
+               "rl_all": rl_all.RLAllConfig, "distill": distill.DistillConfig, "prm": prm_stage.PRMConfig,
+               "mcts": mcts_stage.MCTSConfig}
 """The sections experiments/r1.py adds to `base_config()` (one dataclass each)."""
 
 
@@ -242,7 +244,7 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   for name, cls in R1_SECTIONS.items():
     if is_r1:
       out[name] = to_dataclass(cls, cfg[name], name)
-  for field in ("cold_start.teacher", "distill.teacher", "prm.base", "prm.model"):
+  for field in ("cold_start.teacher", "distill.teacher", "prm.base", "prm.model", "mcts.base", "mcts.value_model"):
     path = cfg.get(field.split(".")[0], {}).get(field.split(".")[1], "") if is_r1 else ""
     if path and not pathlib.Path(path).is_dir():
       raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")

@@ -10,6 +10,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the full suite's (CI time)
 def test_grpo_step_benchmark_runs_and_reports(tmp_path):
   out = tmp_path / "grpo.json"
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")

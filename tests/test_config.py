@@ -48,6 +48,8 @@ SPECIAL = {
     "sampling.pad_id": 5, "eval.group_by": ("subject",), "eval.language": "zh", "inputs": "policy=/tmp/p",
     "curation.language": "zh", "cold_start.teacher": "/tmp", "distill.teacher": "/tmp", "cold_start.selection": "random", "grpo.advantage_estimator": "gae",
     "sft.optim.decay": "constant", "reward_model.optim.decay": "constant", "prm.optim.decay": "constant", "prm.base": "/tmp", "prm.model": "/tmp",
+    "mcts.depths": (1, 3), "mcts.branching": (3,), "mcts.selection": "uct", "mcts.base": "/tmp",
+    "mcts.value_model": "/tmp", "mcts.optim.decay": "constant",
 }
 # Fields that need a companion setting to be valid (a derived field must agree with its source).
 COMPANIONS = {

@@ -114,6 +114,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # the full suite's (CI time)
 def test_two_processes_compute_the_one_process_step(tmp_path):
   """tpu_scripts/launch_local_gpus.sh starts two CPU processes of 2 devices each; joined by
   jax.distributed (gloo collectives) they run the GRPO step on one (1, 4, 1) mesh, each feeding
@@ -189,6 +190,7 @@ def _train_state(devices, params=None):
   return mesh, state
 
 
+@pytest.mark.slow  # the full suite's (CI time)
 def test_checkpoint_saved_on_2_devices_restores_on_1_and_4(tmp_path):
   mesh2, state = _train_state(jax.devices()[:2])
   with jax.set_mesh(mesh2):

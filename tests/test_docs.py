@@ -134,13 +134,15 @@ def world(tmp_path_factory, shared_data):
   return root, ckpts
 
 
-def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900):
+def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900, xla_flags: str = ""):
   argv = shlex.split(cmd)
   argv = [sys.executable if a in ("python", "python3") else a for a in argv]
   # Relative paths as a user types them from the checkout's root: `cwd/experiments` is the repo's.
   if not (cwd / "experiments").exists():
     (cwd / "experiments").symlink_to(REPO / "experiments")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user has
+  if xla_flags:
+    env["XLA_FLAGS"] = xla_flags
   out = subprocess.run(argv + extra, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
   assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
   return out
@@ -156,7 +158,8 @@ def test_every_documented_command_is_run_here():
   runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv")]
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py",
              "experiments/aha.py", "experiments/language.py", "experiments/cold_start.py",
-             "experiments/distill_vs_rl.py", "experiments/grpo_vs_ppo.py", "experiments/prm.py")
+             "experiments/distill_vs_rl.py", "experiments/grpo_vs_ppo.py", "experiments/prm.py",
+             "experiments/mcts.py")
   assert runnable and all(c.split()[1] in scripts for c in runnable)
   assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
   assert len(_commands("r1.py")) == 3 and len(_commands("distill.py")) == 1 and len(_commands("aha.py")) == 1
@@ -379,6 +382,41 @@ def test_the_prm_command(world):
     rows = [json.loads(l) for l in (run / f"rl_{arm}" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all("rewards/prm_sum/mean" in r for r in rows)
   assert "held-out pass@1" in out.stdout and (run / "plots" / "prm.png").is_file()
+
+
+def test_the_mcts_command(tmp_path):
+  """experiments/mcts.py at toy size: value data and model, token- and step-level MCTS at two depths,
+  best-of-n and majority vote at their budgets; every metric of the report present and finite (tokens
+  per solved problem where one was solved)."""
+  (cmd,) = _commands("mcts.py")
+  toy = [f"--config.{t}" for t in SWEEP_TINY if t.split("=")[0] not in ("train.steps", "grpo.max_completion_length",
+                                                                      "eval.max_new_tokens", "train.overlong_buffer")]
+  toy += ["--config.pretrain.steps=0", "--config.mcts.depths=(1, 2)", "--config.mcts.branching=(2,)",
+          "--config.mcts.problems=1", "--config.mcts.simulations=2", "--config.mcts.samples=2",
+          "--config.mcts.value_prompts=2", "--config.mcts.value_samples=2", "--config.mcts.value_steps=1",
+          "--config.mcts.batch_size=4", "--config.mcts.max_new_tokens=8", "--config.mcts.step_tokens=3",
+          "--config.mcts.sample_rows=8"]
+  # XLA's CPU backend at LLVM optimization level 0: the same programs, compiled in a third of the time
+  # (compiles are most of a toy run).
+  out = _run(cmd, tmp_path, toy, xla_flags="--xla_backend_optimization_level=0")
+  run = tmp_path / "runs" / "mcts"
+  summary = json.loads((run / "summary.json").read_text())
+  rows = summary["rows"]
+  assert [(r["depth"], r["k"], r["search"]) for r in rows] == [(d, 2, g) for d in (1, 2) for g in ("token", "step")]
+  for r in rows:
+    for k in ("accuracy", "same_as_greedy", "forward_passes", "policy_passes", "value_passes", "tokens", "n",
+              "best_of_n", "majority", "pass_at_n", "sampling_tokens", "best_of_n_passes", "majority_passes"):
+      assert np.isfinite(r[k]), k
+    assert r["tokens"] > 0 and r["forward_passes"] >= r["decisions"] >= 1
+    for k, acc in (("tokens_per_solved", "accuracy"), ("best_of_n_tokens_per_solved", "best_of_n")):
+      assert (r[k] is None) == (r[acc] == 0) and (r[k] is None or np.isfinite(r[k]))
+  assert summary["value_data"]["rows"] == 2 * 2 * 2 and "auc_last_token" in summary["value_model"]
+  assert [d["depth"] for d in summary["depths"]] == [1, 2]
+  for d in summary["depths"]:
+    assert all(np.isfinite(d[k]) for k in ("pass@1", "sample_length", "greedy_accuracy", "greedy_length"))
+  report = (run / "report.md").read_text()
+  assert report.count("\n") == (2 + len(rows)) + 1 + (2 + 2) and "best-of-n acc" in report and "greedy acc" in report
+  assert "search tok/solved" in out.stdout
 
 
 def _module(name, path):
