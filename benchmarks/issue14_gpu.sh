@@ -3,7 +3,8 @@
 # with a share of the GPU's memory and a wall-clock cap, then the sweep's table. Usage:
 #   bash benchmarks/issue14_gpu.sh EXPERIMENT ROOT CAP_SECONDS MEM_FRACTION [--set FIELD=VALUE ...]
 # e.g. bash benchmarks/issue14_gpu.sh aha runs/aha_gpu 480 0.15 --set model.d_model=256
-# Entries are resumable: a second call with the same ROOT continues them.
+# Entries are resumable: a second call with the same ROOT continues them. INDICES="0 2" runs only
+# those entries.
 set -uo pipefail
 EXP=$1 ROOT=$2 CAP=$3 FRAC=$4; shift 4
 N=$(python3 - "$EXP" <<'PY'
@@ -14,13 +15,14 @@ PY
 )
 mkdir -p "$ROOT/logs"
 echo "$(date +%T) $EXP: $N entries, cap ${CAP}s, memory fraction $FRAC, $*"
-for i in $(seq 0 $((N - 1))); do
+INDICES=${INDICES:-$(seq 0 $((N - 1)))}
+for i in $INDICES; do
   XLA_PYTHON_CLIENT_MEM_FRACTION=$FRAC timeout "$CAP" python3 "experiments/$EXP.py" --root "$ROOT" --index "$i" "$@" \
     > "$ROOT/logs/entry$i.log" 2>&1 &
 done
 wait
 echo "$(date +%T) all entries stopped"
-for i in $(seq 0 $((N - 1))); do echo "--- entry $i"; tail -n 3 "$ROOT/logs/entry$i.log"; done
+for i in $INDICES; do echo "--- entry $i"; tail -n 3 "$ROOT/logs/entry$i.log"; done
 python3 "experiments/$EXP.py" --root "$ROOT" --gather "$@" 2>&1 | tail -n 30
 # Entries stopped by the cap have no summary: their curves so far, from metrics.jsonl.
 python3 - "$EXP" "$ROOT" <<'PY'
