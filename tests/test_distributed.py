@@ -66,7 +66,8 @@ def _specs(tree):
   return {ckpt_lib.path_str(p): x.sharding.spec for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-@pytest.mark.parametrize("rules", list(S.RULES))
+# Data parallelism (the plainest table, also under tests/test_sharding.py) in the slow tier (CI time).
+@pytest.mark.parametrize("rules", [pytest.param(r, marks=pytest.mark.slow) if r == "data" else r for r in S.RULES])
 def test_every_rules_table_updates_as_the_unsharded_step(rules, unsharded_step):
   mesh = S.make_mesh(S.MeshConfig(data=2, fsdp=2, tensor=2, rules=rules))
   with jax.set_mesh(mesh):

@@ -134,13 +134,15 @@ def world(tmp_path_factory, shared_data):
   return root, ckpts
 
 
-def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900, xla_flags: str = ""):
+def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900,
+         xla_flags: str = "--xla_backend_optimization_level=0"):
   argv = shlex.split(cmd)
   argv = [sys.executable if a in ("python", "python3") else a for a in argv]
   # Relative paths as a user types them from the checkout's root: `cwd/experiments` is the repo's.
   if not (cwd / "experiments").exists():
     (cwd / "experiments").symlink_to(REPO / "experiments")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user has
+  # One device, as a user has; compiled at LLVM level 0 as the suite is (tests/conftest.py).
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   if xla_flags:
     env["XLA_FLAGS"] = xla_flags
   out = subprocess.run(argv + extra, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -396,9 +398,7 @@ def test_the_mcts_command(tmp_path):
           "--config.mcts.value_prompts=2", "--config.mcts.value_samples=2", "--config.mcts.value_steps=1",
           "--config.mcts.batch_size=4", "--config.mcts.max_new_tokens=8", "--config.mcts.step_tokens=3",
           "--config.mcts.sample_rows=8"]
-  # XLA's CPU backend at LLVM optimization level 0: the same programs, compiled in a third of the time
-  # (compiles are most of a toy run).
-  out = _run(cmd, tmp_path, toy, xla_flags="--xla_backend_optimization_level=0")
+  out = _run(cmd, tmp_path, toy)
   run = tmp_path / "runs" / "mcts"
   summary = json.loads((run / "summary.json").read_text())
   rows = summary["rows"]

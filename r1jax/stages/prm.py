@@ -17,14 +17,10 @@ import pathlib
 import jax
 import numpy as np
 
-from r1jax import checkpoint as ckpt_lib
 from r1jax import heads
-from r1jax import logger as logger_lib
 from r1jax import prm as prm_lib
-from r1jax import train
 from r1jax import train_step
 from r1jax.rewards import combine
-from r1jax.sft import data as data_lib
 from r1jax.stages import grpo
 from r1jax.stages import reward_model as rm_stage
 from r1jax.stages import sampling
@@ -101,25 +97,8 @@ def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), head=head)
   step_fn = heads.make_value_step(model_cfg, ocfg, "bce", column="after", shardings=train_step.state_shardings(state),
                                   mesh=ctx.mesh)
-  ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(out / "ckpt"), save_every=cfg.save_every, keep=1,
-                                                       async_save=False))
-  state, start, _ = train.restore_latest(ck, state, cfg.seed)
-  log = logger_lib.MetricsLogger(out, tensorboard=False)
-  R = len(rows["tokens"])
-  bs = min(cfg.batch_size, R)
-  epochs = -(-cfg.steps // data_lib.steps_per_epoch(R, bs))
-  try:
-    for step, idx in enumerate(data_lib.batches(R, bs, epochs, cfg.seed, start), start):
-      if step >= cfg.steps:
-        break
-      state, m = step_fn(state, train_step.shard_batch({k: v[idx] for k, v in rows.items()}, ctx.mesh))
-      log.log(step + 1, jax.device_get(m))
-      ck.save(step + 1, state.tree(), {"step": step + 1, "data_position": {}, "seed": cfg.seed},
-              force=step + 1 == cfg.steps)
-  finally:
-    ck.wait()
-    ck.close()
-    log.close()
+  state = rm_stage.fit_head(state, step_fn, rows, out, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed,
+                            save_every=cfg.save_every, mesh=ctx.mesh)
   N = held["target"].shape[1]
   v = jax.jit(lambda p, h, t, m: heads.completion_values(p, h, t, m, t.shape[1] - N, model_cfg)[:, 1:])
   p = np.asarray(jax.nn.sigmoid(v(state.params, state.head, held["tokens"], held["mask"])))

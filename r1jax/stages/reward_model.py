@@ -77,24 +77,8 @@ def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   head = heads.init_scalar_head(jax.random.key(rcfg.seed), model_cfg, ctx.mesh)
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), head=head)
   step_fn = heads.make_reward_model_step(model_cfg, ocfg, train_step.state_shardings(state), ctx.mesh)
-  ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(out / "ckpt"), save_every=rcfg.save_every, keep=1,
-                                                       async_save=False))
-  state, start, _ = train.restore_latest(ck, state, rcfg.seed)
-  log = logger_lib.MetricsLogger(out, tensorboard=False)
-  R = len(train_rows["chosen_tokens"])
-  epochs = -(-rcfg.steps // data_lib.steps_per_epoch(R, rcfg.batch_size))
-  try:
-    for step, idx in enumerate(data_lib.batches(R, rcfg.batch_size, epochs, rcfg.seed, start), start):
-      if step >= rcfg.steps:
-        break
-      state, m = step_fn(state, train_step.shard_batch({k: v[idx] for k, v in train_rows.items()}, ctx.mesh))
-      log.log(step + 1, jax.device_get(m))
-      ck.save(step + 1, state.tree(), {"step": step + 1, "data_position": {}, "seed": rcfg.seed},
-              force=step + 1 == rcfg.steps)
-  finally:
-    ck.wait()
-    ck.close()
-    log.close()
+  state = fit_head(state, step_fn, train_rows, out, steps=rcfg.steps, batch_size=rcfg.batch_size, seed=rcfg.seed,
+                   save_every=rcfg.save_every, mesh=ctx.mesh)
   score = jax.jit(lambda p, h, t, m: heads.sequence_scores(p, h, t, m, model_cfg))
   margin = np.asarray(score(state.params, state.head, held["chosen_tokens"], held["chosen_mask"])
                       - score(state.params, state.head, held["rejected_tokens"], held["rejected_mask"]))
@@ -124,3 +108,29 @@ def load(directory, mesh, rules=None):
                          "b": jax.ShapeDtypeStruct((), jnp.float32, sharding=rep)}}
     tree, _ = ck.restore(None, abstract)
   return model_cfg, tree["params"], tree["head"]
+
+
+def fit_head(state, step_fn, rows: dict, out: pathlib.Path, *, steps: int, batch_size: int, seed: int,
+             save_every: int, mesh):
+  """`steps` optimizer steps of `step_fn` over shuffled batches of `rows` (epochs as needed), logged
+  to `out`/metrics.jsonl and checkpointed under `out`/ckpt, resuming from its latest checkpoint:
+  the training loop of every scalar-head model (reward model, PRM, MCTS value model)."""
+  ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(out / "ckpt"), save_every=save_every, keep=1,
+                                                       async_save=False))
+  state, start, _ = train.restore_latest(ck, state, seed)
+  log = logger_lib.MetricsLogger(out, tensorboard=False)
+  R = len(next(iter(rows.values())))
+  bs = min(batch_size, R)
+  try:
+    for step, idx in enumerate(data_lib.batches(R, bs, -(-steps // data_lib.steps_per_epoch(R, bs)), seed, start),
+                               start):
+      if step >= steps:
+        break
+      state, m = step_fn(state, train_step.shard_batch({k: v[idx] for k, v in rows.items()}, mesh))
+      log.log(step + 1, jax.device_get(m))
+      ck.save(step + 1, state.tree(), {"step": step + 1, "data_position": {}, "seed": seed}, force=step + 1 == steps)
+  finally:
+    ck.wait()
+    ck.close()
+    log.close()
+  return state
