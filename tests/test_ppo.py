@@ -185,4 +185,10 @@ def test_ppo_config_errors_name_the_field():
     PPOConfig(lam=1.5)
   with pytest.raises(ValueError, match="grpo.advantage_estimator='ppo' is not one of"):
     GRPOConfig(advantage_estimator="ppo")
-  assert dataclasses.replace(PPOConfig(), value_clip=0.0).value_clip == 0.0
+  for field, value, allowed in (("gamma", -0.1, r"must be a number in \[0, 1\]"), ("value_clip", -0.2, "must be >= 0"),
+                                ("critic_learning_rate", 0.0, "must be > 0"),
+                                ("critic_warmup_steps", 1.5, "must be an int >= 0"),
+                                ("whiten_advantages", "yes", "must be a bool")):
+    with pytest.raises(ValueError, match=rf"^ppo\.{field}={value!r} {allowed}"):
+      PPOConfig(**{field: value})
+  assert dataclasses.replace(PPOConfig(), value_clip=0.0).value_clip == 0.0  # 0 = unclipped, allowed
