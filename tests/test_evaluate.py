@@ -41,7 +41,7 @@ def policy(tmp_path_factory):
   o = TS.OptimConfig(learning_rate=1e-2)
   state = TS.init_state(M.init_params(jax.random.key(0), cfg), TS.make_optimizer(o))
   step = TS.make_sft_step(cfg, o)
-  for _ in range(120):
+  for _ in range(70):  # loss 0.004 by step 61
     state, m = step(state, {"tokens": toks, "mask": mask, "loss_mask": lmask})
   assert float(m["loss"]) < 0.05
   experiment.save_policy(d / "policy", 1, state.params, cfg, d / "tok.model")
