@@ -7,12 +7,8 @@
 # those entries.
 set -uo pipefail
 EXP=$1 ROOT=$2 CAP=$3 FRAC=$4; shift 4
-N=$(python3 - "$EXP" <<'PY'
-import sys, importlib.util
-spec = importlib.util.spec_from_file_location("e", f"experiments/{sys.argv[1]}.py")
-m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(len(m.sweep()))
-PY
-)
+N=$(python3 -c "import sys; from r1jax import experiment; print(len(experiment.load_experiment(sys.argv[1]).sweep()))" \
+  "experiments/$EXP.py")
 mkdir -p "$ROOT/logs"
 echo "$(date +%T) $EXP: $N entries, cap ${CAP}s, memory fraction $FRAC, $*"
 INDICES=${INDICES:-$(seq 0 $((N - 1)))}
@@ -25,11 +21,10 @@ echo "$(date +%T) all entries stopped"
 for i in $INDICES; do echo "--- entry $i"; tail -n 3 "$ROOT/logs/entry$i.log"; done
 python3 "experiments/$EXP.py" --root "$ROOT" --gather "$@" 2>&1 | tail -n 30
 # Entries stopped by the cap have no summary: their curves so far, from metrics.jsonl.
-python3 - "$EXP" "$ROOT" <<'PY'
-import importlib.util, json, pathlib, sys
-from r1jax import sweep as sweep_lib
-spec = importlib.util.spec_from_file_location("e", f"experiments/{sys.argv[1]}.py")
-m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+python3 - "experiments/$EXP.py" "$ROOT" <<'PY'
+import json, sys
+from r1jax import experiment, sweep as sweep_lib
+m = experiment.load_experiment(sys.argv[1])
 aha = m if hasattr(m, "curve_summary") else m.aha
 for i, ov in enumerate(m.sweep()):
   d = sweep_lib.entry_dir(sys.argv[2], i, ov)
@@ -39,7 +34,7 @@ for i, ov in enumerate(m.sweep()):
   n = len(f.read_text().splitlines())
   base = d / "eval_base" / "summary.json"
   acc = json.loads(base.read_text()).get("pass@1") if base.exists() else None
-  s = aha.curve_summary(f, keys=getattr(m, "CURVES"))
+  s = aha.curve_summary(f, keys=m.CURVES)
   print(f"entry {i} {sweep_lib.label(ov)}: {n} RL steps, base accuracy {acc}: "
         + ", ".join(f"{k}={v:.3f}" for k, v in s.items()))
 PY

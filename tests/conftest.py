@@ -4,8 +4,8 @@ import pathlib
 import tempfile
 
 # Must happen before jax is imported anywhere: sharding tests need several devices. XLA's CPU
-# backend at LLVM optimization level 0: the same programs, compiled in about half the time (compiles
-# are most of a test; the suite runs in half the time).
+# backend at LLVM optimization level 0: compiles are most of a test, and compile-bound tests run in
+# about half the time (the SFT micro-batch test 53 -> 24 s; the fast tier 621 -> 487 s, 2026-12-03).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache per test run, shared by the xdist workers and the processes the

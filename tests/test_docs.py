@@ -134,17 +134,14 @@ def world(tmp_path_factory, shared_data):
   return root, ckpts
 
 
-def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900,
-         xla_flags: str = "--xla_backend_optimization_level=0"):
+def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900):
   argv = shlex.split(cmd)
   argv = [sys.executable if a in ("python", "python3") else a for a in argv]
   # Relative paths as a user types them from the checkout's root: `cwd/experiments` is the repo's.
   if not (cwd / "experiments").exists():
     (cwd / "experiments").symlink_to(REPO / "experiments")
   # One device, as a user has; compiled at LLVM level 0 as the suite is (tests/conftest.py).
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  if xla_flags:
-    env["XLA_FLAGS"] = xla_flags
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
   out = subprocess.run(argv + extra, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
   assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
   return out
