@@ -28,6 +28,11 @@ Long-tailed lengths (`--lengths lognormal --mean_len 1000`: each row's cap drawn
 suppressed) and continuous batching (`--slots M`), e.g. the R1-Zero length regime (issue 12):
 `--preset qwen2.5-1.5b --new_tokens 8192 --lengths lognormal --remat full --grad_accum 8 --steps 1
 [--slots 64]`.
+
+Qwen2.5-7B with fp32 master weights on one GPU (issue 12): AdamW moments stored in bf16
+(`optim.state_dtype`) and the update in grpo.num_minibatches optimizer steps (no gradient
+accumulator beside the gradients): `--preset qwen2.5-7b --param_dtype float32 --state_dtype bfloat16
+--minibatches 4 --remat full --beta 0.001 --steps 2`.
 """
 from __future__ import annotations
 
@@ -84,8 +89,9 @@ def run_r1jax(a, ceilings_fn):
     params = M.init_sharded(jax.random.key(0), cfg, mesh, sharding.rules_table(a.rules))
     to_compute = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cfg.compute_dtype), p))
     ref = to_compute(params)  # a new copy
-    g = GRPOConfig(num_generations=a.G, beta=0.04, max_completion_length=a.new_tokens, grad_accum=a.grad_accum)
-    o = TS.OptimConfig(learning_rate=1e-6)
+    g = GRPOConfig(num_generations=a.G, beta=a.beta, max_completion_length=a.new_tokens, grad_accum=a.grad_accum,
+                   num_minibatches=a.minibatches)
+    o = TS.OptimConfig(learning_rate=1e-6, state_dtype=a.state_dtype)
     state = TS.init_state(params, TS.make_optimizer(o))
     del params
     update = TS.make_grpo_step(cfg, g, o, 1.0, TS.state_shardings(state), mesh)
@@ -143,10 +149,13 @@ def run_r1jax(a, ceilings_fn):
                                                                     batch["completion_mask"]))
         del trainer_logp
         t2 = time.perf_counter()
+      # grpo.num_minibatches optimizer steps, their rows sliced from the host as the trainer does
+      mbs = list(train.minibatches(jax.device_get(batch), batch, g, 0, i, mesh)) if a.minibatches > 1 else [batch]
       if i == 0:
         temps = {"generate": temp_bytes(gen, state.params, prompts, pmask, jax.random.key(0), caps_dev),
-                 "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, batch)}
-      state, m = update(state, batch)
+                 "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, mbs[0])}
+      for mb in mbs:
+        state, m = update(state, mb)
       jax.block_until_ready(m["loss"])
       t3 = time.perf_counter()
       if i:  # the first step compiles
@@ -172,7 +181,8 @@ def run_r1jax(a, ceilings_fn):
     return {"system": "r1jax", "ceilings": ceil, "preset": a.preset, "device": jax.devices()[0].device_kind, "jax": jax.__version__,
             "devices": jax.device_count(), "processes": jax.process_count(), "mesh": list(mesh.devices.shape),
             "rules": a.rules,
-            "rows": R, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "grad_accum": a.grad_accum,
+            "rows": R, "param_dtype": cfg.param_dtype, "state_dtype": a.state_dtype, "minibatches": a.minibatches,
+            "beta": a.beta, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "logprob_impl": cfg.logprob_impl,
             "decode_attention": M.decode_attention_impl(cfg),
             "algo": a.algo, "generate_s": gen_s, "ref_logprobs_s": lp_s, "critic_s": critic_s, "update_s": upd_s,
@@ -197,7 +207,7 @@ def run_system(name, a):
          "--G", str(a.G), "--prompt_len", str(a.prompt_len), "--new_tokens", str(a.new_tokens)]
   if name == "r1jax":
     cmd += ["--system", "r1jax", "--mesh", a.mesh, "--rules", a.rules, "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
-            str(a.grad_accum), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
+            str(a.grad_accum), "--minibatches", str(a.minibatches), "--state_dtype", a.state_dtype, "--beta", str(a.beta), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
             "--logprob_impl", a.logprob_impl, "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots),
             "--algo", a.algo]
   else:
@@ -251,6 +261,9 @@ def main():
                   help="1: join the processes of tpu_scripts/launch_local_gpus.sh (jax.distributed) first")
   ap.add_argument("--param_dtype", default="float32", help="policy parameters and AdamW state dtype")
   ap.add_argument("--grad_accum", type=int, default=1)
+  ap.add_argument("--minibatches", type=int, default=1, help="grpo.num_minibatches: optimizer steps per batch")
+  ap.add_argument("--state_dtype", default="params", help="optim.state_dtype: AdamW moments' storage dtype")
+  ap.add_argument("--beta", type=float, default=0.04, help="KL coefficient (a reference model when > 0)")
   ap.add_argument("--logprob_impl", default="chunked", choices=("chunked", "fused"),
                   help="model.logprob_impl of the update and reference passes")
   ap.add_argument("--decode_attention", default="auto")

@@ -35,8 +35,14 @@ class OptimConfig:
   b2: float = 0.99
   weight_decay: float = 0.1
   max_grad_norm: float = 1.0
+  state_dtype: str = "params"
+  """Storage dtype of AdamW's moments: 'params' (their parameter's dtype), 'float32' or 'bfloat16'
+  (with fp32 parameters: an fp32 master copy with moments at half the memory). The update itself
+  runs in float32 either way."""
 
   def __post_init__(self):
+    if self.state_dtype not in ("params", "float32", "bfloat16"):
+      raise ValueError(f"optim.state_dtype={self.state_dtype!r} is not one of ('params', 'float32', 'bfloat16')")
     if self.learning_rate <= 0:
       raise ValueError(f"optim.learning_rate={self.learning_rate} must be > 0")
     if self.decay not in ("constant", "cosine"):
@@ -56,11 +62,27 @@ def schedule(cfg: OptimConfig) -> optax.Schedule:
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-  return optax.chain(
+  opt = optax.chain(
       optax.clip_by_global_norm(cfg.max_grad_norm),
       optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
                   mask=_decay_mask),
   )
+  return opt if cfg.state_dtype == "params" else stored_in(opt, jnp.dtype(cfg.state_dtype))
+
+
+def stored_in(inner: optax.GradientTransformation, dtype) -> optax.GradientTransformation:
+  """`inner` with its floating-point state kept in `dtype` between updates: each update reads it
+  back as float32, runs `inner` and rounds the new state to `dtype` (counts stay integers)."""
+  def cast(tree, dt):
+    return jax.tree.map(lambda x: x.astype(dt) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+  def init(params):
+    return cast(inner.init(params), dtype)
+
+  def update(grads, state, params=None):
+    updates, state = inner.update(grads, cast(state, jnp.float32), params)
+    return updates, cast(state, dtype)
+  return optax.GradientTransformation(init, update)
 
 
 _MATRICES = {"embed", "lm_head", "wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}

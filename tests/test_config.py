@@ -50,7 +50,7 @@ SPECIAL = {
     "sft.optim.decay": "constant", "reward_model.optim.decay": "constant", "prm.optim.decay": "constant", "prm.base": "/tmp", "prm.model": "/tmp",
     "mcts.depths": (1, 3), "mcts.branching": (3,), "mcts.selection": "uct", "mcts.base": "/tmp",
     "mcts.value_model": "/tmp", "mcts.optim.decay": "constant",
-}
+} | {f"{s}optim.state_dtype": "bfloat16" for s in ("", "pretrain.", "sft.", "reward_model.", "prm.", "mcts.")}
 # Fields that need a companion setting to be valid (a derived field must agree with its source).
 COMPANIONS = {
     "sampling.num_samples": {"grpo.num_generations": 4},

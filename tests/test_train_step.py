@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import re
 
 from r1jax import model as M
 from r1jax import sharding
@@ -135,6 +136,36 @@ def test_optim_config_errors():
     TS.OptimConfig(learning_rate=0)
   with pytest.raises(ValueError, match="optim.decay='linear'"):
     TS.OptimConfig(decay="linear")
+  with pytest.raises(ValueError, match=re.escape("optim.state_dtype='fp8' is not one of ('params', 'float32', 'bfloat16')")):
+    TS.OptimConfig(state_dtype="fp8")
+
+
+def test_bf16_moments_with_fp32_master_weights():
+  """optim.state_dtype='bfloat16': the moments are stored in bfloat16 (half the bytes), the
+  parameters stay float32, and three updates equal AdamW in float64 whose moments are stored
+  rounded to bfloat16 (each update uses its fresh moments); 'float32' equals plain AdamW."""
+  import ml_dtypes
+  rng = np.random.default_rng(0)
+  params = {"wq": rng.normal(0, 1, (16, 8)).astype(np.float32), "norm": rng.normal(1, 0.1, 8).astype(np.float32)}
+  grads = [{k: rng.normal(0, 1e-2, v.shape).astype(np.float32) for k, v in params.items()} for _ in range(3)]
+  bf16 = lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float64)
+  for dtype, rounding in (("bfloat16", bf16), ("float32", lambda x: x.astype(np.float32).astype(np.float64))):
+    o = TS.OptimConfig(learning_rate=1e-3, state_dtype=dtype, max_grad_norm=1e9)
+    opt = TS.make_optimizer(o)
+    p = jax.tree.map(jnp.asarray, params)
+    state = opt.init(p)
+    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert len(floats) == 4 and all(x.dtype == jnp.dtype(dtype) for x in floats), [x.dtype for x in floats]
+    update = jax.jit(opt.update)
+    for g in grads:
+      u, state = update(jax.tree.map(jnp.asarray, g), state, p)
+      p = optax.apply_updates(p, u)
+    assert all(x.dtype == jnp.dtype(dtype) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating))
+    want = _numpy_adamw(params, grads, lambda t: o.learning_rate, o.b1, o.b2, o.weight_decay, 1e9,
+                        {"wq": True, "norm": False}, round_state=rounding)
+    for k in params:
+      assert p[k].dtype == jnp.float32
+      np.testing.assert_allclose(np.asarray(p[k]), want[k], rtol=0, atol=2e-6, err_msg=(dtype, k))
 
 
 def _assert_same_first_adamw_step(got, want, p0, o: TS.OptimConfig, atol=2e-6):
@@ -279,8 +310,9 @@ def test_schedule_warmup_then_cosine_to_ten_percent():
   np.testing.assert_allclose(float(TS.schedule(TS.OptimConfig(learning_rate=3e-4))(0)), 3e-4, rtol=1e-7)
 
 
-def _numpy_adamw(params, grads_seq, lr_fn, b1, b2, wd, max_norm, decay_mask, eps=1e-8):
-  """AdamW (decoupled decay, bias-corrected moments) after global-norm clipping, in NumPy."""
+def _numpy_adamw(params, grads_seq, lr_fn, b1, b2, wd, max_norm, decay_mask, eps=1e-8, round_state=lambda x: x):
+  """AdamW (decoupled decay, bias-corrected moments) after global-norm clipping, in NumPy; the
+  moments are stored through `round_state` after each step's update (their storage dtype)."""
   p = {k: np.asarray(v, np.float64) for k, v in params.items()}
   mu = {k: np.zeros_like(v) for k, v in p.items()}
   nu = {k: np.zeros_like(v) for k, v in p.items()}
@@ -290,9 +322,10 @@ def _numpy_adamw(params, grads_seq, lr_fn, b1, b2, wd, max_norm, decay_mask, eps
     lr = lr_fn(t - 1)
     for k in p:
       gk = np.asarray(g[k], np.float64) * scale
-      mu[k] = b1 * mu[k] + (1 - b1) * gk
-      nu[k] = b2 * nu[k] + (1 - b2) * gk ** 2
-      u = (mu[k] / (1 - b1 ** t)) / (np.sqrt(nu[k] / (1 - b2 ** t)) + eps)
+      mu_t = b1 * mu[k] + (1 - b1) * gk
+      nu_t = b2 * nu[k] + (1 - b2) * gk ** 2
+      u = (mu_t / (1 - b1 ** t)) / (np.sqrt(nu_t / (1 - b2 ** t)) + eps)
+      mu[k], nu[k] = round_state(mu_t), round_state(nu_t)
       p[k] = p[k] - lr * (u + (wd * p[k] if decay_mask[k] else 0.0))
   return p
 
