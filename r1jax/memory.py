@@ -208,8 +208,8 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
           f"{k} needs {pk / GiB:.2f} GiB per device (train state {state_bytes / GiB:.2f} GiB, "
           f"{k} temporaries {phases[k].temporaries / GiB:.2f} GiB) but the limit is {budget / GiB:.2f} GiB "
           f"({HEADROOM:.0%} of {limit / GiB:.2f}); lower train.prompts_per_step={prompts_per_step}, "
-          f"grpo.num_generations={G} or grpo.max_completion_length={N}, use model.param_dtype='bfloat16', "
-          f"or add devices (mesh.fsdp)")
+          f"grpo.num_generations={G} or grpo.max_completion_length={N}, use optim.state_dtype='bfloat16' or "
+          f"model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
   tried = []
   upd_state = state  # the reference rides through the update (donated, aliased): among its arguments
   mb = _batch(rows_update, P, N, mesh, with_ref)
@@ -271,7 +271,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       f"(tried remat {list(remats)} x grad_accum {accums}; train state {state_bytes / GiB:.2f} GiB) but the "
       f"limit is {budget / GiB:.2f} GiB; lower train.prompts_per_step={prompts_per_step} or "
       f"grpo.max_completion_length={N}, raise grpo.num_minibatches={gcfg.num_minibatches}, use "
-      f"model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
+      f"optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
 
 
 # ----------------------------------------------------------------------------- disk
