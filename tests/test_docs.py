@@ -158,13 +158,13 @@ def test_every_documented_command_is_run_here():
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py",
              "experiments/aha.py", "experiments/language.py", "experiments/cold_start.py",
              "experiments/distill_vs_rl.py", "experiments/grpo_vs_ppo.py", "experiments/prm.py",
-             "experiments/mcts.py")
+             "experiments/mcts.py", "experiments/figures.py")
   assert runnable and all(c.split()[1] in scripts for c in runnable)
   assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
   assert len(_commands("r1.py")) == 3 and len(_commands("distill.py")) == 1 and len(_commands("aha.py")) == 1
   assert len(_commands("language.py")) == 1 and len(_commands("cold_start.py")) == 1
   assert len(_commands("distill_vs_rl.py")) == 1 and len(_commands("grpo_vs_ppo.py")) == 1
-  assert len(_commands("prm.py")) == 1
+  assert len(_commands("prm.py")) == 1 and len(_commands("figures.py")) == 1
 
 
 @pytest.mark.slow
@@ -414,6 +414,30 @@ def test_the_mcts_command(tmp_path):
   report = (run / "report.md").read_text()
   assert report.count("\n") == (2 + len(rows)) + 1 + (2 + 2) and "best-of-n acc" in report and "greedy acc" in report
   assert "search tok/solved" in out.stdout
+
+
+def test_the_figures_command(tmp_path):
+  """experiments/figures.py draws one figure per claim from EXPERIMENTS.md's own tables; the
+  numbers it reads are the tables' (checked on the cold-start table against a plain parse), and a
+  record missing one of its tables is a one-line error naming it."""
+  (cmd,) = _commands("figures.py")
+  out = _run(cmd, tmp_path, ["--out", str(tmp_path / "figs")])
+  names = {"aha", "language", "grpo_vs_ppo", "distill_vs_rl", "cold_start", "prm", "mcts"}
+  assert {p.stem for p in (tmp_path / "figs").glob("*.png")} == names and len(out.stdout.split()) == len(names)
+  assert all((tmp_path / "figs" / f"{n}.png").stat().st_size > 10_000 for n in names)
+  figures = _module("figures", REPO / "experiments" / "figures.py")
+  text = (REPO / "EXPERIMENTS.md").read_text()
+  rows = figures.table(text, "| N | curated: after SFT")
+  lines = text[text.index("| N | curated: after SFT"):].splitlines()
+  want = [l.split("|")[3].strip() for l in lines[2:2 + len(rows)]]
+  assert [r["curated: after RL"] for r in rows] == want and len(rows) == 7
+  assert figures.numbers("**1,638 (2000 asked)** -> 72.3%") == [1638, 2000, 72.3]
+  broken = tmp_path / "E.md"
+  broken.write_text(text.replace("| N | curated: after SFT", "| size | curated: after SFT"))
+  bad = subprocess.run([sys.executable, str(REPO / "experiments" / "figures.py"), "--record", str(broken),
+                        "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+      "figures: EXPERIMENTS.md: 0 tables start with '| N | curated: after SFT | curated: after RL' (need exactly one)"]
 
 
 def _module(name, path):

@@ -13,11 +13,11 @@ CFG = M.ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_head
 G, N, P, PROMPTS = 8, 64, 32, 8
 
 
-def _plan(**kw):
+def _plan(ocfg=train_step.OptimConfig(), **kw):
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   g = GRPOConfig(num_generations=G, max_completion_length=N, beta=0.04)
   with jax.set_mesh(mesh):
-    return memory.plan(CFG, g, train_step.OptimConfig(), SamplingConfig(max_new_tokens=N, num_samples=G), mesh,
+    return memory.plan(CFG, g, ocfg, SamplingConfig(max_new_tokens=N, num_samples=G), mesh,
                        prompts_per_step=PROMPTS, prompt_len=P, log=lambda *a: None, **kw)
 
 
@@ -35,6 +35,15 @@ def test_phases_are_measured_and_the_state_is_counted(unlimited):
   # The update holds the 64-row minibatch's activations: far more than its parameter arguments.
   assert p.phases["update"].temporaries > 10 * 4 * n
   assert all(ph.peak >= ph.temporaries > 0 for ph in p.phases.values())
+
+
+def test_bf16_moments_are_counted(unlimited):
+  """optim.state_dtype='bfloat16' (fp32 master weights, bf16 AdamW moments): the planner's train
+  state holds 4 + 2 + 2 bytes a parameter and the reference's 4, not 16."""
+  p = _plan(train_step.OptimConfig(state_dtype="bfloat16"), limit_bytes=10 ** 12, remat="none", grad_accum=1)
+  n = CFG.num_params()
+  assert p.state_bytes == pytest.approx(12 * n, rel=0.01)
+  assert unlimited.state_bytes - p.state_bytes == pytest.approx(4 * n, rel=0.01)
 
 
 @pytest.mark.slow
