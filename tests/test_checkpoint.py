@@ -182,11 +182,14 @@ def test_process_killed_during_async_save(tmp_path):
   proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
   assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
   unfinished = [d for d in os.listdir(tmp_path) if "orbax-checkpoint-tmp" in d]
-  expected = 1 if unfinished else 2  # the write may, rarely, have finished before the kill
   mesh = make_mesh((8, 1, 1))
   target = {"w": jax.ShapeDtypeStruct((2048, 2048), jnp.float32, sharding=NamedSharding(mesh, P("data")))}
   with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path))) as c:
-    assert c.latest_step() == expected
+    # The kill may land before step 2's write began (on a loaded machine), mid-write (its
+    # temporary directory left behind), or, rarely, after it finished: never is a half-written
+    # step the latest, and the latest restores whole.
+    expected = c.latest_step()
+    assert expected == 1 if unfinished else expected in (1, 2), (expected, unfinished)
     got, meta = c.restore(None, target)
   assert meta == {"step": expected}
   np.testing.assert_array_equal(host(got["w"]), np.full((2048, 2048), expected, np.float32))
