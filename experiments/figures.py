@@ -48,8 +48,8 @@ def early_late(rows, col):
 def bars_early_late(ax, labels, pairs, title, ylabel):
   import numpy as np
   x = np.arange(len(labels))
-  ax.bar(x - 0.2, [p[0] or 0 for p in pairs], 0.4, label="first 5 RL steps")
-  ax.bar(x + 0.2, [p[1] or 0 for p in pairs], 0.4, label="last 5 RL steps")
+  ax.bar(x - 0.2, [np.nan if p[0] is None else p[0] for p in pairs], 0.4, label="first 5 RL steps")
+  ax.bar(x + 0.2, [np.nan if p[1] is None else p[1] for p in pairs], 0.4, label="last 5 RL steps")
   ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
   ax.set_title(title, fontsize=9)
   ax.set_ylabel(ylabel)
@@ -187,7 +187,7 @@ def main(argv=None):
   try:
     paths = figures(pathlib.Path(a.record).read_text(), pathlib.Path(a.out))
   except (ValueError, KeyError, IndexError) as e:
-    print(f"figures: {e!r}" if not isinstance(e, ValueError) else f"figures: {e}", file=sys.stderr)
+    print(f"figures: {e}" if isinstance(e, ValueError) else f"figures: {e!r}", file=sys.stderr)
     return 2
   for p in paths:
     print(p)

@@ -168,6 +168,30 @@ def test_bf16_moments_with_fp32_master_weights():
       np.testing.assert_allclose(np.asarray(p[k]), want[k], rtol=0, atol=2e-6, err_msg=(dtype, k))
 
 
+def test_bf16_moments_follow_their_parameters_on_a_mesh():
+  """Under FSDP the bf16 moments are sharded like their parameters (no replicated copy), stay bf16
+  through a GRPO update, and that update equals the un-sharded one."""
+  params = M.init_params(jax.random.key(6), CFG, std=0.2)
+  p0 = jax.tree.map(np.asarray, params)
+  o = TS.OptimConfig(learning_rate=1e-3, state_dtype="bfloat16")
+  g = GRPOConfig(num_generations=4, beta=0.04, max_completion_length=N)
+  want, _ = TS.make_grpo_step(CFG, g, o, 1.0)(TS.init_state(jax.tree.map(jnp.array, params), TS.make_optimizer(o)),
+                                              _batch())
+  mesh = sharding.make_mesh((2, 2, 2))
+  with jax.set_mesh(mesh):
+    state = TS.init_state(jax.device_put(params, M.param_shardings(CFG, mesh)), TS.make_optimizer(o))
+    step = TS.make_grpo_step(CFG, g, o, 1.0, TS.state_shardings(state), mesh)
+    got, _ = step(state, TS.shard_batch(_batch(), mesh))
+  for s in (state, got):
+    moments = optax.tree_utils.tree_get_all_with_path(s.opt_state, "mu") + optax.tree_utils.tree_get_all_with_path(
+        s.opt_state, "nu")
+    assert len(moments) == 2
+    for _, m in moments:
+      for x, p in zip(jax.tree.leaves(m), jax.tree.leaves(s.params)):
+        assert x.dtype == jnp.bfloat16 and x.sharding == p.sharding and p.dtype == jnp.float32
+  _assert_same_first_adamw_step(got.params, want.params, p0, o)
+
+
 def _assert_same_first_adamw_step(got, want, p0, o: TS.OptimConfig, atol=2e-6):
   """Two first AdamW steps from p0 agree. That step is p0 - lr * (g / (|g| + eps) + wd * p0 on
   matrices): where |g| is within ~1e3 eps (1e-5) of 0 but not 0, float rounding of g (summed in
