@@ -82,7 +82,8 @@ def run_r1jax(a, ceilings_fn):
                  decode_attention=a.decode_attention)
   if a.preset == "tiny":
     cfg = M.preset("tiny", decode_attention=a.decode_attention)
-  cfg = dataclasses.replace(cfg, unroll_decode=bool(a.unroll_decode), logprob_impl=a.logprob_impl)
+  cfg = dataclasses.replace(cfg, unroll_decode=bool(a.unroll_decode), logprob_impl=a.logprob_impl,
+                            decode_kv_splits=a.decode_splits)
   mcfg = sharding.MeshConfig(*(int(x) for x in a.mesh.split(",")), rules=a.rules)
   mesh = sharding.make_mesh(mcfg)
   with jax.set_mesh(mesh):
@@ -211,6 +212,7 @@ def run_system(name, a):
   if name == "r1jax":
     cmd += ["--system", "r1jax", "--mesh", a.mesh, "--rules", a.rules, "--remat", a.remat, "--param_dtype", a.param_dtype, "--grad_accum",
             str(a.grad_accum), "--minibatches", str(a.minibatches), "--state_dtype", a.state_dtype, "--beta", str(a.beta), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
+            "--decode_splits", str(a.decode_splits),
             "--logprob_impl", a.logprob_impl, "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots),
             "--algo", a.algo]
   else:
@@ -219,7 +221,8 @@ def run_system(name, a):
   print("running", " ".join(cmd), flush=True)
   t = time.perf_counter()
   try:
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+    env = os.environ | {"XLA_FLAGS": a.xla_flags} if name == "r1jax" and a.xla_flags is not None else None
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
   except subprocess.TimeoutExpired as e:
     return {"system": name, "error": f"timeout after {a.timeout} s: {str(e.stdout or '')[-500:]}"}
   res = [json.loads(l[len("RESULT "):]) for l in p.stdout.splitlines() if l.startswith("RESULT ")]
@@ -274,6 +277,8 @@ def main():
                   help="ppo: PPO with a critic of the policy's size (values, GAE, critic update in the step)")
   ap.add_argument("--peers", default="", help="comma list of: tunix,trl")
   ap.add_argument("--out", default="")
+  ap.add_argument("--decode_splits", type=int, default=0, help="model.decode_kv_splits of the Pallas decode kernel")
+  ap.add_argument("--xla_flags", default=None, help="XLA_FLAGS of the r1jax process only (the peers keep the caller's)")
   ap.add_argument("--unroll_decode", type=int, default=1, help="1: per-layer KV-cache buffers (model.unroll_decode)")
   ap.add_argument("--peer_args", default="", help="extra arguments of each peer's script: 'tunix=--micro_batch 2;trl=--micro_batch 32'")
   ap.add_argument("--lengths", default="fixed", choices=("fixed", "lognormal"),

@@ -17,6 +17,10 @@
 #   g05f / ppo05   the issue-5 0.5B step, remat dots + fused log-prob head, GRPO vs PPO with a
 #                  critic of the policy's size (issue 14, experiment 3) (~1.5 min each)
 #   g15f / ppo15   the same at the 1.5B shape with remat full (dots: 132 GiB of update temporaries) (~1 min each)
+#   cbuf_decode    decode of 0.5B at 128 rows, the in-step shape (prompt 256, 512 new tokens), Pallas, with a
+#                  kernel profile, under three XLA command-buffer (CUDA graph) settings: XLA's default,
+#                  + WHILE/CONDITIONAL (the whole decode loop as one graph), and none (~1 min each)
+#   cbuf_step      the issue-5 0.5B step (remat dots, fused head) under the same three settings (~1.5 min each)
 #   cap24          the 0.5B step inside a 24 GB pool (XLA_PYTHON_CLIENT_MEM_FRACTION=0.155 of 139 GiB),
 #                  remat full + fused head (~1.5 min)
 set -u
@@ -27,6 +31,8 @@ mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}
 start=$(date +%s)
+CB_WHILE="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
+CB_OFF="--xla_gpu_enable_command_buffer="
 R1ZERO="--preset qwen2.5-1.5b --prompts 16 --G 8 --prompt_len 256 --new_tokens 8192 --lengths lognormal \
   --mean_len 1000 --remat full --grad_accum 8 --steps 1"
 
@@ -57,12 +63,19 @@ run_stage() {
       --logprob_impl fused --steps 3 --timeout $left --out $OUT/cap24.json" ;;
     fuse) cmd="python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128,256 --decode_attention pallas \
       --unroll_decode 1 --decode_variants rbg --fuse_projections 0,1 --skip prefill,train --profile --out $OUT/fuse.json" ;;
+    cbuf_decode) cmd="for v in default while off; do f=; [ \$v = while ] && f='$CB_WHILE'; [ \$v = off ] && f='$CB_OFF'; \
+      echo \"-- XLA_FLAGS=\$f\"; XLA_FLAGS=\"\$f\" python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 \
+      --prompt_len 256 --new_tokens 512 --decode_attention pallas --unroll_decode 1 --fuse_projections 0 --skip prefill,train \
+      --profile --out $OUT/cbuf_decode_\$v.json; done" ;;
+    cbuf_step) cmd="for v in default while off; do f=; [ \$v = while ] && f='$CB_WHILE'; [ \$v = off ] && f='$CB_OFF'; \
+      echo \"-- XLA_FLAGS=\$f\"; XLA_FLAGS=\"\$f\" python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --remat dots \
+      --logprob_impl fused --steps 3 --timeout 200 --out $OUT/cbuf_step_\$v.json; done" ;;
     *) echo "unknown stage $name"; return ;;
   esac
   echo "== $name ($left s left): $cmd"
   timeout "$left" bash -c "$cmd" > "$OUT/$name.log" 2>&1
   echo "== $name: rc=$? at $(($(date +%s) - start)) s"
-  grep -v "^running\|^ *\[r1jax\] RESULT" "$OUT/$name.log" | tail -n 8
+  grep -v "^running\|^ *\[r1jax\] RESULT" "$OUT/$name.log" | tail -n "${TAIL:-8}"
 }
 
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv > "$OUT/gpu.txt" 2>&1

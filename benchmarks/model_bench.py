@@ -211,6 +211,7 @@ def main():
   ap.add_argument("--decode_attention", default="xla", help="comma list of xla/pallas")
   ap.add_argument("--profile", action="store_true", help="kernel-time table of each decode run")
   ap.add_argument("--fuse_projections", default="1", help="comma list of 0/1: q/k/v and gate/up as one matmul each")
+  ap.add_argument("--decode_splits", default="0", help="comma list of model.decode_kv_splits (0: one per cache block)")
   ap.add_argument("--unroll_decode", default="0", help="comma list of 0/1: decode with unrolled layers")
   ap.add_argument("--skip", default="", help="comma list of: decode,prefill,train")
   ap.add_argument("--out", default="")
@@ -224,11 +225,12 @@ def main():
     cfg = M.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
     params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
     if "decode" not in skip:
-      for b, variant, unroll, att, fuse in [(b, v, u, da, f) for b in map(int, a.decode_batches.split(","))
-                                            for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")
-                                            for da in a.decode_attention.split(",")
-                                            for f in a.fuse_projections.split(",")]:
-        c = dataclasses.replace(cfg, unroll_decode=unroll == "1", decode_attention=att)
+      for b, variant, unroll, att, fuse, ks in [(b, v, u, da, f, k) for b in map(int, a.decode_batches.split(","))
+                                                for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")
+                                                for da in a.decode_attention.split(",")
+                                                for f in a.fuse_projections.split(",")
+                                                for k in map(int, a.decode_splits.split(","))]:
+        c = dataclasses.replace(cfg, unroll_decode=unroll == "1", decode_attention=att, decode_kv_splits=ks)
         try:
           r = decode_bench(c, params, b, a.prompt_len, a.new_tokens, variant=variant, profile=a.profile,
                            fuse=fuse == "1")
@@ -238,9 +240,10 @@ def main():
         r["unroll_decode"] = unroll == "1"
         r["decode_attention"] = att
         r["fuse_projections"] = fuse == "1"
+        r["decode_kv_splits"] = ks
         r["roofline_frac"] = r["bytes_per_step"] / ceil["bandwidth_Bps"] / r["step_s"]
         results["runs"].append({"preset": name, "kind": "decode"} | r)
-        print(f"{name:14s} decode  B={b:5d} {variant:8s} {att:6s} unroll={unroll} fuse={fuse} ctx~{a.prompt_len}  "
+        print(f"{name:14s} decode  B={b:5d} {variant:8s} {att:6s} unroll={unroll} fuse={fuse} splits={ks} ctx~{a.prompt_len}  "
               f"{r['tokens_per_s']:10.0f} tok/s  step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}  "
               f"(ideal {r['bytes_per_step'] / ceil['bandwidth_Bps'] * 1e3:.2f} ms)", flush=True)
         if r["profile"]:

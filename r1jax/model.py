@@ -10,6 +10,7 @@ K kv heads, G = N // K, H head_dim, F d_ff, V vocab, L layers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -84,6 +85,10 @@ class ModelConfig:
   split-K flash-decoding kernel, `jax.experimental.pallas.ops.gpu.decode_attention`; GPU, or
   interpreted elsewhere), or 'auto' (pallas on GPU for bf16 compute and a power-of-two head_dim,
   xla elsewhere)."""
+  decode_kv_splits: int = 0
+  """Programs per (row, kv head) along the cache in the Pallas decode kernel, each streaming an
+  equal share of it: 0 = one per `DECODE_BLOCK` positions; otherwise the largest count <= this
+  that divides the cache into whole blocks (fewer, longer programs write fewer partial results)."""
   unroll_decode: bool = True
   """Decode with one KV-cache buffer (and one weight slice) per layer and the layers unrolled,
   instead of a stacked cache sliced inside the layer scan: each layer's attention then reads its
@@ -111,6 +116,8 @@ class ModelConfig:
                  "max_seq_len", "logits_chunk", "vocab_chunk"):
       if getattr(self, name) < 1:
         raise ValueError(f"model.{name}={getattr(self, name)} must be >= 1")
+    if self.decode_kv_splits < 0:
+      raise ValueError(f"model.decode_kv_splits={self.decode_kv_splits} must be >= 0 (0: one per cache block)")
     if self.n_heads % self.n_kv_heads:
       raise ValueError(f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}")
     if self.head_dim % 2:
@@ -400,7 +407,13 @@ DECODE_BLOCK = 128
 up to a multiple of it (the extra slots stay masked)."""
 
 
-def pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS):
+def decode_splits(S: int, want: int) -> int:
+  """The Pallas decode kernel's k_splits for a cache of S positions (`ModelConfig.decode_kv_splits`)."""
+  blocks = S // DECODE_BLOCK
+  return blocks if want <= 0 else max(d for d in range(1, min(want, blocks) + 1) if blocks % d == 0)
+
+
+def pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS, splits=0):
   """`cached_attention` for one new token through a fused flash-decoding kernel.
 
   Each (row, kv head) streams its cache once in blocks of `DECODE_BLOCK` positions, only up to the
@@ -414,12 +427,12 @@ def pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKx
     from r1jax.sharding import logical_to_spec
     rows = lambda x: logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh)
     args = (q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS)
-    return jax.shard_map(_pallas_cached_attention, mesh=mesh, in_specs=tuple(rows(x) for x in args),
+    return jax.shard_map(functools.partial(_pallas_cached_attention, splits=splits), mesh=mesh, in_specs=tuple(rows(x) for x in args),
                          out_specs=rows(q_Bx1xNxH), check_vma=False)(*args)
-  return _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS)
+  return _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS, splits)
 
 
-def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS):
+def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS, splits=0):
   from jax.experimental.pallas.ops.gpu import decode_attention as pallas_decode
   B, _, N, H = q_Bx1xNxH.shape
   K, S = ck_BxKxSxH.shape[1], ck_BxKxSxH.shape[2]
@@ -434,7 +447,7 @@ def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxK
   o, (l, m) = pallas_decode.mqa(
       q, ck_BxKxSxH.reshape(B * K, S, H), cv_BxKxSxH.reshape(B * K, S, H),
       jnp.repeat(start, K), jnp.repeat(end, K), sm_scale=H ** -0.5, block_k=DECODE_BLOCK,
-      k_splits=S // DECODE_BLOCK, return_residuals=True, normalize_output=False,
+      k_splits=decode_splits(S, splits), return_residuals=True, normalize_output=False,
       interpret=jax.default_backend() != "gpu")
   # Merge the new token (always visible to itself) into the flash statistics.
   kn = k_Bx1xKxH.reshape(B * K, 1, H)
@@ -479,7 +492,7 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
   else:
     ck, cv, cmask = cache_kv
     if q.shape[1] == 1 and decode_attention_impl(cfg) == "pallas":
-      att = pallas_cached_attention(q, k, v, ck, cv, cmask)
+      att = pallas_cached_attention(q, k, v, ck, cv, cmask, cfg.decode_kv_splits)
     else:
       att = cached_attention(q, k, v, mask, ck, cv, cmask)
   x = x + jnp.einsum("btnh,nhd->btd", att, w["wo"])

@@ -181,9 +181,11 @@ def test_decode_variants_match_teacher_forcing(params, attention, unroll):
     np.testing.assert_array_equal(out["tokens"][2 * i], logits[len(p) - 1:len(seq) - 1].argmax(-1))
 
 
-def test_pallas_cached_attention_equals_xla():
-  """One decode step of attention: kernel vs the XLA reference, bf16 inputs, several windows."""
-  B, K, G, S_, H = 3, 2, 7, 256, 64
+@pytest.mark.parametrize("splits", [0, 1, 3])
+def test_pallas_cached_attention_equals_xla(splits):
+  """One decode step of attention: kernel vs the XLA reference, bf16 inputs, several windows,
+  the cache streamed as one program per block (0), one per row (1) or two halves (3 -> 2)."""
+  B, K, G, S_, H = 3, 2, 7, 512, 64
   ks = jax.random.split(jax.random.key(0), 5)
   q = jax.random.normal(ks[0], (B, 1, K * G, H), jnp.bfloat16)
   k = jax.random.normal(ks[1], (B, 1, K, H), jnp.bfloat16)
@@ -191,11 +193,17 @@ def test_pallas_cached_attention_equals_xla():
   ck = jax.random.normal(ks[3], (B, K, S_, H), jnp.bfloat16)
   cv = jax.random.normal(ks[4], (B, K, S_, H), jnp.bfloat16)
   idx = jnp.arange(S_)
-  cmask = jnp.stack([(idx >= 5) & (idx < 140), (idx >= 0) & (idx < 256), idx < 0])
-  got = M.pallas_cached_attention(q, k, v, ck, cv, cmask)
+  cmask = jnp.stack([(idx >= 5) & (idx < 300), (idx >= 130) & (idx < 512), idx < 0])
+  got = M.pallas_cached_attention(q, k, v, ck, cv, cmask, splits)
   f32 = lambda x: x.astype(jnp.float32)
   want = M.cached_attention(f32(q), f32(k), f32(v), jnp.ones((B, 1), bool), f32(ck), f32(cv), cmask)
   np.testing.assert_allclose(np.asarray(f32(got)), np.asarray(want), atol=3e-2, rtol=3e-2)
+
+
+def test_decode_splits_divide_the_cache_into_whole_blocks():
+  assert [M.decode_splits(768, w) for w in (0, 1, 2, 3, 4, 5, 6, 9)] == [6, 1, 2, 3, 3, 3, 6, 6]
+  with pytest.raises(ValueError, match="model.decode_kv_splits=-1"):
+    dataclasses.replace(CFG, decode_kv_splits=-1)
 
 
 # ----------------------------------------------------------------------------- the sampling distribution
