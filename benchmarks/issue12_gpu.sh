@@ -33,6 +33,9 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}
 start=$(date +%s)
 CB_WHILE="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
 CB_OFF="--xla_gpu_enable_command_buffer="
+# The cbuf stages' loop head: one run per setting, \$v names it in the output files.
+CB_LOOP="for v in default while off; do f=; [ \$v = while ] && f='$CB_WHILE'; [ \$v = off ] && f='$CB_OFF'; \
+  echo \"-- XLA_FLAGS=\$f\"; XLA_FLAGS=\"\$f\""
 R1ZERO="--preset qwen2.5-1.5b --prompts 16 --G 8 --prompt_len 256 --new_tokens 8192 --lengths lognormal \
   --mean_len 1000 --remat full --grad_accum 8 --steps 1"
 
@@ -63,12 +66,10 @@ run_stage() {
       --logprob_impl fused --steps 3 --timeout $left --out $OUT/cap24.json" ;;
     fuse) cmd="python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128,256 --decode_attention pallas \
       --unroll_decode 1 --decode_variants rbg --fuse_projections 0,1 --skip prefill,train --profile --out $OUT/fuse.json" ;;
-    cbuf_decode) cmd="for v in default while off; do f=; [ \$v = while ] && f='$CB_WHILE'; [ \$v = off ] && f='$CB_OFF'; \
-      echo \"-- XLA_FLAGS=\$f\"; XLA_FLAGS=\"\$f\" python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 \
+    cbuf_decode) cmd="$CB_LOOP python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 \
       --prompt_len 256 --new_tokens 512 --decode_attention pallas --unroll_decode 1 --fuse_projections 0 --skip prefill,train \
       --profile --out $OUT/cbuf_decode_\$v.json; done" ;;
-    cbuf_step) cmd="for v in default while off; do f=; [ \$v = while ] && f='$CB_WHILE'; [ \$v = off ] && f='$CB_OFF'; \
-      echo \"-- XLA_FLAGS=\$f\"; XLA_FLAGS=\"\$f\" python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --remat dots \
+    cbuf_step) cmd="$CB_LOOP python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --remat dots \
       --logprob_impl fused --steps 3 --timeout 200 --out $OUT/cbuf_step_\$v.json; done" ;;
     *) echo "unknown stage $name"; return ;;
   esac
