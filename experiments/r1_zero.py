@@ -27,8 +27,7 @@ from r1jax import experiment  # noqa: E402
 
 # The embedded default: a tiny base pretrained here, generated arithmetic, short completions.
 TINY = {
-    "model.d_model": 128, "model.n_layers": 3, "model.n_heads": 4, "model.n_kv_heads": 2, "model.head_dim": 32,
-    "model.d_ff": 256, "model.max_seq_len": 512, "model.remat": "none",
+    "model.preset": "tiny-r1-zero", "model.max_seq_len": 512, "model.remat": "none",
     "sampling.temperature": 1.0,
     "grpo.num_generations": 8, "grpo.beta": 0.001, "grpo.max_completion_length": 40, "grpo.grad_accum": 1,
     "optim.learning_rate": 2e-4, "optim.warmup_steps": 5, "optim.weight_decay": 0.0,
@@ -67,6 +66,20 @@ NAMED = {
                             "grpo.num_minibatches": 2, "optim.learning_rate": 1e-6, "eval.max_new_tokens": 2048},
     "qwen3-1.7b": _REAL | {"model.preset": "qwen3-1.7b", "grpo.max_completion_length": 2048,
                            "train.prompts_per_step": 16, "grpo.num_minibatches": 4, "eval.max_new_tokens": 2048},
+}
+# SmolLM2-135M-Instruct on a 2-core CPU (EXPERIMENTS.md, "R1-Zero on a real pretrained model"): the
+# model's own chat template with the boxed-answer instruction small-base studies use (with the R1
+# template this base writes no <answer> tag: strict rewards give no signal), generated arithmetic
+# word problems (the base solves some, not all), short completions, no KL term (no reference pass:
+# a third less compute), float32 (bf16 matmuls are slow on CPU).
+NAMED["smollm2-135m"] = {
+    "model.dtype": "float32", "model.param_dtype": "float32", "model.remat": "auto", "template": "chat_boxed",
+    "data.source": "synthetic", "data.num_train": 4000, "data.num_eval": 96,
+    "sampling.temperature": 1.0, "grpo.num_generations": 8, "grpo.beta": 0.0, "grpo.max_completion_length": 96,
+    "grpo.grad_accum": "auto", "optim.learning_rate": 1e-5, "optim.warmup_steps": 3, "optim.weight_decay": 0.0,
+    "train.steps": 40, "train.prompts_per_step": 2, "train.max_prompt_len": 160, "train.sample_log_every": 5,
+    "eval.max_new_tokens": 96, "eval.batch_size": 48, "eval.num_samples": 2,
+    "checkpoint.save_every": 5, "checkpoint.keep": 2,
 }
 """Real-model configs: `--config=experiments/r1_zero.py:NAME`; each needs `--config.model.hf_checkpoint=DIR`
 (the 7B / 8B ones keep bf16 parameters and AdamW moments to fit one 141 GB GPU)."""

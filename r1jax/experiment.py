@@ -162,12 +162,18 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig,
       raise ValueError(f"model.{clash[0]}={over[clash[0]]!r} cannot be set with model.hf_checkpoint: the "
                        f"checkpoint's config.json fixes {', '.join('model.' + c for c in clash)}")
     from r1jax import hf
+    if str(ckpt).lower().endswith(".gguf"):
+      raise ValueError(f"model.hf_checkpoint={ckpt!r} is a GGUF file: convert it once to a Hugging Face directory "
+                       f"(python -m r1jax.gguf {ckpt} DIR) and give that directory")
     base = hf.config_from_hf(_hf_config(ckpt))
+    if preset in model_lib.TRAINED_HERE and preset != "tiny":
+      print(f"note: model.hf_checkpoint with the default config: the model's shape is the checkpoint's, the "
+            f"hyperparameters the tiny default's; a named config (--config=experiments/FILE.py:NAME) sets real-model ones")
   else:
     if preset not in model_lib.PRESETS:
       raise ValueError(f"model.preset={preset!r} is not one of {sorted(model_lib.PRESETS)}")
     base = model_lib.PRESETS[preset]
-    if preset != "tiny" and not m.get("vocab_size"):
+    if preset not in model_lib.TRAINED_HERE and not m.get("vocab_size"):
       raise ValueError(f"model.hf_checkpoint='' but model.preset={preset!r} is a released model: give its Hugging "
                        f"Face directory (--config.model.hf_checkpoint=DIR) so weights and tokenizer match")
   if rope.get("kind") == "none":
@@ -204,8 +210,7 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
       if not dot or stage not in allowed:
         raise ValueError(f"inputs={cfg.inputs!r} with stage={cfg.stage!r}: {name!r} must name its stage "
                          f"(STAGE.NAME=PATH, e.g. sft.data=FILE; stages: {allowed[1:]}), or set --config.stage=NAME")
-  if cfg.template != "r1_zero" and "{prompt}" not in cfg.template:
-    raise ValueError(f"template={cfg.template[:60]!r}: use 'r1_zero' or a string with a {{prompt}} slot")
+  templates.check_spec(cfg.template)
   model_cfg, remat = model_config(cfg)
   grpo_sec = cfg.grpo.to_dict()
   grad_accum = config_lib.int_or_auto("grpo.grad_accum", grpo_sec.pop("grad_accum"))
@@ -350,10 +355,6 @@ def with_sweep(cfg: ml_collections.ConfigDict, sweep: list[dict], index: int) ->
   if index >= len(sweep):
     raise ValueError(f"sweep_index={index} but the sweep has {len(sweep)} entries")
   return apply_overrides(cfg, sweep[index], f"sweep entry {index}")
-
-
-def template_text(cfg) -> str:
-  return templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
 
 
 def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
@@ -529,7 +530,7 @@ def evaluation_config() -> ml_collections.ConfigDict:
   c.datasets = "arithmetic"  # name=path[:layout],...  layouts: gsm8k, aime, math, math_solution
   c.max_examples = 0  # per dataset, 0 = all
   c.on_bad_line = "fail"
-  c.template = "r1_zero"  # 'r1_zero', 'chat' (the tokenizer's chat template) or text with {prompt}
+  c.template = "r1_zero"  # 'r1_zero', 'chat' / 'chat_boxed' (the tokenizer's chat template) or text with {prompt}
   c.out_dir = "runs/eval"
   c.mesh = config_lib.section(sharding.MeshConfig)
   c.eval = config_lib.section(harness.EvalConfig, num_samples=4, max_new_tokens=40)
@@ -542,8 +543,7 @@ def validate_evaluation(cfg: ml_collections.ConfigDict) -> dict:
   unknown = sorted(set(cfg) - set(evaluation_config()))
   if unknown:
     raise ValueError(f"unknown config field(s) {unknown}; the top level takes {sorted(evaluation_config())}")
-  if cfg.template not in ("r1_zero", "chat") and "{prompt}" not in cfg.template:
-    raise ValueError(f"template={cfg.template[:60]!r} has no {{prompt}} slot; use 'r1_zero', 'chat' or such a text")
+  templates.check_spec(cfg.template)
   if cfg.on_bad_line not in ("fail", "skip"):
     raise ValueError(f"on_bad_line={cfg.on_bad_line!r} is not one of ('fail', 'skip')")
   if cfg.max_examples < 0:
@@ -578,11 +578,6 @@ def run_evaluation(cfg: ml_collections.ConfigDict) -> dict:
       tokenizer = tok_lib.load_tokenizer(cfg.hf_checkpoint)
     else:
       model_cfg, params, tokenizer = load_policy(cfg.checkpoint, mesh, rules)
-    if cfg.template == "chat":
-      if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("template='chat' but the tokenizer has no chat_template")
-      template = templates.get_template("chat", chat_template=tokenizer.chat_template)
-    else:
-      template = templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
+    template = templates.resolve(cfg.template, tokenizer)
     return harness.evaluate_datasets(params, model_cfg, tokenizer, data, template, ecfg, cfg.out_dir,
                                      progress=cfg.progress)

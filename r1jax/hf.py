@@ -480,11 +480,15 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def save_tokenizer(tokenizer, path, source: str | None = None) -> None:
-  """Tokenizer files beside an export, so `transformers.AutoTokenizer.from_pretrained(path)` works.
+  """Tokenizer files beside an export, so `transformers.AutoTokenizer.from_pretrained(path)` works
+  and gives the ids r1jax trained on.
 
   With `source` (the Hugging Face directory the model came from) its tokenizer files are copied
-  unchanged; otherwise a `tokenizers` tokenizer is written as tokenizer.json and a SentencePiece
-  model as tokenizer.model, each with a tokenizer_config.json naming the special tokens.
+  unchanged where transformers reads them as they are; where it would not (a gzipped
+  tokenizer.json, the list form of added_tokens.json), tokenizer.json is written from the loaded
+  tokenizer, added tokens included. Without `source` a `tokenizers` tokenizer is written as
+  tokenizer.json and a SentencePiece model as tokenizer.model, each with a tokenizer_config.json
+  naming the special tokens, the BOS rule (`add_bos_token`) and the chat template.
   """
   import shutil
 
@@ -492,18 +496,26 @@ def save_tokenizer(tokenizer, path, source: str | None = None) -> None:
   path = pathlib.Path(path)
   path.mkdir(parents=True, exist_ok=True)
   if source:
+    src = pathlib.Path(source)
+    added = src / "added_tokens.json"
+    listed = added.is_file() and isinstance(json.loads(added.read_text()), list)
+    rewrite = isinstance(tokenizer, tok_lib.HFTokenizer) and (listed or not (src / "tokenizer.json").is_file())
     for name in TOKENIZER_FILES:
-      if (pathlib.Path(source) / name).is_file():
-        shutil.copyfile(pathlib.Path(source) / name, path / name)
-    return
+      if (src / name).is_file() and not (rewrite and name in ("tokenizer.json", "added_tokens.json")):
+        shutil.copyfile(src / name, path / name)
+    if rewrite:
+      tokenizer._tok.save(str(path / "tokenizer.json"))
+    if (src / "tokenizer_config.json").is_file():
+      return
   special = tokenizer.special_tokens_map
   if isinstance(tokenizer, tok_lib.HFTokenizer):
-    tokenizer._tok.save(str(path / "tokenizer.json"))
+    if not (path / "tokenizer.json").is_file():
+      tokenizer._tok.save(str(path / "tokenizer.json"))
     conf = {"tokenizer_class": "PreTrainedTokenizerFast"}
   elif isinstance(tokenizer, tok_lib.SentencePieceTokenizer):
     shutil.copyfile(tokenizer.source, path / "tokenizer.model")
-    # No BOS/EOS added on encode and no dummy prefix: the ids r1jax trained on.
-    conf = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": False, "add_eos_token": False,
+    # No EOS added on encode and no dummy prefix: the ids r1jax trained on; BOS as r1jax adds it.
+    conf = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": tokenizer.add_bos, "add_eos_token": False,
             "add_prefix_space": False, "legacy": False, "unk_token": tokenizer.id_to_piece(tokenizer._sp.unk_id())}
   else:
     raise TypeError(f"cannot export a tokenizer of type {type(tokenizer).__name__}")

@@ -13,6 +13,8 @@ the knobs that would help.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 from typing import Any, Sequence
 
 import jax
@@ -54,9 +56,27 @@ def per_device_bytes(tree) -> int:
   return sum(int(np.prod(x.sharding.shard_shape(x.shape))) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
+def host_available_bytes() -> int | None:
+  """The host's memory available to a new allocation now (Linux `MemAvailable`), or None."""
+  try:
+    for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+      if line.startswith("MemAvailable:"):
+        return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
 def device_limit_bytes(device=None) -> int | None:
-  """The allocator's limit of one device (GPU / TPU), or None where it reports none (CPU)."""
+  """What one device may use: the allocator's limit (GPU / TPU); on CPU, where the devices share
+  the host's memory, the host's available memory split evenly over this process's CPU devices."""
   device = device or jax.devices()[0]
+  if device.platform == "cpu":
+    host = host_available_bytes()
+    return None if host is None else host // max(jax.local_device_count("cpu"), 1)
   try:
     stats = device.memory_stats()
   except Exception:  # noqa: BLE001 - backends without memory stats
@@ -148,8 +168,9 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
 
   Args:
     remat / grad_accum: 'auto' or a fixed value (a fixed value is still measured and checked).
-    limit_bytes: per-device memory to fit in; None = the device's own limit (on CPU there is
-      none: the cheapest setting is taken, nothing is compiled or checked).
+    limit_bytes: per-device memory to fit in; None = the device's own limit (on CPU the host's
+      available memory over the CPU devices; where none is known, the cheapest setting is taken
+      and nothing is compiled or checked).
     rules: the parameters' rules table (default `sharding.DEFAULT_RULES`).
   """
   limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
@@ -164,7 +185,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   accums = _accum_options(rows_update, shards, grad_accum)
 
   if budget is None:
-    return Plan(remats[0], accums[0], None, 0, {}, [], "no device memory limit is reported (CPU) and "
+    return Plan(remats[0], accums[0], None, 0, {}, [], "no device or host memory limit is known and "
                 "train.memory_limit_gb is 0: the cheapest setting, not measured")
   base = dataclasses.replace(model_cfg, remat="none")
   state = abstract_state(base, ocfg, mesh, with_ref, rules)

@@ -140,8 +140,13 @@ def _check(cfg, field, value, allowed):
     raise ValueError(f"model.{field}={value!r} is not one of {allowed}")
 
 
+TRAINED_HERE = ("tiny", "tiny-r1-zero")
+"""Presets whose weights r1jax pretrains itself (every other preset is a released model's shape)."""
+
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(),
+    # experiments/r1_zero.py's default base, pretrained here (its vocabulary is the trained tokenizer's).
+    "tiny-r1-zero": ModelConfig(d_model=128, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=256),
     "qwen2.5-0.5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2,
                                 head_dim=64, d_ff=4864, rope_theta=1e6, qkv_bias=True, tie_embeddings=True,
                                 max_seq_len=32768),

@@ -14,6 +14,15 @@ import numpy as np
 from r1jax import distributed
 from r1jax import sampler as sampler_lib
 from r1jax import templates
+from r1jax import tokenizer as tok_lib
+
+
+def prompt_text(question: str, template, tokenizer) -> str:
+  """The prompt text as transformers builds it: a chat template is rendered with the tokenizer's
+  special tokens as variables (`apply_chat_template`), a plain template filled in."""
+  if isinstance(template, templates.Template) and template.chat_template is not None:
+    return template.render(question, **tokenizer.special_tokens_map)
+  return templates.format_prompt(question, template)
 
 
 def encode_prompts(examples: Sequence[dict], tokenizer, template: str, max_prompt_len: int,
@@ -25,12 +34,14 @@ def encode_prompts(examples: Sequence[dict], tokenizer, template: str, max_promp
   """
   if on_too_long not in ("skip", "fail"):
     raise ValueError(f"data.on_too_long={on_too_long!r} is not one of ('skip', 'fail')")
-  texts = [templates.format_prompt(ex["question"], template) for ex in examples]
-  ids = tokenizer.encode_batch(texts)
+  texts = [prompt_text(ex["question"], template, tokenizer) for ex in examples]
+  chat = isinstance(template, templates.Template) and template.chat_template is not None
+  # A chat template writes any BOS itself, as special-token text (apply_chat_template(tokenize=True)).
+  ids = [tokenizer.encode_rendered(t) for t in texts] if chat else tokenizer.encode_batch(texts)
+  bos = [] if chat else tok_lib.bos_prefix(tokenizer)
   kept, kept_ids, dropped = [], [], 0
   for ex, p in zip(examples, ids):
-    if tokenizer.bos_id is not None:
-      p = [tokenizer.bos_id] + list(p)
+    p = bos + list(p)
     if len(p) > max_prompt_len:
       if on_too_long == "fail":
         raise ValueError(f"example {ex.get('id', '?')!r}: prompt has {len(p)} tokens, more than "

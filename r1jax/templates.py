@@ -118,10 +118,36 @@ class Template:
     return apply_chat_template(messages + [{"role": "user", "content": text}], self.chat_template, **kw)
 
 
+BOXED_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+"""The boxed-answer instruction small-base R1-Zero studies prompt with (SimpleRL-Zoo, Qwen2.5-Math)."""
+
 TEMPLATES = {
     "r1_zero": Template("r1_zero", prompt_format=R1_ZERO_TEMPLATE),
     "chat": Template("chat", chat_template=CHATML_TEMPLATE),
+    "chat_boxed": Template("chat_boxed", prompt_format=SLOT + BOXED_INSTRUCTION, chat_template=CHATML_TEMPLATE),
 }
+
+
+def check_spec(spec: str, field: str = "template") -> None:
+  """A `template` setting is a registered name or a text with a {prompt} slot; else ValueError."""
+  if spec not in TEMPLATES and SLOT not in spec:
+    raise ValueError(f"{field}={spec[:60]!r}: use one of {sorted(TEMPLATES)} or a text with a {SLOT} slot")
+
+
+def resolve(spec: str, tokenizer, field: str = "template") -> "str | Template":
+  """A `template` setting as `format_prompt` takes it: 'r1_zero' -> the R1 text, a chat name ->
+  that Template with the tokenizer's own chat template (which it must have), a text -> itself."""
+  check_spec(spec, field)
+  if spec not in TEMPLATES:
+    return spec
+  t = TEMPLATES[spec]
+  if t.chat_template is None:
+    return t.prompt_format
+  if not getattr(tokenizer, "chat_template", None):
+    raise ValueError(f"{field}={spec!r} but the tokenizer {getattr(tokenizer, 'source', '')!r} has no chat template "
+                     "(tokenizer_config.json's chat_template or chat_template.jinja); use template='r1_zero' or a text "
+                     f"with a {SLOT} slot")
+  return dataclasses.replace(t, chat_template=tokenizer.chat_template)
 
 
 def get_template(name: str, chat_template: str | None = None, **overrides) -> Template:

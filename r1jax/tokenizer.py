@@ -5,7 +5,16 @@
   * a Hugging Face tokenizer file (`*.json`, or gzipped `*.json.gz`),
   * a directory holding `tokenizer.json`, `tokenizer.json.gz` or `tokenizer.model` (first found wins).
 Beside the file it reads, when present, `tokenizer_config.json` (bos/eos/pad tokens, chat template,
-`added_tokens_decoder`), `special_tokens_map.json` and `added_tokens.json`.
+`add_bos_token`, `added_tokens_decoder`), `chat_template.jinja` (where transformers 5 writes the chat
+template), `special_tokens_map.json`, `added_tokens.json` and `generation_config.json` (its
+`eos_token_id`, one id or a list: every one stops sampling, see `eos_ids`).
+
+Each checkpoint's own token conventions, as transformers applies them: `add_bos` says whether the
+tokenizer puts BOS in front of a text it encodes with special tokens (`tokenizer(text)`): the
+config's `add_bos_token` where it names one, else what the `tokenizer.json` post-processor adds
+(Llama-3: `<|begin_of_text|>`; Qwen2.5 and SmolLM2: nothing); a SentencePiece model adds its BOS
+(as transformers' LlamaTokenizer does) unless the config says otherwise. A BOS *named* in a config
+is not a reason to add one.
 
 `encode` never adds special tokens unless asked (`add_bos=True`), and never parses special-token
 text for SentencePiece (as `sentencepiece` itself does); Hugging Face files keep the `tokenizers`
@@ -21,6 +30,7 @@ import gzip
 import io
 import json
 import pathlib
+import re
 from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import sentencepiece as spm
@@ -46,7 +56,11 @@ class Tokenizer(Protocol):
   pad_id: int
   """The pad token if the tokenizer defines one, else eos."""
   chat_template: str | None
-  """Jinja chat template from tokenizer_config.json, if any."""
+  """Jinja chat template from tokenizer_config.json or chat_template.jinja, if any."""
+  add_bos: bool
+  """Whether encoding a text with special tokens (transformers' `tokenizer(text)`) puts BOS first."""
+  eos_ids: tuple[int, ...]
+  """Every id that ends a generation: eos_id and generation_config.json's eos_token_id(s)."""
 
   def encode(self, text: str, add_bos: bool = False) -> list[int]: ...
   def encode_batch(self, texts: Sequence[str], add_bos: bool = False) -> list[list[int]]: ...
@@ -75,8 +89,16 @@ def _read_sidecars(folder: pathlib.Path) -> tuple[dict, list[dict]]:
           meta[key] = _token_str(cfg[key])
       if isinstance(cfg.get("chat_template"), str):
         meta["chat_template"] = cfg["chat_template"]
+      if isinstance(cfg.get("add_bos_token"), bool):
+        meta["add_bos_token"] = cfg["add_bos_token"]
       for i, tok in cfg.get("added_tokens_decoder", {}).items():
         added.append({**tok, "id": int(i)})
+  if "chat_template" not in meta and (folder / "chat_template.jinja").is_file():
+    meta["chat_template"] = (folder / "chat_template.jinja").read_text()
+  f = folder / "generation_config.json"
+  if f.is_file():
+    eos = json.loads(f.read_text()).get("eos_token_id")
+    meta["generation_eos_ids"] = tuple(int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None)
   f = folder / "added_tokens.json"
   if f.is_file():
     data = json.loads(f.read_text())
@@ -107,6 +129,8 @@ class _Base:
   eos_id: int
   pad_id: int
   chat_template: str | None = None
+  add_bos: bool = False
+  eos_ids: tuple[int, ...] = ()
 
   def _set_special(self, meta: dict, where: str) -> None:
     lookup = self.piece_to_id
@@ -119,6 +143,9 @@ class _Base:
     pad = _pick("pad_token", meta.get("pad_token"), (), lookup, where) if meta.get("pad_token") else self.pad_id
     self.pad_id = eos if pad is None else pad
     self.chat_template = meta.get("chat_template")
+    self.add_bos = bool(meta.get("add_bos_token", self.add_bos)) and self.bos_id is not None
+    extra = [int(i) for i in meta.get("generation_eos_ids", ()) if 0 <= int(i) < self.vocab_size]
+    self.eos_ids = tuple(dict.fromkeys([self.eos_id] + extra))
 
   @property
   def special_tokens_map(self) -> dict[str, str]:
@@ -131,6 +158,19 @@ class _Base:
   def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True) -> list[str]:
     """Decode each row of `batch`."""
     return [self.decode(ids, skip_special) for ids in batch]
+
+  def encode_rendered(self, text: str) -> list[int]:
+    """Ids of a rendered chat template, whose special-token text (`<s>`) becomes its id as in
+    transformers. SentencePiece text between special tokens keeps its dummy prefix (transformers'
+    non-legacy Llama tokenizer drops it there), so such prompts can differ after a special token."""
+    specials = sorted(set(self.special_tokens_map.values()), key=len, reverse=True)
+    out = []
+    for part in re.split("(" + "|".join(map(re.escape, specials)) + ")", text):
+      if part in specials:
+        out.append(self.piece_to_id(part))
+      elif part:
+        out += self.encode(part)
+    return out
 
   def _check_id(self, i: int) -> int:
     if not 0 <= i < self.vocab_size:
@@ -156,6 +196,7 @@ class SentencePieceTokenizer(_Base):
     self.bos_id = self._sp.bos_id() if self._sp.bos_id() >= 0 else None
     self.eos_id = self._sp.eos_id() if self._sp.eos_id() >= 0 else None
     self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else None
+    self.add_bos = True  # transformers' LlamaTokenizer default; tokenizer_config.json's add_bos_token wins
     self._set_special(meta or {}, source)
     self._control = {i for i in range(self.vocab_size) if self._sp.is_control(i)}
 
@@ -210,6 +251,8 @@ class HFTokenizer(_Base):
     self.eos_id = _pick("eos_token", None, _EOS_NAMES, lookup, source)
     self.pad_id = _pick("pad_token", None, _PAD_NAMES, lookup, source)
     self._set_special(meta or {}, source)
+    if "add_bos_token" not in (meta or {}):  # the post-processor's rule, for the BOS finally chosen
+      self.add_bos = _adds_bos_first(tok, self.bos_id)
 
   def encode(self, text: str, add_bos: bool = False) -> list[int]:
     """Token ids of `text` (no post-processor), with BOS first if asked and defined."""
@@ -221,6 +264,10 @@ class HFTokenizer(_Base):
     if add_bos and self.bos_id is not None:
       out = [[self.bos_id] + ids for ids in out]
     return out
+
+  def encode_rendered(self, text: str) -> list[int]:
+    """Ids of a rendered chat template: `tokenizers` turns added-token text into its ids itself."""
+    return self.encode(text)
 
   def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
     """Text of `ids`; special added tokens are dropped unless `skip_special=False`."""
@@ -237,6 +284,21 @@ class HFTokenizer(_Base):
   def piece_to_id(self, piece: str) -> int | None:
     """Id of a vocabulary token, None if absent."""
     return self._tok.token_to_id(piece)
+
+
+def bos_prefix(tokenizer) -> list[int]:
+  """[BOS] where the tokenizer's own rule puts it in front of an encoded text (`add_bos`), else []."""
+  return [tokenizer.bos_id] if tokenizer.bos_id is not None and getattr(tokenizer, "add_bos", True) else []
+
+
+def _adds_bos_first(tok: tokenizers.Tokenizer, bos_id: int | None) -> bool:
+  """Whether the tokenizer's post-processor puts `bos_id` in front of an encoded text."""
+  if bos_id is None:
+    return False
+  probe = "a"
+  plain = tok.encode(probe, add_special_tokens=False).ids
+  full = tok.encode(probe, add_special_tokens=True).ids
+  return len(full) > len(plain) and full[0] == bos_id and full[0] not in plain[:1]
 
 
 def _add_tokens(tok: tokenizers.Tokenizer, added: Sequence[dict], source: str) -> None:

@@ -61,7 +61,7 @@ class TrainConfig:
   """Progress bars (tqdm)."""
   memory_limit_gb: float = 0.0
   """Per-device memory the run must fit in (the memory planner's budget); 0 = the device's own
-  limit (CPU reports none, so there nothing is checked)."""
+  limit (on CPU: the host's available memory over the CPU devices)."""
 
   def __post_init__(self):
     for f in ("steps", "prompts_per_step", "max_prompt_len", "log_every", "sample_log_every",

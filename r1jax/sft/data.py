@@ -11,13 +11,15 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from r1jax import tokenizer as tok_lib
+
 
 def encode(pairs: Sequence[tuple[str, str]], tokenizer, max_len: int) -> tuple[list[tuple[list[int], list[bool]]], int]:
   """(prompt, completion) texts -> [(ids, loss_mask)]: BOS + prompt + completion + EOS, the loss on
   completion + EOS. Pairs longer than `max_len` tokens are dropped; returns (rows, dropped)."""
   prompts = tokenizer.encode_batch([p for p, _ in pairs])
   completions = tokenizer.encode_batch([c for _, c in pairs])
-  bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+  bos = tok_lib.bos_prefix(tokenizer)
   out, dropped = [], 0
   for p, c in zip(prompts, completions):
     ids = bos + list(p) + list(c) + [tokenizer.eos_id]
@@ -81,7 +83,7 @@ def pack_documents(docs, tokenizer, seq_len: int):
   so no compute goes to padding (documents may straddle rows, as in GPT pretraining)."""
   stream = []
   for ids in tokenizer.encode_batch(docs):
-    stream += ([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + list(ids) + [tokenizer.eos_id]
+    stream += tok_lib.bos_prefix(tokenizer) + list(ids) + [tokenizer.eos_id]
   n = len(stream) // seq_len
   toks = np.asarray(stream[:n * seq_len], np.int32).reshape(n, seq_len)
   return toks, np.ones_like(toks, bool)

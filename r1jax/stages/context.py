@@ -88,6 +88,8 @@ def build(cfg: ml_collections.ConfigDict, parts: dict) -> Context:
   """Data, mesh and tokenizer of a validated config (call inside `jax.set_mesh(ctx.mesh)` after)."""
   workdir = pathlib.Path(cfg.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  # A chat template is the tokenizer's own: resolved once the tokenizer is loaded. The tiny
+  # default's tokenizer is trained on documents made with the plain template text.
   template = templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
   train_ex, eval_ex = load_examples(parts["data"])
   mesh = sharding.make_mesh(parts["mesh"])
@@ -95,7 +97,8 @@ def build(cfg: ml_collections.ConfigDict, parts: dict) -> Context:
   with jax.set_mesh(mesh):
     ctx.tokenizer = build_tokenizer(cfg, ctx.tokenizer_path, ctx.docs)
   tok = ctx.tokenizer
-  eos = tuple(dict.fromkeys((tok.eos_id,) + tuple(parts["sampling"].eos_ids)))
+  ctx.template = templates.resolve(cfg.template, tok)
+  eos = tuple(dict.fromkeys(tuple(getattr(tok, "eos_ids", (tok.eos_id,))) + tuple(parts["sampling"].eos_ids)))
   pad = tok.pad_id if cfg.sampling.pad_id is None else parts["sampling"].pad_id
   parts["sampling"] = dataclasses.replace(parts["sampling"], eos_ids=eos, pad_id=pad)
   if not cfg.model.hf_checkpoint and cfg.model.vocab_size is None:  # the tiny default: the tokenizer's size
