@@ -32,6 +32,7 @@ from ml_collections import config_dict
 from r1jax import checkpoint as ckpt_lib
 from r1jax.tasks import traces as traces_lib
 from r1jax import distributed
+from r1jax import errors
 from r1jax import pipeline
 from r1jax import stages as stages_lib
 from r1jax import model as model_lib
@@ -296,46 +297,66 @@ def check_disk(cfg, parts: dict) -> None:
   memory.check_disk(need, ck.directory)
 
 
+def _fail(prefix: str, msg) -> None:
+  """One line on stderr, exit status 2."""
+  import sys
+  print(f"{prefix}{errors.one_line(msg)}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _unknown_field(e: Exception, argv: list[str]) -> str:
+  """The one-line message for config_flags' error on an unknown --config.* field."""
+  while e.args and isinstance(e.args[0], BaseException):  # an AttributeError wrapping the KeyError
+    e = e.args[0]
+  text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+  first, _, hint = text.partition("\n")
+  name = first.strip("\"' ")
+  bad = [a for a in argv if a.split("=")[0].endswith("." + name)]
+  field = (bad or [name])[0].split("=")[0].removeprefix("--config.")
+  hint = f" ({hint.strip()})" if hint.strip() else ""
+  return (f"unknown config field {field!r}: no such field {name!r} in its section{hint}; "
+          f"python {argv[0] if argv else 'EXPERIMENT'} --helpfull lists them")
+
+
 def main(sweep=None, *, check=None, run_fn=None) -> None:
   """`__main__` of an experiment file: --config (this file, or `FILE:NAME` for a named config),
   --sweep_index. A config error (raised by `check`, default `validate`) prints one line and
-  exits with status 2 before anything is built."""
+  exits with status 2 before anything is built; so does a `UserError` (a bad file, checkpoint or
+  work directory found later: `error: ...`). Any other exception keeps its traceback."""
   import sys
   from absl import app, flags
   from ml_collections import config_flags
-
-  def fail(msg):
-    print(f"config error: {msg}", file=sys.stderr)
-    sys.exit(2)
 
   try:  # config_flags reads the --config.* overrides here already
     config_flags.DEFINE_config_file("config", sys.modules["__main__"].__file__,
                                     "experiment config: FILE or FILE:NAME", lock_config=False)
   except (AttributeError, KeyError) as e:
-    name = str(e).strip("\"'")
-    bad = [a for a in sys.argv[1:] if a.split("=")[0].endswith("." + name)]
-    fail(f"unknown config field {(bad or [name])[0].split('=')[0].removeprefix('--config.')!r}: no such field "
-         f"{name!r} in its section (python {sys.argv[0]} --helpfull lists them)")
+    _fail("config error: ", _unknown_field(e, sys.argv))
   flags.DEFINE_integer("sweep_index", -1, "apply sweep()[i] on top of the config")
 
   def _main(argv):
     if len(argv) > 1:
-      fail(f"unexpected arguments {argv[1:]}; settings are flags: --config.SECTION.FIELD=VALUE")
+      _fail("config error: ", f"unexpected arguments {argv[1:]}; settings are flags: --config.SECTION.FIELD=VALUE")
     try:
       cfg = with_sweep(flags.FLAGS.config, sweep() if sweep else [], flags.FLAGS.sweep_index)
       if cfg.get("distributed", False):  # before validation counts the devices of every process
         distributed.initialize()
       check_disk(cfg, (check or validate)(cfg))
+    except errors.UserError as e:
+      _fail("error: ", e)
     except (ValueError, FileNotFoundError) as e:
-      fail(str(e))
-    (run_fn or run)(cfg)
+      _fail("config error: ", e)
+    try:
+      (run_fn or run)(cfg)
+    except errors.UserError as e:
+      _fail("error: ", e)
 
   def parse(argv):  # a bad --config.x=value or an unknown config name: one line, status 2
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
       lines = [l for l in str(e).splitlines() if l.strip() and not l.startswith(("Traceback", "  "))]
-      fail(lines[-1] if lines else type(e).__name__)
+      _fail("config error: ", lines[-1] if lines else type(e).__name__)
 
   app.run(_main, flags_parser=parse)
 
