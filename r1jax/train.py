@@ -387,7 +387,8 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
 
   # Process 0 logs into workdir, the others (same metrics) beside it.
   rank = jax.process_index()
-  log = logger_lib.MetricsLogger(workdir if rank == 0 else pathlib.Path(workdir) / f"process_{rank}")
+  log = logger_lib.MetricsLogger(workdir if rank == 0 else pathlib.Path(workdir) / f"process_{rank}",
+                                 resume_step=start)
   base_key = jax.random.key(tcfg.seed)
   bad_in_a_row = 0
   pbar = None
@@ -452,13 +453,14 @@ def checkpoint_tree(state: train_step.TrainState, critic_state=None) -> dict:
 
 
 def restore_latest(checkpointer: ckpt_lib.Checkpointer, state: train_step.TrainState, seed: int, critic_state=None):
-  """(state, start step, data position): the latest checkpoint's, or `state` at step 0; with a
-  `critic_state`, (state, start, position, critic state)."""
-  latest = checkpointer.latest_step()
-  if latest is None:
-    return (state, 0, {"epoch": 0, "index": 0}) + (() if critic_state is None else (critic_state,))
+  """(state, start step, data position): the newest checkpoint that reads whole
+  (`Checkpointer.restore_intact`: a damaged newer one is reported and set aside), or `state` at
+  step 0; with a `critic_state`, (state, start, position, critic state)."""
   abstract = checkpoint_tree(state.abstract(), None if critic_state is None else critic_state.abstract())
-  tree, meta = checkpointer.restore(latest, abstract)
+  found = checkpointer.restore_intact(abstract) if checkpointer.latest_step() is not None else None
+  if found is None:
+    return (state, 0, {"epoch": 0, "index": 0}) + (() if critic_state is None else (critic_state,))
+  tree, meta, _ = found
   if meta.get("seed", seed) != seed:
     raise ValueError(f"train.seed={seed} but the checkpoint in {checkpointer.directory} was written with seed "
                      f"{meta['seed']}: resuming would not continue the same random stream")

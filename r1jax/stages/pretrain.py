@@ -60,8 +60,9 @@ def pretrain(params, model_cfg, pcfg: PretrainConfig, tokenizer, docs_fn, mesh, 
   optimizer = train_step.make_optimizer(ocfg)
   state = train_step.init_state(params, optimizer)
   ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(out / "ckpt"), save_every=1, keep=1, async_save=False))
-  if ck.latest_step() == pcfg.steps:
-    tree, _ = ck.restore(pcfg.steps, state.abstract().tree())
+  found = ck.restore_intact(state.abstract().tree()) if ck.latest_step() == pcfg.steps else None
+  if found is not None and found[2] == pcfg.steps:
+    tree = found[0]
     ck.close()
     print(f"base model: loaded the pretrained checkpoint from {out}")
     return tree["params"]
