@@ -43,6 +43,7 @@ from r1jax import templates
 from r1jax import tokenizer as tok_lib
 from r1jax import train
 from r1jax import train_step
+from r1jax import workdir as workdir_lib
 from r1jax import curation
 from r1jax.sft import loop as sft_loop
 from r1jax.stages import cold_start_data, context, distill, rejection_sampling, reward_model, rl_all
@@ -431,6 +432,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
     distributed.initialize()
   parts = validate(cfg)
   check_disk(cfg, parts)
+  workdir_lib.check_and_record(cfg)  # before anything else is written
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   ctx = context.build(cfg, parts)
   stages = stages_lib.r1_zero()
@@ -488,6 +490,7 @@ def run_stages(cfg: ml_collections.ConfigDict, parts: dict, stages: list, only: 
                given: dict | None = None):
   """`stages` (those in `only`, if given) in cfg.workdir after the memory plan; (context, outputs by
   stage). Also for experiments that run part of a pipeline (experiments/cold_start.py)."""
+  workdir_lib.check_and_record(cfg)  # before anything else is written
   absl_logging.set_verbosity(absl_logging.WARNING)
   ctx = context.build(cfg, parts)
   with jax.set_mesh(ctx.mesh):

@@ -62,6 +62,11 @@ class TrainConfig:
   memory_limit_gb: float = 0.0
   """Per-device memory the run must fit in (the memory planner's budget); 0 = the device's own
   limit (CPU reports none, so there nothing is checked)."""
+  resume: str = "auto"
+  """A rerun of a work directory whose checkpoints were made with other settings (`r1jax.workdir`):
+  'auto' stops, naming the fields that differ; 'weights' continues these weights with the new
+  settings and records the change in <workdir>/run_config.json (a changed model shape or tokenizer
+  is refused either way)."""
 
   def __post_init__(self):
     for f in ("steps", "prompts_per_step", "max_prompt_len", "log_every", "sample_log_every",
@@ -70,6 +75,8 @@ class TrainConfig:
         raise ValueError(f"train.{f}={getattr(self, f)} must be >= 1")
     if self.memory_limit_gb < 0:
       raise ValueError(f"train.memory_limit_gb={self.memory_limit_gb} must be >= 0 (0 = the device's limit)")
+    if self.resume not in ("auto", "weights"):
+      raise ValueError(f"train.resume={self.resume!r} is not one of ('auto', 'weights')")
     if self.on_too_long not in ("skip", "fail"):
       raise ValueError(f"train.on_too_long={self.on_too_long!r} is not one of ('skip', 'fail')")
 
