@@ -145,11 +145,13 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict, where: str)
 
 
 def _hf_config(path: str) -> dict:
-  f = pathlib.Path(path) / "config.json"
-  if not f.is_file():
-    raise ValueError(f"model.hf_checkpoint={path!r}: no config.json there (a Hugging Face model directory "
-                     f"holds config.json, *.safetensors and tokenizer files)")
-  return json.loads(f.read_text())
+  """The checkpoint's config.json, after checking its files (`hf.check_checkpoint`)."""
+  from r1jax import hf
+  if not pathlib.Path(path).is_dir():
+    raise errors.UserError("Hugging Face checkpoint", f"model.hf_checkpoint={path!r}", "no such directory",
+                           "give a directory holding config.json, *.safetensors and tokenizer files")
+  hf.check_checkpoint(path)
+  return json.loads((pathlib.Path(path) / "config.json").read_text())
 
 
 def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig, str]:
@@ -248,8 +250,9 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
       out[name] = to_dataclass(cls, cfg[name], name)
   for field in ("cold_start.teacher", "distill.teacher", "prm.base", "prm.model", "mcts.base", "mcts.value_model"):
     path = cfg.get(field.split(".")[0], {}).get(field.split(".")[1], "") if is_r1 else ""
-    if path and not pathlib.Path(path).is_dir():
-      raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")
+    if path:
+      policy_lib.check_dir(path, field)
+  check_inputs(cfg, out)
   mesh_shape = out["mesh"].shape(jax.device_count())
   shards = mesh_shape[0] * mesh_shape[1]
   rows = tcfg.prompts_per_step * gcfg.num_generations
@@ -269,6 +272,24 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   return out
 
 
+def check_inputs(cfg: ml_collections.ConfigDict, parts: dict) -> None:
+  """The files a run reads besides its config, opened and checked before any work: the given
+  stage inputs exist, a tokenizer file loads, a JSONL source's rows parse and fill both splits."""
+  for name, path in given_inputs(cfg.inputs).items():
+    if not pathlib.Path(path).exists():
+      raise errors.UserError("stage input", f"inputs: {name}={path!r}", "no such file or directory",
+                             "give an existing path (a run's <workdir>/<stage>/policy or data.jsonl)")
+  if cfg.tokenizer.path:
+    try:
+      tok_lib.load_tokenizer(cfg.tokenizer.path)
+    except Exception as e:  # pylint: disable=broad-except  (SentencePiece and tokenizers raise many types)
+      raise errors.UserError("tokenizer", f"tokenizer.path={cfg.tokenizer.path!r}",
+                             f"cannot be loaded ({type(e).__name__}: {errors.one_line(e)[:160]})",
+                             "give a SentencePiece .model, a tokenizer.json or a Hugging Face directory") from None
+  if parts["data"].source == "jsonl":
+    context.load_examples(parts["data"])
+
+
 def load_experiment(path):
   """An experiment file (experiments/NAME.py) as a module, to build on its configs and sweeps."""
   import importlib.util
@@ -279,11 +300,31 @@ def load_experiment(path):
   return mod
 
 
+def check_writable(path, field: str) -> None:
+  """`path` is a directory this process can create files in (probed in its nearest existing
+  ancestor with a temporary folder, removed at once); else a UserError naming the field."""
+  import tempfile
+  d = pathlib.Path(path).absolute()
+  while not d.exists():
+    d = d.parent
+  why = "not a directory" if not d.is_dir() else None
+  if why is None:
+    try:
+      os.rmdir(tempfile.mkdtemp(prefix=".r1jax-write-probe-", dir=d))
+    except OSError as e:
+      why = f"{d} is not writable ({e.strerror or type(e).__name__})"
+  if why:
+    raise errors.UserError("work directory", f"{field}={str(path)!r}", why, f"give a --config.{field} you can write to")
+
+
 def check_disk(cfg, parts: dict) -> None:
   """Before any work (after `validate`; `main` and `run` call it): the checkpoints and policies the
   run will write fit the free disk (a 7B run writes a 57 GiB checkpoint); else a one-line error
   with the sizes and the knobs. Not part of `validate`: a config is valid on any machine."""
   from r1jax import memory
+  for key in ("workdir", "out_dir"):
+    if cfg.get(key):
+      check_writable(cfg[key], key)
   if cfg.get("stage") not in ("all", "r1_zero") or "checkpoint" not in parts:  # writes no checkpoint
     return
   model_cfg = parts["model"]
@@ -572,26 +613,44 @@ def validate_evaluation(cfg: ml_collections.ConfigDict) -> dict:
     raise ValueError(f"on_bad_line={cfg.on_bad_line!r} is not one of ('fail', 'skip')")
   if cfg.max_examples < 0:
     raise ValueError(f"max_examples={cfg.max_examples} must be >= 0 (0 = all)")
+  field = "hf_checkpoint" if cfg.hf_checkpoint else "checkpoint"
   where = cfg.hf_checkpoint or cfg.checkpoint
   if not pathlib.Path(where).is_dir():
-    raise ValueError(f"{'hf_checkpoint' if cfg.hf_checkpoint else 'checkpoint'}={where!r}: no such directory")
-  return {"eval": to_dataclass(harness.EvalConfig, cfg.eval, "eval"),
-          "mesh": to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"),
-          "datasets": harness.parse_datasets(cfg.datasets)}
+    raise ValueError(f"{field}={where!r}: no such directory")
+  if cfg.hf_checkpoint:
+    from r1jax import hf
+    hf.check_checkpoint(where, field)
+  else:
+    policy_lib.check_dir(where, field)
+  parts = {"eval": to_dataclass(harness.EvalConfig, cfg.eval, "eval"),
+           "mesh": to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"),
+           "datasets": harness.parse_datasets(cfg.datasets)}
+  return parts | {"data": evaluation_data(cfg, parts["datasets"])}
+
+
+def evaluation_data(cfg: ml_collections.ConfigDict, specs: list) -> list[tuple[str, list[dict]]]:
+  """(name, examples) of every dataset of experiments/evaluate.py, read and checked before any
+  model is loaded; a file without usable rows is a UserError naming it."""
+  data = []
+  for name, path, layout in specs:
+    if name == "arithmetic":
+      data.append((name, arithmetic.split(0, cfg.max_examples or 256, seed=0)[1]))
+      continue
+    if not pathlib.Path(path).is_file():
+      raise errors.UserError("dataset", f"datasets: {name}={path!r}", "no such file", "give a JSONL file of problems")
+    jc = datasets_lib.JsonlConfig(path=path, layout=layout, on_bad_line=cfg.on_bad_line, max_examples=cfg.max_examples)
+    ex, _ = datasets_lib.load_jsonl(jc, on_bad_line_field="on_bad_line")
+    if not ex:
+      raise errors.UserError("dataset", f"datasets: {name}={path!r}", "holds no usable rows",
+                             "give a JSONL file of problems")
+    data.append((name, ex))
+  return data
 
 
 def run_evaluation(cfg: ml_collections.ConfigDict) -> dict:
   """experiments/evaluate.py: a policy or Hugging Face model on JSONL / generated datasets."""
   parts = validate_evaluation(cfg)
-  ecfg, specs = parts["eval"], parts["datasets"]
-  data = []
-  for name, path, layout in specs:  # read (and check) every dataset before loading the model
-    if name == "arithmetic":
-      data.append((name, arithmetic.split(0, cfg.max_examples or 256, seed=0)[1]))
-    else:
-      ex, _ = datasets_lib.load_jsonl(datasets_lib.JsonlConfig(path=path, layout=layout, on_bad_line=cfg.on_bad_line,
-                                                               max_examples=cfg.max_examples))
-      data.append((name, ex))
+  ecfg, data = parts["eval"], parts["data"]
   absl_logging.set_verbosity(absl_logging.WARNING)
   mesh = sharding.make_mesh(parts["mesh"])
   rules = sharding.rules_table(parts["mesh"].rules)

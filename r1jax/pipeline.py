@@ -20,6 +20,8 @@ from typing import Callable
 
 import jax
 
+from r1jax import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -75,8 +77,8 @@ def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None
         continue
       rec = results.get(stage) or (read_record(workdir, stage) or {}).get("outputs")
       if rec is None:
-        raise FileNotFoundError(f"stage {st.name!r} needs {key} from stage {stage!r}, which has not run in "
-                                f"{workdir}; run it first or give the path (--config.inputs={key}=PATH)")
+        raise errors.UserError("stage input", f"stage {st.name!r}", f"needs {key} from stage {stage!r}, which has "
+                               f"not run in {workdir}", f"run it first or give the path (--config.inputs={key}=PATH)")
       inputs[key] = rec[output]
       upstream.append(prints.get(stage) or (read_record(workdir, stage) or {}).get("fingerprint", ""))
     fp = hashlib.sha256(json.dumps([fingerprint, st.name, st.out, inputs, upstream], sort_keys=True,

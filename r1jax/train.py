@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax import errors
 from r1jax import distributed
 from r1jax import heads
 from r1jax import logger as logger_lib
@@ -364,8 +365,8 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   examples, prompt_ids, dropped = rollout_lib.encode_prompts(examples, tokenizer, template,
                                                             tcfg.max_prompt_len, tcfg.on_too_long)
   if not examples:
-    raise ValueError(f"none of the {dropped} training prompts fits train.max_prompt_len={tcfg.max_prompt_len} "
-                     f"tokens; raise it")
+    raise errors.UserError("training prompts", f"train.max_prompt_len={tcfg.max_prompt_len}",
+                           f"none of the {dropped} training prompts fits in that many tokens", "raise it")
   # One prompt length for the whole run (the longest prompt, or the bucket that holds it): one
   # compile of the sampler and of the update.
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), scfg.prompt_buckets)

@@ -43,7 +43,9 @@ class PretrainConfig:
 
 def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   del inputs
-  if ctx.cfg.model.hf_checkpoint:
+  if ctx.cfg.model.hf_checkpoint:  # checked again: the stage is recorded complete only over whole files
+    from r1jax import hf
+    hf.check_checkpoint(ctx.cfg.model.hf_checkpoint)
     return {"policy": str(pathlib.Path(ctx.cfg.model.hf_checkpoint).resolve())}
   model_cfg, pcfg = ctx.model_cfg, ctx.parts["pretrain"]
   params = model_lib.init_sharded(jax.random.key(ctx.cfg.seed), model_cfg, ctx.mesh, ctx.rules)
