@@ -126,6 +126,7 @@ def r1_config() -> ml_collections.ConfigDict:
   return c
 
 
+@errors.config_errors
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict, where: str) -> ml_collections.ConfigDict:
   """`cfg` (a copy) with dotted overrides {'grpo.beta': 0.0} applied; an unknown field is an error."""
   cfg = copy.deepcopy(cfg)  # keeps the typed placeholders (to_dict would drop their types)
@@ -140,8 +141,22 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict, where: str)
       raise ValueError(f"{where}: unknown config field {key!r}")
     if isinstance(node[leaf], str) and isinstance(value, int) and not isinstance(value, bool):
       value = str(value)  # 'auto'-or-int fields (grpo.grad_accum) are strings, as the shell gives them
-    node[leaf] = value
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      node[leaf] = _coerce(node.get_type(leaf), value, f"{where}: {key}", e)
   return cfg
+
+
+def _coerce(typ, value, name: str, error: TypeError):
+  """A number given as text (a sweep's --set optim.learning_rate=nan) as the field's type; else a
+  ValueError naming the field."""
+  if typ in (int, float) and isinstance(value, str):
+    try:
+      return typ(value)
+    except ValueError:
+      pass
+  raise ValueError(f"{name}={value!r} is not of the field's type {getattr(typ, '__name__', typ)} ({error})")
 
 
 def _hf_config(path: str) -> dict:
@@ -187,6 +202,7 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig,
   return model_cfg, remat
 
 
+@errors.config_errors
 def validate(cfg: ml_collections.ConfigDict) -> dict:
   """Every section as its frozen dataclass, and every check that spans sections.
 
@@ -385,13 +401,13 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
         distributed.initialize()
       check_disk(cfg, (check or validate)(cfg))
     except errors.UserError as e:
-      _fail("error: ", e)
+      _fail(e.prefix, e)
     except (ValueError, FileNotFoundError) as e:
       _fail("config error: ", e)
     try:
       (run_fn or run)(cfg)
     except errors.UserError as e:
-      _fail("error: ", e)
+      _fail(e.prefix, e)
 
   def parse(argv):  # a bad --config.x=value or an unknown config name: one line, status 2
     try:
@@ -554,7 +570,9 @@ def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header
   names = [s.name for s in stages]
   if cfg.stage != "all" and cfg.stage not in names:
     raise ValueError(f"stage={cfg.stage!r} is not part of this configuration's pipeline {names}")
-  ctx, _ = run_stages(cfg, parts, stages, None if cfg.stage == "all" else {cfg.stage}, given_inputs(cfg.inputs))
+  only = None if cfg.stage == "all" else {cfg.stage}
+  pipeline.check_inputs(cfg.workdir, stages, only, given_inputs(cfg.inputs))  # before the tokenizer and compiles
+  ctx, _ = run_stages(cfg, parts, stages, only, given_inputs(cfg.inputs))
   rows = stage_table(ctx.workdir)
   summary = {"rows": {r[0]: dict(zip(TABLE_METRICS, r[1:])) for r in rows},
              "stage_seconds": {n: (pipeline.read_record(ctx.workdir, n) or {}).get("wall_seconds") for n in names},
@@ -569,6 +587,7 @@ def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header
   return summary
 
 
+@errors.config_errors
 def validate_distill(cfg: ml_collections.ConfigDict) -> dict:
   """experiments/distill.py's checks: `validate`, and a teacher is given."""
   if not cfg.distill.teacher:
@@ -602,6 +621,7 @@ def evaluation_config() -> ml_collections.ConfigDict:
   return c
 
 
+@errors.config_errors
 def validate_evaluation(cfg: ml_collections.ConfigDict) -> dict:
   """The evaluation config's sections and datasets, checked before any model is loaded."""
   unknown = sorted(set(cfg) - set(evaluation_config()))
