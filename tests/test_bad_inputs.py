@@ -304,3 +304,65 @@ def test_a_record_without_results_does_not_bind(tmp_path):
   workdir_lib.check_and_record(_recorded(tmp_path))
   (tmp_path / "run" / "config.json").write_text("{}")
   assert workdir_lib.check(_recorded(tmp_path, **{"optim.learning_rate": 1e-3})) is None
+
+
+# ----------------------------------------------------------------------------- end to end (slow tier)
+
+TINY_RUN = ["--config.train.steps=2", "--config.pretrain.steps=4", "--config.pretrain.optim.warmup_steps=1",
+            "--config.data.num_train=64", "--config.data.num_eval=8", "--config.eval.batch_size=8",
+            "--config.eval.max_new_tokens=16", "--config.train.progress=False", "--config.model.n_layers=1",
+            "--config.model.d_model=32", "--config.model.head_dim=8", "--config.model.d_ff=64",
+            "--config.checkpoint.save_every=1", "--config.train.prompts_per_step=4",
+            "--config.grpo.num_generations=4", "--config.grpo.max_completion_length=16"]
+
+
+def _r1_zero(workdir, *argv):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+  return subprocess.run([sys.executable, R1_ZERO, f"--config.workdir={workdir}", *TINY_RUN, *argv],
+                        capture_output=True, text=True, timeout=600, cwd=workdir.parent, env=env)
+
+
+def _rows(path):
+  return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def _untimed(row):
+  """A metrics row without its wall-clock measurements."""
+  return {k: v for k, v in row.items() if not (k.startswith("time/") or "per_second" in k)}
+
+
+@pytest.mark.slow
+def test_a_run_refuses_a_changed_config_and_survives_a_damaged_checkpoint(tmp_path):
+  w = tmp_path / "run"
+  out = _r1_zero(w)
+  assert out.returncode == 0, out.stderr[-3000:]
+  first = _rows(w / "metrics.jsonl")
+  assert [r["step"] for r in first] == [1, 2]
+  # Another learning rate: refused before anything is written.
+  written = (w / "config.json").stat().st_mtime_ns
+  out = _r1_zero(w, "--config.optim.learning_rate=1e-3")
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert "optim.learning_rate=0.0002 (now 0.001)" in out.stderr.strip().splitlines()[-1]
+  assert (w / "config.json").stat().st_mtime_ns == written
+  # The newest checkpoint damaged, one more step asked for: step 1 is restored, step 2 is
+  # trained again to the same numbers, step 3 follows, and no step is logged twice.
+  _truncate_array_files(w / "ckpt" / "2")
+  out = _r1_zero(w, "--config.train.steps=3")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "step(s) [2] cannot be read" in out.stdout and f"resumed from {w / 'ckpt'} at step 1" in out.stdout
+  again = _rows(w / "metrics.jsonl")
+  assert [r["step"] for r in again] == [1, 2, 3]
+  assert _untimed(again[1]) == _untimed(first[1])
+  assert json.loads((w / "ckpt" / "restores.jsonl").read_text())["restored"] == 1
+  # Continue these weights with another learning rate, on request.
+  out = _r1_zero(w, "--config.train.steps=4", "--config.optim.learning_rate=1e-3", "--config.train.resume=weights")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"resumed from {w / 'ckpt'} at step 3" in out.stdout
+  history = json.loads((w / workdir_lib.RECORD).read_text())["history"]
+  assert [h["changed"] for h in history] == [["optim.learning_rate=0.0002 (now 0.001)"]]
+  assert [r["step"] for r in _rows(w / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def _truncate_array_files(step_dir: pathlib.Path) -> None:
+  from test_checkpoint import _truncate_array_files as truncate
+  truncate(step_dir)
