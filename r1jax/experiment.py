@@ -264,11 +264,9 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   for name, cls in R1_SECTIONS.items():
     if is_r1:
       out[name] = to_dataclass(cls, cfg[name], name)
-  for field in ("cold_start.teacher", "distill.teacher", "prm.base", "prm.model", "mcts.base", "mcts.value_model"):
-    path = cfg.get(field.split(".")[0], {}).get(field.split(".")[1], "") if is_r1 else ""
-    if path:
-      policy_lib.check_dir(path, field)
-  check_inputs(cfg, out)
+  for field, path in _policy_fields(cfg):
+    if not pathlib.Path(path).is_dir():
+      raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")
   mesh_shape = out["mesh"].shape(jax.device_count())
   shards = mesh_shape[0] * mesh_shape[1]
   rows = tcfg.prompts_per_step * gcfg.num_generations
@@ -288,9 +286,32 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   return out
 
 
+def _policy_fields(cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """(field, path) of the policies the pipeline's sections name."""
+  if "r1" not in cfg:
+    return []
+  fields = ("cold_start.teacher", "distill.teacher", "prm.base", "prm.model", "mcts.base", "mcts.value_model")
+  return [(f, cfg[f.split(".")[0]][f.split(".")[1]]) for f in fields if cfg[f.split(".")[0]][f.split(".")[1]]]
+
+
+def check_before_work(cfg: ml_collections.ConfigDict, parts: dict) -> None:
+  """After `validate`, before any work (`main`, `run`, `run_pipeline` call it): what depends on
+  this machine rather than on the config: a writable work directory, the files the run reads
+  (`check_inputs`) and the free disk (`check_disk`). A config is valid on any machine."""
+  for key in ("workdir", "out_dir"):
+    if cfg.get(key):
+      check_writable(cfg[key], key)
+  if "tokenizer" in cfg:  # a training experiment (evaluate.py's validation reads its own files)
+    check_inputs(cfg, parts)
+  check_disk(cfg, parts)
+
+
 def check_inputs(cfg: ml_collections.ConfigDict, parts: dict) -> None:
-  """The files a run reads besides its config, opened and checked before any work: the given
-  stage inputs exist, a tokenizer file loads, a JSONL source's rows parse and fill both splits."""
+  """The files a run reads besides its config, opened and checked before any work: the policies
+  the pipeline's sections name, the given stage inputs, a tokenizer file (it loads), a JSONL
+  source (its rows parse and fill both splits)."""
+  for field, path in _policy_fields(cfg):
+    policy_lib.check_dir(path, field)
   for name, path in given_inputs(cfg.inputs).items():
     if not pathlib.Path(path).exists():
       raise errors.UserError("stage input", f"inputs: {name}={path!r}", "no such file or directory",
@@ -334,13 +355,10 @@ def check_writable(path, field: str) -> None:
 
 
 def check_disk(cfg, parts: dict) -> None:
-  """Before any work (after `validate`; `main` and `run` call it): the checkpoints and policies the
+  """Before any work (after `validate`; `check_before_work` calls it): the checkpoints and policies the
   run will write fit the free disk (a 7B run writes a 57 GiB checkpoint); else a one-line error
   with the sizes and the knobs. Not part of `validate`: a config is valid on any machine."""
   from r1jax import memory
-  for key in ("workdir", "out_dir"):
-    if cfg.get(key):
-      check_writable(cfg[key], key)
   if cfg.get("stage") not in ("all", "r1_zero") or "checkpoint" not in parts:  # writes no checkpoint
     return
   model_cfg = parts["model"]
@@ -399,7 +417,7 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
       cfg = with_sweep(flags.FLAGS.config, sweep() if sweep else [], flags.FLAGS.sweep_index)
       if cfg.get("distributed", False):  # before validation counts the devices of every process
         distributed.initialize()
-      check_disk(cfg, (check or validate)(cfg))
+      check_before_work(cfg, (check or validate)(cfg))
     except errors.UserError as e:
       _fail(e.prefix, e)
     except (ValueError, FileNotFoundError) as e:
@@ -488,7 +506,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
   if cfg.get("distributed", False):  # before anything creates the backends
     distributed.initialize()
   parts = validate(cfg)
-  check_disk(cfg, parts)
+  check_before_work(cfg, parts)
   workdir_lib.check_and_record(cfg)  # before anything else is written
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   ctx = context.build(cfg, parts)
@@ -565,7 +583,7 @@ def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header
   if cfg.get("distributed", False):
     distributed.initialize()
   parts = validate(cfg)
-  check_disk(cfg, parts)
+  check_before_work(cfg, parts)
   stages = stages_fn(parts)
   names = [s.name for s in stages]
   if cfg.stage != "all" and cfg.stage not in names:
