@@ -7,14 +7,17 @@ silent cases (a NaN learning rate, a changed config, a changed tokenizer) have t
 below; a damaged checkpoint and a kill during a checkpoint's write are in test_checkpoint.py, and
 the end-to-end resume over a damaged checkpoint is in the slow tier here.
 """
+import fcntl
 import gzip
 import json
 import math
 import os
 import pathlib
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -193,9 +196,26 @@ LOG_PREFIXES = ("I1", "W1", "E1", "WARNING:")  # absl / XLA log lines, not the p
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-  """{case id: (exit status, output)} of every case, run in one process's forked children."""
-  d = tmp_path_factory.mktemp("bad_inputs")
+def results():
+  """{case id: (exit status, output, the folder of bad files)} of every case, run in one process's
+  forked children; once per test run: pytest-xdist workers share the first one's results."""
+  run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+  shared = pathlib.Path(tempfile.gettempdir()) / f"r1jax-bad-inputs-{run}"
+  shared.mkdir(exist_ok=True)
+  with open(shared / "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits here, then reads what this one wrote
+    done = shared / "results.json"
+    if not done.exists():
+      tmp = shared / "results.tmp"
+      tmp.write_text(json.dumps(_run_cases(shared / "files")))
+      tmp.replace(done)
+    out = json.loads(done.read_text())
+  return {cid: (code, text, pathlib.Path(d)) for cid, (code, text, d) in out.items()}
+
+
+def _run_cases(d: pathlib.Path) -> dict:
+  shutil.rmtree(d, ignore_errors=True)
+  d.mkdir()
   _make_files(d)
   jobs = []
   for cid, script, argv, _ in CASES:
@@ -213,7 +233,7 @@ def results(tmp_path_factory):
                         capture_output=True, text=True, timeout=600, env=env, cwd=d)
   assert proc.returncode == 0, proc.stderr[-3000:]
   codes = json.loads(proc.stdout.strip().splitlines()[-1])
-  return {c[0]: (code, pathlib.Path(j["out"]).read_text(), d) for c, j, code in zip(CASES, jobs, codes)}
+  return {c[0]: (code, pathlib.Path(j["out"]).read_text(), str(d)) for c, j, code in zip(CASES, jobs, codes)}
 
 
 def test_the_table_covers_fifty_cases_across_the_entry_points():
