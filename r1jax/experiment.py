@@ -344,7 +344,7 @@ def check_writable(path, field: str) -> None:
   d = pathlib.Path(path).absolute()
   while not d.exists():
     d = d.parent
-  why = "not a directory" if not d.is_dir() else None
+  why = f"{d} is not a directory" if not d.is_dir() else None
   if why is None:
     try:
       os.rmdir(tempfile.mkdtemp(prefix=".r1jax-write-probe-", dir=d))
