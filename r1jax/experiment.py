@@ -398,7 +398,8 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
   """`__main__` of an experiment file: --config (this file, or `FILE:NAME` for a named config),
   --sweep_index. A config error (raised by `check`, default `validate`) prints one line and
   exits with status 2 before anything is built; so does a `UserError` (a bad file, checkpoint or
-  work directory found later: `error: ...`). Any other exception keeps its traceback."""
+  work directory found later: `error: ...`) and a run stopped on NaN/inf updates
+  (`train.NonFiniteError`). Any other exception keeps its traceback."""
   import sys
   from absl import app, flags
   from ml_collections import config_flags
@@ -426,6 +427,8 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
       (run_fn or run)(cfg)
     except errors.UserError as e:
       _fail(e.prefix, e)
+    except train.NonFiniteError as e:  # training diverged: the message names the knob and the last checkpoint
+      _fail("error: training diverged: ", e)
 
   def parse(argv):  # a bad --config.x=value or an unknown config name: one line, status 2
     try:

@@ -76,12 +76,36 @@ def _make_files(d: pathlib.Path) -> None:
   (d / "rundir" / "policy" / "1").mkdir(parents=True)
   (d / "rundir" / "config.json").write_text("{}")  # a run's directory holds its resolved config
   (d / "notpolicy").mkdir()
+  for name, body in STUB_RUNS.items():  # entry points whose run stops as a diverged run or a bug would
+    (d / f"{name}.py").write_text(STUB.format(repo=str(REPO), body=body))
   # A work directory whose checkpoints were made with the default config (its record, a stage).
   cfg = experiment.load_experiment(R1_ZERO).get_config()
   cfg.workdir = str(d / "run")
   workdir_lib.record(cfg, None)
   (d / "run" / "stages").mkdir()
 
+
+STUB = """import sys
+sys.path.insert(0, {repo!r})
+from r1jax import experiment, train
+
+
+def get_config():
+  c = experiment.evaluation_config()
+  c.workdir = "runs/stub"
+  return c
+
+
+def run(cfg):
+  {body}
+
+
+if __name__ == "__main__":
+  experiment.main(check=lambda cfg: {{}}, run_fn=run)
+"""
+STUB_RUNS = {"diverged": 'raise train.NonFiniteError("5 consecutive steps had NaN/inf loss or gradients '
+                         '(train.max_nonfinite=5); stopping")',
+             "internal_bug": 'raise KeyError("a bug")'}
 
 # (id, script, arguments, what the line must name). {d}: the folder of bad files, {w}: a fresh
 # work directory of the case's own.
@@ -167,6 +191,7 @@ CASES = [
     ("changed_data_seed", R1_ZERO, ["--config.workdir={d}/run", "--config.data.seed=3"], "data.seed=0 (now 3)"),
     ("changed_shape_resume_weights", R1_ZERO, ["--config.workdir={d}/run", "--config.model.n_layers=2",
                                               "--config.train.resume=weights"], "model.n_layers=3"),
+    ("diverged", "{d}/diverged.py", [], "train.max_nonfinite=5"),
     # Distillation's teacher.
     ("distill_no_teacher", DISTILL, [], "distill.teacher=''"),
     ("distill_teacher_missing", DISTILL, ["--config.distill.teacher={d}/none"], "distill.teacher="),
@@ -218,7 +243,8 @@ def _run_cases(d: pathlib.Path) -> dict:
   d.mkdir()
   _make_files(d)
   jobs = []
-  for cid, script, argv, _ in CASES:
+  for cid, script, argv, _ in CASES + [("internal_bug", "{d}/internal_bug.py", [], "")]:
+    script = script.format(d=d)
     w = d / "w" / cid
     w.parent.mkdir(exist_ok=True)
     argv = [a.format(d=d, w=w) for a in argv]
@@ -233,7 +259,8 @@ def _run_cases(d: pathlib.Path) -> dict:
                         capture_output=True, text=True, timeout=600, env=env, cwd=d)
   assert proc.returncode == 0, proc.stderr[-3000:]
   codes = json.loads(proc.stdout.strip().splitlines()[-1])
-  return {c[0]: (code, pathlib.Path(j["out"]).read_text(), str(d)) for c, j, code in zip(CASES, jobs, codes)}
+  ids = [c[0] for c in CASES] + ["internal_bug"]
+  return {cid: (code, pathlib.Path(j["out"]).read_text(), str(d)) for cid, j, code in zip(ids, jobs, codes)}
 
 
 def test_the_table_covers_fifty_cases_across_the_entry_points():
@@ -250,6 +277,11 @@ def test_bad_input_is_one_line_naming_it_with_status_2(results, cid, script, arg
   assert len(lines) == 1 and lines[0].startswith(("error: ", "config error: ")), output[-3000:]
   assert names.format(d=d) in lines[0], lines[0]
   assert "\\n" not in lines[0] and "\\'" not in lines[0], lines[0]  # no escaped text
+
+
+def test_an_internal_error_keeps_its_traceback(results):
+  code, output, _ = results["internal_bug"]
+  assert code == 1 and "Traceback" in output and "KeyError: 'a bug'" in output, output[-3000:]
 
 
 def test_a_refused_rerun_writes_nothing(results):
