@@ -221,11 +221,11 @@ LOG_PREFIXES = ("I1", "W1", "E1", "WARNING:")  # absl / XLA log lines, not the p
 
 
 @pytest.fixture(scope="module")
-def results():
+def results(tmp_path_factory):
   """{case id: (exit status, output, the folder of bad files)} of every case, run in one process's
   forked children; once per test run: pytest-xdist workers share the first one's results."""
-  run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-  shared = pathlib.Path(tempfile.gettempdir()) / f"r1jax-bad-inputs-{run}"
+  run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # one id per `pytest -n N` run, shared by its workers
+  shared = pathlib.Path(tempfile.gettempdir()) / f"r1jax-bad-inputs-{run}" if run else tmp_path_factory.mktemp("bad")
   shared.mkdir(exist_ok=True)
   with open(shared / "lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits here, then reads what this one wrote
