@@ -8,7 +8,10 @@ A checkpoint step `<directory>/<step>/` holds two orbax items:
 Crash safety comes from orbax: a step is written into `<step>.orbax-checkpoint-tmp-*` and
 renamed to `<step>` only once every item is complete. A run killed mid-save leaves such a
 temporary folder, which no step listing counts and which `Checkpointer` deletes when it opens
-the directory again, so the previous complete step stays the latest.
+the directory again, so the previous complete step stays the latest. A complete step damaged
+afterwards (a truncated array file, a deleted item) is found when it is read:
+`Checkpointer.restore_intact` then takes the newest step that reads whole and moves the damaged
+newer ones aside (`<step>.unreadable`), recording its choice in `<directory>/restores.jsonl`.
 
 Typed PRNG keys (`jax.random.key`) may be leaves of the state: orbax writes their
 `jax.random.key_data` and wraps them again on restore when the abstract leaf has a key dtype.
@@ -30,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from r1jax import errors
 
 PyTree = Any
 
@@ -150,6 +155,10 @@ def _stored_shape(x) -> tuple[int, ...]:
   return tuple(x.shape)
 
 
+class StructureError(ValueError):
+  """A checkpoint holds another tree than the one asked for: another config, not damage."""
+
+
 def _check_structure(mgr: ocp.CheckpointManager, step: int, abstract_state: PyTree) -> None:
   """Compare the saved tree with `abstract_state` (paths and shapes) before reading any array."""
   try:
@@ -163,13 +172,13 @@ def _check_structure(mgr: ocp.CheckpointManager, step: int, abstract_state: PyTr
   where = f"checkpoint step {step} in {mgr.directory}"
   missing, extra = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
   if missing or extra:
-    raise ValueError(f"{where} does not match abstract_state: "
+    raise StructureError(f"{where} does not match abstract_state: "
                      f"missing from the checkpoint {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
                      f"only in the checkpoint {extra[:5]}{' ...' if len(extra) > 5 else ''}")
   for k, x in wanted.items():
     shape = getattr(saved[k], "shape", None)
     if shape is not None and tuple(shape) != _stored_shape(x):
-      raise ValueError(f"{where}: leaf {k!r} was saved with shape {tuple(shape)}, "
+      raise StructureError(f"{where}: leaf {k!r} was saved with shape {tuple(shape)}, "
                        f"abstract_state asks for {_stored_shape(x)}")
 
 
@@ -247,6 +256,47 @@ class Checkpointer:
       raise ValueError("restore needs abstract_state: a pytree of jax.ShapeDtypeStruct with .sharding")
     _check_abstract(abstract_state)
     return _restore(self._mgr, _check_step(self._mgr, step), abstract_state)
+
+  def restore_intact(self, abstract_state: PyTree) -> tuple[PyTree, dict, int] | None:
+    """(state, meta, step) of the newest step that reads whole, or None when no step is on disk.
+
+    A step that cannot be read (a truncated array file, a missing item) is skipped for the next
+    older one. Once one reads, one printed line says which were skipped and why, the damaged
+    newer steps are moved aside to `<directory>/<step>.unreadable` (kept for inspection; no longer
+    a step, so later saves are not skipped) and the choice is appended to `<directory>/restores.jsonl`. A tree that does not
+    match `abstract_state` is not damage: its StructureError propagates. When no step reads, a
+    UserError names the directory (nothing is moved).
+    """
+    failed = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except StructureError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (orbax and TensorStore raise many types)
+        failed.append({"step": step, "error": errors.one_line(f"{type(e).__name__}: {e}")[:300]})
+        continue
+      if failed:
+        self._set_aside(failed, step)
+      return state, meta, step
+    if failed:
+      raise errors.UserError("checkpoint", self.directory, f"no step can be read (steps "
+                             f"{[f['step'] for f in failed]}; newest: {failed[0]['error'][:160]})",
+                             "remove the damaged steps or the directory to start over")
+    return None
+
+  def _set_aside(self, failed: list[dict], restored: int) -> None:
+    """Move the unreadable steps out of the step listing and record which step was restored."""
+    root = _resolve(self.directory)
+    if jax.process_index() == 0 and "://" not in root:
+      for f in failed:
+        os.replace(os.path.join(root, str(f["step"])), os.path.join(root, f"{f['step']}.unreadable"))
+      with open(os.path.join(root, "restores.jsonl"), "a") as out:
+        out.write(json.dumps({"restored": restored, "unreadable": failed}) + "\n")
+    self._mgr.reload()
+    print(f"checkpoint: {self.directory}: step(s) {[f['step'] for f in failed]} cannot be read "
+          f"({failed[0]['error'][:160]}); resuming from step {restored}, the damaged step(s) moved aside to "
+          f"<step>.unreadable")
 
   def restore_meta(self, step: int | None = None) -> dict:
     """Only the JSON meta of `step` (latest if None): e.g. the model config needed to build the

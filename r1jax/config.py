@@ -13,6 +13,7 @@ set, settable from the shell like any other field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -121,10 +122,18 @@ def to_dataclass(cls, section_cfg: ml_collections.ConfigDict | dict | None, pref
     elif isinstance(v, list):
       values[k] = tuple(v)
   values |= extra
+  _check_finite(values, prefix)
   try:
     return cls(**values)
   except TypeError as e:
     raise ValueError(f"{prefix}: {e}") from None
+
+
+def _check_finite(values: dict, prefix: str) -> None:
+  """No config number is NaN or infinite (a check like `x <= 0` lets NaN through)."""
+  for k, v in values.items():
+    if isinstance(v, float) and not math.isfinite(v):
+      raise ValueError(f"{prefix}.{k}={v!r} must be a finite number")
 
 
 def dataclass_defaults(cls) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import json
 import logging
 import pathlib
 
+from r1jax import errors
 from r1jax.rewards import answer as answer_lib
 
 # question field, answer field, optional id/subject/level fields of known layouts.
@@ -106,11 +107,33 @@ class JsonlConfig:
       raise ValueError(f"data.max_examples={self.max_examples} must be >= 0")
 
 
-def load_jsonl(cfg: JsonlConfig) -> tuple[list[dict], int]:
-  """(examples, number of skipped lines). Errors name the file, the line and the field."""
+def _open_text(path: pathlib.Path):
+  """The file as text; a `.gz` must be gzip (its magic bytes checked before any line is read)."""
+  if path.suffix != ".gz":
+    return open(path, encoding="utf-8")
+  with open(path, "rb") as f:
+    magic = f.read(2)
+  if magic != b"\x1f\x8b":
+    raise errors.UserError("data file", path, "named .gz but not gzip-compressed",
+                           "compress it with gzip or drop the .gz from its name")
+  return gzip.open(path, "rt", encoding="utf-8")
+
+
+def load_jsonl(cfg: JsonlConfig, on_bad_line_field: str = "data.on_bad_line") -> tuple[list[dict], int]:
+  """(examples, number of skipped lines). Errors name the file, the line and the field; a file
+  that cannot be read as text (a truncated gzip, another encoding) is a UserError naming it.
+  `on_bad_line_field` is the setting the error's hint names (evaluate.py's is `on_bad_line`)."""
   path = pathlib.Path(cfg.path)
   if not path.is_file():
     raise FileNotFoundError(f"data.path={cfg.path!r}: no such file")
+  try:
+    return _read_rows(path, cfg, on_bad_line_field)
+  except (OSError, EOFError, UnicodeDecodeError) as e:
+    raise errors.UserError("data file", path, f"cannot be read ({type(e).__name__}: {e})",
+                           "give a UTF-8 JSONL file (optionally gzip-compressed as .gz)") from None
+
+
+def _read_rows(path: pathlib.Path, cfg: JsonlConfig, on_bad_line_field: str) -> tuple[list[dict], int]:
   fields = dict(LAYOUTS[cfg.layout])
   if cfg.question_field:
     fields["question"] = cfg.question_field
@@ -122,11 +145,12 @@ def load_jsonl(cfg: JsonlConfig) -> tuple[list[dict], int]:
     nonlocal skipped
     msg = f"{path}:{lineno}: {why}"
     if cfg.on_bad_line == "fail":
-      raise ValueError(msg + " (set data.on_bad_line='skip' to drop such lines)")
+      raise errors.UserError("data file", f"{path}:{lineno}", why,
+                             f"fix the line, or set {on_bad_line_field}='skip' to drop such lines")
     logging.warning("skipping %s", msg)
     skipped += 1
 
-  with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as f:
+  with _open_text(path) as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue

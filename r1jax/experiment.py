@@ -32,6 +32,7 @@ from ml_collections import config_dict
 from r1jax import checkpoint as ckpt_lib
 from r1jax.tasks import traces as traces_lib
 from r1jax import distributed
+from r1jax import errors
 from r1jax import pipeline
 from r1jax import stages as stages_lib
 from r1jax import model as model_lib
@@ -42,6 +43,7 @@ from r1jax import templates
 from r1jax import tokenizer as tok_lib
 from r1jax import train
 from r1jax import train_step
+from r1jax import workdir as workdir_lib
 from r1jax import curation
 from r1jax.sft import loop as sft_loop
 from r1jax.stages import cold_start_data, context, distill, rejection_sampling, reward_model, rl_all
@@ -124,6 +126,7 @@ def r1_config() -> ml_collections.ConfigDict:
   return c
 
 
+@errors.config_errors
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict, where: str) -> ml_collections.ConfigDict:
   """`cfg` (a copy) with dotted overrides {'grpo.beta': 0.0} applied; an unknown field is an error."""
   cfg = copy.deepcopy(cfg)  # keeps the typed placeholders (to_dict would drop their types)
@@ -138,16 +141,32 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict, where: str)
       raise ValueError(f"{where}: unknown config field {key!r}")
     if isinstance(node[leaf], str) and isinstance(value, int) and not isinstance(value, bool):
       value = str(value)  # 'auto'-or-int fields (grpo.grad_accum) are strings, as the shell gives them
-    node[leaf] = value
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      node[leaf] = _coerce(node.get_type(leaf), value, f"{where}: {key}", e)
   return cfg
 
 
+def _coerce(typ, value, name: str, error: TypeError):
+  """A number given as text (a sweep's --set optim.learning_rate=nan) as the field's type; else a
+  ValueError naming the field."""
+  if typ in (int, float) and isinstance(value, str):
+    try:
+      return typ(value)
+    except ValueError:
+      pass
+  raise ValueError(f"{name}={value!r} is not of the field's type {getattr(typ, '__name__', typ)} ({error})")
+
+
 def _hf_config(path: str) -> dict:
-  f = pathlib.Path(path) / "config.json"
-  if not f.is_file():
-    raise ValueError(f"model.hf_checkpoint={path!r}: no config.json there (a Hugging Face model directory "
-                     f"holds config.json, *.safetensors and tokenizer files)")
-  return json.loads(f.read_text())
+  """The checkpoint's config.json, after checking its files (`hf.check_checkpoint`)."""
+  from r1jax import hf
+  if not pathlib.Path(path).is_dir():
+    raise errors.UserError("Hugging Face checkpoint", f"model.hf_checkpoint={path!r}", "no such directory",
+                           "give a directory holding config.json, *.safetensors and tokenizer files")
+  hf.check_checkpoint(path)
+  return json.loads((pathlib.Path(path) / "config.json").read_text())
 
 
 def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig, str]:
@@ -189,6 +208,7 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig,
   return model_cfg, remat
 
 
+@errors.config_errors
 def validate(cfg: ml_collections.ConfigDict) -> dict:
   """Every section as its frozen dataclass, and every check that spans sections.
 
@@ -249,9 +269,8 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   for name, cls in R1_SECTIONS.items():
     if is_r1:
       out[name] = to_dataclass(cls, cfg[name], name)
-  for field in ("cold_start.teacher", "distill.teacher", "prm.base", "prm.model", "mcts.base", "mcts.value_model"):
-    path = cfg.get(field.split(".")[0], {}).get(field.split(".")[1], "") if is_r1 else ""
-    if path and not pathlib.Path(path).is_dir():
+  for field, path in _policy_fields(cfg):
+    if not pathlib.Path(path).is_dir():
       raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")
   mesh_shape = out["mesh"].shape(jax.device_count())
   shards = mesh_shape[0] * mesh_shape[1]
@@ -272,6 +291,47 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   return out
 
 
+def _policy_fields(cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """(field, path) of the policies the pipeline's sections name."""
+  if "r1" not in cfg:
+    return []
+  fields = ("cold_start.teacher", "distill.teacher", "prm.base", "prm.model", "mcts.base", "mcts.value_model")
+  return [(f, cfg[f.split(".")[0]][f.split(".")[1]]) for f in fields if cfg[f.split(".")[0]][f.split(".")[1]]]
+
+
+def check_before_work(cfg: ml_collections.ConfigDict, parts: dict) -> None:
+  """After `validate`, before any work (`main`, `run`, `run_pipeline` call it): what depends on
+  this machine rather than on the config: a writable work directory, the files the run reads
+  (`check_inputs`) and the free disk (`check_disk`). A config is valid on any machine."""
+  for key in ("workdir", "out_dir"):
+    if cfg.get(key):
+      check_writable(cfg[key], key)
+  if "tokenizer" in cfg:  # a training experiment (evaluate.py's validation reads its own files)
+    check_inputs(cfg, parts)
+  check_disk(cfg, parts)
+
+
+def check_inputs(cfg: ml_collections.ConfigDict, parts: dict) -> None:
+  """The files a run reads besides its config, opened and checked before any work: the policies
+  the pipeline's sections name, the given stage inputs, a tokenizer file (it loads), a JSONL
+  source (its rows parse and fill both splits)."""
+  for field, path in _policy_fields(cfg):
+    policy_lib.check_dir(path, field)
+  for name, path in given_inputs(cfg.inputs).items():
+    if not pathlib.Path(path).exists():
+      raise errors.UserError("stage input", f"inputs: {name}={path!r}", "no such file or directory",
+                             "give an existing path (a run's <workdir>/<stage>/policy or data.jsonl)")
+  if cfg.tokenizer.path:
+    try:
+      tok_lib.load_tokenizer(cfg.tokenizer.path)
+    except Exception as e:  # pylint: disable=broad-except  (SentencePiece and tokenizers raise many types)
+      raise errors.UserError("tokenizer", f"tokenizer.path={cfg.tokenizer.path!r}",
+                             f"cannot be loaded ({type(e).__name__}: {errors.one_line(e)[:160]})",
+                             "give a SentencePiece .model, a tokenizer.json or a Hugging Face directory") from None
+  if parts["data"].source == "jsonl":
+    context.load_examples(parts["data"])
+
+
 def load_experiment(path):
   """An experiment file (experiments/NAME.py) as a module, to build on its configs and sweeps."""
   import importlib.util
@@ -282,8 +342,25 @@ def load_experiment(path):
   return mod
 
 
+def check_writable(path, field: str) -> None:
+  """`path` is a directory this process can create files in (probed in its nearest existing
+  ancestor with a temporary folder, removed at once); else a UserError naming the field."""
+  import tempfile
+  d = pathlib.Path(path).absolute()
+  while not d.exists():
+    d = d.parent
+  why = f"{d} is not a directory" if not d.is_dir() else None
+  if why is None:
+    try:
+      os.rmdir(tempfile.mkdtemp(prefix=".r1jax-write-probe-", dir=d))
+    except OSError as e:
+      why = f"{d} is not writable ({e.strerror or type(e).__name__})"
+  if why:
+    raise errors.UserError("work directory", f"{field}={str(path)!r}", why, f"give a --config.{field} you can write to")
+
+
 def check_disk(cfg, parts: dict) -> None:
-  """Before any work (after `validate`; `main` and `run` call it): the checkpoints and policies the
+  """Before any work (after `validate`; `check_before_work` calls it): the checkpoints and policies the
   run will write fit the free disk (a 7B run writes a 57 GiB checkpoint); else a one-line error
   with the sizes and the knobs. Not part of `validate`: a config is valid on any machine."""
   from r1jax import memory
@@ -301,46 +378,69 @@ def check_disk(cfg, parts: dict) -> None:
   memory.check_disk(need, ck.directory)
 
 
+def _fail(prefix: str, msg) -> None:
+  """One line on stderr, exit status 2."""
+  import sys
+  print(f"{prefix}{errors.one_line(msg)}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _unknown_field(e: Exception, argv: list[str]) -> str:
+  """The one-line message for config_flags' error on an unknown --config.* field."""
+  while e.args and isinstance(e.args[0], BaseException):  # an AttributeError wrapping the KeyError
+    e = e.args[0]
+  text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+  first, _, hint = text.partition("\n")
+  name = first.strip("\"' ")
+  bad = [a for a in argv if a.split("=")[0].endswith("." + name)]
+  field = (bad or [name])[0].split("=")[0].removeprefix("--config.")
+  hint = f" ({hint.strip()})" if hint.strip() else ""
+  return (f"unknown config field {field!r}: no such field {name!r} in its section{hint}; "
+          f"python {argv[0] if argv else 'EXPERIMENT'} --helpfull lists them")
+
+
 def main(sweep=None, *, check=None, run_fn=None) -> None:
   """`__main__` of an experiment file: --config (this file, or `FILE:NAME` for a named config),
   --sweep_index. A config error (raised by `check`, default `validate`) prints one line and
-  exits with status 2 before anything is built."""
+  exits with status 2 before anything is built; so does a `UserError` (a bad file, checkpoint or
+  work directory found later: `error: ...`) and a run stopped on NaN/inf updates
+  (`train.NonFiniteError`). Any other exception keeps its traceback."""
   import sys
   from absl import app, flags
   from ml_collections import config_flags
-
-  def fail(msg):
-    print(f"config error: {msg}", file=sys.stderr)
-    sys.exit(2)
 
   try:  # config_flags reads the --config.* overrides here already
     config_flags.DEFINE_config_file("config", sys.modules["__main__"].__file__,
                                     "experiment config: FILE or FILE:NAME", lock_config=False)
   except (AttributeError, KeyError) as e:
-    name = str(e).strip("\"'")
-    bad = [a for a in sys.argv[1:] if a.split("=")[0].endswith("." + name)]
-    fail(f"unknown config field {(bad or [name])[0].split('=')[0].removeprefix('--config.')!r}: no such field "
-         f"{name!r} in its section (python {sys.argv[0]} --helpfull lists them)")
+    _fail("config error: ", _unknown_field(e, sys.argv))
   flags.DEFINE_integer("sweep_index", -1, "apply sweep()[i] on top of the config")
 
   def _main(argv):
     if len(argv) > 1:
-      fail(f"unexpected arguments {argv[1:]}; settings are flags: --config.SECTION.FIELD=VALUE")
+      _fail("config error: ", f"unexpected arguments {argv[1:]}; settings are flags: --config.SECTION.FIELD=VALUE")
     try:
       cfg = with_sweep(flags.FLAGS.config, sweep() if sweep else [], flags.FLAGS.sweep_index)
       if cfg.get("distributed", False):  # before validation counts the devices of every process
         distributed.initialize()
-      check_disk(cfg, (check or validate)(cfg))
+      check_before_work(cfg, (check or validate)(cfg))
+    except errors.UserError as e:
+      _fail(e.prefix, e)
     except (ValueError, FileNotFoundError) as e:
-      fail(str(e))
-    (run_fn or run)(cfg)
+      _fail("config error: ", e)
+    try:
+      (run_fn or run)(cfg)
+    except errors.UserError as e:
+      _fail(e.prefix, e)
+    except train.NonFiniteError as e:  # training diverged: the message names the knob and the last checkpoint
+      _fail("error: training diverged: ", e)
 
   def parse(argv):  # a bad --config.x=value or an unknown config name: one line, status 2
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
       lines = [l for l in str(e).splitlines() if l.strip() and not l.startswith(("Traceback", "  "))]
-      fail(lines[-1] if lines else type(e).__name__)
+      _fail("config error: ", lines[-1] if lines else type(e).__name__)
 
   app.run(_main, flags_parser=parse)
 
@@ -410,7 +510,8 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
   if cfg.get("distributed", False):  # before anything creates the backends
     distributed.initialize()
   parts = validate(cfg)
-  check_disk(cfg, parts)
+  check_before_work(cfg, parts)
+  workdir_lib.check_and_record(cfg)  # before anything else is written
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   ctx = context.build(cfg, parts)
   stages = stages_lib.r1_zero()
@@ -468,6 +569,7 @@ def run_stages(cfg: ml_collections.ConfigDict, parts: dict, stages: list, only: 
                given: dict | None = None):
   """`stages` (those in `only`, if given) in cfg.workdir after the memory plan; (context, outputs by
   stage). Also for experiments that run part of a pipeline (experiments/cold_start.py)."""
+  workdir_lib.check_and_record(cfg)  # before anything else is written
   absl_logging.set_verbosity(absl_logging.WARNING)
   ctx = context.build(cfg, parts)
   with jax.set_mesh(ctx.mesh):
@@ -485,12 +587,14 @@ def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header
   if cfg.get("distributed", False):
     distributed.initialize()
   parts = validate(cfg)
-  check_disk(cfg, parts)
+  check_before_work(cfg, parts)
   stages = stages_fn(parts)
   names = [s.name for s in stages]
   if cfg.stage != "all" and cfg.stage not in names:
     raise ValueError(f"stage={cfg.stage!r} is not part of this configuration's pipeline {names}")
-  ctx, _ = run_stages(cfg, parts, stages, None if cfg.stage == "all" else {cfg.stage}, given_inputs(cfg.inputs))
+  only = None if cfg.stage == "all" else {cfg.stage}
+  pipeline.check_inputs(cfg.workdir, stages, only, given_inputs(cfg.inputs))  # before the tokenizer and compiles
+  ctx, _ = run_stages(cfg, parts, stages, only, given_inputs(cfg.inputs))
   rows = stage_table(ctx.workdir)
   summary = {"rows": {r[0]: dict(zip(TABLE_METRICS, r[1:])) for r in rows},
              "stage_seconds": {n: (pipeline.read_record(ctx.workdir, n) or {}).get("wall_seconds") for n in names},
@@ -505,6 +609,7 @@ def run_pipeline(cfg: ml_collections.ConfigDict, stages_fn=stages_lib.r1, header
   return summary
 
 
+@errors.config_errors
 def validate_distill(cfg: ml_collections.ConfigDict) -> dict:
   """experiments/distill.py's checks: `validate`, and a teacher is given."""
   if not cfg.distill.teacher:
@@ -538,6 +643,7 @@ def evaluation_config() -> ml_collections.ConfigDict:
   return c
 
 
+@errors.config_errors
 def validate_evaluation(cfg: ml_collections.ConfigDict) -> dict:
   """The evaluation config's sections and datasets, checked before any model is loaded."""
   unknown = sorted(set(cfg) - set(evaluation_config()))
@@ -548,26 +654,44 @@ def validate_evaluation(cfg: ml_collections.ConfigDict) -> dict:
     raise ValueError(f"on_bad_line={cfg.on_bad_line!r} is not one of ('fail', 'skip')")
   if cfg.max_examples < 0:
     raise ValueError(f"max_examples={cfg.max_examples} must be >= 0 (0 = all)")
+  field = "hf_checkpoint" if cfg.hf_checkpoint else "checkpoint"
   where = cfg.hf_checkpoint or cfg.checkpoint
   if not pathlib.Path(where).is_dir():
-    raise ValueError(f"{'hf_checkpoint' if cfg.hf_checkpoint else 'checkpoint'}={where!r}: no such directory")
-  return {"eval": to_dataclass(harness.EvalConfig, cfg.eval, "eval"),
-          "mesh": to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"),
-          "datasets": harness.parse_datasets(cfg.datasets)}
+    raise ValueError(f"{field}={where!r}: no such directory")
+  if cfg.hf_checkpoint:
+    from r1jax import hf
+    hf.check_checkpoint(where, field)
+  else:
+    policy_lib.check_dir(where, field)
+  parts = {"eval": to_dataclass(harness.EvalConfig, cfg.eval, "eval"),
+           "mesh": to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"),
+           "datasets": harness.parse_datasets(cfg.datasets)}
+  return parts | {"data": evaluation_data(cfg, parts["datasets"])}
+
+
+def evaluation_data(cfg: ml_collections.ConfigDict, specs: list) -> list[tuple[str, list[dict]]]:
+  """(name, examples) of every dataset of experiments/evaluate.py, read and checked before any
+  model is loaded; a file without usable rows is a UserError naming it."""
+  data = []
+  for name, path, layout in specs:
+    if name == "arithmetic":
+      data.append((name, arithmetic.split(0, cfg.max_examples or 256, seed=0)[1]))
+      continue
+    if not pathlib.Path(path).is_file():
+      raise errors.UserError("dataset", f"datasets: {name}={path!r}", "no such file", "give a JSONL file of problems")
+    jc = datasets_lib.JsonlConfig(path=path, layout=layout, on_bad_line=cfg.on_bad_line, max_examples=cfg.max_examples)
+    ex, _ = datasets_lib.load_jsonl(jc, on_bad_line_field="on_bad_line")
+    if not ex:
+      raise errors.UserError("dataset", f"datasets: {name}={path!r}", "holds no usable rows",
+                             "give a JSONL file of problems")
+    data.append((name, ex))
+  return data
 
 
 def run_evaluation(cfg: ml_collections.ConfigDict) -> dict:
   """experiments/evaluate.py: a policy or Hugging Face model on JSONL / generated datasets."""
   parts = validate_evaluation(cfg)
-  ecfg, specs = parts["eval"], parts["datasets"]
-  data = []
-  for name, path, layout in specs:  # read (and check) every dataset before loading the model
-    if name == "arithmetic":
-      data.append((name, arithmetic.split(0, cfg.max_examples or 256, seed=0)[1]))
-    else:
-      ex, _ = datasets_lib.load_jsonl(datasets_lib.JsonlConfig(path=path, layout=layout, on_bad_line=cfg.on_bad_line,
-                                                               max_examples=cfg.max_examples))
-      data.append((name, ex))
+  ecfg, data = parts["eval"], parts["data"]
   absl_logging.set_verbosity(absl_logging.WARNING)
   mesh = sharding.make_mesh(parts["mesh"])
   rules = sharding.rules_table(parts["mesh"].rules)

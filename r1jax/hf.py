@@ -29,6 +29,7 @@ import ml_dtypes
 import numpy as np
 
 from r1jax import distributed
+from r1jax import errors
 from r1jax import model as M
 from r1jax import sharding
 
@@ -278,14 +279,72 @@ def _to_hf(x: np.ndarray, lay: _Layout) -> np.ndarray:
 # ----------------------------------------------------------------------------- safetensors files
 
 
+def _bad_file(path, why: str) -> errors.UserError:
+  return errors.UserError("Hugging Face checkpoint", path, why,
+                          "copy or download the file again (it is truncated or not a safetensors file)")
+
+
+def read_safetensors_header(path: pathlib.Path) -> tuple[dict, int]:
+  """(header without its metadata, its length): checked against the file's size, so a truncated
+  file is named before any tensor is read."""
+  size = path.stat().st_size
+  with open(path, "rb") as f:
+    head = f.read(8)
+    if len(head) < 8:
+      raise _bad_file(path, f"{size} bytes, shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", head)
+    if 8 + n > size:
+      raise _bad_file(path, f"its header claims {n} bytes but the file holds {size}")
+    try:
+      header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError):
+      raise _bad_file(path, "its header is not JSON") from None
+  if not isinstance(header, dict):
+    raise _bad_file(path, "its header is not a JSON object")
+  header.pop("__metadata__", None)
+  try:
+    end = max((int(h["data_offsets"][1]) for h in header.values()), default=0)
+  except (KeyError, TypeError, IndexError, ValueError):
+    raise _bad_file(path, "a tensor entry of its header has no data_offsets") from None
+  if 8 + n + end > size:
+    raise _bad_file(path, f"the file holds {size} bytes but its tensors end at byte {8 + n + end}")
+  return header, n
+
+
+def check_checkpoint(path, field: str = "model.hf_checkpoint") -> None:
+  """Before any work: a Hugging Face directory's config.json parses and every safetensors file
+  it names is whole (headers against file sizes; no tensor is read)."""
+  path = pathlib.Path(path)
+  conf = path / "config.json"
+  if not conf.is_file():
+    raise errors.UserError("Hugging Face checkpoint", f"{field}={str(path)!r}", "no config.json there",
+                           "give a directory holding config.json, *.safetensors and tokenizer files")
+  try:
+    json.loads(conf.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise errors.UserError("Hugging Face checkpoint", conf, f"not valid JSON ({e})", "restore the file") from None
+  if (path / SINGLE_FILE).exists():
+    files = [path / SINGLE_FILE]
+  elif (path / INDEX_FILE).exists():
+    try:
+      files = [path / f for f in sorted(set(json.loads((path / INDEX_FILE).read_text())["weight_map"].values()))]
+    except (ValueError, KeyError, TypeError, AttributeError):
+      raise errors.UserError("Hugging Face checkpoint", path / INDEX_FILE, "not an index with a weight_map",
+                             "restore the file") from None
+  else:
+    raise errors.UserError("Hugging Face checkpoint", f"{field}={str(path)!r}",
+                           f"neither {SINGLE_FILE} nor {INDEX_FILE} there", "give a Hugging Face model directory")
+  for f in files:
+    if not f.is_file():
+      raise _bad_file(f, "missing (named by the index)")
+    read_safetensors_header(f)
+
+
 class _SafetensorsFile:
   """Memory-mapped, zero-copy views of the tensors of one .safetensors file."""
 
   def __init__(self, path: pathlib.Path):
-    with open(path, "rb") as f:
-      (n,) = struct.unpack("<Q", f.read(8))
-      self.header = json.loads(f.read(n))
-    self.header.pop("__metadata__", None)
+    self.header, n = read_safetensors_header(path)
     self._base = 8 + n
     self._mm = np.memmap(path, np.uint8, mode="r")
     self.path = path

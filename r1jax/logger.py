@@ -13,12 +13,37 @@ def _scalar(v) -> float:
   return float(np.asarray(v))
 
 
-class MetricsLogger:
-  """Appends one JSON line per step to `metrics.jsonl` (resume-safe: later lines win)."""
+def truncate_after(path: pathlib.Path, step: int) -> None:
+  """Drop the rows of a JSONL log whose step is past `step` (and a half-written last line): a
+  resumed run logs those steps again."""
+  if not path.exists():
+    return
+  keep = []
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(row, dict) and row.get("step", 0) <= step:
+      keep.append(line + "\n")
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text("".join(keep))
+  tmp.replace(path)
 
-  def __init__(self, workdir: str | pathlib.Path, tensorboard: bool = True):
+
+class MetricsLogger:
+  """Appends one JSON line per step to `metrics.jsonl` (resume-safe: later lines win).
+
+  `resume_step`: the step a run resumes from; rows of later steps, which the run logs again, are
+  dropped from `metrics.jsonl` and `samples.jsonl` first, so no step appears twice.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, tensorboard: bool = True, resume_step: int | None = None):
     self.dir = pathlib.Path(workdir)
     self.dir.mkdir(parents=True, exist_ok=True)
+    if resume_step is not None:
+      for name in ("metrics.jsonl", "samples.jsonl"):
+        truncate_after(self.dir / name, resume_step)
     self._metrics = open(self.dir / "metrics.jsonl", "a")
     self._samples = open(self.dir / "samples.jsonl", "a")
     self._tb = None

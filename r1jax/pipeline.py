@@ -20,6 +20,8 @@ from typing import Callable
 
 import jax
 
+from r1jax import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -48,6 +50,29 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
   os.replace(tmp, path)  # a kill leaves the old record or the new one, never half of one
 
 
+def _given(st: Stage, key: str, given: dict | None) -> str | None:
+  return next((g for g in (f"{st.name}.{key}", key) if given and g in given), None)
+
+
+def _missing_input(st: Stage, key: str, stage: str, workdir) -> errors.UserError:
+  return errors.UserError("stage input", f"stage {st.name!r}", f"needs {key} from stage {stage!r}, which has not "
+                          f"run in {workdir}", f"run it first or give the path (--config.inputs={key}=PATH)")
+
+
+def check_inputs(workdir, stages: list[Stage], only: set[str] | None = None, given: dict | None = None) -> None:
+  """Before any work: every input of the stages to run comes from a stage run here, a recorded
+  earlier stage or a given path; else the UserError `run` would raise when it got there."""
+  names = [s.name for s in stages]
+  for st in stages:
+    if only is None or st.name not in only:
+      continue
+    for key, src in st.inputs.items():
+      stage = src.partition(".")[0]
+      if (_given(st, key, given) is None and stage in names and stage not in only
+          and read_record(workdir, stage) is None):
+        raise _missing_input(st, key, stage, workdir)
+
+
 def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None, given: dict | None = None) -> dict:
   """Run `stages` in order (only those named in `only`, if given) and return {name: outputs}.
 
@@ -65,7 +90,7 @@ def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None
       continue
     inputs, upstream = {}, []
     for key, src in st.inputs.items():
-      g = next((g for g in (f"{st.name}.{key}", key) if given and g in given), None)
+      g = _given(st, key, given)
       if g is not None:
         inputs[key] = given[g]
         continue
@@ -75,8 +100,7 @@ def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None
         continue
       rec = results.get(stage) or (read_record(workdir, stage) or {}).get("outputs")
       if rec is None:
-        raise FileNotFoundError(f"stage {st.name!r} needs {key} from stage {stage!r}, which has not run in "
-                                f"{workdir}; run it first or give the path (--config.inputs={key}=PATH)")
+        raise _missing_input(st, key, stage, workdir)
       inputs[key] = rec[output]
       upstream.append(prints.get(stage) or (read_record(workdir, stage) or {}).get("fingerprint", ""))
     fp = hashlib.sha256(json.dumps([fingerprint, st.name, st.out, inputs, upstream], sort_keys=True,

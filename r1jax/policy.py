@@ -14,6 +14,7 @@ import shutil
 import jax
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax import errors
 from r1jax import model as model_lib
 from r1jax import tokenizer as tok_lib
 
@@ -43,6 +44,27 @@ def save_policy(directory, step: int, params, model_cfg: model_lib.ModelConfig, 
 
 def is_hf(directory) -> bool:
   return (pathlib.Path(directory) / "config.json").is_file()
+
+
+def check_dir(directory, field: str) -> None:
+  """Before any work: `directory` (the value of config field `field`) is an r1jax policy (a
+  checkpoint step folder) or a whole Hugging Face model directory; else a UserError naming it."""
+  p = pathlib.Path(directory)
+  where = f"{field}={str(directory)!r}"
+  if not p.is_dir():
+    raise errors.UserError("policy", where, "no such directory",
+                           "give an r1jax policy directory (<workdir>/policy) or a Hugging Face model directory")
+  weights = any((p / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json"))
+  if (p / "policy").is_dir() and not weights:  # a run's directory holds a config.json of its own
+    raise errors.UserError("policy", where, "this is a run directory", f"give {p / 'policy'}")
+  if is_hf(p):
+    from r1jax import hf
+    hf.check_checkpoint(p, field)
+    return
+  if any(c.is_dir() and c.name.isdigit() for c in p.iterdir()):
+    return
+  raise errors.UserError("policy", where, "neither an r1jax policy (a checkpoint step folder) nor a Hugging Face "
+                         "model (config.json)", "give a run's <workdir>/policy or a Hugging Face model directory")
 
 
 def load_policy(directory, mesh, rules=None):

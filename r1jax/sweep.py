@@ -31,14 +31,18 @@ import math
 import os
 import pathlib
 import re
+import sys
 import traceback
 from typing import Callable, Mapping, Sequence
 
+from r1jax import errors
 from r1jax import logger
 
 INDEX_ENV = ("R1JAX_SWEEP_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
 """Environment variables a scheduler sets to the host's entry, first found wins."""
 SUMMARY, OVERRIDES, ERROR = "summary.json", "overrides.json", "error.txt"
+BAD_INPUT = "bad input"
+"""An entry's status when it stopped on a `UserError` (a bad value, file or work directory)."""
 
 RunFn = Callable[[dict, pathlib.Path], dict]
 
@@ -77,7 +81,8 @@ def status(root, sweep: Sequence[Mapping], i: int) -> str:
 
 
 def run_entry(sweep: Sequence[Mapping], i: int, run: RunFn, root) -> str:
-  """Runs entry `i` unless finished; 'skipped', 'done' or 'failed' (traceback in error.txt)."""
+  """Runs entry `i` unless finished; 'skipped', 'done', 'failed' (traceback in error.txt) or
+  BAD_INPUT (a UserError: its one line in error.txt)."""
   _check_entries(sweep)
   if not 0 <= i < len(sweep):
     raise ValueError(f"sweep index={i} is out of range: the sweep has {len(sweep)} entries (0..{len(sweep) - 1})")
@@ -94,6 +99,9 @@ def run_entry(sweep: Sequence[Mapping], i: int, run: RunFn, root) -> str:
   (d / ERROR).unlink(missing_ok=True)
   try:
     summary = run(ov, d)
+  except errors.UserError as e:  # a bad input: its one line, not a traceback
+    (d / ERROR).write_text(f"{e.prefix}{e}\n")
+    return BAD_INPUT
   except Exception:  # one failed entry must not stop the others; its traceback stays beside it
     (d / ERROR).write_text(traceback.format_exc())
     return "failed"
@@ -231,7 +239,7 @@ def main(sweep: Sequence[Mapping], run: RunFn, default_root: str | None = None, 
          curves: Sequence[str] = ()) -> dict[int, str] | dict:
   """The `__main__` of a sweeping experiment: --root DIR, --index I (default: the scheduler's
   environment, else every entry), --gather (only write the report). Exits with status 1 when an
-  entry failed."""
+  entry failed, 2 when one stopped on a bad input (its one line printed, `error: ...`)."""
   p = argparse.ArgumentParser(description="Run every entry of the sweep, resumably, then tabulate and plot.")
   p.add_argument("--root", default=default_root, required=default_root is None,
                  help="directory holding one work directory per entry")
@@ -259,8 +267,13 @@ def main(sweep: Sequence[Mapping], run: RunFn, default_root: str | None = None, 
   index = args.index if args.index is not None else host_index()
   result = run_sweep(sweep, run, args.root, index, curves)
   for i, st in result.items():
+    if st == BAD_INPUT:  # its one line (`error: ...`), the same in error.txt
+      print((entry_dir(args.root, i, sweep[i]) / ERROR).read_text().strip(), file=sys.stderr)
+      continue
     print(f"sweep entry {i} ({label(sweep[i])}): {st}"
           + (f", see {entry_dir(args.root, i, sweep[i]) / ERROR}" if st == "failed" else ""))
+  if any(st == BAD_INPUT for st in result.values()):
+    raise SystemExit(2)
   if any(st == "failed" for st in result.values()):
     raise SystemExit(1)
   return result

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax import errors
 from r1jax import distributed
 from r1jax import heads
 from r1jax import logger as logger_lib
@@ -62,6 +63,11 @@ class TrainConfig:
   memory_limit_gb: float = 0.0
   """Per-device memory the run must fit in (the memory planner's budget); 0 = the device's own
   limit (on CPU: the host's available memory over the CPU devices)."""
+  resume: str = "auto"
+  """A rerun of a work directory whose checkpoints were made with other settings (`r1jax.workdir`):
+  'auto' stops, naming the fields that differ; 'weights' continues these weights with the new
+  settings and records the change in <workdir>/run_config.json (a changed model shape or tokenizer
+  is refused either way)."""
 
   def __post_init__(self):
     for f in ("steps", "prompts_per_step", "max_prompt_len", "log_every", "sample_log_every",
@@ -70,6 +76,8 @@ class TrainConfig:
         raise ValueError(f"train.{f}={getattr(self, f)} must be >= 1")
     if self.memory_limit_gb < 0:
       raise ValueError(f"train.memory_limit_gb={self.memory_limit_gb} must be >= 0 (0 = the device's limit)")
+    if self.resume not in ("auto", "weights"):
+      raise ValueError(f"train.resume={self.resume!r} is not one of ('auto', 'weights')")
     if self.on_too_long not in ("skip", "fail"):
       raise ValueError(f"train.on_too_long={self.on_too_long!r} is not one of ('skip', 'fail')")
 
@@ -357,8 +365,8 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   examples, prompt_ids, dropped = rollout_lib.encode_prompts(examples, tokenizer, template,
                                                             tcfg.max_prompt_len, tcfg.on_too_long)
   if not examples:
-    raise ValueError(f"none of the {dropped} training prompts fits train.max_prompt_len={tcfg.max_prompt_len} "
-                     f"tokens; raise it")
+    raise errors.UserError("training prompts", f"train.max_prompt_len={tcfg.max_prompt_len}",
+                           f"none of the {dropped} training prompts fits in that many tokens", "raise it")
   # One prompt length for the whole run (the longest prompt, or the bucket that holds it): one
   # compile of the sampler and of the update.
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), scfg.prompt_buckets)
@@ -387,7 +395,8 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
 
   # Process 0 logs into workdir, the others (same metrics) beside it.
   rank = jax.process_index()
-  log = logger_lib.MetricsLogger(workdir if rank == 0 else pathlib.Path(workdir) / f"process_{rank}")
+  log = logger_lib.MetricsLogger(workdir if rank == 0 else pathlib.Path(workdir) / f"process_{rank}",
+                                 resume_step=start)
   base_key = jax.random.key(tcfg.seed)
   bad_in_a_row = 0
   pbar = None
@@ -452,13 +461,14 @@ def checkpoint_tree(state: train_step.TrainState, critic_state=None) -> dict:
 
 
 def restore_latest(checkpointer: ckpt_lib.Checkpointer, state: train_step.TrainState, seed: int, critic_state=None):
-  """(state, start step, data position): the latest checkpoint's, or `state` at step 0; with a
-  `critic_state`, (state, start, position, critic state)."""
-  latest = checkpointer.latest_step()
-  if latest is None:
-    return (state, 0, {"epoch": 0, "index": 0}) + (() if critic_state is None else (critic_state,))
+  """(state, start step, data position): the newest checkpoint that reads whole
+  (`Checkpointer.restore_intact`: a damaged newer one is reported and set aside), or `state` at
+  step 0; with a `critic_state`, (state, start, position, critic state)."""
   abstract = checkpoint_tree(state.abstract(), None if critic_state is None else critic_state.abstract())
-  tree, meta = checkpointer.restore(latest, abstract)
+  found = checkpointer.restore_intact(abstract) if checkpointer.latest_step() is not None else None
+  if found is None:
+    return (state, 0, {"epoch": 0, "index": 0}) + (() if critic_state is None else (critic_state,))
+  tree, meta, _ = found
   if meta.get("seed", seed) != seed:
     raise ValueError(f"train.seed={seed} but the checkpoint in {checkpointer.directory} was written with seed "
                      f"{meta['seed']}: resuming would not continue the same random stream")

@@ -288,6 +288,28 @@ MUTATIONS += [
 ]
 
 
+# ---- issue 29: bad inputs, checkpoints that know their config, damaged checkpoints
+_BAD = "tests/test_bad_inputs.py::test_"
+TABLE = _BAD + "bad_input_is_one_line_naming_it_with_status_2"
+_DAMAGED = ("tests/test_checkpoint.py::test_a_damaged_newest_step_falls_back_to_the_newest_intact_one",
+            "tests/test_checkpoint.py::test_several_damaged_steps_and_none_readable")
+MUTATIONS += [
+    Mutation("bad_input_fingerprint_check_dropped", "r1jax/workdir.py", "  change = check(cfg)\n", "  change = None\n",
+             (_BAD + "a_changed_config_is_refused_and_resume_weights_continues", TABLE)),
+    Mutation("bad_input_nan_let_through", "r1jax/config.py", "if isinstance(v, float) and not math.isfinite(v):",
+             "if False:", (_BAD + "no_float_field_takes_nan_or_inf", TABLE)),
+    Mutation("bad_input_damaged_step_taken", "r1jax/checkpoint.py", "for step in reversed(self.all_steps()):",
+             "for step in reversed(self.all_steps()[-1:]):", _DAMAGED),
+    Mutation("bad_input_logs_kept_past_the_restored_step", "r1jax/logger.py",
+             "if isinstance(row, dict) and row.get(\"step\", 0) <= step:", "if isinstance(row, dict):",
+             ("tests/test_checkpoint.py::test_a_resumed_run_logs_each_step_once",)),
+    Mutation("bad_input_safetensors_size_unchecked", "r1jax/hf.py", "  if 8 + n + end > size:", "  if False:",
+             (TABLE,)),
+    Mutation("bad_input_gzip_magic_unchecked", "r1jax/datasets.py", "  if magic != b\"\\x1f\\x8b\":", "  if False:",
+             (TABLE,)),
+]
+
+
 def check_snippets(root: pathlib.Path = REPO) -> list[str]:
   """Problems: snippets not found exactly once, replacements equal to the original, duplicate names."""
   problems = []

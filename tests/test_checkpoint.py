@@ -1,4 +1,5 @@
 """Checkpoint round trips on a simulated (2, 2, 2) mesh, restore onto other meshes, averaging."""
+import json
 import os
 import pathlib
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from r1jax import checkpoint as ckpt
+from r1jax import errors
 
 AXES = ("data", "fsdp", "tensor")
 
@@ -165,6 +167,7 @@ KILLED_MID_SAVE = """
 import os, signal
 import jax, jax.numpy as jnp
 from r1jax import checkpoint as ckpt
+from r1jax import errors
 c = ckpt.Checkpointer(ckpt.CheckpointConfig({directory!r}, save_every=1, keep=3, async_save=True))
 w = jnp.ones((2048, 2048), jnp.float32)
 c.save(1, {{"w": w}}, {{"step": 1}})
@@ -295,3 +298,109 @@ def test_host_memory_cap_chosen_from_state_and_host_and_a_capped_save_restores_e
     got, meta = c.restore(None, abstract(states[3]))
   assert_trees_equal(got, states[3])
   assert meta["step"] == 3
+
+
+# ----------------------------------------------------------------------------- damaged checkpoints
+
+
+def _truncate_array_files(step_dir: pathlib.Path) -> None:
+  """Halve the step's array data files (as a full disk or a cut copy leaves them)."""
+  files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]  # OCDBT data
+  assert files
+  for f in files:
+    f.write_bytes(f.read_bytes()[:f.stat().st_size // 2])
+
+
+DAMAGE = {"truncated_array_files": _truncate_array_files,
+          "missing_state": lambda step_dir: shutil.rmtree(step_dir / "state")}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_newest_step_falls_back_to_the_newest_intact_one(tmp_path, mesh, damage, capsys):
+  states = saved_run(tmp_path, mesh, [1, 2, 3])
+  DAMAGE[damage](tmp_path / "3")
+  cfg = ckpt.CheckpointConfig(str(tmp_path), save_every=1, keep=10, async_save=False)
+  with ckpt.Checkpointer(cfg) as c:
+    assert c.latest_step() == 3
+    got, meta, step = c.restore_intact(abstract(states[1]))
+    assert step == 2 and meta["step"] == 2 and c.all_steps() == [1, 2]
+    assert_trees_equal(got, states[2])
+    assert c.save(3, states[3], {"step": 3})  # the damaged step no longer blocks the next save
+  said = [l for l in capsys.readouterr().out.splitlines() if "cannot be read" in l]
+  assert len(said) == 1 and "step(s) [3]" in said[0] and "resuming from step 2" in said[0], said
+  assert (tmp_path / "3.unreadable" / "meta").is_dir()  # kept for inspection
+  records = [json.loads(l) for l in (tmp_path / "restores.jsonl").read_text().splitlines()]
+  assert [(r["restored"], [u["step"] for u in r["unreadable"]]) for r in records] == [(2, [3])]
+  with ckpt.Checkpointer(cfg) as c:
+    got, meta, step = c.restore_intact(abstract(states[1]))
+  assert step == 3 and meta == {"step": 3}
+  assert_trees_equal(got, states[3])
+
+
+def test_several_damaged_steps_and_none_readable(tmp_path, mesh):
+  states = saved_run(tmp_path, mesh, [1, 2, 3])
+  _truncate_array_files(tmp_path / "3")
+  shutil.rmtree(tmp_path / "2" / "state")
+  cfg = ckpt.CheckpointConfig(str(tmp_path), save_every=1, keep=10, async_save=False)
+  with ckpt.Checkpointer(cfg) as c:
+    got, _, step = c.restore_intact(abstract(states[1]))
+  assert step == 1 and sorted(os.listdir(tmp_path)) == ["1", "2.unreadable", "3.unreadable", "restores.jsonl"]
+  assert_trees_equal(got, states[1])
+  shutil.rmtree(tmp_path / "1" / "state")
+  with ckpt.Checkpointer(cfg) as c:
+    with pytest.raises(errors.UserError, match=f"checkpoint: {tmp_path}: no step can be read \\(steps \\[1\\]"):
+      c.restore_intact(abstract(states[1]))
+  assert (tmp_path / "1").is_dir()  # nothing moved when nothing reads
+
+
+def test_another_tree_is_not_taken_for_damage(tmp_path, mesh):
+  """A checkpoint of another shape (another config) stops the restore; no step is set aside."""
+  states = saved_run(tmp_path, mesh, [1, 2])
+  other = jax.tree.map(lambda x: x, abstract(states[1]))
+  other["params"]["b"] = jax.ShapeDtypeStruct((7,), jnp.float32, sharding=other["params"]["b"].sharding)
+  with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path))) as c:
+    with pytest.raises(ckpt.StructureError, match="params/b"):
+      c.restore_intact(other)
+    assert c.all_steps() == [1, 2]
+  assert not (tmp_path / "restores.jsonl").exists()
+
+
+def test_a_kill_during_a_checkpoint_write_resumes_from_the_last_complete_step(tmp_path):
+  """The kill of test_process_killed_during_async_save, then what a rerun does: restore_intact
+  takes the last complete step whole (a half-written one is never a step, nor set aside), and the
+  step the kill interrupted is written again."""
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+  proc = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED_MID_SAVE.format(directory=str(tmp_path)))],
+                        env=env, capture_output=True, timeout=120)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+  mesh = make_mesh((8, 1, 1))
+  target = {"w": jax.ShapeDtypeStruct((2048, 2048), jnp.float32, sharding=NamedSharding(mesh, P("data")))}
+  cfg = ckpt.CheckpointConfig(str(tmp_path), save_every=1, keep=3, async_save=False)
+  with ckpt.Checkpointer(cfg) as c:
+    got, meta, step = c.restore_intact(target)
+    np.testing.assert_array_equal(host(got["w"]), np.full((2048, 2048), step, np.float32))
+    assert meta == {"step": step} and step in (1, 2)
+    if step == 1:
+      assert c.save(2, {"w": got["w"] * 2}, {"step": 2})
+  assert not any(n.endswith(".unreadable") or "orbax-checkpoint-tmp" in n for n in os.listdir(tmp_path))
+  assert not (tmp_path / "restores.jsonl").exists()
+  with ckpt.Checkpointer(cfg) as c:
+    got, meta, step = c.restore_intact(target)
+  assert step == 2 and meta == {"step": 2}
+  np.testing.assert_array_equal(host(got["w"]), np.full((2048, 2048), 2, np.float32))
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+  from r1jax import logger
+  for name in ("metrics.jsonl", "samples.jsonl"):
+    rows = "".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3, 4, 5))
+    (tmp_path / name).write_text(rows + '{"step": 6, "x"')  # a kill mid-line
+  log = logger.MetricsLogger(tmp_path, tensorboard=False, resume_step=3)  # the checkpoint restored: step 3
+  log.log(4, {"x": 40.0})
+  log.log_samples(4, [{"x": 40}])
+  log.close()
+  for name in ("metrics.jsonl", "samples.jsonl"):
+    rows = [json.loads(l) for l in (tmp_path / name).read_text().splitlines()]
+    assert [(r["step"], r["x"]) for r in rows] == [(1, 1), (2, 2), (3, 3), (4, 40)], name

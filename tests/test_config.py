@@ -43,7 +43,7 @@ SPECIAL = {
     "grpo.loss_type": "dr_grpo", "grpo.scale_rewards": "batch", "grpo.importance_sampling_level": "sequence",
     "grpo.tis": "sequence",
     "grpo.grad_accum": "2", "optim.decay": "cosine", "pretrain.optim.decay": "constant",
-    "rewards.language_target": "zh", "train.on_too_long": "fail", "checkpoint.directory": "/tmp/ck",
+    "rewards.language_target": "zh", "train.on_too_long": "fail", "train.resume": "weights", "checkpoint.directory": "/tmp/ck",
     "average.steps": "10,20", "sampling.eos_ids": (7,), "sampling.prompt_buckets": (64, 128),
     "sampling.pad_id": 5, "eval.group_by": ("subject",), "eval.language": "zh", "inputs": "policy=/tmp/p",
     "curation.language": "zh", "cold_start.teacher": "/tmp", "distill.teacher": "/tmp", "cold_start.selection": "random", "grpo.advantage_estimator": "gae",

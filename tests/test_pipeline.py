@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from r1jax import errors
 from r1jax import pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def test_given_inputs_by_stage_or_for_every_stage(tmp_path):
   out = pipeline.run(Ctx(tmp_path / "w2"), chain(), "fp", only={"c"}, given={"src": str(other)})
   assert set(out) == {"c"} and pathlib.Path(out["c"]["result"]).read_text() == "c(given,6)"
   # A stage whose input stage has not run and is not given: a clear error.
-  with pytest.raises(FileNotFoundError, match="stage 'c' needs src from stage 'b', which has not run"):
+  with pytest.raises(errors.UserError, match="stage 'c': needs src from stage 'b', which has not run"):
     pipeline.run(Ctx(tmp_path / "w3"), chain(), "fp", only={"c"})
 
 
@@ -116,6 +117,7 @@ PROGRAM = """
 import functools, pathlib, sys
 sys.path.insert(0, {tests!r})
 from test_pipeline import Ctx, chain
+from r1jax import errors
 from r1jax import pipeline
 pipeline.run(Ctx({work!r}), chain(pause=0.05), "fp")
 print("done")

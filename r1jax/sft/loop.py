@@ -91,7 +91,7 @@ def run_sft(model_cfg, params, rows: dict, cfg: SFTConfig, mesh, workdir, progre
   ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(workdir / "ckpt"), save_every=cfg.save_every, keep=1,
                                                        async_save=False))
   state, start, _ = train.restore_latest(ck, state, cfg.seed)
-  log = logger_lib.MetricsLogger(workdir, tensorboard=False)
+  log = logger_lib.MetricsLogger(workdir, tensorboard=False, resume_step=start)
   history = []
   try:
     batches = data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, start)

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from r1jax import datasets as datasets_lib
+from r1jax import errors
 from r1jax import model as model_lib
 from r1jax import policy as policy_lib
 from r1jax import sharding
@@ -149,7 +150,22 @@ def load_examples(d: datasets_lib.DataConfig) -> tuple[list[dict], list[dict]]:
     eval_ex = mix(d.eval_path, read(d.eval_path, d.num_eval))
   else:
     train_ex, eval_ex = train_ex[d.num_eval:], train_ex[:d.num_eval]
+  check_split(d, train_ex, eval_ex)
   return train_ex, eval_ex
+
+
+def check_split(d: datasets_lib.DataConfig, train_ex: list, eval_ex: list) -> None:
+  """Both splits of a JSONL source hold rows (an empty file, or data.num_eval taking every row,
+  would otherwise fail later, in the tokenizer's training, naming nothing)."""
+  if d.eval_path and not eval_ex:
+    raise errors.UserError("data", f"data.eval_path={d.eval_path!r}", "holds no usable rows",
+                           "give a JSONL file of problems")
+  if not train_ex and not d.eval_path and eval_ex:
+    raise errors.UserError("data", f"data.num_eval={d.num_eval}", f"data.path={d.path!r} holds only {len(eval_ex)} "
+                           f"usable rows and all of them went to the held-out split",
+                           f"lower data.num_eval below {len(eval_ex)} or give data.eval_path")
+  if not train_ex:
+    raise errors.UserError("data", f"data.path={d.path!r}", "holds no usable rows", "give a JSONL file of problems")
 
 
 def pretraining_documents(examples, template: str, seed: int, r1_fraction: float, wrong_fraction: float):

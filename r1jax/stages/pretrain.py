@@ -43,7 +43,9 @@ class PretrainConfig:
 
 def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   del inputs
-  if ctx.cfg.model.hf_checkpoint:
+  if ctx.cfg.model.hf_checkpoint:  # checked again: the stage is recorded complete only over whole files
+    from r1jax import hf
+    hf.check_checkpoint(ctx.cfg.model.hf_checkpoint)
     return {"policy": str(pathlib.Path(ctx.cfg.model.hf_checkpoint).resolve())}
   model_cfg, pcfg = ctx.model_cfg, ctx.parts["pretrain"]
   params = model_lib.init_sharded(jax.random.key(ctx.cfg.seed), model_cfg, ctx.mesh, ctx.rules)
@@ -60,8 +62,9 @@ def pretrain(params, model_cfg, pcfg: PretrainConfig, tokenizer, docs_fn, mesh, 
   optimizer = train_step.make_optimizer(ocfg)
   state = train_step.init_state(params, optimizer)
   ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(out / "ckpt"), save_every=1, keep=1, async_save=False))
-  if ck.latest_step() == pcfg.steps:
-    tree, _ = ck.restore(pcfg.steps, state.abstract().tree())
+  found = ck.restore_intact(state.abstract().tree()) if ck.latest_step() == pcfg.steps else None
+  if found is not None and found[2] == pcfg.steps:
+    tree = found[0]
     ck.close()
     print(f"base model: loaded the pretrained checkpoint from {out}")
     return tree["params"]

@@ -118,7 +118,7 @@ def fit_head(state, step_fn, rows: dict, out: pathlib.Path, *, steps: int, batch
   ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(out / "ckpt"), save_every=save_every, keep=1,
                                                        async_save=False))
   state, start, _ = train.restore_latest(ck, state, seed)
-  log = logger_lib.MetricsLogger(out, tensorboard=False)
+  log = logger_lib.MetricsLogger(out, tensorboard=False, resume_step=start)
   R = len(next(iter(rows.values())))
   bs = min(batch_size, R)
   try:
