@@ -185,9 +185,6 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig,
       raise ValueError(f"model.hf_checkpoint={ckpt!r} is a GGUF file: convert it once to a Hugging Face directory "
                        f"(python -m r1jax.gguf {ckpt} DIR) and give that directory")
     base = hf.config_from_hf(_hf_config(ckpt))
-    if preset in model_lib.TRAINED_HERE and preset != "tiny":
-      print(f"note: model.hf_checkpoint with the default config: the model's shape is the checkpoint's, the "
-            f"hyperparameters the tiny default's; a named config (--config=experiments/FILE.py:NAME) sets real-model ones")
   else:
     if preset not in model_lib.PRESETS:
       raise ValueError(f"model.preset={preset!r} is not one of {sorted(model_lib.PRESETS)}")
@@ -232,6 +229,9 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
                          f"(STAGE.NAME=PATH, e.g. sft.data=FILE; stages: {allowed[1:]}), or set --config.stage=NAME")
   templates.check_spec(cfg.template)
   model_cfg, remat = model_config(cfg)
+  if cfg.model.hf_checkpoint and cfg.model.preset == "tiny-r1-zero":
+    print("note: model.hf_checkpoint with the default config: the model's shape is the checkpoint's, the "
+          "hyperparameters the tiny default's; a named config (--config=experiments/FILE.py:NAME) sets real-model ones")
   grpo_sec = cfg.grpo.to_dict()
   grad_accum = config_lib.int_or_auto("grpo.grad_accum", grpo_sec.pop("grad_accum"))
   gcfg = to_dataclass(GRPOConfig, grpo_sec | {"grad_accum": 1 if grad_accum == "auto" else grad_accum}, "grpo")

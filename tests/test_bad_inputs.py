@@ -185,7 +185,8 @@ CASES = [
     # A work directory whose checkpoints were made with another config.
     ("changed_learning_rate", R1_ZERO, ["--config.workdir={d}/run", "--config.optim.learning_rate=1e-3"],
      "optim.learning_rate=0.0002 (now 0.001)"),
-    ("changed_model_shape", R1_ZERO, ["--config.workdir={d}/run", "--config.model.d_model=64"], "model.d_model=128"),
+    ("changed_model_shape", R1_ZERO, ["--config.workdir={d}/run", "--config.model.d_model=64"],
+     "model.d_model=128 (now 64)"),
     ("changed_tokenizer", R1_ZERO, ["--config.workdir={d}/run", "--config.tokenizer.vocab_size=600"],
      "tokenizer.vocab_size=800 (now 600)"),
     ("changed_data_seed", R1_ZERO, ["--config.workdir={d}/run", "--config.data.seed=3"], "data.seed=0 (now 3)"),

@@ -461,3 +461,20 @@ def test_config_errors_are_raised_early():
     combine.compute_rewards(["a", "b"], [{}], spec)
   with pytest.raises(ValueError, match="unique"):
     combine.compute_rewards(["a"], [{}], spec * 2)
+
+
+def test_last_number_extraction_grades_untagged_answers_and_tags_still_win():
+  """rewards/eval.answer_extraction='last_number': an untagged completion is graded by its last
+  number (GSM8K harnesses' flexible extraction); a tagged answer still decides; 'tagged' stays strict."""
+  from r1jax.rewards import combine
+  assert answer.grade("10 + 8 = 18.", "18", extract="last_number").correct
+  assert not answer.grade("10 + 8 = 18, so 19", "18", extract="last_number").correct
+  assert answer.grade("1,234 apples", "1234", extract="last_number").correct
+  assert not answer.grade("18 <answer>17</answer> 18", "18", extract="last_number").correct
+  assert answer.grade("no number here", "18", extract="last_number").reason == "no_answer"
+  assert answer.grade("10 + 8 = 18.", "18").reason == "no_answer"
+  ex = {"final": "18"}
+  specs = combine.default_specs({"answer_extraction": "last_number"})
+  assert specs[0].fn("it is 18", ex) == 1.0 and combine.default_specs({})[0].fn("it is 18", ex) == 0.0
+  with pytest.raises(ValueError, match="rewards.answer_extraction='last' is not one of"):
+    combine.RewardsConfig(answer_extraction="last")

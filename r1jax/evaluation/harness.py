@@ -46,11 +46,14 @@ class EvalConfig:
   """Example fields to break the results down by, where present."""
   language: str = "en"
   """Target language of the chain of thought for `language_consistency` (a code or script)."""
+  answer_extraction: str = "tagged"
+  """'tagged' (<answer> / \\boxed{}) or 'last_number' (that, else the last number; `answer.EXTRACTIONS`)."""
 
   def __post_init__(self):
     if self.num_samples < 1:
       raise ValueError(f"eval.num_samples={self.num_samples} must be >= 1 (k samples per problem)")
     language_lib.resolve_script(self.language)
+    answer.check_extraction(self.answer_extraction, "eval.answer_extraction")
     if self.batch_size < 1 or self.max_new_tokens < 1:
       raise ValueError(f"eval.batch_size={self.batch_size} and eval.max_new_tokens={self.max_new_tokens} "
                        f"must be >= 1")
@@ -139,7 +142,7 @@ def grade_texts(texts: Sequence[str], examples: Sequence[dict], ecfg: EvalConfig
                   "verdict": c.reason, "normalized": c.program.strip() if c.program else None,
                   "tests_passed": c.tests_passed, "tests_total": c.tests_total})
       continue
-    v = answer.grade(text, str(ex["final"]), timeout_s=ecfg.grade_timeout_s)
+    v = answer.grade(text, str(ex["final"]), timeout_s=ecfg.grade_timeout_s, extract=ecfg.answer_extraction)
     out.append({"extracted": v.extracted, "reference": str(ex["final"]), "correct": bool(v.correct),
                 "verdict": v.reason,
                 "normalized": answer.normalize_answer(v.extracted) if v.extracted is not None else None})

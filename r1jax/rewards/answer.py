@@ -54,8 +54,29 @@ def _last_boxed(text: str) -> str | None:
   return None
 
 
-def extract_answer(completion: str) -> str | None:
-  """The final answer of a completion, stripped; None when there is none (or it is empty)."""
+EXTRACTIONS = ("tagged", "last_number")
+"""'tagged': the last <answer> / \\boxed{} only (the R1 protocol); 'last_number': that, else the
+completion's last number (the flexible extraction small-base studies and GSM8K harnesses grade by)."""
+
+_LAST_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
+def check_extraction(extract: str, field: str) -> None:
+  if extract not in EXTRACTIONS:
+    raise ValueError(f"{field}={extract!r} is not one of {EXTRACTIONS}")
+
+
+def extract_answer(completion: str, extract: str = "tagged") -> str | None:
+  """The final answer of a completion, stripped; None when there is none (or it is empty).
+  With extract='last_number' an untagged completion's last number is its answer."""
+  tagged = _extract_tagged(completion)
+  if tagged is None and extract == "last_number":
+    found = _LAST_NUMBER.findall(completion)
+    return found[-1].rstrip(".") if found else None
+  return tagged
+
+
+def _extract_tagged(completion: str) -> str | None:
   close = completion.rfind("</answer>")
   start = completion.rfind("<answer>", 0, close) if close >= 0 else -1
   if start >= 0:
@@ -369,7 +390,7 @@ def _math_verify_equal(reference: str, pred: str) -> bool:
   return bool(gold and target and verify(gold, target, timeout_seconds=None))
 
 
-def grade(completion: str, reference: str, timeout_s: float = 2.0) -> Verdict:
+def grade(completion: str, reference: str, timeout_s: float = 2.0, extract: str = "tagged") -> Verdict:
   """Grades `completion`'s final answer against `reference`; never blocks longer than `timeout_s`
   (plus, once per thread, the start of a sandbox) and never raises on any model output.
 
@@ -377,7 +398,7 @@ def grade(completion: str, reference: str, timeout_s: float = 2.0) -> Verdict:
   """
   if not timeout_s > 0:
     raise ValueError(f"grade timeout_s={timeout_s} must be > 0 seconds")
-  pred = extract_answer(completion)
+  pred = extract_answer(completion, extract)
   if pred is None:
     return Verdict(False, None, "no_answer")
   reference = str(reference)

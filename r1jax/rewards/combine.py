@@ -56,7 +56,7 @@ def reasoning_gym_reward(completion: str, example: dict) -> float:
 
 
 def accuracy_reward(completion: str, example: dict, *, timeout_s: float = 2.0,
-                    code: code_lib.CodeConfig = code_lib.CodeConfig()) -> float:
+                    code: code_lib.CodeConfig = code_lib.CodeConfig(), extract: str = "tagged") -> float:
   """1.0 if the final answer is right (`answer.grade`), else 0.0; reasoning-gym rows use their
   dataset's scorer instead, and code rows the code checker (`code.grade`: the program passes
   its tests in the sandbox)."""
@@ -64,7 +64,7 @@ def accuracy_reward(completion: str, example: dict, *, timeout_s: float = 2.0,
     return code_lib.grade(completion, example, code).score
   if "rg_dataset" in example:
     return reasoning_gym_reward(completion, example)
-  return float(answer.grade(completion, str(example["final"]), timeout_s).correct)
+  return float(answer.grade(completion, str(example["final"]), timeout_s, extract).correct)
 
 
 def format_reward(completion: str, example: dict, *, think_in_prompt: bool = False) -> float:
@@ -105,6 +105,9 @@ class RewardsConfig:
   """True when the prompt already ends with <think>."""
   grade_timeout_s: float = 2.0
   """Limit of one math-verify comparison."""
+  answer_extraction: str = "tagged"
+  """How the accuracy reward finds the answer: 'tagged' (<answer> / \\boxed{}) or 'last_number'
+  (that, else the last number: `answer.EXTRACTIONS`)."""
   code_timeout_s: float = 10.0
   """Wall-clock limit of one program and all its tests (code rows)."""
   code_memory_mb: int = 1024
@@ -121,6 +124,7 @@ class RewardsConfig:
     for f in ("grade_timeout_s", "code_timeout_s", "code_memory_mb"):
       if getattr(self, f) <= 0:
         raise ValueError(f"rewards.{f}={getattr(self, f)} must be > 0")
+    answer.check_extraction(self.answer_extraction, "rewards.answer_extraction")
     if self.language > 0:
       language_lib.resolve_script(self.language_target)  # fail here, not as 0-scored errors in every worker
 
@@ -144,8 +148,8 @@ def default_specs(cfg: RewardsConfig | Mapping[str, Any]) -> list[RewardSpec]:
     acc_w, lang_w = acc_w * alpha, lang_w * (1 - alpha)
   code_cfg = code_lib.CodeConfig.with_timeout(cfg.code_timeout_s, cfg.code_memory_mb, cfg.code_partial_credit)
   specs = [
-      RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=cfg.grade_timeout_s, code=code_cfg),
-                 acc_w),
+      RewardSpec("accuracy", functools.partial(accuracy_reward, timeout_s=cfg.grade_timeout_s, code=code_cfg,
+                                               extract=cfg.answer_extraction), acc_w),
       RewardSpec("format", functools.partial(format_reward, think_in_prompt=tip), cfg.format),
   ]
   if cfg.tag_count > 0:
