@@ -29,10 +29,11 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 from r1jax import curation  # noqa: E402
 from r1jax import experiment  # noqa: E402
 from r1jax import policy as policy_lib  # noqa: E402
+from r1jax import policy_samples  # noqa: E402
 from r1jax.logger import format_table  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
 from r1jax import templates  # noqa: E402
-from r1jax.stages import evaluate, grpo, sampling  # noqa: E402
+from r1jax.stages import evaluate, grpo  # noqa: E402
 
 r1 = experiment.load_experiment(f"{REPO}/experiments/r1.py")
 
@@ -80,7 +81,7 @@ def run(cfg) -> dict:
   kept = curation.read_samples(out["distill"]["data"])
   counts = json.loads(pathlib.Path(out["distill"]["counts"]).read_text())
   prompts = [templates.format_prompt(ex["question"], ctx.template)
-             for ex in sampling.take(ctx.train_ex, d.num_prompts, d.seed)]  # the prompts distill.run samples
+             for ex in policy_samples.take(ctx.train_ex, d.num_prompts, d.seed)]  # the prompts distill.run samples
   prompt_len = sum(_ntokens(tok, p) for p in prompts) / len(prompts)
   teacher_eval = ev("r1_zero" if teacher == "r1_zero.policy" else "teacher")
   sampled = counts["total"] * (prompt_len + teacher_eval["mean_length"])

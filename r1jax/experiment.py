@@ -50,7 +50,7 @@ from r1jax.stages import cold_start_data, context, distill, rejection_sampling, 
 from r1jax.stages import mcts as mcts_stage
 from r1jax.stages import prm as prm_stage
 from r1jax.stages.average import AverageConfig
-from r1jax.stages.pretrain import PretrainConfig
+from r1jax.pretraining import PretrainConfig
 from r1jax import config as config_lib
 from r1jax import datasets as datasets_lib
 from r1jax.config import to_dataclass

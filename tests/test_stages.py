@@ -17,6 +17,7 @@ from r1jax import pipeline
 from r1jax import policy as policy_lib
 from r1jax import rollout
 from r1jax import sampler as S
+from r1jax import scalar_model
 from r1jax import stages as stages_lib
 from r1jax import train
 from r1jax import train_step as TS
@@ -186,7 +187,7 @@ def test_rejection_sampling_mix_raw_samples_and_reward_model_pairs(world, stand_
   assert summary["pairs"] == len(pairs) and 0 <= summary["held_out_accuracy"] <= 1
   # The reward model scores general rows only (sigmoid in (0, 1)); rl_all's accuracy skips them.
   with jax.set_mesh(ctx.mesh):
-    cfg, params, head = reward_model.load(rm["model"], ctx.mesh, ctx.rules)
+    cfg, params, head = scalar_model.load(rm["model"], ctx.mesh, ctx.rules)
     fn = rl_all.reward_model_scorer(cfg, params, head)
     exs = [ctx.train_ex[0], general.generate(1, seed=9)[0]]
     stand_in.examples.append(exs[1])
@@ -233,7 +234,7 @@ def test_rl_all_learning_rate_reaches_its_optimizer_and_only_its_own(world, tmp_
     st = {s.name: s for s in stages_lib.r1(parts)}
     with jax.set_mesh(ctx.mesh):
       for name, inputs in (("rl_all", {"policy": base, "reward_model": None}), ("reasoning_rl", {"policy": base})):
-        monkeypatch.setattr(rl_all.rm_stage, "load", lambda *a: (None, None, None))
+        monkeypatch.setattr(rl_all.scalar_model, "load", lambda *a: (None, None, None))
         with pytest.raises(Stop):
           st[name].fn(ctx, inputs, tmp_path / name)
   optim_lr = ctx.parts["optim"].learning_rate

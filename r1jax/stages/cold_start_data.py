@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 
 from r1jax import curation
-from r1jax.stages import sampling
+from r1jax import policy_samples
 
 
 SELECTIONS = ("curated", "random")
@@ -58,15 +58,15 @@ class ColdStartConfig:
 
 def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   cs, fcfg = ctx.parts["cold_start"], ctx.parts["curation"]
-  prompts = sampling.take(ctx.train_ex, cs.num_prompts, cs.seed)
+  prompts = policy_samples.take(ctx.train_ex, cs.num_prompts, cs.seed)
   model_cfg, params = ctx.load(inputs["teacher"])
-  cands = sampling.policy_samples(ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed,
+  cands = policy_samples.policy_samples(ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed,
                                   str(inputs["teacher"]), temperature=cs.temperature)
   if inputs["student"] == inputs["teacher"]:
     student = cands
   else:
     model_cfg, params = ctx.load(inputs["student"])
-    student = sampling.policy_samples(ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed + 1,
+    student = policy_samples.policy_samples(ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed + 1,
                                       str(inputs["student"]), temperature=cs.temperature)
   rates = curation.pass_rates([s.prompt for s in student], [s.scores["accuracy"] for s in student])
   cands = [dataclasses.replace(s, scores={**s.scores, "student_pass_rate": rates[s.prompt]}) for s in cands]

@@ -15,10 +15,10 @@ import pathlib
 import jax
 
 from r1jax import curation
+from r1jax import fine_tune
 from r1jax import model as model_lib
-from r1jax.stages import pretrain
-from r1jax.stages import sampling
-from r1jax.stages import sft
+from r1jax import policy_samples
+from r1jax import pretraining
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,23 +63,24 @@ def student_base(ctx, inputs: dict, out: pathlib.Path) -> dict:
   params = model_lib.init_sharded(jax.random.key(ctx.cfg.seed + 1), cfg, ctx.mesh, ctx.rules)
   pcfg = dataclasses.replace(ctx.parts["pretrain"], steps=d.pretrain_steps)
   if pcfg.steps:
-    params = pretrain.pretrain(params, cfg, pcfg, ctx.tokenizer, ctx.docs, ctx.mesh, out, ctx.cfg.seed,
-                               ctx.parts["train"].progress)
+    params = pretraining.pretrain(params, cfg, pcfg, ctx.tokenizer, ctx.docs, ctx.mesh, out, ctx.cfg.seed,
+                                  ctx.parts["train"].progress)
   return {"policy": ctx.save(out / "policy", pcfg.steps, params, cfg)}
 
 
 def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   d, fcfg = ctx.parts["distill"], ctx.parts["curation"]
   model_cfg, params = ctx.load(inputs["teacher"])
-  prompts = sampling.take(ctx.train_ex, d.num_prompts, d.seed)
-  raw = sampling.policy_samples(ctx, params, model_cfg, prompts, d.samples_per_prompt, d.seed, str(inputs["teacher"]))
+  prompts = policy_samples.take(ctx.train_ex, d.num_prompts, d.seed)
+  raw = policy_samples.policy_samples(ctx, params, model_cfg, prompts, d.samples_per_prompt, d.seed,
+                                      str(inputs["teacher"]))
   del params
   kept, counts = curation.filter_samples(raw, fcfg)
-  kept = sampling.cap_per_prompt(kept, d.per_prompt)
+  kept = policy_samples.cap_per_prompt(kept, d.per_prompt)
   if not kept:
     print(f"warning: distill: none of the teacher's {len(raw)} samples passed the filters; the student stays as it is")
   curation.write_jsonl(out / "data.jsonl", kept)
   (out / "counts.json").write_text(json.dumps(counts | {"selected": len(kept)}, indent=1))
   print(curation.format_counts(counts))
-  res = sft.run(ctx, {"policy": inputs["student"], "data": str(out / "data.jsonl")}, out / "student", epochs=d.epochs)
+  res = fine_tune.sft(ctx, inputs["student"], str(out / "data.jsonl"), out / "student", epochs=d.epochs)
   return {"policy": res["policy"], "data": str(out / "data.jsonl"), "counts": str(out / "counts.json")}

@@ -30,10 +30,10 @@ import numpy as np
 from r1jax import heads
 from r1jax import logger as logger_lib
 from r1jax import rollout as rollout_lib
+from r1jax import scalar_model
 from r1jax import search as search_lib
 from r1jax import train_step
 from r1jax.rewards import answer
-from r1jax.stages import reward_model as rm_stage
 from r1jax.tasks import chains
 
 GRANULARITIES = ("token", "step")
@@ -185,8 +185,8 @@ def value_model(ctx, inputs: dict, out: pathlib.Path) -> dict:
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), head=head)
   step_fn = heads.make_value_step(model_cfg, ocfg, "bce", column="after", shardings=train_step.state_shardings(state),
                                   mesh=ctx.mesh)
-  state = rm_stage.fit_head(state, step_fn, rows, out, steps=cfg.value_steps, batch_size=cfg.batch_size, seed=cfg.seed,
-                            save_every=cfg.save_every, mesh=ctx.mesh)
+  state = scalar_model.fit_head(state, step_fn, rows, out, steps=cfg.value_steps, batch_size=cfg.batch_size,
+                                seed=cfg.seed, save_every=cfg.save_every, mesh=ctx.mesh)
   N = held["target"].shape[1]
   v = jax.jit(lambda p, h, t, m: heads.completion_values(p, h, t, m, t.shape[1] - N, model_cfg)[:, 1:])
   p_RxN = np.asarray(jax.nn.sigmoid(v(state.params, state.head, held["tokens"], held["mask"])))
@@ -200,7 +200,7 @@ def value_model(ctx, inputs: dict, out: pathlib.Path) -> dict:
                                      / held["weight"].sum())}
   (out / "summary.json").write_text(json.dumps(summary, indent=1))
   print(f"value model: {summary}")
-  rm_stage.save(out / "model", cfg.value_steps, state.params, state.head, model_cfg, ctx.tokenizer_path)
+  scalar_model.save(out / "model", cfg.value_steps, state.params, state.head, model_cfg, ctx.tokenizer_path)
   return {"model": str(out / "model"), "summary": str(out / "summary.json")}
 
 
@@ -311,7 +311,7 @@ def plain(rows, columns=TABLE) -> str:
 def run_search(ctx, inputs: dict, out: pathlib.Path) -> dict:
   cfg = ctx.parts["mcts"]
   model_cfg, params = ctx.load(inputs["policy"])
-  value = rm_stage.load(inputs["value_model"], ctx.mesh, ctx.rules)
+  value = scalar_model.load(inputs["value_model"], ctx.mesh, ctx.rules)
   vcfg = value[0]
   scores = jax.jit(lambda p, h, t, m: jax.nn.sigmoid(heads.sequence_scores(p, h, t, m, vcfg)))
   value_fn = lambda t, m: np.asarray(scores(value[1], value[2], t, m))

@@ -17,13 +17,13 @@ import pathlib
 import jax
 import numpy as np
 
+from r1jax import fine_tune
 from r1jax import heads
+from r1jax import policy_samples
 from r1jax import prm as prm_lib
+from r1jax import scalar_model
 from r1jax import train_step
 from r1jax.rewards import combine
-from r1jax.stages import grpo
-from r1jax.stages import reward_model as rm_stage
-from r1jax.stages import sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +57,8 @@ def data(ctx, inputs: dict, out: pathlib.Path) -> dict:
   cfg = ctx.parts["prm"]
   model_cfg, params = ctx.load(inputs["policy"])
   k = cfg.samples_per_prompt
-  collector = sampling.make_collector(ctx, model_cfg, sampling.take(ctx.train_ex, cfg.num_prompts, cfg.seed), k,
-                                     rewards=("accuracy",))
+  prompts = policy_samples.take(ctx.train_ex, cfg.num_prompts, cfg.seed)
+  collector = policy_samples.make_collector(ctx, model_cfg, prompts, k, rewards=("accuracy",))
   examples = collector.examples
   B = ctx.parts["train"].prompts_per_step
   key = jax.random.key(cfg.seed)
@@ -97,8 +97,8 @@ def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), head=head)
   step_fn = heads.make_value_step(model_cfg, ocfg, "bce", column="after", shardings=train_step.state_shardings(state),
                                   mesh=ctx.mesh)
-  state = rm_stage.fit_head(state, step_fn, rows, out, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed,
-                            save_every=cfg.save_every, mesh=ctx.mesh)
+  state = scalar_model.fit_head(state, step_fn, rows, out, steps=cfg.steps, batch_size=cfg.batch_size,
+                                seed=cfg.seed, save_every=cfg.save_every, mesh=ctx.mesh)
   N = held["target"].shape[1]
   v = jax.jit(lambda p, h, t, m: heads.completion_values(p, h, t, m, t.shape[1] - N, model_cfg)[:, 1:])
   p = np.asarray(jax.nn.sigmoid(v(state.params, state.head, held["tokens"], held["mask"])))
@@ -110,7 +110,7 @@ def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
              "right_share": float(y.mean())}
   (out / "summary.json").write_text(json.dumps(summary, indent=1))
   print(f"prm: {summary}")
-  rm_stage.save(out / "model", cfg.steps, state.params, state.head, model_cfg, ctx.tokenizer_path)
+  scalar_model.save(out / "model", cfg.steps, state.params, state.head, model_cfg, ctx.tokenizer_path)
   return {"model": str(out / "model"), "summary": str(out / "summary.json")}
 
 
@@ -125,10 +125,10 @@ def rl(ctx, inputs: dict, out: pathlib.Path, *, form: str) -> dict:
   if form not in ("outcome",) + prm_lib.FORMS:
     raise ValueError(f"PRM RL form={form!r} is not one of {('outcome',) + prm_lib.FORMS}")
   cfg = ctx.parts["prm"]
-  rm_cfg, rm_params, rm_head = rm_stage.load(inputs["prm"], ctx.mesh, ctx.rules)
+  rm_cfg, rm_params, rm_head = scalar_model.load(inputs["prm"], ctx.mesh, ctx.rules)
   scorer = prm_lib.Scorer(rm_cfg, rm_params, rm_head, ctx.tokenizer)
   specs = combine.default_specs(ctx.parts["rewards"])
   if form != "outcome":
     specs = [dataclasses.replace(s, weight=0.0) if s.name == "accuracy" else s for s in specs]
   extra = [(f"prm_{t}", scorer.fn(t), cfg.weight if t == form else 0.0) for t in STAT_TERMS]
-  return grpo.run(ctx, {"policy": inputs["policy"]}, out, specs=specs, extra_rewards=extra)
+  return fine_tune.grpo(ctx, inputs["policy"], out, specs=specs, extra_rewards=extra)

@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 from r1jax import curation
-from r1jax.stages import sampling
+from r1jax import policy_samples
 from r1jax.tasks import general
 
 
@@ -47,14 +47,14 @@ class RejectionConfig:
 def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   rc, fcfg = ctx.parts["rejection"], ctx.parts["curation"]
   model_cfg, params = ctx.load(inputs["policy"])
-  prompts = sampling.take(ctx.train_ex, rc.num_prompts, rc.seed)
+  prompts = policy_samples.take(ctx.train_ex, rc.num_prompts, rc.seed)
   general_ex = general.generate(rc.num_general, seed=rc.seed) if rc.num_general else []
-  raw = sampling.policy_samples(ctx, params, model_cfg, prompts + general_ex, rc.samples_per_prompt, rc.seed,
+  raw = policy_samples.policy_samples(ctx, params, model_cfg, prompts + general_ex, rc.samples_per_prompt, rc.seed,
                                 str(inputs["policy"]), temperature=rc.temperature)
   curation.write_jsonl(out / "samples.jsonl", raw)
   reasoning = [s for s in raw if s.example.get("task") != general.TASK]
   kept, counts = curation.filter_samples(reasoning, fcfg)
-  capped = sampling.cap_per_prompt(kept, rc.per_prompt)
+  capped = policy_samples.cap_per_prompt(kept, rc.per_prompt)
   refs = curation.reference_samples(general_ex, ctx.template, ctx.tokenizer, rc.seed)
   mix = capped + refs
   mix = [mix[i] for i in np.random.default_rng(rc.seed).permutation(len(mix))]

@@ -14,10 +14,10 @@ import pathlib
 import jax
 import numpy as np
 
+from r1jax import fine_tune
 from r1jax import heads
+from r1jax import scalar_model
 from r1jax.rewards import combine
-from r1jax.stages import grpo
-from r1jax.stages import reward_model as rm_stage
 from r1jax.tasks import general
 
 
@@ -57,9 +57,9 @@ def run(ctx, inputs: dict, out: pathlib.Path, *, steps: int | None = None,
   specs = combine.default_specs(rcfg)
   specs = [dataclasses.replace(s, fn=functools.partial(reasoning_accuracy, **s.fn.keywords))
            if s.name == "accuracy" else s for s in specs]
-  rm_cfg, rm_params, rm_head = rm_stage.load(inputs["reward_model"], ctx.mesh, ctx.rules)
+  rm_cfg, rm_params, rm_head = scalar_model.load(inputs["reward_model"], ctx.mesh, ctx.rules)
   mix = list(ctx.train_ex) + general.generate(cfg.general_prompts, seed=cfg.seed)
   mix = [mix[i] for i in np.random.default_rng(cfg.seed).permutation(len(mix))]
   extra = [("reward_model", reward_model_scorer(rm_cfg, rm_params, rm_head), parts["reward_model"].weight)]
-  return grpo.run(ctx, {"policy": inputs["policy"]}, out, language=True, specs=specs, extra_rewards=extra,
-                  examples=mix, steps=steps, learning_rate=learning_rate)
+  return fine_tune.grpo(ctx, inputs["policy"], out, language=True, specs=specs, extra_rewards=extra,
+                        examples=mix, steps=steps, learning_rate=learning_rate)
