@@ -14,10 +14,12 @@ The granularity is the environment's (TS-LLM, Feng et al. 2023, arXiv 2309.17179
     continuations, each ending at its first token that holds a '.' (or EOS, or a cap); identical
     ones are merged, each with its share of the k as prior.
 
-Cost, per problem, counted as a KV-cached decoder spends it: a policy forward pass is one next-token
-distribution (token level: one per expanded node; step level and sampling: one per emitted token),
-a value forward pass one value of one state; tokens are every token the policy put into the tree or
-into a sample, kept or not. Shape letters: B states, T padded length, V vocabulary.
+`TokenEnv` recomputes each state's whole prefix; `CachedTokenEnv` continues from the parent's saved
+sampler state (`sampling_state`), one decode step a node. Cost, per problem, counted as a KV-cached
+decoder spends it: a policy forward pass is one next-token distribution (token level: one per
+expanded node; step level and sampling: one per emitted token), a value forward pass one value of
+one state; tokens are every token the policy put into the tree or into a sample, kept or not.
+Shape letters: B states, T padded length, V vocabulary.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import numpy as np
 from r1jax import heads
 from r1jax import model as model_lib
 from r1jax import sampler as sampler_lib
+from r1jax import sampling_state
 from r1jax.evaluation import metrics
 
 SELECTIONS = ("puct", "uct")
@@ -223,8 +226,7 @@ class TokenEnv(_ModelEnv):
   """A node is one token: children are the k most likely next tokens (one policy pass a node)."""
 
   def expand(self, states) -> list[Expansion]:
-    toks, mask = self._batch(states)
-    logp_BxV = np.asarray(_last_logp(self.policy, toks, mask, self.cfg, self.temperature), np.float64)[:len(states)]
+    logp_BxV = self._logp(states)
     out = []
     for (i, comp), lp in zip(states, logp_BxV):
       top = np.argsort(-lp, kind="stable")[:self.k]
@@ -232,6 +234,56 @@ class TokenEnv(_ModelEnv):
       kids = [((i, comp + (int(t),)), float(q), self.terminal(comp + (int(t),))) for t, q in zip(top, p / p.sum())]
       out.append(Expansion(kids, policy_passes=1, tokens=len(kids)))
     return out
+
+  def _logp(self, states) -> np.ndarray:
+    """Log-probabilities of each state's next token at the temperature, the prefix recomputed: B x V."""
+    toks, mask = self._batch(states)
+    return np.asarray(_last_logp(self.policy, toks, mask, self.cfg, self.temperature), np.float64)[:len(states)]
+
+
+class CachedTokenEnv(TokenEnv):
+  """`TokenEnv` whose expansion continues from the saved sampler state of the state's parent (one
+  decode step of its last token over the parent's KV cache, `sampling_state`) instead of
+  recomputing the whole prefix; a state whose parent it has not expanded (a root) is prefilled.
+  The same children up to float rounding. Every expanded state's row is kept: device memory grows
+  by one cache row (L x K x S x H, S = bucket + max_len) per expanded node.
+
+  prefilled / continued count the rows made each way."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.P = sampler_lib.bucket_for(max(map(len, self.prompts)) + self.max_len, self.buckets)
+    self.scfg = sampler_lib.SamplingConfig(max_new_tokens=self.max_len, pad_id=self.pad_id, prompt_buckets=())
+    self.saved, self.dparams, self.prefilled, self.continued = {}, None, 0, 0
+
+  def _logp(self, states) -> np.ndarray:
+    rows = self._rows(states)
+    logp_RxV = jax.nn.log_softmax(rows.logits_RxV / self.temperature, axis=-1)
+    return np.asarray(logp_RxV, np.float64)
+
+  def _rows(self, states) -> sampling_state.SamplingState:
+    """The saved state after each of `states`' tokens, made where missing."""
+    todo = [s for s in dict.fromkeys(states) if s not in self.saved]
+    grown = [s for s in todo if s[1] and (s[0], s[1][:-1]) in self.saved]
+    fresh = [s for s in todo if s not in set(grown)]
+    B = lambda n: 1 << (n - 1).bit_length()  # few shapes, few compiles
+    if fresh:
+      toks, mask = sampler_lib.pad_prompts([self.prompts[i] + list(c) for i, c in fresh], (self.P,), self.pad_id,
+                                           B(len(fresh)))
+      self.dparams, got = sampling_state.prefill(self.policy, toks, mask, self.cfg, self.scfg, self.max_len)
+      self._keep(fresh, got)
+      self.prefilled += len(fresh)
+    if grown:
+      parents = [self.saved[(i, c[:-1])] for i, c in grown]
+      parents += parents[:1] * (B(len(grown)) - len(grown))
+      toks = np.asarray([c[-1] for _, c in grown] + [self.pad_id] * (len(parents) - len(grown)), np.int32)
+      self._keep(grown, sampling_state.decode_step(self.dparams, sampling_state.concat(parents), toks, self.cfg))
+      self.continued += len(grown)
+    return sampling_state.concat([self.saved[s] for s in states])
+
+  def _keep(self, states, got: sampling_state.SamplingState) -> None:
+    for j, s in enumerate(states):
+      self.saved[s] = got.rows(np.asarray([j]))
 
 
 class StepEnv(_ModelEnv):

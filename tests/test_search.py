@@ -2,9 +2,11 @@
 references: PUCT / UCT selections and backups on hand-made trees (by hand and a NumPy loop), the
 tree identities after many simulations, a whole search's decisions and exact forward-pass and
 token counts derived by hand, the token-level children against the teacher-forced logits of each
-state's own row, the step-level children against greedy decoding, and best-of-n / majority vote / budget matching
-against plain Python."""
+state's own row, decoding onward from a saved sampler state and the search that continues from it
+against recomputing the prefix, the step-level children against greedy decoding, and best-of-n /
+majority vote / budget matching against plain Python."""
 import collections
+import dataclasses
 import math
 
 import jax
@@ -12,6 +14,8 @@ import numpy as np
 import pytest
 
 from r1jax import model as M
+from r1jax import sampler as S
+from r1jax import sampling_state as SS
 from r1jax import search
 from r1jax.stages import mcts as mcts_stage
 from r1jax.tasks import chains
@@ -190,6 +194,58 @@ def test_token_children_are_the_top_k_of_the_teacher_forced_logits():
     assert [t for _, _, t in e.children] == [int(x) == EOS or len(comp) + 1 >= 4 for x in top]
     assert (e.policy_passes, e.tokens) == (1, 3)
     np.testing.assert_allclose(v, 1 / (1 + np.exp(-want)), rtol=1e-4)
+
+
+def _recomputed_logp(rows, temperature=1.0):
+  """Next-token log-probs after each row, the prefix recomputed (`TokenEnv`'s path): B x V."""
+  toks, mask = S.pad_prompts(rows, (16,), PAD)
+  return np.asarray(search._last_logp(PARAMS, toks, mask, CFG, temperature))
+
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_a_state_continued_token_by_token_gives_the_recomputed_prefixs_distribution_and_draws(unroll):
+  """Decoding onward from a saved sampler state gives, after every token, the next-token log-probs
+  of recomputing the whole prefix, and the same tokens under the same key as `sampler.generate`
+  from the recomputed prefix."""
+  cfg = dataclasses.replace(CFG, unroll_decode=unroll)
+  comps = [(8, 9, 4), (3, 12, 7)]
+  toks, mask = S.pad_prompts(PROMPTS, (8,), PAD)
+  dparams, st = SS.prefill(PARAMS, toks, mask, cfg, S.SamplingConfig(pad_id=PAD), 6)
+  for t in range(4):
+    rows = [p + list(c[:t]) for p, c in zip(PROMPTS, comps)]
+    got = np.asarray(jax.nn.log_softmax(st.logits_RxV, axis=-1))
+    np.testing.assert_allclose(got, _recomputed_logp(rows), atol=2e-5)
+    if t < 3:
+      st = SS.decode_step(dparams, st, np.asarray([c[t] for c in comps], np.int32), cfg)
+  assert st.end_R.tolist() == [8 + 3] * 2 and st.pos_R.tolist() == [len(p) + 3 for p in PROMPTS]
+  scfg = S.SamplingConfig(max_new_tokens=3, temperature=1.3, top_k=10, pad_id=PAD, prompt_buckets=(16,))
+  for seed in range(3):
+    key = jax.random.key(seed)
+    tokens, logp, _ = SS.sample(dparams, st, key, cfg, scfg, 3)
+    ptoks, pmask = S.pad_prompts([p + list(c) for p, c in zip(PROMPTS, comps)], (16,), PAD)
+    want = S.generate(PARAMS, ptoks, pmask, key, cfg, scfg)
+    np.testing.assert_array_equal(tokens, want["tokens"])
+    np.testing.assert_allclose(logp, want["logp"], atol=2e-5)
+
+
+def test_the_cached_token_env_expands_and_searches_as_the_prefix_recomputing_env():
+  """`CachedTokenEnv` (children continued from the parent's saved state) against `TokenEnv`
+  (every prefix recomputed): the same children and priors for every state of whole searches, the
+  same decisions and costs; only the roots are prefilled."""
+  kw = dict(k=3, max_len=5, eos_ids=(EOS,), pad_id=PAD, buckets=(16,), temperature=0.8)
+  ref, env = search.TokenEnv(PARAMS, VALUE, CFG, CFG, PROMPTS, **kw), search.CachedTokenEnv(PARAMS, VALUE, CFG, CFG,
+                                                                                            PROMPTS, **kw)
+  seen = []
+  expand = env.expand
+  env.expand = lambda states: seen.extend(states) or expand(states)
+  roots = [(0, ()), (1, ())]
+  want = search.search(ref, roots, simulations=4)
+  got = search.search(env, roots, simulations=4)
+  assert [(r.state, r.cost, r.decisions) for r in got] == [(r.state, r.cost, r.decisions) for r in want]
+  assert env.prefilled == 2 and env.continued == len(seen) - 2 > 10
+  for a, b in zip(ref.expand(seen), expand(seen)):
+    assert [s for s, _, _ in a.children] == [s for s, _, _ in b.children]
+    np.testing.assert_allclose([q for _, q, _ in b.children], [q for _, q, _ in a.children], atol=2e-5)
 
 
 def test_step_children_end_at_the_first_boundary_and_count_every_sampled_token():
