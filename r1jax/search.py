@@ -14,12 +14,13 @@ The granularity is the environment's (TS-LLM, Feng et al. 2023, arXiv 2309.17179
     continuations, each ending at its first token that holds a '.' (or EOS, or a cap); identical
     ones are merged, each with its share of the k as prior.
 
-`TokenEnv` recomputes each state's whole prefix; `CachedTokenEnv` continues from the parent's saved
-sampler state (`sampling_state`), one decode step a node. Cost, per problem, counted as a KV-cached
-decoder spends it: a policy forward pass is one next-token distribution (token level: one per
-expanded node; step level and sampling: one per emitted token), a value forward pass one value of
-one state; tokens are every token the policy put into the tree or into a sample, kept or not.
-Shape letters: B states, T padded length, V vocabulary.
+`TokenEnv` and `StepEnv` recompute each state's whole prefix; `CachedTokenEnv` and `CachedStepEnv`
+continue decoding from the node's saved sampler state (`sampling_state`) instead.
+
+Cost, per problem, counted as a KV-cached decoder spends it: a policy forward pass is one
+next-token distribution (token level: one per expanded node; step level and sampling: one per
+emitted token), a value forward pass one value of one state; tokens are every token the policy put
+into the tree or into a sample, kept or not. Shape letters: B states, T padded length, V vocabulary.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import math
 from typing import Any, Protocol, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from r1jax import heads
@@ -241,41 +243,33 @@ class TokenEnv(_ModelEnv):
     return np.asarray(_last_logp(self.policy, toks, mask, self.cfg, self.temperature), np.float64)[:len(states)]
 
 
-class CachedTokenEnv(TokenEnv):
-  """`TokenEnv` whose expansion continues from the saved sampler state of the state's parent (one
-  decode step of its last token over the parent's KV cache, `sampling_state`) instead of
-  recomputing the whole prefix; a state whose parent it has not expanded (a root) is prefilled.
-  The same children up to float rounding. Every expanded state's row is kept: device memory grows
-  by one cache row (L x K x S x H, S = bucket + max_len) per expanded node.
-
+class _SavedRows:
+  """The saved sampler state (`sampling_state`) after each state's tokens, for environments that
+  continue decoding from it instead of recomputing the prefix. A state is prefilled unless its
+  parent (one token shorter) is saved, then continued by one decode step. Every saved row stays:
+  device memory grows by one cache row (L x K x S x H, S = bucket + max_len) per saved state.
   prefilled / continued count the rows made each way."""
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
     self.P = sampler_lib.bucket_for(max(map(len, self.prompts)) + self.max_len, self.buckets)
-    self.scfg = sampler_lib.SamplingConfig(max_new_tokens=self.max_len, pad_id=self.pad_id, prompt_buckets=())
     self.saved, self.dparams, self.prefilled, self.continued = {}, None, 0, 0
-
-  def _logp(self, states) -> np.ndarray:
-    rows = self._rows(states)
-    logp_RxV = jax.nn.log_softmax(rows.logits_RxV / self.temperature, axis=-1)
-    return np.asarray(logp_RxV, np.float64)
 
   def _rows(self, states) -> sampling_state.SamplingState:
     """The saved state after each of `states`' tokens, made where missing."""
     todo = [s for s in dict.fromkeys(states) if s not in self.saved]
     grown = [s for s in todo if s[1] and (s[0], s[1][:-1]) in self.saved]
     fresh = [s for s in todo if s not in set(grown)]
-    B = lambda n: 1 << (n - 1).bit_length()  # few shapes, few compiles
     if fresh:
       toks, mask = sampler_lib.pad_prompts([self.prompts[i] + list(c) for i, c in fresh], (self.P,), self.pad_id,
-                                           B(len(fresh)))
-      self.dparams, got = sampling_state.prefill(self.policy, toks, mask, self.cfg, self.scfg, self.max_len)
+                                           _pow2(len(fresh)))
+      scfg = sampler_lib.SamplingConfig(pad_id=self.pad_id, prompt_buckets=())
+      self.dparams, got = sampling_state.prefill(self.policy, toks, mask, self.cfg, scfg, self.max_len)
       self._keep(fresh, got)
       self.prefilled += len(fresh)
     if grown:
       parents = [self.saved[(i, c[:-1])] for i, c in grown]
-      parents += parents[:1] * (B(len(grown)) - len(grown))
+      parents += parents[:1] * (_pow2(len(grown)) - len(grown))
       toks = np.asarray([c[-1] for _, c in grown] + [self.pad_id] * (len(parents) - len(grown)), np.int32)
       self._keep(grown, sampling_state.decode_step(self.dparams, sampling_state.concat(parents), toks, self.cfg))
       self.continued += len(grown)
@@ -284,6 +278,21 @@ class CachedTokenEnv(TokenEnv):
   def _keep(self, states, got: sampling_state.SamplingState) -> None:
     for j, s in enumerate(states):
       self.saved[s] = got.rows(np.asarray([j]))
+
+
+def _pow2(n: int) -> int:
+  """Batches padded to a power of two: few shapes, few compiles."""
+  return 1 << (n - 1).bit_length()
+
+
+class CachedTokenEnv(_SavedRows, TokenEnv):
+  """`TokenEnv` whose expansion continues from the saved state of the node's parent (one decode
+  step of its last token over the parent's KV cache) instead of recomputing the whole prefix; a
+  root is prefilled. The same children up to float rounding."""
+
+  def _logp(self, states) -> np.ndarray:
+    logits_RxV = self._rows(states).logits_RxV
+    return np.asarray(jax.nn.log_softmax(logits_RxV / self.temperature, axis=-1), np.float64)
 
 
 class StepEnv(_ModelEnv):
@@ -300,21 +309,57 @@ class StepEnv(_ModelEnv):
                                            pad_id=self.pad_id, prompt_buckets=())
 
   def expand(self, states) -> list[Expansion]:
-    toks, mask = self._batch(states)
-    k, N = self.k, self.scfg.max_new_tokens
-    cap_R = np.repeat([min(N, self.max_len - len(c)) for _, c in states] + [1] * (len(toks) - len(states)), k)
+    k = self.k
     self._calls += 1
-    got = sampler_lib.generate(self.policy, toks, mask, jax.random.fold_in(self.key, self._calls), self.cfg,
-                               self.scfg, cap_R)
-    tokens_RxN, length_R = np.asarray(got["tokens"]), np.asarray(got["length"])
+    drawn = self._draw(states, jax.random.fold_in(self.key, self._calls))
     out = []
     for j, (i, comp) in enumerate(states):
-      steps = [tuple(int(t) for t in tokens_RxN[r, :length_R[r]]) for r in range(j * k, (j + 1) * k)]
+      steps = drawn[j * k:(j + 1) * k]
       share = {s: steps.count(s) / k for s in dict.fromkeys(steps)}
       kids = [((i, comp + s), p, self.terminal(comp + s)) for s, p in share.items()]
       used = sum(map(len, steps))
       out.append(Expansion(kids, policy_passes=used, tokens=used))
     return out
+
+  def _caps(self, states, B: int) -> np.ndarray:
+    """Each of the B * k rows' cap on its step: step_tokens, or what max_len leaves (1 for padding)."""
+    N = self.scfg.max_new_tokens
+    return np.repeat([min(N, self.max_len - len(c)) for _, c in states] + [1] * (B - len(states)), self.k)
+
+  def _draw(self, states, key) -> list[tuple[int, ...]]:
+    """k sampled steps of each state, state-major (the prefix recomputed: `sampler.generate`)."""
+    toks, mask = self._batch(states)
+    got = sampler_lib.generate(self.policy, toks, mask, key, self.cfg, self.scfg, self._caps(states, len(toks)))
+    tokens_RxN, length_R = np.asarray(got["tokens"]), np.asarray(got["length"])
+    return [tuple(int(t) for t in tokens_RxN[r, :length_R[r]]) for r in range(len(states) * self.k)]
+
+
+class CachedStepEnv(_SavedRows, StepEnv):
+  """`StepEnv` whose k samples of a step continue from the node's saved state (its row repeated k
+  times; `sampler.generate`'s draws: the key of row r's token t is fold_in(fold_in(key, r), t)) and
+  whose children keep the state after their last token, instead of recomputing the prefix at every
+  expansion; a root is prefilled. The same children up to float rounding of the logits drawn from."""
+
+  def _draw(self, states, key) -> list[tuple[int, ...]]:
+    B, k = _pow2(len(states)), self.k
+    live = self._rows(list(states) + [states[0]] * (B - len(states)))  # padding rows: copies, cap 1
+    st = live.rows(np.repeat(np.arange(B), k))
+    cap_R, rows_R, stop = self._caps(states, B), jnp.arange(B * k), set(self.scfg.eos_ids)
+    steps, ends = [[] for _ in range(B * k)], {}
+    for t in range(self.scfg.max_new_tokens):
+      tok_R, _ = sampler_lib._pick(st.logits_RxV, rows_R, jnp.full((B * k,), t), key, self.scfg)
+      st = sampling_state.decode_step(self.dparams, st, tok_R, self.cfg)
+      for r, tok in enumerate(np.asarray(tok_R).tolist()):
+        if r not in ends:
+          steps[r].append(tok)
+          if tok in stop or len(steps[r]) >= cap_R[r]:
+            ends[r] = st.rows(np.asarray([r]))
+      if len(ends) == B * k:
+        break
+    for r in range(len(states) * k):
+      i, comp = states[r // k]
+      self.saved.setdefault((i, comp + tuple(steps[r])), ends[r])
+    return [tuple(s) for s in steps[:len(states) * k]]
 
 
 # ----------------------------------------------------------------------------- sampling at equal budget

@@ -248,6 +248,25 @@ def test_the_cached_token_env_expands_and_searches_as_the_prefix_recomputing_env
     np.testing.assert_allclose([q for _, q, _ in b.children], [q for _, q, _ in a.children], atol=2e-5)
 
 
+def test_the_cached_step_env_draws_and_searches_as_the_prefix_recomputing_env():
+  """`CachedStepEnv` (k steps drawn onward from the node's saved state, each child keeping the state
+  after its step) against `StepEnv` (`sampler.generate` over the recomputed prefix) under the same
+  key: the same decisions and costs over whole searches; only the roots are prefilled, and every
+  saved state holds its recomputed prefix's next-token distribution."""
+  kw = dict(k=4, max_len=8, eos_ids=(EOS,), pad_id=PAD, buckets=(16,), boundaries=(3, 4, 5), step_tokens=3,
+            temperature=1.5, key=jax.random.key(5))
+  ref, env = search.StepEnv(PARAMS, VALUE, CFG, CFG, PROMPTS, **kw), search.CachedStepEnv(PARAMS, VALUE, CFG, CFG,
+                                                                                          PROMPTS, **kw)
+  roots = [(0, ()), (1, ())]
+  want = search.search(ref, roots, simulations=4)
+  got = search.search(env, roots, simulations=4)
+  assert [(r.state, r.cost, r.decisions) for r in got] == [(r.state, r.cost, r.decisions) for r in want]
+  assert env.prefilled == 2 and env.continued == 0 and len(env.saved) > 8
+  states = list(env.saved)
+  got = np.asarray(jax.nn.log_softmax(SS.concat([env.saved[s] for s in states]).logits_RxV, axis=-1))
+  np.testing.assert_allclose(got, _recomputed_logp([PROMPTS[i] + list(c) for i, c in states]), atol=2e-5)
+
+
 def test_step_children_end_at_the_first_boundary_and_count_every_sampled_token():
   bounds = (3, 4, 5)
   kw = dict(k=4, eos_ids=(EOS,), pad_id=PAD, buckets=(16,), boundaries=bounds, step_tokens=5)
