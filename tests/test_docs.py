@@ -271,7 +271,7 @@ def test_the_real_model_commands(world, smollm2):
   out = _run(cmd.replace("ckpt/smollm2-135m", str(smollm2)), root / "work",
              SHORT["r1_zero.py:hf"] + ["--config.eval.num_samples=1", f"--config.workdir={run}"])
   plan = json.loads((run / "memory_plan.json").read_text())
-  assert plan["limit_gib"] > 0 and plan["phases"] and "fits" in plan["reason"]
+  assert plan["limit_gib"] > 0 and plan["phases_peak_gib"]["update"] > 0 and "fits" in plan["reason"]
   recorded = json.loads((run / "config.json").read_text())
   assert recorded["template"] == "chat_boxed" and recorded["grpo"]["beta"] == 0.0
   assert json.loads((run / "summary.json").read_text())["train_steps"] == 2 and "memory plan:" in out.stdout
