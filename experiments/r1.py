@@ -71,7 +71,7 @@ def _real(name: str) -> dict:
   }
 
 
-NAMED = {name: _real(name) for name in r1_zero.NAMED}
+NAMED = {name: _real(name) for name in r1_zero.NAMED if name not in r1_zero.CPU_NAMED}
 """Real-model configs: `--config=experiments/r1.py:NAME`; each needs `--config.model.hf_checkpoint=DIR`."""
 
 

@@ -92,6 +92,8 @@ NAMED["smollm2-135m"] = {
 }
 """Real-model configs: `--config=experiments/r1_zero.py:NAME`; each needs `--config.model.hf_checkpoint=DIR`
 (the 7B / 8B ones keep bf16 parameters and AdamW moments to fit one 141 GB GPU)."""
+CPU_NAMED = ("smollm2-135m",)
+"""Named configs sized for a CPU (the others are the GPU configs experiments/r1.py builds its pipeline on)."""
 
 
 def get_config(name: str | None = None):

@@ -101,7 +101,7 @@ def test_bad_inputs(policy, tmp_path):
     experiment.run_evaluation(_cfg(policy, tmp_path, "arithmetic", num_samples=0))
   c = _cfg(policy, tmp_path, "arithmetic")
   c.template = "Solve this."
-  with pytest.raises(ValueError, match=r"has no \{prompt\} slot"):
+  with pytest.raises(ValueError, match=r"or a text with a \{prompt\} slot"):
     experiment.run_evaluation(c)
 
 
