@@ -219,3 +219,19 @@ def test_continuous_and_static_evaluation_agree(policy, tmp_path):
     out[slots] = [json.loads(l) for l in (tmp_path / str(slots) / "samples.jsonl").read_text().splitlines()]
   assert len(out[0]) == 12
   assert [(s["completion"], s["correct"]) for s in out[0]] == [(s["completion"], s["correct"]) for s in out[2]]
+
+
+def test_rows_keep_their_problems_through_slots_and_calls(policy, tmp_path):
+  """Each row's forced length (EOS off) comes back on its own problem and sample, across calls,
+  refilled slots and the padding rows of a last, partial call."""
+  from r1jax.evaluation import harness
+  model_cfg, params, tok = _loaded(policy)
+  exs = [{"question": f"What is {a} + 1?", "final": str(a + 1), "id": f"q{a}"} for a in range(6)]
+  caps = np.random.default_rng(0).permutation(np.arange(1, 13)).astype(np.int32)
+  ecfg = harness.EvalConfig(num_samples=2, max_new_tokens=16, batch_size=4, num_slots=3)
+  with jax.set_mesh(sharding.make_mesh(sharding.MeshConfig())):
+    res = harness.evaluate(params, model_cfg, tok, exs, templates.R1_ZERO_TEMPLATE, ecfg, eos_ids=(), pad_id=tok.pad_id,
+                           out_dir=tmp_path, progress=False, max_len_R=caps)
+  samples = [json.loads(l) for l in (tmp_path / "samples.jsonl").read_text().splitlines()]
+  assert [(s["problem_id"], s["sample"]) for s in samples] == [(f"q{a}", s) for a in range(6) for s in range(2)]
+  assert [s["length"] for s in samples] == caps.tolist() and res["generated_tokens"] == caps.sum()
