@@ -137,14 +137,14 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
                         continuous_batching=ecfg.num_slots > 0, num_slots=ecfg.num_slots)
   calls = _sample_order(prompt_ids, fits, buckets, ecfg.batch_size)
   key = jax.random.key(ecfg.seed)
-  graded: dict[int, list] = {}  # problem index -> (text, length, future of its grade) per sample
+  graded: dict[int, tuple] = {}  # problem index -> (its rows' lengths, the future of their fields)
   bar = None
   if progress:
     from tqdm.auto import tqdm
     bar = tqdm(total=len(calls), desc="evaluate", dynamic_ncols=True)
 
   def dispatch(idx):
-    """Starts sampler call c (asynchronously: the device works while the host grades)."""
+    """Starts the sampler call of problems `idx` (asynchronously: the device works while the host grades)."""
     ids = [prompt_ids[i] for i in idx]
     toks, pmask = sampler_lib.pad_prompts(ids, scfg.prompt_buckets, pad_id, ecfg.batch_size)
     caps = np.ones(ecfg.batch_size * k, np.int32)  # padding rows end at once
@@ -160,8 +160,8 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
       for j, i in enumerate(idx):
         rows_i = range(j * k, (j + 1) * k)
         texts = [tokenizer.decode([int(t) for t in out["tokens"][r][out["mask"][r]]]) for r in rows_i]
-        graded[i] = [(t, int(out["length"][r]), f) for t, r, f in
-                     zip(texts, rows_i, [pool.submit(grade_texts, texts, [examples[i]], ecfg, code_cfg)] * k)]
+        graded[i] = ([int(out["length"][r]) for r in rows_i],
+                     pool.submit(_grade_rows, texts, examples[i], ecfg, code_cfg))
       if bar is not None:
         bar.update()
     if bar is not None:
@@ -173,14 +173,13 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
         rows += [{"problem_id": pid, "sample": s, "completion": "", "extracted": None,
                   "reference": str(ex.get("final", ex.get("entry_point", ""))), "correct": False,
                   "verdict": "prompt_too_long", "normalized": None, "format": False, "length": 0,
-                  "language_share": 1.0, "prompt_tokens": len(prompt_ids[i]), **{g: ex[g] for g in ecfg.group_by if g in ex}}
+                  "language_share": 1.0, "prompt_tokens": len(prompt_ids[i]),
+                  **{g: ex[g] for g in ecfg.group_by if g in ex}}
                  for s in range(k)]
         continue
-      for s, (text, length, fut) in enumerate(graded[i]):
-        rows.append({"problem_id": pid, "sample": s, "completion": text, **fut.result()[s],
-                     "format": bool(format_lib.strict_format(text) > 0), "length": length,
-                     "language_share": _language_share(text, ecfg.language),
-                     **{g: ex[g] for g in ecfg.group_by if g in ex}})
+      lengths, fut = graded[i]
+      rows += [{"problem_id": pid, "sample": s, **r, "length": n, **{g: ex[g] for g in ecfg.group_by if g in ex}}
+               for s, (r, n) in enumerate(zip(fut.result(), lengths))]
   summary = _summarize(rows, k)
   summary |= {k_: float(v) for k_, v in aha.batch_metrics([r["completion"] for r in rows]).items()}
   summary["timeouts"] = sum(r["verdict"] == "timeout" for r in rows)
@@ -202,6 +201,13 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
       for r in rows:
         f.write(json.dumps(r) + "\n")
   return summary
+
+
+def _grade_rows(texts: Sequence[str], example: dict, ecfg: EvalConfig, code_cfg) -> list[dict]:
+  """The fields of one problem's samples (in a grading thread): completion, grade, format, language."""
+  return [{"completion": t, **g, "format": bool(format_lib.strict_format(t) > 0),
+           "language_share": _language_share(t, ecfg.language)}
+          for t, g in zip(texts, grade_texts(texts, [example], ecfg, code_cfg))]
 
 
 def grade_texts(texts: Sequence[str], examples: Sequence[dict], ecfg: EvalConfig,

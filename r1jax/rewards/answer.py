@@ -417,8 +417,9 @@ def solution_list(answer: str) -> str:
   -> `a, b` (resp. `\\{a, b\\}`, `a+\\pi k`). Anything else (one equation `x=3`, several variables
   `x=1, y=2`, inequalities, tuples, intervals) is returned unchanged.
 
-  math-verify reads `x=a, b` as Eq(x, {a, b}) and then matches it only to the very same text: it
-  marks `x=\\frac{\\pi}{6}+\\pi k, \\frac{\\pi}{3}+\\pi k` wrong against `x=\\frac{\\pi}{3}+k\\pi, \\frac{\\pi}{6}+k\\pi`.
+  math-verify reads `x=a, b` as Eq(x, {a, b}) and matches that only to a set of the same form: it
+  marks `x=\\frac{\\pi}{6}+\\pi k, \\frac{\\pi}{3}+\\pi k` wrong against
+  `x=\\frac{\\pi}{6}+k\\pi, \\pi k+\\frac{\\pi}{3}`, and `x=1, -2` against `x=1.0, -2`.
   """
   items = [x for x in _top_level_split(answer) if not _INTEGER_CONDITION.match(x)]
   if not items:
