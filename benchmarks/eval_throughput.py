@@ -13,9 +13,9 @@ continuous-batching slots over grouped sampler calls while a thread pool grades 
 completion graded against a reference that needs math-verify. Timed after a warm-up call of the
 same shapes (compiles excluded); the time includes decoding to text and all the grading.
 transformers: `model.generate` (torch, CUDA when available, sdpa attention, bf16 there), same
-sampling (temperature 0.6, top-p 0.95), on the first `--hf_rows` rows in batches of `--hf_batch`
-rows, each batch generating its longest row's length (what EOS would allow); tokens/s counts the
-rows' lengths only. Timed after a warm-up batch.
+sampling (temperature 0.6, top-p `--top_p`: 0.95 as R1's protocol), on the first `--hf_rows` rows
+in batches of `--hf_batch` rows, each batch generating its longest row's length (what EOS would
+allow); tokens/s counts the rows' lengths only. Timed after a warm-up batch.
 Prints one JSON line: tokens/s of each, the ratio, and the workload.
 `--tiny`: the tiny model and a small workload on CPU, to check the script (tests/test_benchmarks.py).
 """
@@ -64,7 +64,7 @@ def workload(a, vocab_size: int):
 
 def run_r1jax(a, cfg, params, prompts, caps) -> dict:
   ecfg = harness.EvalConfig(num_samples=a.k, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size,
-                            num_slots=a.slots, max_prompt_len=a.prompt_len)
+                            num_slots=a.slots, max_prompt_len=a.prompt_len, top_p=a.top_p)
   exs = [{"question": "", "final": REFERENCE, "id": str(i)} for i in range(len(prompts))]
   tok = RandomTextTokenizer()
   mesh = sharding.make_mesh(sharding.MeshConfig())
@@ -101,7 +101,7 @@ def run_transformers(a, cfg, prompts, caps) -> dict:
     n = max(c for _, c in rs)
     with torch.no_grad():
       model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=True, temperature=0.6,
-                     top_p=0.95, top_k=0, max_new_tokens=n, min_new_tokens=n, pad_token_id=0, eos_token_id=None)
+                     top_p=a.top_p, top_k=0, max_new_tokens=n, min_new_tokens=n, pad_token_id=0, eos_token_id=None)
     if dev == "cuda":
       torch.cuda.synchronize()
 
@@ -129,6 +129,7 @@ def main(argv=None):
   ap.add_argument("--slots", type=int, default=256, help="eval.num_slots")
   ap.add_argument("--hf_rows", type=int, default=256, help="rows transformers generates (a prefix of the workload)")
   ap.add_argument("--hf_batch", type=int, default=128)
+  ap.add_argument("--top_p", type=float, default=0.95, help="eval.top_p (1.0 skips the sort over the vocabulary)")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--tiny", action="store_true", help="tiny model and workload (CPU smoke run)")
   ap.add_argument("--out", default="")
@@ -149,7 +150,7 @@ def main(argv=None):
             "lengths": (f"every row max_new_tokens={a.max_new_tokens} (random weights, EOS off)" if a.lengths == "max"
                         else f"lognormal mean {a.mean_len} sigma 1 clipped to [1, {a.max_new_tokens}], forced "
                              f"(random weights, EOS off): mean {caps.mean():.1f}"),
-            "batch_size": a.batch_size, "slots": a.slots, "r1jax": ours, "transformers": theirs,
+            "batch_size": a.batch_size, "slots": a.slots, "top_p": a.top_p, "r1jax": ours, "transformers": theirs,
             "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"]}
   line = json.dumps(result)
   print(line, flush=True)
