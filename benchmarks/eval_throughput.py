@@ -1,6 +1,7 @@
 """Evaluation throughput: r1jax's evaluation path vs transformers' `generate`, in generated tokens/s.
 
-    python benchmarks/eval_throughput.py --preset qwen2.5-0.5b --problems 512 --k 4 --max_new_tokens 512
+    python benchmarks/eval_throughput.py --preset qwen2.5-0.5b --problems 512 --k 4 --max_new_tokens 512 \
+        --batch_size 256 --slots 1024 --out $OUT/eval_throughput.json
 
 Workload: `problems x k` rows from random prompts (lengths uniform in [prompt_len / 2, prompt_len]),
 random bf16 weights of the preset's shape (built from its config: nothing is downloaded). Random
@@ -125,8 +126,8 @@ def main(argv=None):
   ap.add_argument("--max_new_tokens", type=int, default=512)
   ap.add_argument("--lengths", choices=("max", "lognormal"), default="max")
   ap.add_argument("--mean_len", type=float, default=300.0)
-  ap.add_argument("--batch_size", type=int, default=128, help="problems per sampler call (eval.batch_size)")
-  ap.add_argument("--slots", type=int, default=256, help="eval.num_slots")
+  ap.add_argument("--batch_size", type=int, default=256, help="problems per sampler call (eval.batch_size)")
+  ap.add_argument("--slots", type=int, default=1024, help="eval.num_slots")
   ap.add_argument("--hf_rows", type=int, default=256, help="rows transformers generates (a prefix of the workload)")
   ap.add_argument("--hf_batch", type=int, default=128)
   ap.add_argument("--top_p", type=float, default=0.95, help="eval.top_p (1.0 skips the sort over the vocabulary)")

@@ -49,7 +49,11 @@ class EvalConfig:
   the host grades the one before."""
   num_slots: int = 256
   """Rows decoded at once (continuous batching: a slot takes the call's next row as soon as its row
-  ends); 0 decodes each call's rows all at once, until the longest ends."""
+  ends); 0 decodes each call's rows all at once, until the longest ends. Each slot holds a KV cache
+  of (prompt bucket + max_new_tokens) positions. Throughput grows with slots: the sampler alone at the
+  Qwen2.5-0.5B shape on an H100, 1,024 rows x 512 tokens, top-p 0.95, generated 35.7k tok/s in 256
+  slots, 47.6k in 512, 51.8k in 1,024 (the full-vocabulary sort of top-p is half of a step: 72.7k
+  and 144k tok/s with top-p 1.0 in 256 and 1,024)."""
   grade_workers: int = 0
   """Threads grading finished rows (each math-verify call in its own child process); 0 = one a core."""
   seed: int = 0
