@@ -230,11 +230,11 @@ def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingCo
   against HEADROOM x `limit_bytes` (None: the device's limit). DoesNotFitError if nothing fits.
 
   params: the parameters generated with (arrays or ShapeDtypeStructs; default: `model_cfg`'s
-    shapes with the run's shardings). chunks: 'auto' or a fixed count (still measured). With
+    shapes with the run's shardings). mesh: the run's, or None (one device, no batch sharding). chunks: 'auto' or a fixed count (still measured). With
     `scfg.continuous_batching`, `scfg.num_slots` 0 is planned, a positive value kept.
   """
   limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
   options = sampling_options(prompts, scfg.num_samples, shards, chunks=chunks, continuous=scfg.continuous_batching,
                              num_slots=scfg.num_slots)
   if limit is None:
@@ -252,7 +252,7 @@ def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingCo
     if opt not in measured:
       c, m = opt
       b = prompts // c
-      sh = train_step.batch_sharding(mesh) if b % shards == 0 else None
+      sh = train_step.batch_sharding(mesh) if mesh is not None and b % shards == 0 else None
       toks = jax.ShapeDtypeStruct((b, prompt_len), jnp.int32, sharding=sh)
       pmask = jax.ShapeDtypeStruct((b, prompt_len), jnp.bool_, sharding=sh)
       ph = phase(name, sampler_lib.generate.lower(params, toks, pmask, key, cfg=model_cfg,

@@ -136,3 +136,17 @@ def test_nothing_fits_is_one_line_and_exit_status_2_before_any_work(tmp_path):
   (line,) = out.stderr.strip().splitlines()
   assert line.startswith("error: memory plan: generate needs ") and "lower train.prompts_per_step=" in line
   assert not (work / "ckpt").exists() and not (work / "pretrain").exists()
+
+
+def test_evaluation_batches_are_planned_under_a_limit(whole_peak):
+  """The evaluation harness's batch (eval.batch_size problems x eval.num_samples) in the fewest
+  chunks that fit beside the parameters; a fixed count kept; on CPU without a limit, one."""
+  from r1jax.evaluation import harness
+  params = M.init_params(jax.random.key(0), CFG)
+  ecfg = harness.EvalConfig(batch_size=PROMPTS, num_samples=G, max_new_tokens=N)
+  scfg = SamplingConfig(max_new_tokens=N, num_samples=G)
+  assert harness.sampling_chunks(params, CFG, scfg, ecfg, P) == 1
+  assert harness.sampling_chunks(params, CFG, scfg, dataclasses.replace(ecfg, rollout_chunks="4"), P, 1) == 4
+  assert harness.sampling_chunks(params, CFG, scfg, ecfg, P, int(0.9 * whole_peak / memory.HEADROOM)) == 2
+  with pytest.raises(memory.DoesNotFitError, match=r"evaluation sampling needs .* lower eval.batch_size=8"):
+    harness.sampling_chunks(params, CFG, scfg, ecfg, P, 1024)
