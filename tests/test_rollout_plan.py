@@ -150,3 +150,18 @@ def test_evaluation_batches_are_planned_under_a_limit(whole_peak):
   assert harness.sampling_chunks(params, CFG, scfg, ecfg, P, int(0.9 * whole_peak / memory.HEADROOM)) == 2
   with pytest.raises(memory.DoesNotFitError, match=r"evaluation sampling needs .* lower eval.batch_size=8"):
     harness.sampling_chunks(params, CFG, scfg, ecfg, P, 1024)
+
+
+def test_the_grpo_collector_samples_in_the_planned_chunks(monkeypatch):
+  """train.rollout_chunks (what the plan resolved) reaches the GRPO loop's rollout: its batch of
+  train.prompts_per_step prompts goes to the sampler in that many sub-batches."""
+  from r1jax import sampler
+  params = M.init_params(jax.random.key(0), SMALL)
+  scfg = SamplingConfig(max_new_tokens=4, num_samples=2, prompt_buckets=(8,))
+  tcfg = train.TrainConfig(prompts_per_step=4, rollout_chunks=2)
+  collector = train.GroupCollector(SMALL, scfg, _Digits(), [{}] * 4, [[5, 6], [7], [8, 9, 10], [11]], [], tcfg, 4)
+  shapes, real = [], sampler.generate
+  monkeypatch.setattr(sampler, "generate", lambda p, t, *a, **k: shapes.append(t.shape) or real(p, t, *a, **k))
+  with jax.set_mesh(_mesh()):
+    ro = collector.sample(params, [0, 1, 2, 3], jax.random.key(1))
+  assert shapes == [(2, 8), (2, 8)] and ro.tokens.shape == (8, 4)
