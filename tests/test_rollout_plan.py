@@ -165,3 +165,21 @@ def test_the_grpo_collector_samples_in_the_planned_chunks(monkeypatch):
   with jax.set_mesh(_mesh()):
     ro = collector.sample(params, [0, 1, 2, 3], jax.random.key(1))
   assert shapes == [(2, 8), (2, 8)] and ro.tokens.shape == (8, 4)
+
+
+@pytest.mark.slow
+def test_continuous_batching_takes_the_most_slots_that_fit(whole_peak):
+  """sampling.continuous_batching with num_slots=0: under a limit below all 64 rows decoding at once
+  the plan takes fewer slots in one chunk (the most that fit), measured from the most frugal;
+  a given num_slots is kept."""
+  mesh = _mesh()
+  scfg = SamplingConfig(max_new_tokens=N, num_samples=G, continuous_batching=True)
+  with jax.set_mesh(mesh):
+    full = memory.plan_sampling(CFG, dataclasses.replace(scfg, num_slots=PROMPTS * G), mesh, prompts=PROMPTS,
+                                prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
+    p = memory.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P,
+                             limit_bytes=int(0.8 * full.peak_bytes / memory.HEADROOM), log=lambda *a: None)
+  tried = {(t["rollout_chunks"], t["num_slots"]): t["fits"] for t in p.tried}
+  assert p.chunks == 1 and 1 <= p.num_slots < PROMPTS * G and tried[1, p.num_slots]
+  assert tried[8, 1] and not tried.get((1, 2 * p.num_slots), False)
+  assert (1, 2 * p.num_slots) in tried or 2 * p.num_slots == PROMPTS * G
