@@ -230,8 +230,9 @@ def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingCo
   against HEADROOM x `limit_bytes` (None: the device's limit). DoesNotFitError if nothing fits.
 
   params: the parameters generated with (arrays or ShapeDtypeStructs; default: `model_cfg`'s
-    shapes with the run's shardings). mesh: the run's, or None (one device, no batch sharding). chunks: 'auto' or a fixed count (still measured). With
-    `scfg.continuous_batching`, `scfg.num_slots` 0 is planned, a positive value kept.
+    shapes with the run's shardings). mesh: the run's, or None (one device, no batch sharding).
+    chunks: 'auto' or a fixed count (still measured). With `scfg.continuous_batching`,
+    `scfg.num_slots` 0 is planned, a positive value kept.
   """
   limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
   shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
