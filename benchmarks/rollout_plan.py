@@ -2,7 +2,8 @@
 
     python benchmarks/rollout_plan.py --name qwen3-1.7b --out plan_dir
 
-The named config (experiments/r1_zero.py) is validated with the preset's vocabulary standing in
+The named config (experiments/r1_zero.py; `--name tiny`: the embedded default, what
+tests/test_rollout_plan.py runs on CPU) is validated with the preset's vocabulary standing in
 for its checkpoint, and `experiment.plan_memory` runs as the run would before its first rollout
 (abstract shapes: nothing is allocated). Prints the plan's line; writes plan_dir/memory_plan.json.
 """
@@ -31,7 +32,7 @@ def main(argv=None) -> None:
   spec = importlib.util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  cfg = mod.get_config(a.name)
+  cfg = mod.get_config(None if a.name == "tiny" else a.name)
   over = {"model.vocab_size": M.PRESETS[cfg.model.preset].vocab_size}
   over |= dict(s.split("=", 1) for s in a.set)
   cfg = experiment.apply_overrides(cfg, over, "--set")
