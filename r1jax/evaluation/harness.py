@@ -48,12 +48,20 @@ class EvalConfig:
   """Target language of the chain of thought for `language_consistency` (a code or script)."""
   answer_extraction: str = "tagged"
   """'tagged' (<answer> / \\boxed{}) or 'last_number' (that, else the last number; `answer.EXTRACTIONS`)."""
+  rollout_chunks: str = "auto"
+  """Sequential sub-batches each sampler call's batch is generated in (the same rows): 'auto' = the
+  fewest that fit in memory (`memory.plan_sampling`; on CPU only under an explicit limit, see
+  `sampling_chunks`), or a count dividing batch_size."""
 
   def __post_init__(self):
     if self.num_samples < 1:
       raise ValueError(f"eval.num_samples={self.num_samples} must be >= 1 (k samples per problem)")
     language_lib.resolve_script(self.language)
     answer.check_extraction(self.answer_extraction, "eval.answer_extraction")
+    if self.rollout_chunks != "auto" and not (str(self.rollout_chunks).isdigit() and int(self.rollout_chunks) >= 1
+                                             and self.batch_size % int(self.rollout_chunks) == 0):
+      raise ValueError(f"eval.rollout_chunks={self.rollout_chunks!r} must be 'auto' or an int >= 1 dividing "
+                       f"eval.batch_size={self.batch_size}")
     if self.batch_size < 1 or self.max_new_tokens < 1:
       raise ValueError(f"eval.batch_size={self.batch_size} and eval.max_new_tokens={self.max_new_tokens} "
                        f"must be >= 1")
@@ -73,9 +81,31 @@ def _language_share(completion: str, target: str) -> float:
   return 1.0 if share is None else float(share)
 
 
+def sampling_chunks(params, model_cfg, scfg: SamplingConfig, ecfg: EvalConfig, prompt_len: int,
+                    limit_bytes: int | None = None) -> int:
+  """eval.rollout_chunks resolved for batches of eval.batch_size prompts of `prompt_len` tokens:
+  'auto' is the fewest chunks that fit beside the parameters (`memory.plan_sampling` against
+  `limit_bytes`, else the device's limit; a `DoesNotFitError` if none does). On CPU without
+  `limit_bytes` 1, uncompiled: the devices share the host's memory, far above what a CPU evaluation
+  samples."""
+  from r1jax import memory
+  if ecfg.rollout_chunks != "auto":
+    return int(ecfg.rollout_chunks)
+  if limit_bytes is None and jax.devices()[0].platform == "cpu":
+    return 1
+  mesh = getattr(jax.tree.leaves(params)[0].sharding, "mesh", None)
+  mesh = mesh if isinstance(mesh, jax.sharding.Mesh) and {"data", "fsdp"} <= set(mesh.shape) else None
+  return memory.plan_sampling(model_cfg, scfg, mesh, prompts=ecfg.batch_size, prompt_len=prompt_len, params=params,
+                              limit_bytes=limit_bytes, name="evaluation sampling", resident_name="held",
+                              knobs=f"lower eval.batch_size={ecfg.batch_size}, eval.num_samples={ecfg.num_samples} "
+                                    f"or eval.max_new_tokens={ecfg.max_new_tokens}", log=lambda *a: None).chunks
+
+
 def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: str, ecfg: EvalConfig, *,
-             eos_ids: tuple[int, ...], pad_id: int, out_dir=None, progress: bool = True) -> dict:
-  """Sample, grade and summarize; writes summary.json and samples.jsonl under `out_dir` if given."""
+             eos_ids: tuple[int, ...], pad_id: int, out_dir=None, progress: bool = True,
+             limit_bytes: int | None = None) -> dict:
+  """Sample, grade and summarize; writes summary.json and samples.jsonl under `out_dir` if given.
+  Each batch is generated in `sampling_chunks` chunks (planned against `limit_bytes`)."""
   for i, ex in enumerate(examples):
     if not code_lib.is_code_example(ex) and not str(ex.get("final", "")).strip():
       raise ValueError(f"evaluation example {i} (id {ex.get('id', '?')!r}) has no reference answer 'final' "
@@ -87,6 +117,7 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
   scfg = SamplingConfig(max_new_tokens=ecfg.max_new_tokens, temperature=ecfg.temperature, top_p=ecfg.top_p,
                         num_samples=ecfg.num_samples, eos_ids=tuple(eos_ids), pad_id=pad_id,
                         prompt_buckets=buckets)
+  chunks = sampling_chunks(params, model_cfg, scfg, ecfg, buckets[-1], limit_bytes) if buckets else 1
   rows = []
   key = jax.random.key(ecfg.seed)
   starts = range(0, len(kept), ecfg.batch_size)
@@ -96,7 +127,7 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
   for b in starts:
     exs, ids = kept[b:b + ecfg.batch_size], prompt_ids[b:b + ecfg.batch_size]
     ro = rollout.sample(params, ids, jax.random.fold_in(key, b), model_cfg, scfg, tokenizer,
-                        batch_size=ecfg.batch_size)
+                        batch_size=ecfg.batch_size, chunks=chunks)
     for r, (text, graded) in enumerate(zip(ro.texts, grade_texts(ro.texts, exs, ecfg, code_cfg))):
       ex = exs[r // ecfg.num_samples]
       rows.append({"problem_id": ex.get("id", str(b + r // ecfg.num_samples)), "sample": r % ecfg.num_samples,
