@@ -101,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.ppo = config_lib.section(PPOConfig)  # the critic of grpo.advantage_estimator='gae'
   c.optim = config_lib.section(train_step.OptimConfig, derived=("total_steps",))
   c.rewards = config_lib.section(combine.RewardsConfig)
-  c.train = config_lib.section(train.TrainConfig)
+  c.train = config_lib.section(train.TrainConfig, rollout_chunks="auto")
   c.eval = config_lib.section(harness.EvalConfig)
   c.checkpoint = config_lib.section(ckpt_lib.CheckpointConfig, derived=("directory",))
   c.average = config_lib.section(AverageConfig)
@@ -235,7 +235,10 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   grpo_sec = cfg.grpo.to_dict()
   grad_accum = config_lib.int_or_auto("grpo.grad_accum", grpo_sec.pop("grad_accum"))
   gcfg = to_dataclass(GRPOConfig, grpo_sec | {"grad_accum": 1 if grad_accum == "auto" else grad_accum}, "grpo")
-  tcfg = to_dataclass(train.TrainConfig, cfg.train, "train")
+  train_sec = cfg.train.to_dict()
+  rollout_chunks = config_lib.int_or_auto("train.rollout_chunks", train_sec.pop("rollout_chunks"))
+  tcfg = to_dataclass(train.TrainConfig, train_sec | {"rollout_chunks": 1 if rollout_chunks == "auto" else rollout_chunks},
+                      "train")
   pre = to_dataclass(PretrainConfig, cfg.pretrain, "pretrain")
   if cfg.pretrain.optim.total_steps is None:
     pre = dataclasses.replace(pre, optim=dataclasses.replace(pre.optim, total_steps=max(pre.steps, 1)))
@@ -249,6 +252,7 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
       "model": model_cfg,
       "remat": remat,
       "grad_accum": grad_accum,
+      "rollout_chunks": rollout_chunks,
       "tokenizer": to_dataclass(tok_lib.TokenizerConfig, cfg.tokenizer, "tokenizer"),
       "mesh": to_dataclass(sharding.MeshConfig, cfg.mesh, "mesh"),
       "data": to_dataclass(datasets_lib.DataConfig, cfg.data, "data"),
@@ -468,15 +472,22 @@ def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
                      prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
                      remat=remat, grad_accum=parts["grad_accum"], limit_bytes=limit,
                      temperature=parts["sampling"].temperature or 1.0,
-                     rules=sharding.rules_table(parts["mesh"].rules))
+                     rules=sharding.rules_table(parts["mesh"].rules), rollout_chunks=parts["rollout_chunks"])
   parts["model"] = dataclasses.replace(parts["model"], remat=plan.remat)
   parts["grpo"] = dataclasses.replace(gcfg, grad_accum=plan.grad_accum)
-  summary = plan.summary() | {"asked": {"model.remat": remat, "grpo.grad_accum": parts["grad_accum"]}}
+  parts["train"] = dataclasses.replace(tcfg, rollout_chunks=plan.rollout_chunks)
+  slots_asked = parts["sampling"].num_slots or "auto" if parts["sampling"].continuous_batching else 0
+  parts["sampling"] = dataclasses.replace(parts["sampling"], num_slots=plan.num_slots)
+  summary = plan.summary() | {"asked": {"model.remat": remat, "grpo.grad_accum": parts["grad_accum"],
+                                        "train.rollout_chunks": parts["rollout_chunks"],
+                                        "sampling.num_slots": slots_asked}}
   (workdir / "memory_plan.json").write_text(json.dumps(summary, indent=1))
   measured = (f"; train state {plan.state_bytes / memory.GiB:.2f} GiB per device; per program (arguments + "
               "temporaries + outputs) "
               + ", ".join(f"{k} {v.peak / memory.GiB:.2f} GiB" for k, v in plan.phases.items())) if plan.phases else ""
-  print(f"memory plan: model.remat={plan.remat} grpo.grad_accum={plan.grad_accum} ({plan.reason}){measured}")
+  slots = f" sampling.num_slots={plan.num_slots}" if plan.num_slots else ""
+  print(f"memory plan: model.remat={plan.remat} grpo.grad_accum={plan.grad_accum} "
+        f"train.rollout_chunks={plan.rollout_chunks}{slots} ({plan.reason}){measured}")
   return summary
 
 
@@ -520,6 +531,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
     if cfg.stage == "r1_zero":  # before any weights are loaded or trained
       plan = plan_memory(parts, ctx.mesh, ctx.workdir)
       resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
+      resolved.train.rollout_chunks, resolved.sampling.num_slots = str(plan["rollout_chunks"]), plan["num_slots"]
     (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
     out = pipeline.run(ctx, stages, fingerprint(cfg), only=set(stages_lib.R1_ZERO_SELECTIONS[cfg.stage]),
                        given=given_inputs(cfg.inputs))
@@ -576,6 +588,7 @@ def run_stages(cfg: ml_collections.ConfigDict, parts: dict, stages: list, only: 
     plan = plan_memory(parts, ctx.mesh, ctx.workdir)
     resolved = ml_collections.ConfigDict(cfg.to_dict())
     resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
+    resolved.train.rollout_chunks, resolved.sampling.num_slots = str(plan["rollout_chunks"]), plan["num_slots"]
     (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
     return ctx, pipeline.run(ctx, stages, fingerprint(cfg), only=only, given=given)
 

@@ -9,6 +9,16 @@ cheapest (no recompute, the whole minibatch at once) to the most frugal and take
 fits in the device's memory (per remat setting, its most frugal grad_accum is compiled first: if that
 does not fit the setting is skipped, else the fewest micro-batches that fit are found by bisection); where nothing fits it raises before any work, naming the sizes and
 the knobs that would help.
+
+The rollout is planned the same way (`plan_sampling`, also what evaluation and rejection sampling
+call): where the whole rollout (prompts x samples rows at once) does not fit beside what stays
+resident, it is generated in `rollout_chunks` sequential sub-batches of the prompts
+(`rollout.sample`), or, with `sampling.continuous_batching`, decoded in fewer `num_slots` slots.
+The rule, fastest first: decoding reads every weight once a step whatever the rows, so one pass
+over all rows beats two over halves; fewest chunks first, and with continuous batching the most
+slots first (one chunk), then more chunks at the fewest slots. Peak memory falls along that list,
+so its most frugal entry is compiled first (nothing fits: the run stops) and the fastest that fits
+is found by bisection. A `DoesNotFitError` is a one-line `UserError` (exit status 2, no traceback).
 """
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax import errors
 from r1jax import model as model_lib
 from r1jax import sampler as sampler_lib
 from r1jax import train_step
@@ -32,8 +43,10 @@ HEADROOM = 0.95
 """Fraction of the device limit a plan may use (allocator fragmentation)."""
 
 
-class DoesNotFitError(ValueError):
-  pass
+class DoesNotFitError(errors.ConfigError):
+  """Nothing the planner may choose fits the device: an entry point prints it as one line
+  (`error: memory plan: ...`, naming the sizes and the knobs) and exits with status 2."""
+  prefix = "error: memory plan: "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +154,16 @@ class Plan:
   phases: dict[str, Phase]
   tried: list[dict]
   reason: str
+  rollout_chunks: int = 1
+  """Sequential sub-batches of the prompts the rollout is generated in (`rollout.sample`)."""
+  num_slots: int = 0
+  """Continuous-batching decode slots (`SamplingConfig.num_slots`; 0: not continuous batching)."""
+  sampling: "SamplingPlan | None" = None
 
   def summary(self) -> dict[str, Any]:
-    return {"remat": self.remat, "grad_accum": self.grad_accum, "reason": self.reason,
+    return {"remat": self.remat, "grad_accum": self.grad_accum, "rollout_chunks": self.rollout_chunks,
+            "num_slots": self.num_slots, "reason": self.reason,
+            "rollout_tried": [] if self.sampling is None else self.sampling.tried,
             "limit_gib": None if self.limit_bytes is None else self.limit_bytes / GiB,
             "state_gib": self.state_bytes / GiB,
             "phases_peak_gib": {k: v.peak / GiB for k, v in self.phases.items()},
@@ -161,13 +181,119 @@ def _accum_options(rows_per_update: int, shards: int, fixed) -> list[int]:
   return out or [1]
 
 
+@dataclasses.dataclass
+class SamplingPlan:
+  """How a batch of prompts is generated within the memory (`plan_sampling`)."""
+  chunks: int
+  num_slots: int
+  """0: continuous batching off (or every row a slot where nothing was measured)."""
+  peak_bytes: int
+  phase: Phase | None
+  tried: list[dict]
+  reason: str
+
+
+def sampling_options(prompts: int, rows_per_prompt: int, shards: int, *, chunks="auto", continuous: bool = False,
+                     num_slots: int = 0) -> list[tuple[int, int]]:
+  """(chunks, slots) to try, fastest first and peak memory falling (see the module docstring).
+
+  Chunk counts halve the prompts while each chunk keeps a whole number of prompts per data shard;
+  slot counts halve the chunk's rows down to one a shard. A fixed `chunks` (an int) or `num_slots`
+  (> 0) is the only value of its kind tried."""
+  divides = lambda c: prompts % c == 0 and (prompts % shards or (prompts // c) % shards == 0)
+  if chunks != "auto":
+    if not prompts % int(chunks) == 0:
+      raise errors.ConfigError(f"rollout_chunks={chunks} must divide the {prompts} prompts of a rollout")
+    cs = [int(chunks)]
+  else:
+    cs = [c for c in (2 ** i for i in range(prompts.bit_length())) if divides(c)]
+  if not continuous:
+    return [(c, 0) for c in cs]
+  if num_slots:
+    return [(c, num_slots) for c in cs]
+  slots = [prompts // cs[0] * rows_per_prompt]
+  while slots[-1] % 2 == 0 and slots[-1] // 2 >= shards and (slots[-1] // 2) % shards == 0:
+    slots.append(slots[-1] // 2)
+  # the most slots first in one chunk, then more chunks at the fewest slots (capped by a chunk's rows)
+  return [(cs[0], m) for m in slots] + [(c, min(slots[-1], prompts // c * rows_per_prompt)) for c in cs[1:]]
+
+
+def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingConfig, mesh, *, prompts: int,
+                  prompt_len: int, limit_bytes: int | None = None, resident_bytes: int = 0, params=None,
+                  chunks="auto", rules=None, name: str = "generate", resident_name: str = "resident",
+                  knobs: str = "fewer prompts or samples per batch, or a shorter max_new_tokens",
+                  log=print) -> SamplingPlan:
+  """The fastest way to generate `scfg.num_samples` completions for each of `prompts` prompts of
+  `prompt_len` tokens that fits: (chunks, slots) from `sampling_options`, each compiled (abstract
+  inputs, nothing allocated) and its peak, plus `resident_bytes` held beside it (what stays on the
+  device besides the parameters the sampler reads) and the finished chunks' outputs, held
+  against HEADROOM x `limit_bytes` (None: the device's limit). DoesNotFitError if nothing fits.
+
+  params: the parameters generated with (arrays or ShapeDtypeStructs; default: `model_cfg`'s
+    shapes with the run's shardings). mesh: the run's, or None (one device, no batch sharding).
+    chunks: 'auto' or a fixed count (still measured). With `scfg.continuous_batching`,
+    `scfg.num_slots` 0 is planned, a positive value kept.
+  """
+  limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
+  shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+  options = sampling_options(prompts, scfg.num_samples, shards, chunks=chunks, continuous=scfg.continuous_batching,
+                             num_slots=scfg.num_slots)
+  if limit is None:
+    return SamplingPlan(*options[0], 0, None, [], "no memory limit is known: the fastest setting, not measured")
+  budget = int(limit * HEADROOM)
+  if params is None:
+    shardings = model_lib.param_shardings(model_cfg, mesh, rules)
+    params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          model_lib.abstract_params(model_cfg), shardings)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  measured: dict = {}
+  tried: list[dict] = []
+
+  def peak(opt) -> int:
+    if opt not in measured:
+      c, m = opt
+      b = prompts // c
+      sh = train_step.batch_sharding(mesh) if mesh is not None and b % shards == 0 else None
+      toks = jax.ShapeDtypeStruct((b, prompt_len), jnp.int32, sharding=sh)
+      pmask = jax.ShapeDtypeStruct((b, prompt_len), jnp.bool_, sharding=sh)
+      ph = phase(name, sampler_lib.generate.lower(params, toks, pmask, key, cfg=model_cfg,
+                                                  scfg=dataclasses.replace(scfg, num_slots=m)).compile())
+      # the finished chunks' outputs wait on the device until the last chunk is read back
+      pk = ph.peak + resident_bytes + (c - 1) * (ph.outputs - ph.aliased)
+      measured[opt] = (ph, pk)
+      tried.append({"rollout_chunks": c, "num_slots": m, "peak_gib": pk / GiB, "fits": pk <= budget})
+      log(f"memory plan: {name} in {c} chunk(s)" + (f", {m} slots" if m else "") +
+          f": peak {pk / GiB:.2f} GiB per device of {budget / GiB:.2f} GiB -> {'fits' if pk <= budget else 'too large'}")
+    return measured[opt][1]
+
+  if peak(options[-1]) > budget:
+    ph, pk = measured[options[-1]]
+    c, m = options[-1]
+    raise DoesNotFitError(
+        f"{name} needs {pk / GiB:.2f} GiB per device ({resident_name} {resident_bytes / GiB:.2f} GiB, {name} "
+        f"arguments {ph.arguments / GiB:.2f} GiB and temporaries {ph.temporaries / GiB:.2f} GiB) but the limit is "
+        f"{budget / GiB:.2f} GiB ({HEADROOM:.0%} of {limit / GiB:.2f}) even in {c} chunk(s)"
+        + (f" of {m} slots" if m else "") + f" of {prompts} prompts x {scfg.num_samples} samples; {knobs}")
+  lo, hi = 0, len(options) - 1
+  while lo < hi:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if peak(options[mid]) <= budget else (mid + 1, hi)
+  (c, m), (ph, pk) = options[hi], measured[options[hi]]
+  why = (f"{c} chunk(s)" + (f" of {m} slots" if m else "") + f": the fastest whose peak ({pk / GiB:.2f} GiB) fits "
+         f"{budget / GiB:.2f} GiB")
+  return SamplingPlan(c, m, pk, ph, tried, why)
+
+
 def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
          prompts_per_step: int, prompt_len: int, remat="auto", grad_accum="auto",
-         limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print) -> Plan:
-  """Choose (remat, grad_accum) for the run's shapes; see the module docstring.
+         limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print,
+         rollout_chunks="auto") -> Plan:
+  """Choose (remat, grad_accum) and the rollout's (chunks, slots) for the run's shapes; see the
+  module docstring.
 
   Args:
-    remat / grad_accum: 'auto' or a fixed value (a fixed value is still measured and checked).
+    remat / grad_accum / rollout_chunks: 'auto' or a fixed value (a fixed value is still measured
+      and checked); with `scfg.continuous_batching`, `scfg.num_slots` 0 is planned, else kept.
     limit_bytes: per-device memory to fit in; None = the device's own limit (on CPU the host's
       available memory over the CPU devices; where none is known, the cheapest setting is taken
       and nothing is compiled or checked).
@@ -184,9 +310,12 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   remats = REMAT_ORDER if remat == "auto" else (remat,)
   accums = _accum_options(rows_update, shards, grad_accum)
 
+  scfg = dataclasses.replace(scfg, num_samples=G)
   if budget is None:
+    c, m = sampling_options(prompts_per_step, G, shards, chunks=rollout_chunks,
+                            continuous=scfg.continuous_batching, num_slots=scfg.num_slots)[0]
     return Plan(remats[0], accums[0], None, 0, {}, [], "no device or host memory limit is known and "
-                "train.memory_limit_gb is 0: the cheapest setting, not measured")
+                "train.memory_limit_gb is 0: the cheapest setting, not measured", c, m)
   base = dataclasses.replace(model_cfg, remat="none")
   state = abstract_state(base, ocfg, mesh, with_ref, rules)
   # PPO (grpo.advantage_estimator='gae'): the critic's state stays resident beside the policy's,
@@ -196,13 +325,15 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   critic_bytes = 0 if critic is None else per_device_bytes(critic)
   state_bytes = per_device_bytes(state) + critic_bytes
   phases: dict[str, Phase] = {}
-  # Sampling does not depend on remat or grad_accum: measured once.
-  prompts = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.int32,
-                                 sharding=train_step.batch_sharding(mesh) if prompts_per_step % shards == 0 else None)
-  pmask = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.bool_, sharding=prompts.sharding)
-  key = jax.eval_shape(lambda: jax.random.key(0))
-  phases["generate"] = phase("generate", sampler_lib.generate.lower(
-      state.params, prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
+  params_bytes = per_device_bytes(state.params)
+  # Sampling does not depend on remat or grad_accum: planned once, the rest of the state resident.
+  splan = plan_sampling(base, scfg, mesh, prompts=prompts_per_step, prompt_len=P, limit_bytes=limit,
+                        resident_bytes=state_bytes - params_bytes, params=state.params, chunks=rollout_chunks,
+                        resident_name="the rest of the train state", log=log, knobs=(
+      f"lower train.prompts_per_step={prompts_per_step}, grpo.num_generations={G} or "
+      f"grpo.max_completion_length={N}, use optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add "
+      f"devices (mesh.fsdp)"))
+  phases["generate"] = splan.phase
   # The reference pass (the trainer's pi_old is the same program) runs in grad_accum x
   # num_minibatches micro-batches of rows, as the update does: measured here at the most frugal
   # grad_accum (if that does not fit, nothing does), and below at each grad_accum tried.
@@ -221,8 +352,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   if use_ref_pass:
     phases["reference"] = ref_phase(accums[-1])
   # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
-  params_bytes = per_device_bytes(state.params)
-  fixed_peaks = {k: resident_peak(v) for k, v in phases.items()}
+  fixed_peaks = {k: resident_peak(v) for k, v in phases.items()} | {"generate": splan.peak_bytes}
   for k, pk in fixed_peaks.items():
     if pk > budget:
       raise DoesNotFitError(
@@ -286,7 +416,8 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       fixed_peaks["reference"] = resident_peak(phases["reference"])
     why = (f"the cheapest setting whose peak ({max([peak] + list(fixed_peaks.values())) / GiB:.2f} GiB) "
            f"fits {budget / GiB:.2f} GiB")
-    return Plan(r, accums[hi], limit, state_bytes, phases, tried, why)
+    return Plan(r, accums[hi], limit, state_bytes, phases, tried, why + f"; the rollout in {splan.reason}",
+                splan.chunks, splan.num_slots, splan)
   raise DoesNotFitError(
       f"no setting fits: the update needs >= {min(t['update_peak_gib'] for t in tried):.2f} GiB per device "
       f"(tried remat {list(remats)} x grad_accum {accums}; train state {state_bytes / GiB:.2f} GiB) but the "

@@ -45,13 +45,27 @@ def policy_samples(ctx, params, model_cfg, examples: Sequence[dict], k: int, see
 def make_collector(ctx, model_cfg, examples: Sequence[dict], k: int, temperature: float | None = None,
                    rewards: Sequence[str] = ("accuracy", "format")) -> train.GroupCollector:
   """A `train.GroupCollector` of k samples per prompt for `examples` (those whose prompt fits
-  train.max_prompt_len: `collector.examples`), scored by the named rule rewards."""
+  train.max_prompt_len: `collector.examples`), scored by the named rule rewards; its batches of
+  train.prompts_per_step prompts are generated in the chunks the memory plans for k samples
+  (`memory.plan_sampling`; a fixed train.rollout_chunks is kept and checked; on CPU only under
+  train.memory_limit_gb, else as the GRPO plan chose)."""
+  from r1jax import memory
   parts = ctx.parts
   tcfg = parts["train"]
   examples, prompt_ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, tcfg.max_prompt_len)
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), parts["sampling"].prompt_buckets)
   scfg = dataclasses.replace(parts["sampling"], num_samples=k, prompt_buckets=(P,),
                              temperature=parts["sampling"].temperature if temperature is None else temperature)
+  limit = int(tcfg.memory_limit_gb * memory.GiB) or None
+  asked = parts.get("rollout_chunks", tcfg.rollout_chunks)
+  if limit is not None or jax.devices()[0].platform != "cpu":  # on CPU, as evaluation: only under a given limit
+    splan = memory.plan_sampling(
+        model_cfg, scfg, ctx.mesh, prompts=tcfg.prompts_per_step, prompt_len=P, rules=ctx.rules, limit_bytes=limit,
+        chunks=asked, name="policy sampling", resident_name="held", log=lambda *a: None,
+        knobs=f"lower train.prompts_per_step={tcfg.prompts_per_step}, the samples per prompt ({k}) or "
+              f"grpo.max_completion_length={scfg.max_new_tokens}")
+    tcfg = dataclasses.replace(tcfg, rollout_chunks=splan.chunks)
+    scfg = dataclasses.replace(scfg, num_slots=splan.num_slots)
   specs = [s for s in combine.default_specs(parts["rewards"]) if s.name in rewards]
   return train.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
                               parts["grpo"].max_completion_length)

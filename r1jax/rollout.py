@@ -91,12 +91,23 @@ class Rollout:
 
 
 def sample(params, prompt_ids: Sequence[Sequence[int]], key, cfg, scfg: sampler_lib.SamplingConfig,
-           tokenizer, batch_size: int | None = None) -> Rollout:
-  """Sample `scfg.num_samples` completions per prompt; the batch is padded to `batch_size` rows."""
+           tokenizer, batch_size: int | None = None, chunks: int = 1) -> Rollout:
+  """Sample `scfg.num_samples` completions per prompt; the batch is padded to `batch_size` rows.
+
+  chunks: generate the batch as this many sequential sub-batches of its prompts (the memory plan's
+    `rollout_chunks`: a rollout too large for the device at once), padded to the whole batch's
+    prompt bucket; each chunk draws with its rows' keys in the whole batch (`generate`'s
+    row_offset), so the rows are those of one call. Chunks holding only padding are skipped.
+  """
   toks, pmask = sampler_lib.pad_prompts(prompt_ids, scfg.prompt_buckets, scfg.pad_id, batch_size)
-  out = distributed.to_host(sampler_lib.generate(params, toks, pmask, key, cfg, scfg))
-  R = len(prompt_ids) * scfg.num_samples
-  out = {k: v[:R] for k, v in out.items() if k != "steps"}
+  if chunks < 1 or len(toks) % chunks:
+    raise ValueError(f"rollout_chunks={chunks} must divide the batch of {len(toks)} prompts")
+  b, n = len(toks) // chunks, scfg.num_samples
+  outs = [sampler_lib.generate(params, toks[s:s + b], pmask[s:s + b], key, cfg, scfg, row_offset=s * n)
+          for s in range(0, len(prompt_ids), b)]
+  outs = [distributed.to_host(o) for o in outs]
+  R = len(prompt_ids) * n
+  out = {k: np.concatenate([o[k] for o in outs])[:R] for k in outs[0] if k != "steps"}
   texts = [tokenizer.decode([int(t) for t in row[m]]) for row, m in zip(out["tokens"], out["mask"])]
   return Rollout(toks[:len(prompt_ids)], pmask[:len(prompt_ids)], out["tokens"], out["logp"], out["mask"],
                  out["length"], out["truncated"], texts)

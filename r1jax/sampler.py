@@ -164,11 +164,14 @@ _CACHE_AXES = ("batch", "act_kv_heads", "cache_length", "head_dim")
 
 @functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
 def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfig, scfg: SamplingConfig,
-             max_len_R=None):
+             max_len_R=None, row_offset=0):
   """Sample `scfg.num_samples` completions per left-padded prompt.
 
   max_len_R: optional per-row caps (<= N) on the completion length (a row stops there, truncated,
     unless EOS came first), e.g. a benchmark's length distribution.
+  row_offset: the index of this batch's first row in a larger rollout generated in chunks
+    (`rollout.sample(chunks=...)`): row r draws with the key of row row_offset + r, so the chunks
+    together draw what the whole batch would.
   Returns a dict of R x N arrays (row r is sample r % n of prompt r // n):
     tokens (pad after EOS), logp (log-prob of each sampled token under the temperature-scaled
     model), mask (True up to and including EOS), and per row: length, truncated (no EOS).
@@ -176,7 +179,7 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
   scfg.num_slots slots that are refilled as rows finish (`_generate_continuous`).
   """
   if scfg.continuous_batching:
-    return _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg, max_len_R)
+    return _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg, max_len_R, row_offset)
   B, P = prompt_BxP.shape
   n, N = scfg.num_samples, scfg.max_new_tokens
   R = B * n
@@ -193,7 +196,7 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
            "v": _per_layer(pad_kv, cfg, list(v) if cfg.unroll_decode else v),
            "mask": jnp.pad(rep(prompt_mask_BxP, 0), ((0, 0), (0, S - P)))}
   next_pos_R = rep(positions[:, -1] + 1, 0)
-  rows_R = jnp.arange(R)
+  rows_R = row_offset + jnp.arange(R)
 
   def pick(logits, step, done):
     tok, lp = _pick(logits, rows_R, jnp.full((R,), step), key, scfg)
@@ -236,7 +239,8 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfi
           "truncated": ~s["eos"], "steps": s["step"]}
 
 
-def _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg: SamplingConfig, max_len_R):
+def _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg: SamplingConfig, max_len_R,
+                         row_offset=0):
   """`generate` with M = scfg.num_slots slots over the R rows: a slot whose row emits EOS or reaches
   its cap takes the next pending row (at most scfg.refills_per_step slots a step), so the batch stays
   full until the work runs out. The prompts are prefilled once; a refill copies its prompt's
@@ -293,7 +297,7 @@ def _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg: Sa
 
   def body(s):
     row, t, active = s["row"], s["t"], s["active"]
-    tok, lp = _pick(s["logits"], row, t, key, scfg)
+    tok, lp = _pick(s["logits"], row_offset + row, t, key, scfg)
     out = jnp.where(active, row, R)  # inactive slots write nothing
     hit = jnp.isin(tok, eos)
     fin = active & (hit | (t + 1 >= cap_R[row]))

@@ -60,6 +60,9 @@ class TrainConfig:
   """DAPO dynamic sampling: most rollout rounds per step to fill the batch with informative groups."""
   progress: bool = True
   """Progress bars (tqdm)."""
+  rollout_chunks: int = 1
+  """Generate each rollout in this many sequential sub-batches of its prompts (the same rows as one
+  batch: `rollout.sample`); experiments default to 'auto', the memory plan's choice (`memory.plan`)."""
   memory_limit_gb: float = 0.0
   """Per-device memory the run must fit in (the memory planner's budget); 0 = the device's own
   limit (on CPU: the host's available memory over the CPU devices)."""
@@ -74,6 +77,10 @@ class TrainConfig:
               "max_nonfinite", "reward_workers", "max_sampling_rounds"):
       if getattr(self, f) < 1:
         raise ValueError(f"train.{f}={getattr(self, f)} must be >= 1")
+    if isinstance(self.rollout_chunks, bool) or not isinstance(self.rollout_chunks, int) or self.rollout_chunks < 1 \
+        or self.prompts_per_step % self.rollout_chunks:
+      raise ValueError(f"train.rollout_chunks={self.rollout_chunks!r} must be 'auto' or an int >= 1 dividing "
+                       f"train.prompts_per_step={self.prompts_per_step}")
     if self.memory_limit_gb < 0:
       raise ValueError(f"train.memory_limit_gb={self.memory_limit_gb} must be >= 0 (0 = the device's limit)")
     if self.resume not in ("auto", "weights"):
@@ -172,7 +179,7 @@ class GroupCollector:
 
   def sample(self, params, idx: Sequence[int], key) -> rollout_lib.Rollout:
     return rollout_lib.sample(params, [self.prompt_ids[i] for i in idx], key, self.model_cfg, self.scfg,
-                              self.tokenizer, batch_size=self.tcfg.prompts_per_step)
+                              self.tokenizer, batch_size=self.tcfg.prompts_per_step, chunks=self.tcfg.rollout_chunks)
 
   def collect(self, params, it, key, dynamic_sampling: bool = False) -> tuple[Groups, dict]:
     """One batch of groups from the prompt iterator `it`; with dynamic sampling, rounds of

@@ -194,9 +194,16 @@ MUTATIONS = [
     Mutation("sampler_truncated_flag_inverted", _SAMPLER, "\"truncated\": ~s[\"eos\"], \"steps\": s[\"step\"]",
              "\"truncated\": s[\"eos\"], \"steps\": s[\"step\"]", SAMPLER),
     # Issue 12: continuous batching, the rollout-vs-trainer mismatch and TIS.
-    Mutation("sampler_continuous_keys_from_slot", _SAMPLER, "tok, lp = _pick(s[\"logits\"], row, t, key, scfg)",
-             "tok, lp = _pick(s[\"logits\"], jnp.arange(M), t, key, scfg)",
+    Mutation("sampler_continuous_keys_from_slot", _SAMPLER, "tok, lp = _pick(s[\"logits\"], row_offset + row, t, key, scfg)",
+             "tok, lp = _pick(s[\"logits\"], row_offset + jnp.arange(M), t, key, scfg)",
              (_S + "continuous_batching_equals_static_generation",)),
+    # Issue 30: the rollout planned against memory.
+    Mutation("rollout_chunks_rows_from_zero", _SAMPLER, "rows_R = row_offset + jnp.arange(R)", "rows_R = jnp.arange(R)",
+             ("tests/test_rollout_plan.py::test_a_chunked_rollout_draws_the_rows_of_the_whole_batch",)),
+    Mutation("rollout_plan_too_frugal", "r1jax/memory.py",
+             "lo, hi = (lo, mid) if peak(options[mid]) <= budget else (mid + 1, hi)",
+             "lo, hi = (lo, mid) if peak(options[mid]) < budget / 2 else (mid + 1, hi)",
+             ("tests/test_rollout_plan.py::test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them",)),
     Mutation("sampler_continuous_refill_wrong_prompt", _SAMPLER, "src_b, dst = b[order], idx[order]",
              "src_b, dst = (order // n) % B, idx[order]", (_S + "continuous_batching_equals_static_generation",)),
     Mutation("tis_sequence_mean_not_sum", "r1jax/grpo/rollout_mismatch.py",

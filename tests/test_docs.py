@@ -221,11 +221,15 @@ def test_the_named_config_command_on_a_hugging_face_checkpoint(world):
   # 'auto' resolved (on CPU against the host's memory: the tiny checkpoint fits at the cheapest
   # setting) and recorded where the run's config is.
   plan = json.loads((run / "memory_plan.json").read_text())
-  assert plan["asked"] == {"model.remat": "auto", "grpo.grad_accum": "auto"}
-  assert (plan["remat"], plan["grad_accum"]) == ("none", 1) and plan["limit_gib"] > 0 and "fits" in plan["reason"]
-  assert f"memory plan: model.remat={plan['remat']} grpo.grad_accum={plan['grad_accum']}" in out.stdout
+  assert plan["asked"] == {"model.remat": "auto", "grpo.grad_accum": "auto", "train.rollout_chunks": "auto",
+                           "sampling.num_slots": 0}
+  assert (plan["remat"], plan["grad_accum"], plan["rollout_chunks"]) == ("none", 1, 1) and plan["limit_gib"] > 0
+  assert "fits" in plan["reason"]
+  assert (f"memory plan: model.remat={plan['remat']} grpo.grad_accum={plan['grad_accum']} "
+          f"train.rollout_chunks={plan['rollout_chunks']}") in out.stdout
   recorded = json.loads((run / "config.json").read_text())
   assert (recorded["model"]["remat"], recorded["grpo"]["grad_accum"]) == (plan["remat"], str(plan["grad_accum"]))
+  assert recorded["train"]["rollout_chunks"] == str(plan["rollout_chunks"])
   # The named config's published hyperparameters, not the tiny default's.
   assert recorded["optim"]["learning_rate"] == 3e-6 and recorded["grpo"]["beta"] == 0.001
   assert recorded["model"]["param_dtype"] == "float32" and recorded["grpo"]["ref_reset_every"] == 400

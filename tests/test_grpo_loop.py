@@ -81,7 +81,7 @@ class StandInSampler:
   def __init__(self):
     self.calls = []  # (questions, Rollout) per call
 
-  def __call__(self, params, prompt_ids, key, cfg, scfg, tokenizer, batch_size=None):
+  def __call__(self, params, prompt_ids, key, cfg, scfg, tokenizer, batch_size=None, chunks=1):
     assert scfg.num_samples == G and scfg.max_new_tokens == N
     toks, pmask = S.pad_prompts(prompt_ids, scfg.prompt_buckets, scfg.pad_id)
     questions = [tokenizer.decode(p) for p in prompt_ids]

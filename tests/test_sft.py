@@ -188,7 +188,7 @@ def test_sft_step_in_micro_batches_equals_the_whole_batch_and_the_planner_splits
     assert "grad_accum=1" in logged[0] and "too large" in logged[0] and "fits" in logged[1]
     assert L.plan_grad_accum(CFG, ocfg, state, packed, cfg, mesh, None) == 1  # CPU: no limit known
     assert L.plan_grad_accum(CFG, ocfg, state, packed, L.SFTConfig(batch_size=8, grad_accum=4), mesh, 1) == 4
-    with pytest.raises(ValueError, match=r"sft: no sft.grad_accum in \[1, 2\] fits"):
+    with pytest.raises(memory.DoesNotFitError, match=r"sft: no sft.grad_accum in \[1, 2\] fits"):
       L.plan_grad_accum(CFG, ocfg, state, packed, L.SFTConfig(batch_size=2, seq_len=12), mesh, 1000)
   with pytest.raises(ValueError, match=r"sft.grad_accum=3 must be 0 \(automatic\) or divide sft.batch_size=8"):
     L.SFTConfig(batch_size=8, grad_accum=3)

@@ -64,7 +64,7 @@ class StandIn:
     self.examples = examples
     self.calls = 0
 
-  def __call__(self, params, prompt_ids, key, cfg, scfg, tokenizer, batch_size=None):
+  def __call__(self, params, prompt_ids, key, cfg, scfg, tokenizer, batch_size=None, chunks=1):
     assert scfg.num_samples == K
     self.calls += 1
     toks, pmask = S.pad_prompts(prompt_ids, scfg.prompt_buckets, scfg.pad_id)

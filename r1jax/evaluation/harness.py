@@ -66,6 +66,10 @@ class EvalConfig:
   """Target language of the chain of thought for `language_consistency` (a code or script)."""
   answer_extraction: str = "tagged"
   """'tagged' (<answer> / \\boxed{}) or 'last_number' (that, else the last number; `answer.EXTRACTIONS`)."""
+  rollout_chunks: str = "auto"
+  """Sequential sub-batches each sampler call's batch is generated in (the same rows): 'auto' = the
+  fewest that fit in memory (`memory.plan_sampling`; on CPU only under an explicit limit, see
+  `sampling_chunks`), or a count dividing batch_size."""
 
   def __post_init__(self):
     if self.num_samples < 1:
@@ -75,6 +79,10 @@ class EvalConfig:
     if self.num_slots < 0 or self.grade_workers < 0:
       raise ValueError(f"eval.num_slots={self.num_slots} and eval.grade_workers={self.grade_workers} must be "
                        f">= 0 (0 = static batches / one grader a core)")
+    if self.rollout_chunks != "auto" and not (str(self.rollout_chunks).isdigit() and int(self.rollout_chunks) >= 1
+                                             and self.batch_size % int(self.rollout_chunks) == 0):
+      raise ValueError(f"eval.rollout_chunks={self.rollout_chunks!r} must be 'auto' or an int >= 1 dividing "
+                       f"eval.batch_size={self.batch_size}")
     if self.batch_size < 1 or self.max_new_tokens < 1:
       raise ValueError(f"eval.batch_size={self.batch_size} and eval.max_new_tokens={self.max_new_tokens} "
                        f"must be >= 1")
@@ -112,16 +120,38 @@ def _sample_order(prompt_ids: Sequence[Sequence[int]], fits: Sequence[bool], buc
   return [idx[j:j + batch_size] for _, idx in sorted(by_bucket.items()) for j in range(0, len(idx), batch_size)]
 
 
+def sampling_chunks(params, model_cfg, scfg: SamplingConfig, ecfg: EvalConfig, prompt_len: int,
+                    limit_bytes: int | None = None) -> int:
+  """eval.rollout_chunks resolved for batches of eval.batch_size prompts of `prompt_len` tokens:
+  'auto' is the fewest chunks that fit beside the parameters (`memory.plan_sampling` against
+  `limit_bytes`, else the device's limit; a `DoesNotFitError` if none does). On CPU without
+  `limit_bytes` 1, uncompiled: the devices share the host's memory, far above what a CPU evaluation
+  samples."""
+  from r1jax import memory
+  if ecfg.rollout_chunks != "auto":
+    return int(ecfg.rollout_chunks)
+  if limit_bytes is None and jax.devices()[0].platform == "cpu":
+    return 1
+  mesh = getattr(jax.tree.leaves(params)[0].sharding, "mesh", None)
+  mesh = mesh if isinstance(mesh, jax.sharding.Mesh) and {"data", "fsdp"} <= set(mesh.shape) else None
+  return memory.plan_sampling(model_cfg, scfg, mesh, prompts=ecfg.batch_size, prompt_len=prompt_len, params=params,
+                              limit_bytes=limit_bytes, name="evaluation sampling", resident_name="held",
+                              knobs=f"lower eval.batch_size={ecfg.batch_size}, eval.num_samples={ecfg.num_samples} "
+                                    f"or eval.max_new_tokens={ecfg.max_new_tokens}", log=lambda *a: None).chunks
+
+
 def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: str, ecfg: EvalConfig, *,
              eos_ids: tuple[int, ...], pad_id: int, out_dir=None, progress: bool = True,
-             prompt_ids: Sequence[Sequence[int]] | None = None, max_len_R=None) -> dict:
+             prompt_ids: Sequence[Sequence[int]] | None = None, max_len_R=None,
+             limit_bytes: int | None = None) -> dict:
   """Sample, grade and summarize; writes summary.json and samples.jsonl under `out_dir` if given.
 
   No problem is dropped: a prompt longer than `ecfg.max_prompt_len` gets a longer bucket, up to the
   model's context less `max_new_tokens`; one longer than that is scored wrong (verdict
   'prompt_too_long', counted in `prompts_too_long` and in the denominator).
   The rows are decoded in `ecfg.num_slots` continuous-batching slots, `ecfg.batch_size` problems a
-  sampler call; while the device generates one call, a thread pool grades the previous one.
+  sampler call (or `sampling_chunks` calls, planned against `limit_bytes`, when that does not fit);
+  while the device generates one call, a thread pool grades the ones before.
   prompt_ids / max_len_R: the prompts' token ids (instead of templating and tokenizing each question)
   and a per-row cap on completion lengths, for benchmarks (`benchmarks/eval_throughput.py`).
   """
@@ -139,7 +169,9 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
   scfg = SamplingConfig(max_new_tokens=N, temperature=ecfg.temperature, top_p=ecfg.top_p,
                         num_samples=k, eos_ids=tuple(eos_ids), pad_id=pad_id, prompt_buckets=buckets,
                         continuous_batching=ecfg.num_slots > 0, num_slots=ecfg.num_slots)
-  calls = _sample_order(prompt_ids, fits, buckets, ecfg.batch_size)
+  chunks = sampling_chunks(params, model_cfg, scfg, ecfg, buckets[-1], limit_bytes) if buckets else 1
+  per_call = ecfg.batch_size // chunks  # problems a sampler call
+  calls = _sample_order(prompt_ids, fits, buckets, per_call)
   key = jax.random.key(ecfg.seed)
   graded: dict[int, tuple] = {}  # problem index -> (its rows' lengths, the future of their fields)
   bar = None
@@ -148,18 +180,16 @@ def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: s
     bar = tqdm(total=len(calls), desc="evaluate", dynamic_ncols=True)
 
   def dispatch(idx):
-    """Starts the sampler call of problems `idx` (asynchronously: the device works while the host grades)."""
+    """The sampler call of problems `idx`."""
     ids = [prompt_ids[i] for i in idx]
-    toks, pmask = sampler_lib.pad_prompts(ids, scfg.prompt_buckets, pad_id, ecfg.batch_size)
-    caps = np.ones(ecfg.batch_size * k, np.int32)  # padding rows end at once
+    toks, pmask = sampler_lib.pad_prompts(ids, scfg.prompt_buckets, pad_id, per_call)
+    caps = np.ones(per_call * k, np.int32)  # padding rows end at once
     caps[:len(idx) * k] = N if max_len_R is None else np.concatenate([max_len_R[i * k:(i + 1) * k] for i in idx])
     return sampler_lib.generate(params, toks, pmask, jax.random.fold_in(key, idx[0]), model_cfg, scfg, caps)
 
   with concurrent.futures.ThreadPoolExecutor(ecfg.grade_workers or os.cpu_count() or 1) as pool:
-    pending = dispatch(calls[0]) if calls else None
-    for c, idx in enumerate(calls):
-      out = pending
-      pending = dispatch(calls[c + 1]) if c + 1 < len(calls) else None
+    for idx in calls:  # one call at a time (the memory plan's); the pool grades meanwhile
+      out = dispatch(idx)
       out = distributed.to_host({name: out[name] for name in ("tokens", "mask", "length")})
       for j, i in enumerate(idx):
         rows_i = range(j * k, (j + 1) * k)

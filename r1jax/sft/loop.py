@@ -70,7 +70,7 @@ def plan_grad_accum(model_cfg, ocfg, state, rows: dict, cfg: SFTConfig, mesh, li
         f"of {limit / memory.GiB:.2f} GiB -> {'fits' if fits else 'too large'}")
     if fits:
       return a
-  raise ValueError(f"sft: no sft.grad_accum in {options} fits {limit / memory.GiB:.2f} GiB (batch {cfg.batch_size} "
+  raise memory.DoesNotFitError(f"sft: no sft.grad_accum in {options} fits {limit / memory.GiB:.2f} GiB (batch {cfg.batch_size} "
                    f"x {rows['tokens'].shape[1]} tokens); lower sft.batch_size or sft.seq_len, or set model.remat")
 
 

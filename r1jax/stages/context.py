@@ -82,7 +82,8 @@ class Context:
   def evaluate(self, params, model_cfg, out_dir, examples=None) -> dict:
     return harness.evaluate(params, model_cfg, self.tokenizer, self.eval_ex if examples is None else examples,
                             self.template, self.parts["eval"], eos_ids=self.parts["sampling"].eos_ids,
-                            pad_id=self.tokenizer.pad_id, out_dir=out_dir, progress=self.parts["train"].progress)
+                            pad_id=self.tokenizer.pad_id, out_dir=out_dir, progress=self.parts["train"].progress,
+                            limit_bytes=int(self.parts["train"].memory_limit_gb * (1 << 30)) or None)
 
 
 def build(cfg: ml_collections.ConfigDict, parts: dict) -> Context:
