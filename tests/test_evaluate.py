@@ -228,10 +228,11 @@ def test_rows_keep_their_problems_through_slots_and_calls(policy, tmp_path):
   model_cfg, params, tok = _loaded(policy)
   exs = [{"question": f"What is {a} + 1?", "final": str(a + 1), "id": f"q{a}"} for a in range(6)]
   caps = np.random.default_rng(0).permutation(np.arange(1, 13)).astype(np.int32)
-  ecfg = harness.EvalConfig(num_samples=2, max_new_tokens=16, batch_size=4, num_slots=3)
-  with jax.set_mesh(sharding.make_mesh(sharding.MeshConfig())):
-    res = harness.evaluate(params, model_cfg, tok, exs, templates.R1_ZERO_TEMPLATE, ecfg, eos_ids=(), pad_id=tok.pad_id,
-                           out_dir=tmp_path, progress=False, max_len_R=caps)
-  samples = [json.loads(l) for l in (tmp_path / "samples.jsonl").read_text().splitlines()]
-  assert [(s["problem_id"], s["sample"]) for s in samples] == [(f"q{a}", s) for a in range(6) for s in range(2)]
-  assert [s["length"] for s in samples] == caps.tolist() and res["generated_tokens"] == caps.sum()
+  for chunks in ("1", "2"):  # the memory plan's chunks: calls of half the problems
+    ecfg = harness.EvalConfig(num_samples=2, max_new_tokens=16, batch_size=4, num_slots=3, rollout_chunks=chunks)
+    with jax.set_mesh(sharding.make_mesh(sharding.MeshConfig())):
+      res = harness.evaluate(params, model_cfg, tok, exs, templates.R1_ZERO_TEMPLATE, ecfg, eos_ids=(),
+                             pad_id=tok.pad_id, out_dir=tmp_path / chunks, progress=False, max_len_R=caps)
+    samples = [json.loads(l) for l in (tmp_path / chunks / "samples.jsonl").read_text().splitlines()]
+    assert [(s["problem_id"], s["sample"]) for s in samples] == [(f"q{a}", s) for a in range(6) for s in range(2)]
+    assert [s["length"] for s in samples] == caps.tolist() and res["generated_tokens"] == caps.sum()
