@@ -317,6 +317,20 @@ MUTATIONS += [
 ]
 
 
+# ---- issue 30: evaluation you can publish, the grader's solution lists
+_EVAL = "tests/test_evaluate.py::test_"
+MUTATIONS += [
+    Mutation("eval_too_long_problems_dropped", "r1jax/evaluation/harness.py",
+             "      if i not in graded:  # longer than the model's context: wrong, counted\n",
+             "      if i not in graded:  # longer than the model's context: wrong, counted\n        continue\n",
+             (_EVAL + "no_problem_is_dropped",)),
+    Mutation("eval_rows_shifted_between_problems", "r1jax/evaluation/harness.py",
+             "rows_i = range(j * k, (j + 1) * k)", "rows_i = range(j, j + k)",
+             (_EVAL + "rows_keep_their_problems_through_slots_and_calls",)),
+    Mutation("grader_solution_list_keeps_the_variable", "r1jax/rewards/answer.py", "    out.append(rest)\n",
+             "    out.append(item)\n", ("tests/test_rewards.py::test_solution_lists_against_math_verify",)),
+]
+
 def check_snippets(root: pathlib.Path = REPO) -> list[str]:
   """Problems: snippets not found exactly once, replacements equal to the original, duplicate names."""
   problems = []

@@ -85,3 +85,19 @@ def test_continuous_batching_benchmark_runs_and_reports(tmp_path):
     assert x["generated_tokens"] == sum(lengths) and x["static_tokens_per_s"] > 0 and x["continuous_tokens_per_s"] > 0
     # Static batches run to their longest row; refilled slots need fewer steps for the same tokens.
     assert sum(lengths) / x["slots"] <= x["continuous_steps"] < x["static_steps"]
+
+
+def test_eval_throughput_benchmark_runs_and_reports(tmp_path):
+  out = tmp_path / "ev.json"
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_throughput.py"), "--tiny", "--out", str(out)],
+                     capture_output=True, text=True, env=env, timeout=600)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+  r = json.loads(out.read_text())
+  assert json.loads(p.stdout.strip().splitlines()[-1]) == r  # the printed JSON line
+  assert r["rows"] == 12 and "EOS off" in r["lengths"]
+  # Every row generated exactly its forced length (r1jax asserts its total internally too).
+  assert r["r1jax"]["generated_tokens"] > r["transformers"]["generated_tokens"] > 0
+  assert r["ratio"] == pytest.approx(r["r1jax"]["tokens_per_s"] / r["transformers"]["tokens_per_s"])
+  # Two of the three answers the tokenizer writes equal the reference under math-verify.
+  assert 0 < r["r1jax"]["pass@1"] < 1 and r["r1jax"]["timeouts"] == 0

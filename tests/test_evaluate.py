@@ -1,4 +1,5 @@
 """The evaluation harness end to end on CPU, and its bad-input errors."""
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -165,3 +166,73 @@ def test_humaneval_evaluation_end_to_end(policy, tmp_path, shared_data):
   samples = [json.loads(l) for l in (tmp_path / "eval" / "humaneval" / "samples.jsonl").read_text().splitlines()]
   assert res["samples"] == len(samples) == 6 and res["pass@1"] == 0.0
   assert res["code/no_code"] == 6 and all(s["verdict"] == "no_code" and s["tests_total"] > 1 for s in samples)
+
+
+def _loaded(policy):
+  from r1jax import policy as policy_lib
+  mesh = sharding.make_mesh(sharding.MeshConfig())
+  with jax.set_mesh(mesh):
+    return policy_lib.load_policy(policy, mesh)
+
+
+def test_no_problem_is_dropped(policy, tmp_path, capsys):
+  """A prompt over max_prompt_len takes a longer bucket; one over the model's context less the new
+  tokens is scored wrong, counted in the denominator and shown in the table."""
+  from r1jax import rollout
+  from r1jax.evaluation import harness
+  model_cfg, params, tok = _loaded(policy)
+  qs = ["What is 1 + 3?", "What is 2 + 2? " + "Add the two numbers. " * 6, "What is 3 + 1? " + "Think. " * 60]
+  exs = [{"question": q, "final": "4", "id": f"p{i}"} for i, q in enumerate(qs)]
+  lens = [len(p) for p in rollout.encode_prompts(exs, tok, templates.R1_ZERO_TEMPLATE, 10**9)[1]]
+  assert lens[0] < lens[1] < lens[2]
+  N = 24
+  model_cfg = dataclasses.replace(model_cfg, max_seq_len=lens[1] + N)  # the third cannot fit at all
+  ecfg = harness.EvalConfig(num_samples=3, max_new_tokens=N, batch_size=2, num_slots=4, max_prompt_len=lens[0])
+  mesh = sharding.make_mesh(sharding.MeshConfig())
+  with jax.set_mesh(mesh):
+    res = harness.evaluate_datasets(params, model_cfg, tok, [("toy", exs)], templates.R1_ZERO_TEMPLATE, ecfg,
+                                    tmp_path / "eval", progress=False)["toy"]
+  samples = [json.loads(l) for l in (tmp_path / "eval" / "toy" / "samples.jsonl").read_text().splitlines()]
+  assert [s["problem_id"] for s in samples] == ["p0"] * 3 + ["p1"] * 3 + ["p2"] * 3
+  assert res["problems"] == 3 and res["prompts_too_long"] == 1 and res["prompts_longer_than_max_prompt_len"] == 1
+  assert all(s["length"] > 0 and s["verdict"] != "prompt_too_long" for s in samples[:6])
+  assert all(s["verdict"] == "prompt_too_long" and not s["correct"] and s["length"] == 0 for s in samples[6:])
+  assert res["pass@1"] == pytest.approx(np.mean([s["correct"] for s in samples]))  # over all 9 samples
+  assert res["generated_tokens"] == sum(s["length"] for s in samples)
+  table = capsys.readouterr().out.splitlines()
+  assert table[0].split()[:5] == ["dataset", "problems", "too", "long", "(wrong)"]
+  assert table[2].split()[:3] == ["toy", "3", "1"]
+
+
+def test_continuous_and_static_evaluation_agree(policy, tmp_path):
+  """Slots refilled as rows end, over grouped calls, give each row the tokens of static batches."""
+  from r1jax.evaluation import harness
+  model_cfg, params, tok = _loaded(policy)
+  exs = [{"question": f"What is {a} + {b}?", "final": str(a + b), "id": f"{a}{b}"} for a in range(3) for b in range(2)]
+  out = {}
+  mesh = sharding.make_mesh(sharding.MeshConfig())
+  for slots in (0, 2):
+    ecfg = harness.EvalConfig(num_samples=2, max_new_tokens=16, batch_size=4, num_slots=slots)
+    with jax.set_mesh(mesh):
+      harness.evaluate(params, model_cfg, tok, exs, templates.R1_ZERO_TEMPLATE, ecfg, eos_ids=(tok.eos_id,),
+                       pad_id=tok.pad_id, out_dir=tmp_path / str(slots), progress=False)
+    out[slots] = [json.loads(l) for l in (tmp_path / str(slots) / "samples.jsonl").read_text().splitlines()]
+  assert len(out[0]) == 12
+  assert [(s["completion"], s["correct"]) for s in out[0]] == [(s["completion"], s["correct"]) for s in out[2]]
+
+
+def test_rows_keep_their_problems_through_slots_and_calls(policy, tmp_path):
+  """Each row's forced length (EOS off) comes back on its own problem and sample, across calls,
+  refilled slots and the padding rows of a last, partial call."""
+  from r1jax.evaluation import harness
+  model_cfg, params, tok = _loaded(policy)
+  exs = [{"question": f"What is {a} + 1?", "final": str(a + 1), "id": f"q{a}"} for a in range(6)]
+  caps = np.random.default_rng(0).permutation(np.arange(1, 13)).astype(np.int32)
+  for chunks in ("1", "2"):  # the memory plan's chunks: calls of half the problems
+    ecfg = harness.EvalConfig(num_samples=2, max_new_tokens=16, batch_size=4, num_slots=3, rollout_chunks=chunks)
+    with jax.set_mesh(sharding.make_mesh(sharding.MeshConfig())):
+      res = harness.evaluate(params, model_cfg, tok, exs, templates.R1_ZERO_TEMPLATE, ecfg, eos_ids=(),
+                             pad_id=tok.pad_id, out_dir=tmp_path / chunks, progress=False, max_len_R=caps)
+    samples = [json.loads(l) for l in (tmp_path / chunks / "samples.jsonl").read_text().splitlines()]
+    assert [(s["problem_id"], s["sample"]) for s in samples] == [(f"q{a}", s) for a in range(6) for s in range(2)]
+    assert [s["length"] for s in samples] == caps.tolist() and res["generated_tokens"] == caps.sum()

@@ -116,6 +116,61 @@ def test_latex_with_math_verify(pred, ref, correct):
   assert (v.correct, v.reason) == (correct, "match" if correct else "mismatch")
 
 
+# Solution lists as MATH and OlympiadBench write them, graded by `answer.grade` and by math-verify
+# itself (`verify(parse(gold), parse(pred))`). Where math-verify is right we agree with it; the
+# "differ" rows are where it is wrong and we deliberately are not: math-verify reads `x=a, b` as
+# Eq(x, {a, b}) and matches that only to the same text, so an equal set written otherwise (another
+# order, `k\pi` for `\pi k`, `1.0` for 1, `x \in \{..\}`) is marked wrong; `answer.solution_list`
+# turns one variable's equation list into the plain set of its roots first.
+_PI6, _PI3 = r"\frac{\pi}{6}+\pi k", r"\frac{\pi}{3}+\pi k"
+SOLUTION_LISTS = [  # (gold, pred, right answer, "agree" | "differ")
+    (f"{_PI6}, {_PI3}", f"x={_PI6}, {_PI3}", True, "agree"),  # the reported case
+    (f"{_PI6}, {_PI3}", f"x={_PI3}, x={_PI6}", True, "agree"),
+    ("1, 2", "2, 1", True, "agree"),
+    ("1, 2", r"x=1 \text{ or } x=2", True, "agree"),
+    ("1, 2", "x = 1, x = 2", True, "agree"),
+    ("-2, 1", r"x=-2 \text{ and } x=1", True, "agree"),
+    (r"x=1 \text{ or } x=2", "1, 2", True, "agree"),
+    (r"\{1,2\}", "2,1", True, "agree"),
+    ("1, -1", r"\pm 1", True, "agree"),
+    (r"\frac{\pi}{6}, \frac{5\pi}{6}", r"x = \frac{5\pi}{6}, x= \frac{\pi}{6}", True, "agree"),
+    ("3", "x=3", True, "agree"),
+    (r"x \in [1,2]", "[1,2]", True, "agree"),
+    (r"[1,2)\cup(3,4]", r"[1, 2) \cup (3, 4]", True, "agree"),
+    ("1, 2", "1, 3", False, "agree"),
+    ("1,2,3", "1,2", False, "agree"),  # a missing root
+    ("x=1, 2", "x=1, 3", False, "agree"),
+    ("(1,2)", "(2,1)", False, "agree"),  # an ordered pair / interval: order matters
+    ("x=1,y=2", "x=2,y=1", False, "agree"),  # several variables: a tuple of values, not a set
+    (r"[1,2)\cup(3,4]", r"[1,2]\cup(3,4]", False, "agree"),
+    (f"x={_PI6}, {_PI3}", f"x={_PI3}, {_PI6}", True, "agree"),  # equal text up to order: it matches
+    ("x=1, -2", "x=-2, 1", True, "agree"),
+    (r"x \in \{1, -2\}", "x=-2, 1", True, "agree"),
+    (r"x=\frac{1}{2}; x=3", r"x=3, \frac12", True, "agree"),
+    (f"x={_PI6}, {_PI3}", r"x=\frac{\pi}{6}+k\pi, \pi k+\frac{\pi}{3}", True, "differ"),
+    (r"x \in \{\frac{1}{2}, 3\}", "x=0.5, 3", True, "differ"),
+    (r"x=\sqrt{2}, -\sqrt{2}", r"x=\pm\sqrt2", True, "agree"),
+    ("x=1, -2", "x=1.0, -2", True, "differ"),
+]
+
+
+@pytest.mark.parametrize("gold,pred,right,relation", SOLUTION_LISTS)
+def test_solution_lists_against_math_verify(gold, pred, right, relation):
+  from math_verify import parse, verify
+  theirs = bool(verify(parse(f"${gold}$"), parse(f"\\boxed{{{pred}}}")))
+  ours = answer.grade(f"<answer>{pred}</answer>", gold, timeout_s=20.0).correct
+  assert ours == right
+  assert theirs == (right if relation == "agree" else not right)
+
+
+def test_solution_list_leaves_other_forms_alone():
+  for s in ("x=3", "x=1, y=2", "x_1=1, x_2=2", "(1,2)", r"[1,2)\cup(3,4]", "x<2", r"x \leq 2, x=3", "1, 2"):
+    assert answer.solution_list(s) == s
+  assert answer.solution_list(r"x=\frac{\pi}{6}+\pi k, k \in \mathbb{Z}") == r"x=\frac{\pi}{6}+\pi k"
+  assert answer.solution_list(r"x \in \{1, 2\}") == r"\{1, 2\}"
+  assert answer.solution_list(r"x=1 \quad x=2") == answer.solution_list("x=1 or x=2") == "1, 2"
+
+
 def test_math_verify_agrees_with_numeric_path():
   # The fast path says \frac{1}{2} == 0.5; math-verify itself must agree.
   assert answer.grade("<answer>0.5</answer>", "\\frac{1}{2}").correct
