@@ -29,6 +29,8 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 import numpy as np  # noqa: E402
 
 from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 
 r1_zero = experiment.load_experiment(f"{REPO}/experiments/r1_zero.py")
@@ -46,7 +48,7 @@ WINDOW = 5
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.base_config(), CONFIG, "config aha")
+  return config_lib.apply_overrides(pipelines.base_config(), CONFIG, "config aha")
 
 
 def sweep():
@@ -73,8 +75,8 @@ def curve_summary(metrics_file, window: int = WINDOW, keys=CURVES) -> dict:
 
 
 def run(overrides, workdir):
-  cfg = experiment.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
-  summary = experiment.run(cfg)
+  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  summary = pipelines.run_r1_zero(cfg)
   return {k: v for k, v in summary.items() if k not in ("plots", "memory_plan")} | curve_summary(
       pathlib.Path(workdir) / "metrics.jsonl")
 

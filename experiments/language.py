@@ -23,6 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 
 aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
@@ -32,7 +34,7 @@ CURVES = ("rewards/language/mean", "rewards/accuracy/mean", "completions/mean_le
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.base_config(), CONFIG, "config language")
+  return config_lib.apply_overrides(pipelines.base_config(), CONFIG, "config language")
 
 
 def sweep():
@@ -41,8 +43,8 @@ def sweep():
 
 
 def run(overrides, workdir):
-  cfg = experiment.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
-  summary = experiment.run(cfg)
+  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  summary = pipelines.run_r1_zero(cfg)
   final = json.loads((pathlib.Path(workdir) / "eval_final" / "summary.json").read_text())
   base = json.loads((pathlib.Path(workdir) / "eval_base" / "summary.json").read_text())
   return ({k: v for k, v in summary.items() if k not in ("plots", "memory_plan")}

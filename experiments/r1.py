@@ -34,6 +34,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
 
 r1_zero = experiment.load_experiment(f"{REPO}/experiments/r1_zero.py")
 
@@ -79,9 +81,9 @@ def get_config(name: str | None = None):
   """The embedded default, or the named real-model config `name` (a key of NAMED)."""
   if name and name not in NAMED:
     raise ValueError(f"config name {name!r} is not one of {sorted(NAMED)}")
-  return experiment.apply_overrides(experiment.r1_config(), NAMED[name] if name else TINY,
+  return config_lib.apply_overrides(pipelines.r1_config(), NAMED[name] if name else TINY,
                                     f"config {name or 'default'}")
 
 
 if __name__ == "__main__":
-  experiment.main(run_fn=experiment.run_pipeline)
+  experiment.main(run_fn=pipelines.run_r1)

@@ -30,6 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
 
 # The embedded default: a tiny base pretrained here, generated arithmetic, short completions.
 TINY = {
@@ -100,7 +102,7 @@ def get_config(name: str | None = None):
   """The embedded default, or the named real-model config `name` (a key of NAMED)."""
   if name and name not in NAMED:
     raise ValueError(f"config name {name!r} is not one of {sorted(NAMED)}")
-  return experiment.apply_overrides(experiment.base_config(), NAMED[name] if name else TINY,
+  return config_lib.apply_overrides(pipelines.base_config(), NAMED[name] if name else TINY,
                                     f"config {name or 'default'}")
 
 

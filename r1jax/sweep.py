@@ -17,8 +17,8 @@ Whoever finishes the last entry writes the report; `--gather` writes it from wha
 From an experiment file (the run function builds the entry's config and runs it):
 
     def run(overrides, workdir):
-      cfg = experiment.apply_overrides(get_config(), overrides | {"workdir": str(workdir)}, "sweep")
-      return experiment.run(cfg)
+      cfg = config_lib.apply_overrides(get_config(), overrides | {"workdir": str(workdir)}, "sweep")
+      return pipelines.run_r1_zero(cfg)
 
     if __name__ == "__main__":
       sweep_lib.main(sweep(), run, default_root="/tmp/r1jax_aha")

@@ -12,7 +12,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from r1jax import config as config_lib
-from r1jax import experiment
+from r1jax import sharding
+from r1jax import pipelines
+from r1jax.evaluation import experiment as eval_experiment
 from r1jax import model as M
 from r1jax import train_step
 from r1jax.evaluation import harness
@@ -106,30 +108,30 @@ def parse(config_file, argv):
     sys.argv = saved
 
 
-def reached(parts, cfg, path):
+def reached(run, cfg, path):
   """Where a config field ends up after validation."""
   head, *rest = path.split(".")
   if not rest:
     return cfg[head]
   field = rest[-1]
   if path == "model.remat":
-    return parts["remat"]
+    return run.remat
   if path == "grpo.grad_accum":
-    return str(parts["grad_accum"])
+    return str(run.grad_accum)
   if path == "model.preset":  # every model field the config leaves unset comes from the preset
     preset = M.PRESETS[cfg.model.preset]
     unset = [f.name for f in dataclasses.fields(M.ModelConfig) if cfg.model.get(f.name) is None]
-    assert len(unset) > 3 and all(getattr(parts["model"], f) == getattr(preset, f) for f in unset), unset
+    assert len(unset) > 3 and all(getattr(run.model, f) == getattr(preset, f) for f in unset), unset
     return cfg.model.preset
   if head == "model" and rest[0] == "rope_scaling":
-    return getattr(parts["model"].rope_scaling, field)
+    return getattr(run.model.rope_scaling, field)
   if len(rest) == 2:  # a nested section: pretrain.optim, sft.optim, reward_model.optim
-    return getattr(getattr(parts[head], rest[0]), field)
-  return getattr(parts[head], field)
+    return getattr(getattr(getattr(run, head), rest[0]), field)
+  return getattr(getattr(run, head), field)
 
 
 def test_every_field_of_every_section_is_settable_from_the_shell():
-  base = experiment.base_config()
+  base = pipelines.base_config()
   paths = [(p, d, t) for p, d, t in leaves(base) if p not in SKIP]
   assert len(paths) > 120  # every section, not a handful
   for path, default, typ in paths:
@@ -138,36 +140,36 @@ def test_every_field_of_every_section_is_settable_from_the_shell():
     extra = COMPANIONS.get(path, {})
     argv = [f"--config.{k}={shell(v)}" for k, v in extra.items()] + [f"--config.{path}={shell(value)}"]
     cfg = parse(R1_ZERO, argv)
-    parts = experiment.validate(cfg)
-    got = reached(parts, cfg, path)
+    run = pipelines.validate(cfg)
+    got = reached(run, cfg, path)
     assert got == value, (path, got, value)
 
 
 def test_every_field_of_the_pipeline_sections_is_settable_from_the_shell():
   """experiments/r1.py adds one section per pipeline stage config; each field reaches its dataclass."""
-  paths = [(p, d, t) for p, d, t in leaves(experiment.r1_config()) if p.split(".")[0] in experiment.R1_SECTIONS]
+  paths = [(p, d, t) for p, d, t in leaves(pipelines.r1_config()) if p.split(".")[0] in pipelines.R1_SECTIONS]
   assert len(paths) > 50
   for path, default, typ in paths:
     value = new_value(path, default, typ)
     assert value != default, path
     cfg = parse(R1, [f"--config.{path}={shell(value)}"])
-    assert reached(experiment.validate(cfg), cfg, path) == value, path
+    assert reached(pipelines.validate(cfg), cfg, path) == value, path
   cfg = parse(R1, ["--config.stage=rl_all"])
-  assert experiment.validate(cfg) and cfg.stage == "rl_all"
+  assert pipelines.validate(cfg) and cfg.stage == "rl_all"
   with pytest.raises(ValueError, match=re.escape("stage='nope' is not one of ('all', 'pretrain'")):
-    experiment.validate(parse(R1, ["--config.stage=nope"]))
+    pipelines.validate(parse(R1, ["--config.stage=nope"]))
   with pytest.raises(ValueError, match=re.escape("inputs='policy': each entry is NAME=PATH")):
-    experiment.validate(parse(R1, ["--config.stage=sft", "--config.inputs=policy"]))
+    pipelines.validate(parse(R1, ["--config.stage=sft", "--config.inputs=policy"]))
   with pytest.raises(ValueError, match=re.escape("inputs='data=x' with stage='all': 'data' must name its stage")):
-    experiment.validate(parse(R1, ["--config.inputs=data=x"]))
+    pipelines.validate(parse(R1, ["--config.inputs=data=x"]))
   with pytest.raises(ValueError, match=re.escape("'nope.data' must name its stage")):
-    experiment.validate(parse(R1, ["--config.inputs=sft.data=x,nope.data=y"]))
-  assert experiment.validate(parse(R1, ["--config.inputs=sft.data=x,cold_start_sft.data=y"]))
+    pipelines.validate(parse(R1, ["--config.inputs=sft.data=x,nope.data=y"]))
+  assert pipelines.validate(parse(R1, ["--config.inputs=sft.data=x,cold_start_sft.data=y"]))
 
 
 def test_the_config_is_generated_from_the_dataclass_defaults():
   """The experiment file overrides only what differs: untouched fields equal the library's defaults."""
-  base = experiment.base_config()
+  base = pipelines.base_config()
   for section, cls in (("grpo", GRPOConfig), ("optim", train_step.OptimConfig), ("eval", harness.EvalConfig)):
     defaults = config_lib.dataclass_defaults(cls)
     for k, v in base[section].items():
@@ -179,14 +181,14 @@ def test_the_config_is_generated_from_the_dataclass_defaults():
 
 
 def test_evaluate_config_fields_are_settable():
-  for path, default, typ in leaves(experiment.evaluation_config()):
+  for path, default, typ in leaves(eval_experiment.config()):
     if not path.startswith(("eval.", "mesh.")):
       continue
     value = new_value(path, default, typ)
     extra = COMPANIONS.get(path, {})
     cfg = parse(EVALUATE, [f"--config.{k}={shell(v)}" for k, v in extra.items()] + [f"--config.{path}={shell(value)}"])
     head, field = path.split(".")
-    assert getattr(config_lib.to_dataclass({"eval": harness.EvalConfig, "mesh": experiment.sharding.MeshConfig}[head],
+    assert getattr(config_lib.to_dataclass({"eval": harness.EvalConfig, "mesh": sharding.MeshConfig}[head],
                                            cfg[head], head), field) == value, path
 
 
@@ -207,7 +209,7 @@ def test_validate_names_the_field_the_value_and_what_is_allowed(argv, message):
   first = [a for a in argv if a.startswith("--config=")]
   cfg = parse(first[0].split("=", 1)[1] if first else R1_ZERO, [a for a in argv if a not in first])
   with pytest.raises(ValueError, match=re.escape(message)):
-    experiment.validate(cfg)
+    pipelines.validate(cfg)
 
 
 @pytest.mark.parametrize("argv, message", [
