@@ -25,17 +25,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import curation  # noqa: E402
-from r1jax import experiment  # noqa: E402
 from r1jax import config as config_lib  # noqa: E402
 from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import R1_TINY  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 from r1jax.stages import cold_start_data  # noqa: E402
 
-r1 = experiment.load_experiment(f"{REPO}/experiments/r1.py")
-aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
-
-CONFIG = r1.TINY | {"r1.compare_r1_zero": True, "r1.distill": False, "cold_start.num_prompts": 2048,
+CONFIG = R1_TINY | {"r1.compare_r1_zero": True, "r1.distill": False, "cold_start.num_prompts": 2048,
                     "cold_start.samples_per_prompt": 4, "cold_start.per_prompt": 1}
 SIZES = (0, 10, 30, 100, 300, 1000, 2000)
 ENTRY_KEYS = ("cold_start.max_examples", "cold_start.selection")
@@ -90,7 +87,7 @@ def run(overrides, workdir):
            "candidates": counts["total"], "sft_accuracy": sft_ev["pass@1"], "sft_format_rate": sft_ev["format_rate"],
            "final_accuracy": rl_ev["pass@1"], "final_format_rate": rl_ev["format_rate"],
            "teacher_accuracy": teacher["pass@1"]}
-          | aha.curve_summary(curve, keys=CURVES))
+          | sweep_lib.curve_summary(curve, keys=CURVES))
 
 
 if __name__ == "__main__":

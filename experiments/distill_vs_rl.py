@@ -30,6 +30,7 @@ from r1jax import curation  # noqa: E402
 from r1jax import experiment  # noqa: E402
 from r1jax import config as config_lib  # noqa: E402
 from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import R1_TINY  # noqa: E402
 from r1jax import policy as policy_lib  # noqa: E402
 from r1jax import policy_samples  # noqa: E402
 from r1jax.logger import format_table  # noqa: E402
@@ -37,9 +38,7 @@ from r1jax import stages as stages_lib  # noqa: E402
 from r1jax import templates  # noqa: E402
 from r1jax.stages import evaluate, grpo  # noqa: E402
 
-r1 = experiment.load_experiment(f"{REPO}/experiments/r1.py")
-
-CONFIG = r1.TINY | {"workdir": "runs/distill_vs_rl"}
+CONFIG = R1_TINY | {"workdir": "runs/distill_vs_rl"}
 TEACHER = ("pretrain", "evaluate_base", "r1_zero", "evaluate_r1_zero")
 ARMS = ("student_base", "evaluate_student_base", "distill", "evaluate_distill")
 

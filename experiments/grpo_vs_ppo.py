@@ -24,14 +24,12 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 import numpy as np  # noqa: E402
 
-from r1jax import experiment  # noqa: E402
 from r1jax import config as config_lib  # noqa: E402
 from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import R1_ZERO_TINY  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 
-r1_zero = experiment.load_experiment(f"{REPO}/experiments/r1_zero.py")
-
-CONFIG = r1_zero.TINY | {"ppo.critic_learning_rate": 2e-4}
+CONFIG = R1_ZERO_TINY | {"ppo.critic_learning_rate": 2e-4}
 CURVES = ("rewards/accuracy/mean", "completions/mean_length", "critic/loss")
 
 

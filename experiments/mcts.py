@@ -32,15 +32,15 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 from r1jax import experiment  # noqa: E402
 from r1jax import config as config_lib  # noqa: E402
 from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import AHA  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
 from r1jax.stages import mcts as mcts_stage  # noqa: E402
 from r1jax.stages import pretrain  # noqa: E402
 
-aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
 
 # The grader reads the <answer> tag, so the base mostly answers in the R1 form (aha's base: a
 # quarter): the arms then differ in what they answer, not in whether they use the tag.
-CONFIG = aha.CONFIG | {"workdir": "runs/mcts", "stage": "all", "pretrain.r1_fraction": 0.9}
+CONFIG = AHA | {"workdir": "runs/mcts", "stage": "all", "pretrain.r1_fraction": 0.9}
 
 
 def get_config():

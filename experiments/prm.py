@@ -33,14 +33,13 @@ import numpy as np  # noqa: E402
 from r1jax import experiment  # noqa: E402
 from r1jax import config as config_lib  # noqa: E402
 from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import AHA  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
 from r1jax.logger import format_table  # noqa: E402
 from r1jax.stages import evaluate, pretrain  # noqa: E402
 from r1jax.stages import prm as prm_stage  # noqa: E402
 
-aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
-
-CONFIG = aha.CONFIG | {"workdir": "runs/prm", "stage": "all", "train.steps": 40}
+CONFIG = AHA | {"workdir": "runs/prm", "stage": "all", "train.steps": 40}
 ARMS = ("outcome", "sum", "min")
 WINDOW = 5
 """Steps averaged at the start and at the end of RL."""

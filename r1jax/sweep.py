@@ -35,6 +35,8 @@ import sys
 import traceback
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 from r1jax import errors
 from r1jax import logger
 
@@ -277,3 +279,20 @@ def main(sweep: Sequence[Mapping], run: RunFn, default_root: str | None = None, 
   if any(st == "failed" for st in result.values()):
     raise SystemExit(1)
   return result
+
+
+def curve_summary(metrics_file, keys, window: int = 5) -> dict:
+  """First-`window` and last-`window` step means of the curves `keys`, and the ratios the aha
+  verdict uses."""
+  rows = [json.loads(l) for l in pathlib.Path(metrics_file).read_text().splitlines()]
+  out = {}
+  for key in keys:
+    vals = [r[key] for r in rows if key in r]
+    if vals:
+      name = key.split("/", 1)[1].replace("/", "_")
+      out[f"{name}_early"] = float(np.mean(vals[:window]))
+      out[f"{name}_late"] = float(np.mean(vals[-window:]))
+  for name in ("reflection_rate", "mean_length"):
+    if f"{name}_early" in out:
+      out[f"{name}_ratio"] = out[f"{name}_late"] / max(out[f"{name}_early"], 1e-9)
+  return out
