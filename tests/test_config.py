@@ -235,3 +235,57 @@ def test_evaluate_config_errors_exit_2(tmp_path):
   out = subprocess.run([sys.executable, str(EVALUATE), f"--config.checkpoint={tmp_path / 'none'}"],
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 2 and "config error: checkpoint=" in out.stderr and "no such directory" in out.stderr
+
+
+def test_a_resolved_run_is_frozen_and_the_memory_plan_returns_a_new_one(tmp_path, monkeypatch):
+  """config.resolve: every section a frozen dataclass, 'auto' kept as asked beside the placeholder
+  in use; the memory plan's choices come as a new Run, the one given is unchanged. (The planner's
+  own choice here is remat none, grad_accum 1, the placeholders' values: its plan is taken with
+  other choices so that carrying them is seen.)"""
+  import jax
+  from r1jax import memory
+  real_plan = memory.plan
+  monkeypatch.setattr(memory, "plan", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), remat="full",
+                                                                           grad_accum=2))
+  cfg = config_lib.apply_overrides(pipelines.base_config(), {
+      "model.preset": "tiny-r1-zero", "model.vocab_size": 64, "model.n_layers": 1, "model.d_model": 32,
+      "model.head_dim": 8, "model.d_ff": 64, "grpo.num_generations": 4, "grpo.max_completion_length": 8,
+      "train.prompts_per_step": 2, "train.max_prompt_len": 16}, "test")
+  run = pipelines.validate(cfg)
+  assert (run.remat, run.grad_accum) == ("auto", "auto") and (run.model.remat, run.grpo.grad_accum) == ("none", 1)
+  assert run.from_tokenizer == ("sampling.pad_id",)  # model.vocab_size is given
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    run.grpo = None
+  before = dataclasses.replace(run)
+  mesh = sharding.make_mesh(run.mesh)
+  with jax.set_mesh(mesh):
+    planned, summary = pipelines.plan_memory(run, mesh, tmp_path)
+  assert run == before
+  assert (planned.model.remat, planned.grpo.grad_accum) == (summary["remat"], summary["grad_accum"]) == ("full", 2)
+  assert dataclasses.replace(planned, model=run.model, grpo=run.grpo) == run
+  assert summary["asked"] == {"model.remat": "auto", "grpo.grad_accum": "auto"}
+
+
+def test_derived_facts_of_the_sections():
+  """GRPOConfig.uses_reference, GRPOConfig.check_rows and MeshConfig.batch_shards against what
+  they stand for: a KL term, a reshape of the step's rows, the mesh's data x fsdp axes."""
+  import jax
+  import numpy as np
+  assert not GRPOConfig(beta=0.0).uses_reference and GRPOConfig(beta=0.04).uses_reference
+  for prompts, G, mb, accum, shards in [(p, g, m, a, s) for p in (2, 3, 4) for g in (2, 4) for m in (1, 2, 3)
+                                         for a in (1, 2) for s in (1, 2, 8)]:
+    try:  # the rows laid out as (minibatch, micro-batch, shard, rows of each)
+      np.arange(prompts * G).reshape(mb, accum, shards, -1)
+      fits = True
+    except ValueError:
+      fits = False
+    gcfg = GRPOConfig(num_generations=G, num_minibatches=mb, grad_accum=accum)
+    if fits:
+      gcfg.check_rows(prompts, shards)
+    else:
+      with pytest.raises(ValueError, match=f"{prompts * G} rows must split into grpo.num_minibatches={mb}"):
+        gcfg.check_rows(prompts, shards)
+  for shape in [dict(data=2, fsdp=-1), dict(fsdp=2, tensor=4), dict(data=2, fsdp=2, tensor=2), dict(fsdp=1, tensor=-1)]:
+    mcfg = sharding.MeshConfig(**shape)
+    mesh = sharding.make_mesh(mcfg)
+    assert mcfg.batch_shards(jax.device_count()) == sharding.batch_shards(mesh) == mesh.shape["data"] * mesh.shape["fsdp"]
