@@ -38,7 +38,7 @@ from r1jax.evaluation import harness
 from r1jax.grpo.config import GRPOConfig, PPOConfig
 from r1jax.pretraining import PretrainConfig
 from r1jax.rewards import combine
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 from r1jax.tasks import traces as traces_lib
 
 

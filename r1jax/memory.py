@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import model as model_lib
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding
 from r1jax import train_step
 

@@ -8,8 +8,8 @@ from typing import Sequence
 import jax
 
 from r1jax import curation
-from r1jax import rollout as rollout_lib
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import rollout as rollout_lib
+from r1jax.sampling import sampler as sampler_lib
 from r1jax import templates
 from r1jax import train
 from r1jax.rewards import combine

@@ -21,8 +21,8 @@ from r1jax import errors
 from r1jax import distributed
 from r1jax import heads
 from r1jax import logger as logger_lib
-from r1jax import rollout as rollout_lib
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import rollout as rollout_lib
+from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding
 from r1jax import train_step
 from r1jax.evaluation import behaviour

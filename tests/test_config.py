@@ -19,7 +19,7 @@ from r1jax import model as M
 from r1jax import train_step
 from r1jax.evaluation import harness
 from r1jax.grpo.config import GRPOConfig
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 R1_ZERO = REPO / "experiments" / "r1_zero.py"

@@ -7,7 +7,7 @@ from r1jax import model as M
 from r1jax import sharding
 from r1jax import train_step
 from r1jax.grpo.config import GRPOConfig
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 
 CFG = M.ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128)
 G, N, P, PROMPTS = 8, 64, 32, 8

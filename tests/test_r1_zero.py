@@ -17,7 +17,7 @@ from r1jax import train
 from r1jax import train_step
 from r1jax.grpo.config import GRPOConfig
 from r1jax.rewards import combine
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 from r1jax.tasks import arithmetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_every_sweep_entry_is_a_valid_config():
 
 
 def test_too_long_prompts_are_skipped_or_fail(setup):
-  from r1jax import rollout
+  from r1jax.sampling import rollout
   train_ex, tok, _ = setup
   long = dict(train_ex[0], question="What is " + " + ".join(["1"] * 200) + "?", id="long")
   kept, ids, dropped = rollout.encode_prompts([train_ex[0], long], tok, templates.R1_ZERO_TEMPLATE, 256)

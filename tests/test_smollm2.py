@@ -18,8 +18,8 @@ import transformers
 
 from r1jax import hf
 from r1jax import model as M
-from r1jax import rollout
-from r1jax import sampler as S
+from r1jax.sampling import rollout
+from r1jax.sampling import sampler as S
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
 from r1jax.sft import data as sft_data

@@ -16,8 +16,8 @@ from r1jax import pipelines
 from r1jax import config as config_lib
 from r1jax import pipeline
 from r1jax import policy as policy_lib
-from r1jax import rollout
-from r1jax import sampler as S
+from r1jax.sampling import rollout
+from r1jax.sampling import sampler as S
 from r1jax import scalar_model
 from r1jax import stages as stages_lib
 from r1jax import train

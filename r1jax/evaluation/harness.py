@@ -17,14 +17,14 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from r1jax import rollout
+from r1jax.sampling import rollout
 from r1jax.evaluation import metrics
 from r1jax.rewards import aha
 from r1jax.rewards import answer
 from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
 from r1jax.rewards import language as language_lib
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 
 
 @dataclasses.dataclass(frozen=True)

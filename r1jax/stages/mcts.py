@@ -29,7 +29,7 @@ import numpy as np
 
 from r1jax import heads
 from r1jax import logger as logger_lib
-from r1jax import rollout as rollout_lib
+from r1jax.sampling import rollout as rollout_lib
 from r1jax import scalar_model
 from r1jax import search as search_lib
 from r1jax import train_step
