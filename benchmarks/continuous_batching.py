@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import model as M
-from r1jax import sampler as S
+from r1jax.sampling import sampler as S
 
 
 def lognormal_lengths(rows: int, mean: float, sigma: float, max_len: int, seed: int) -> np.ndarray:

@@ -54,7 +54,7 @@ import model_bench  # noqa: E402
 
 from r1jax import distributed  # noqa: E402
 from r1jax import model as M  # noqa: E402
-from r1jax import sampler as S  # noqa: E402
+from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax import train_step as TS  # noqa: E402
 from r1jax.grpo import rollout_mismatch  # noqa: E402

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import model as M
-from r1jax import sampler as S
+from r1jax.sampling import sampler as S
 
 
 def bench(fn, *args, warmup=2, iters=5):

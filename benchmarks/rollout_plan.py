@@ -4,7 +4,7 @@
 
 The named config (experiments/r1_zero.py; `--name tiny`: the embedded default, what
 tests/test_rollout_plan.py runs on CPU) is validated with the preset's vocabulary standing in
-for its checkpoint, and `experiment.plan_memory` runs as the run would before its first rollout
+for its checkpoint, and `pipelines.plan_memory` runs as the run would before its first rollout
 (abstract shapes: nothing is allocated). Prints the plan's line; writes plan_dir/memory_plan.json.
 """
 from __future__ import annotations
@@ -26,7 +26,8 @@ def main(argv=None) -> None:
   ap.add_argument("--set", action="append", default=[], help="FIELD=VALUE overrides, e.g. train.rollout_chunks=2")
   a = ap.parse_args(argv)
   import jax
-  from r1jax import experiment
+  from r1jax import config as config_lib
+  from r1jax import pipelines
   from r1jax import model as M
   from r1jax import sharding
   spec = importlib.util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
@@ -35,14 +36,14 @@ def main(argv=None) -> None:
   cfg = mod.get_config(None if a.name == "tiny" else a.name)
   over = {"model.vocab_size": M.PRESETS[cfg.model.preset].vocab_size}
   over |= dict(s.split("=", 1) for s in a.set)
-  cfg = experiment.apply_overrides(cfg, over, "--set")
-  parts = experiment.validate(cfg)
-  mesh = sharding.make_mesh(parts["mesh"])
+  cfg = config_lib.apply_overrides(cfg, over, "--set")
+  run = pipelines.validate(cfg)
+  mesh = sharding.make_mesh(run.mesh)
   out = pathlib.Path(a.out)
   out.mkdir(parents=True, exist_ok=True)
   t = time.perf_counter()
   with jax.set_mesh(mesh):
-    experiment.plan_memory(parts, mesh, out)
+    pipelines.plan_memory(run, mesh, out)
   print(f"planned in {time.perf_counter() - t:.0f} s on {jax.devices()[0].device_kind}")
 
 

@@ -18,7 +18,6 @@ accuracy rises; with p = 0 neither. `--index I` runs one entry (or the scheduler
 `--gather` tabulates finished ones, `--set FIELD=VALUE` changes every entry (e.g. `--set
 train.steps=40`). EXPERIMENTS.md records the runs.
 """
-import json
 import os
 import pathlib
 import sys
@@ -26,19 +25,11 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when run as experiments/X.py
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-import numpy as np  # noqa: E402
-
-from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
+from r1jax.recipes import AHA as CONFIG  # noqa: E402
 
-r1_zero = experiment.load_experiment(f"{REPO}/experiments/r1_zero.py")
-
-# The R1-Zero default's tiny base and GRPO, on chains; completions long enough for a restart.
-CONFIG = r1_zero.TINY | {
-    "data.source": "chains", "data.num_train": 6000, "data.num_eval": 256,
-    "grpo.max_completion_length": 256, "eval.max_new_tokens": 256, "train.overlong_buffer": 32,
-    "train.steps": 80, "traces.reflect_rate": 0.05,
-}
 CURVES = ("aha/reflection_rate", "completions/mean_length", "rewards/accuracy/mean",
           "aha/p_correct_given_reflected", "aha/mean_length_wrong")
 WINDOW = 5
@@ -46,7 +37,7 @@ WINDOW = 5
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.base_config(), CONFIG, "config aha")
+  return config_lib.apply_overrides(pipelines.base_config(), CONFIG, "config aha")
 
 
 def sweep():
@@ -56,25 +47,13 @@ def sweep():
 
 
 def curve_summary(metrics_file, window: int = WINDOW, keys=CURVES) -> dict:
-  """First-`window` and last-`window` step means of the curves `keys`, and the ratios the aha
-  verdict uses."""
-  rows = [json.loads(l) for l in pathlib.Path(metrics_file).read_text().splitlines()]
-  out = {}
-  for key in keys:
-    vals = [r[key] for r in rows if key in r]
-    if vals:
-      name = key.split("/", 1)[1].replace("/", "_")
-      out[f"{name}_early"] = float(np.mean(vals[:window]))
-      out[f"{name}_late"] = float(np.mean(vals[-window:]))
-  for name in ("reflection_rate", "mean_length"):
-    if f"{name}_early" in out:
-      out[f"{name}_ratio"] = out[f"{name}_late"] / max(out[f"{name}_early"], 1e-9)
-  return out
+  """`sweep.curve_summary` of this experiment's curves."""
+  return sweep_lib.curve_summary(metrics_file, keys, window)
 
 
 def run(overrides, workdir):
-  cfg = experiment.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
-  summary = experiment.run(cfg)
+  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  summary = pipelines.run_r1_zero(cfg)
   return {k: v for k, v in summary.items() if k not in ("plots", "memory_plan")} | curve_summary(
       pathlib.Path(workdir) / "metrics.jsonl")
 

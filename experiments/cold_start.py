@@ -25,15 +25,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import curation  # noqa: E402
-from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import R1_TINY  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 from r1jax.stages import cold_start_data  # noqa: E402
 
-r1 = experiment.load_experiment(f"{REPO}/experiments/r1.py")
-aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
-
-CONFIG = r1.TINY | {"r1.compare_r1_zero": True, "r1.distill": False, "cold_start.num_prompts": 2048,
+CONFIG = R1_TINY | {"r1.compare_r1_zero": True, "r1.distill": False, "cold_start.num_prompts": 2048,
                     "cold_start.samples_per_prompt": 4, "cold_start.per_prompt": 1}
 SIZES = (0, 10, 30, 100, 300, 1000, 2000)
 ENTRY_KEYS = ("cold_start.max_examples", "cold_start.selection")
@@ -44,7 +43,7 @@ CURVES = ("rewards/accuracy/mean", "completions/mean_length")
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.r1_config(), CONFIG, "config cold_start")
+  return config_lib.apply_overrides(pipelines.r1_config(), CONFIG, "config cold_start")
 
 
 def sweep():
@@ -52,8 +51,8 @@ def sweep():
           + [{"cold_start.max_examples": n, "cold_start.selection": "random"} for n in SIZES if n])
 
 
-def _stages(parts, names, **inputs):
-  out = [s for s in stages_lib.r1(parts) if s.name in names]
+def _stages(run_cfg, names, **inputs):
+  out = [s for s in stages_lib.r1(run_cfg) if s.name in names]
   return [dataclasses.replace(s, inputs=s.inputs | inputs[s.name]) if s.name in inputs else s for s in out]
 
 
@@ -61,22 +60,22 @@ def pool(overrides: dict, root: pathlib.Path) -> dict:
   """The base, the R1-Zero teacher and its candidates, built once for every entry of the sweep
   (skipped when complete: the pipeline's records); cold_start_data's outputs and the base policy."""
   common = {k: v for k, v in overrides.items() if k not in ENTRY_KEYS}
-  cfg = experiment.apply_overrides(get_config(), common | {"workdir": str(root / "_pool")}, "cold_start pool")
-  parts = experiment.validate(cfg)
-  _, out = experiment.run_stages(cfg, parts, _stages(parts, POOL, cold_start_data={"teacher": "r1_zero.policy"}))
+  cfg = config_lib.apply_overrides(get_config(), common | {"workdir": str(root / "_pool")}, "cold_start pool")
+  run_cfg = pipelines.validate(cfg)
+  out = pipelines.run(cfg, stages=_stages(run_cfg, POOL, cold_start_data={"teacher": "r1_zero.policy"}), given={}).outputs
   return out["cold_start_data"] | {"base": out["pretrain"]["policy"]}
 
 
 def run(overrides, workdir):
   workdir = pathlib.Path(workdir)
   shared = pool(dict(overrides), workdir.parent)
-  cfg = experiment.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
-  parts = experiment.validate(cfg)
-  chosen, counts = cold_start_data.choose(curation.read_samples(shared["candidates"]), parts["cold_start"],
-                                          parts["curation"])
+  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  run_cfg = pipelines.validate(cfg)
+  chosen, counts = cold_start_data.choose(curation.read_samples(shared["candidates"]), run_cfg.cold_start,
+                                          run_cfg.curation)
   workdir.mkdir(parents=True, exist_ok=True)
   curation.write_jsonl(workdir / "data.jsonl", chosen)
-  experiment.run_stages(cfg, parts, _stages(parts, ENTRY), given={
+  pipelines.run(cfg, stages=_stages(run_cfg, ENTRY), given={
       "cold_start_sft.policy": shared["base"], "cold_start_sft.data": str(workdir / "data.jsonl")})
   curve = workdir / "metrics.jsonl"  # where the sweep's curve plots look
   if not curve.exists():
@@ -88,7 +87,7 @@ def run(overrides, workdir):
            "candidates": counts["total"], "sft_accuracy": sft_ev["pass@1"], "sft_format_rate": sft_ev["format_rate"],
            "final_accuracy": rl_ev["pass@1"], "final_format_rate": rl_ev["format_rate"],
            "teacher_accuracy": teacher["pass@1"]}
-          | aha.curve_summary(curve, keys=CURVES))
+          | sweep_lib.curve_summary(curve, keys=CURVES))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import R1_TINY  # noqa: E402
 
-r1 = experiment.load_experiment(f"{REPO}/experiments/r1.py")
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.r1_config(), r1.TINY | {"workdir": "runs/distill"}, "config default")
+  return config_lib.apply_overrides(pipelines.r1_config(), R1_TINY | {"workdir": "runs/distill"}, "config default")
 
 
 if __name__ == "__main__":
-  experiment.main(check=experiment.validate_distill, run_fn=experiment.run_distill)
+  experiment.main(check=pipelines.validate_distill, run_fn=pipelines.run_distill)

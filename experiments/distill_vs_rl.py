@@ -28,6 +28,9 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import curation  # noqa: E402
 from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import R1_TINY  # noqa: E402
 from r1jax import policy as policy_lib  # noqa: E402
 from r1jax import policy_samples  # noqa: E402
 from r1jax.logger import format_table  # noqa: E402
@@ -35,15 +38,13 @@ from r1jax import stages as stages_lib  # noqa: E402
 from r1jax import templates  # noqa: E402
 from r1jax.stages import evaluate, grpo  # noqa: E402
 
-r1 = experiment.load_experiment(f"{REPO}/experiments/r1.py")
-
-CONFIG = r1.TINY | {"workdir": "runs/distill_vs_rl"}
+CONFIG = R1_TINY | {"workdir": "runs/distill_vs_rl"}
 TEACHER = ("pretrain", "evaluate_base", "r1_zero", "evaluate_r1_zero")
 ARMS = ("student_base", "evaluate_student_base", "distill", "evaluate_distill")
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.r1_config(), CONFIG, "config distill_vs_rl")
+  return config_lib.apply_overrides(pipelines.r1_config(), CONFIG, "config distill_vs_rl")
 
 
 def _eval(name):
@@ -65,15 +66,16 @@ def _ntokens(tokenizer, text: str) -> int:
 
 
 def run(cfg) -> dict:
-  parts = experiment.validate(cfg)
-  teacher = parts["distill"].teacher or "r1_zero.policy"
-  stages = [s for s in stages_lib.r1(parts) if s.name in ARMS + (TEACHER if teacher == "r1_zero.policy" else ())]
+  run_cfg = pipelines.validate(cfg)
+  teacher = run_cfg.distill.teacher or "r1_zero.policy"
+  stages = [s for s in stages_lib.r1(run_cfg) if s.name in ARMS + (TEACHER if teacher == "r1_zero.policy" else ())]
   stages = [dataclasses.replace(s, inputs=s.inputs | {"teacher": teacher}) if s.name == "distill" else s
             for s in stages]
   if teacher != "r1_zero.policy":
     stages.insert(0, stages_lib.Stage("evaluate_teacher", evaluate.run, "teacher/eval", {"policy": teacher}))
-  ctx, out = experiment.run_stages(cfg, parts, stages)
-  tok, d, workdir = ctx.tokenizer, parts["distill"], ctx.workdir
+  res = pipelines.run(cfg, stages=stages, given={})
+  ctx, out = res.ctx, res.outputs
+  tok, d, workdir = ctx.tokenizer, run_cfg.distill, ctx.workdir
   n_t = policy_lib.load_config(out["r1_zero"]["policy"] if teacher == "r1_zero.policy" else teacher).num_params()
   n_s = policy_lib.load_config(out["student_base"]["policy"]).num_params()
   ev = lambda name: json.loads((workdir / name / "eval" / "summary.json").read_text())
@@ -88,16 +90,16 @@ def run(cfg) -> dict:
   trained = sum(_ntokens(tok, s.prompt) + s.num_tokens for s in kept)
   flops_a = distill_flops(n_t, n_s, sampled, trained, d.epochs)
   # Arm (b): GRPO steps of the student whose planned FLOPs match, at the student base's length.
-  rows = parts["train"].prompts_per_step * parts["grpo"].num_generations
-  per_step = rl_step_flops(n_s, rows, prompt_len + ev("student_base")["mean_length"], parts["grpo"].beta)
+  rows = run_cfg.train.prompts_per_step * run_cfg.grpo.num_generations
+  per_step = rl_step_flops(n_s, rows, prompt_len + ev("student_base")["mean_length"], run_cfg.grpo.beta)
   steps = max(1, round(flops_a / per_step))
   rl = [stages_lib.Stage("student_rl", functools.partial(grpo.run, steps=steps), "student_rl",
                          {"policy": out["student_base"]["policy"]}), _eval("student_rl")]
-  experiment.run_stages(cfg, parts, rl)
+  pipelines.run(cfg, stages=rl, given={})
   metrics = [json.loads(l) for l in (workdir / "student_rl" / "metrics.jsonl").read_text().splitlines()]
-  flops_b = sum(rl_step_flops(n_s, rows, prompt_len + m["completions/mean_length"], parts["grpo"].beta)
+  flops_b = sum(rl_step_flops(n_s, rows, prompt_len + m["completions/mean_length"], run_cfg.grpo.beta)
                 for m in metrics)
-  k = parts["eval"].num_samples
+  k = run_cfg.eval.num_samples
   arms = {"teacher": (teacher_eval, None), "student base": (ev("student_base"), 0.0),
           "(a) distilled student": (ev("distill"), flops_a), "(b) RL student": (ev("student_rl"), flops_b)}
   rows_out = [(name, "-" if f is None else f"{f:.3g}", e["pass@1"], e.get(f"pass@{k}", e["pass@1"]), e["format_rate"],

@@ -15,11 +15,12 @@ import sys
 sys.path.insert(0, __file__.rsplit("/experiments/", 1)[0])  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
+from r1jax.evaluation import experiment as eval_experiment  # noqa: E402
 
 
 def get_config():
-  return experiment.evaluation_config()
+  return eval_experiment.config()
 
 
 if __name__ == "__main__":
-  experiment.main(check=experiment.validate_evaluation, run_fn=experiment.run_evaluation)
+  experiment.main(check=eval_experiment.validate, run_fn=eval_experiment.run)

@@ -24,17 +24,17 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 import numpy as np  # noqa: E402
 
-from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import R1_ZERO_TINY  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 
-r1_zero = experiment.load_experiment(f"{REPO}/experiments/r1_zero.py")
-
-CONFIG = r1_zero.TINY | {"ppo.critic_learning_rate": 2e-4}
+CONFIG = R1_ZERO_TINY | {"ppo.critic_learning_rate": 2e-4}
 CURVES = ("rewards/accuracy/mean", "completions/mean_length", "critic/loss")
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.base_config(), CONFIG, "config grpo_vs_ppo")
+  return config_lib.apply_overrides(pipelines.base_config(), CONFIG, "config grpo_vs_ppo")
 
 
 def sweep():
@@ -52,14 +52,14 @@ def step_flops(n_params: int, rows: int, prompt_len: int, max_new: int, mean_len
 
 
 def run(overrides, workdir):
-  cfg = experiment.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
-  parts = experiment.validate(cfg)
-  summary = experiment.run(cfg)
+  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  run_cfg = pipelines.validate(cfg)
+  summary = pipelines.run_r1_zero(cfg)
   workdir = pathlib.Path(workdir)
   metrics = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   P = int(metrics[0]["prompt_len"])  # the padded prompt width of the run's passes
-  g, t = parts["grpo"], parts["train"]
-  n = parts["model"].num_params()
+  g, t = run_cfg.grpo, run_cfg.train
+  n = run_cfg.model.num_params()
   rows = t.prompts_per_step * g.num_generations
   critic = g.advantage_estimator == "gae"
   flops = sum(step_flops(n, rows, P, g.max_completion_length, m["completions/mean_length"], g.beta, critic)

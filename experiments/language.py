@@ -22,17 +22,17 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when run as experiments/X.py
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import AHA  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 
-aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
-
-CONFIG = aha.CONFIG | {"traces.minority_share": 0.1, "traces.reflect_rate": 0.05, "rewards.language_target": "en"}
+CONFIG = AHA | {"traces.minority_share": 0.1, "traces.reflect_rate": 0.05, "rewards.language_target": "en"}
 CURVES = ("rewards/language/mean", "rewards/accuracy/mean", "completions/mean_length")
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.base_config(), CONFIG, "config language")
+  return config_lib.apply_overrides(pipelines.base_config(), CONFIG, "config language")
 
 
 def sweep():
@@ -41,14 +41,14 @@ def sweep():
 
 
 def run(overrides, workdir):
-  cfg = experiment.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
-  summary = experiment.run(cfg)
+  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  summary = pipelines.run_r1_zero(cfg)
   final = json.loads((pathlib.Path(workdir) / "eval_final" / "summary.json").read_text())
   base = json.loads((pathlib.Path(workdir) / "eval_base" / "summary.json").read_text())
   return ({k: v for k, v in summary.items() if k not in ("plots", "memory_plan")}
           | {"base_language_consistency": base["language_consistency"],
              "language_consistency": final["language_consistency"]}
-          | aha.curve_summary(pathlib.Path(workdir) / "metrics.jsonl", keys=CURVES))
+          | sweep_lib.curve_summary(pathlib.Path(workdir) / "metrics.jsonl", keys=CURVES))
 
 
 if __name__ == "__main__":

@@ -30,19 +30,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import AHA  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
 from r1jax.stages import mcts as mcts_stage  # noqa: E402
 from r1jax.stages import pretrain  # noqa: E402
 
-aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
 
 # The grader reads the <answer> tag, so the base mostly answers in the R1 form (aha's base: a
 # quarter): the arms then differ in what they answer, not in whether they use the tag.
-CONFIG = aha.CONFIG | {"workdir": "runs/mcts", "stage": "all", "pretrain.r1_fraction": 0.9}
+CONFIG = AHA | {"workdir": "runs/mcts", "stage": "all", "pretrain.r1_fraction": 0.9}
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.r1_config(), CONFIG, "config mcts")
+  return config_lib.apply_overrides(pipelines.r1_config(), CONFIG, "config mcts")
 
 
 def stages(base: str = "", value_model: str = ""):
@@ -59,9 +61,10 @@ def stages(base: str = "", value_model: str = ""):
 
 
 def run(cfg) -> dict:
-  parts = experiment.validate(cfg)
-  m = parts["mcts"]
-  ctx, out = experiment.run_stages(cfg, parts, stages(m.base, m.value_model))
+  run_cfg = pipelines.validate(cfg)
+  m = run_cfg.mcts
+  res = pipelines.run(cfg, stages=stages(m.base, m.value_model), given={})
+  ctx, out = res.ctx, res.outputs
   summary = json.loads(pathlib.Path(out["search"]["summary"]).read_text())
   vm = pathlib.Path(m.value_model).parent if m.value_model else ctx.workdir / "value_model"
   summary["value_model"] = json.loads((vm / "summary.json").read_text())

@@ -31,14 +31,15 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 import numpy as np  # noqa: E402
 
 from r1jax import experiment  # noqa: E402
+from r1jax import config as config_lib  # noqa: E402
+from r1jax import pipelines  # noqa: E402
+from r1jax.recipes import AHA  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
 from r1jax.logger import format_table  # noqa: E402
 from r1jax.stages import evaluate, pretrain  # noqa: E402
 from r1jax.stages import prm as prm_stage  # noqa: E402
 
-aha = experiment.load_experiment(f"{REPO}/experiments/aha.py")
-
-CONFIG = aha.CONFIG | {"workdir": "runs/prm", "stage": "all", "train.steps": 40}
+CONFIG = AHA | {"workdir": "runs/prm", "stage": "all", "train.steps": 40}
 ARMS = ("outcome", "sum", "min")
 WINDOW = 5
 """Steps averaged at the start and at the end of RL."""
@@ -50,7 +51,7 @@ CURVES = {"prm score (sum)": "rewards/prm_sum/mean", "prm score (min)": "rewards
 
 
 def get_config():
-  return experiment.apply_overrides(experiment.r1_config(), CONFIG, "config prm")
+  return config_lib.apply_overrides(pipelines.r1_config(), CONFIG, "config prm")
 
 
 def stages(base: str = "", model: str = ""):
@@ -101,9 +102,9 @@ def plot(per_arm: dict, path: pathlib.Path) -> pathlib.Path:
 
 
 def run(cfg) -> dict:
-  parts = experiment.validate(cfg)
-  p = parts["prm"]
-  ctx, out = experiment.run_stages(cfg, parts, stages(p.base, p.model))
+  run_cfg = pipelines.validate(cfg)
+  p = run_cfg.prm
+  ctx = pipelines.run(cfg, stages=stages(p.base, p.model), given={}).ctx
   workdir = ctx.workdir
   ev = lambda d: json.loads((workdir / d / "eval" / "summary.json").read_text())
   base = ev("base")

@@ -12,14 +12,34 @@ set, settable from the shell like any other field.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import math
+import pathlib
 import types
 import typing
-from typing import Any
+from typing import Any, Literal, Mapping
 
+import jax
 import ml_collections
 from ml_collections import config_dict
+
+from r1jax import checkpoint as ckpt_lib
+from r1jax import datasets as datasets_lib
+from r1jax import errors
+from r1jax import model as model_lib
+from r1jax import sharding
+from r1jax import templates
+from r1jax import tokenizer as tok_lib
+from r1jax import train
+from r1jax import train_step
+from r1jax.evaluation import harness
+from r1jax.grpo.config import GRPOConfig, PPOConfig
+from r1jax.pretraining import PretrainConfig
+from r1jax.rewards import combine
+from r1jax.sampling.sampler import SamplingConfig
+from r1jax.tasks import traces as traces_lib
 
 
 def _strip_optional(t):
@@ -155,3 +175,219 @@ def int_or_auto(prefix: str, value) -> int | str:
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"{prefix}={value!r} must be 'auto' or an int >= 1")
   return value
+
+
+Auto = Literal["auto"]
+"""A setting the memory planner chooses (`model.remat`, `grpo.grad_accum`) before any rollout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run's configuration, resolved once (`resolve`): every section as the library's frozen
+  dataclass and the top-level fields typed. Stages read it; what is settled later (the
+  tokenizer's ids and vocabulary, the memory plan's choices) comes as a new Run
+  (`dataclasses.replace`), never a change in place. A pipeline's own sections are None where the
+  experiment has none; a new section is one field here (and one entry in `LIBRARY_SECTIONS` or
+  in its pipeline's sections)."""
+  stage: str
+  workdir: str
+  seed: int
+  template: str
+  inputs: str
+  hf_checkpoint: str
+  """model.hf_checkpoint: '' for a model built here."""
+  remat: str | Auto
+  """model.remat as asked; `model.remat` holds the value in use ('none' until the plan chooses)."""
+  grad_accum: int | Auto
+  """grpo.grad_accum as asked; `grpo.grad_accum` holds the value in use (1 until the plan chooses)."""
+  rollout_chunks: int | Auto
+  """train.rollout_chunks as asked; `train.rollout_chunks` holds the value in use (1 until the plan chooses)."""
+  from_tokenizer: tuple[str, ...]
+  """The fields left unset for the tokenizer to settle once it exists ('sampling.pad_id', and
+  'model.vocab_size' for a model built here): `stages.context.build`."""
+  model: Any
+  tokenizer: Any
+  mesh: Any
+  data: Any
+  pretrain: Any
+  traces: Any
+  sampling: Any
+  grpo: Any
+  ppo: Any
+  optim: Any
+  rewards: Any
+  train: Any
+  eval: Any
+  checkpoint: Any
+  average: Any = None
+  r1: Any = None
+  cold_start: Any = None
+  curation: Any = None
+  sft: Any = None
+  rejection: Any = None
+  reward_model: Any = None
+  rl_all: Any = None
+  distill: Any = None
+  prm: Any = None
+  mcts: Any = None
+
+  @property
+  def is_pipeline(self) -> bool:
+    """experiments/r1.py's config (and those built on it): the R1 pipeline's sections are set."""
+    return self.r1 is not None
+
+
+ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "rope_theta",
+               "rms_eps", "qkv_bias", "qk_norm", "tie_embeddings")
+"""ModelConfig fields a checkpoint fixes (an override would not load)."""
+
+TOP_LEVEL = ("stage", "inputs", "workdir", "seed", "template", "distributed")
+"""The config's fields outside its sections."""
+
+LIBRARY_SECTIONS = {"model": model_lib.ModelConfig, "tokenizer": tok_lib.TokenizerConfig, "mesh": sharding.MeshConfig,
+                    "data": datasets_lib.DataConfig, "pretrain": PretrainConfig, "sampling": SamplingConfig,
+                    "grpo": GRPOConfig, "ppo": PPOConfig, "optim": train_step.OptimConfig,
+                    "rewards": combine.RewardsConfig, "train": train.TrainConfig, "eval": harness.EvalConfig,
+                    "checkpoint": ckpt_lib.CheckpointConfig, "traces": traces_lib.TraceConfig}
+"""Every training experiment's sections (a pipeline adds its own: `resolve`'s `sections`)."""
+
+
+@errors.config_errors
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict, where: str) -> ml_collections.ConfigDict:
+  """`cfg` (a copy) with dotted overrides {'grpo.beta': 0.0} applied; an unknown field is an error."""
+  cfg = copy.deepcopy(cfg)  # keeps the typed placeholders (to_dict would drop their types)
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    node = cfg
+    for p in path:
+      if p not in node:
+        raise ValueError(f"{where}: unknown config field {key!r}")
+      node = node[p]
+    if leaf not in node:
+      raise ValueError(f"{where}: unknown config field {key!r}")
+    if isinstance(node[leaf], str) and isinstance(value, int) and not isinstance(value, bool):
+      value = str(value)  # 'auto'-or-int fields (grpo.grad_accum) are strings, as the shell gives them
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      node[leaf] = _coerce(node.get_type(leaf), value, f"{where}: {key}", e)
+  return cfg
+
+
+def _coerce(typ, value, name: str, error: TypeError):
+  """A number given as text (a sweep's --set optim.learning_rate=nan) as the field's type; else a
+  ValueError naming the field."""
+  if typ in (int, float) and isinstance(value, str):
+    try:
+      return typ(value)
+    except ValueError:
+      pass
+  raise ValueError(f"{name}={value!r} is not of the field's type {getattr(typ, '__name__', typ)} ({error})")
+
+
+def _hf_config(path: str) -> dict:
+  """The checkpoint's config.json, after checking its files (`hf.check_checkpoint`)."""
+  from r1jax import hf
+  if not pathlib.Path(path).is_dir():
+    raise errors.UserError("Hugging Face checkpoint", f"model.hf_checkpoint={path!r}", "no such directory",
+                           "give a directory holding config.json, *.safetensors and tokenizer files")
+  hf.check_checkpoint(path)
+  return json.loads((pathlib.Path(path) / "config.json").read_text())
+
+
+def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig, str]:
+  """The model section resolved over its preset or checkpoint; (config, remat: a value or 'auto')."""
+  m = cfg.model.to_dict()
+  preset, ckpt, remat = m.pop("preset"), m.pop("hf_checkpoint"), m.pop("remat")
+  rope = m.pop("rope_scaling")
+  over = {k: v for k, v in m.items() if v is not None}
+  if ckpt:
+    clash = sorted(set(over) & set(ARCH_FIELDS))
+    if clash:
+      raise ValueError(f"model.{clash[0]}={over[clash[0]]!r} cannot be set with model.hf_checkpoint: the "
+                       f"checkpoint's config.json fixes {', '.join('model.' + c for c in clash)}")
+    from r1jax import hf
+    if str(ckpt).lower().endswith(".gguf"):
+      raise ValueError(f"model.hf_checkpoint={ckpt!r} is a GGUF file: convert it once to a Hugging Face directory "
+                       f"(python -m r1jax.gguf {ckpt} DIR) and give that directory")
+    base = hf.config_from_hf(_hf_config(ckpt))
+  else:
+    if preset not in model_lib.PRESETS:
+      raise ValueError(f"model.preset={preset!r} is not one of {sorted(model_lib.PRESETS)}")
+    base = model_lib.PRESETS[preset]
+    if preset not in model_lib.TRAINED_HERE and not m.get("vocab_size"):
+      raise ValueError(f"model.hf_checkpoint='' but model.preset={preset!r} is a released model: give its Hugging "
+                       f"Face directory (--config.model.hf_checkpoint=DIR) so weights and tokenizer match")
+  if rope.get("kind") == "none":
+    over["rope_scaling"] = None
+  elif any(v is not None for v in rope.values()):
+    start = base.rope_scaling or model_lib.RopeScaling()
+    over["rope_scaling"] = to_dataclass(
+        model_lib.RopeScaling, dataclasses.asdict(start) | {k: v for k, v in rope.items() if v is not None},
+        "model.rope_scaling")
+  model_cfg = to_dataclass(model_lib.ModelConfig, dataclasses.asdict(base) | over
+                                      | {"rope_scaling": over.get("rope_scaling", base.rope_scaling),
+                                         "remat": "none" if remat == "auto" else remat}, "model")
+  return model_cfg, remat
+
+
+@errors.config_errors
+def resolve(cfg: ml_collections.ConfigDict, sections: Mapping[str, type] = types.MappingProxyType({})) -> Run:
+  """Every section of a training experiment's config as its frozen dataclass (`sections`: the
+  pipeline's own, by name), and every check that spans sections.
+
+  Raises ValueError naming the field, its value and what is allowed; compiles nothing, trains
+  no tokenizer and loads no weights (a checkpoint's config.json is read).
+  """
+  templates.check_spec(cfg.template)
+  model_cfg, remat = model_config(cfg)
+  if cfg.model.hf_checkpoint and cfg.model.preset == "tiny-r1-zero":
+    print("note: model.hf_checkpoint with the default config: the model's shape is the checkpoint's, the "
+          "hyperparameters the tiny default's; a named config (--config=experiments/FILE.py:NAME) sets real-model ones")
+  grpo_sec = cfg.grpo.to_dict()
+  grad_accum = int_or_auto("grpo.grad_accum", grpo_sec.pop("grad_accum"))
+  gcfg = to_dataclass(GRPOConfig, grpo_sec | {"grad_accum": 1 if grad_accum == "auto" else grad_accum}, "grpo")
+  train_sec = cfg.train.to_dict()
+  rollout_chunks = int_or_auto("train.rollout_chunks", train_sec.pop("rollout_chunks"))
+  tcfg = to_dataclass(train.TrainConfig, train_sec | {"rollout_chunks": 1 if rollout_chunks == "auto" else rollout_chunks},
+                      "train")
+  pre = to_dataclass(PretrainConfig, cfg.pretrain, "pretrain")
+  if cfg.pretrain.optim.total_steps is None:
+    pre = dataclasses.replace(pre, optim=dataclasses.replace(pre.optim, total_steps=max(pre.steps, 1)))
+  samp = cfg.sampling.to_dict()
+  for field, want, src in (("num_samples", gcfg.num_generations, "grpo.num_generations"),
+                           ("max_new_tokens", gcfg.max_completion_length, "grpo.max_completion_length")):
+    if samp[field] is not None and samp[field] != want:
+      raise ValueError(f"sampling.{field}={samp[field]} must equal {src}={want} (leave it unset to follow it)")
+    samp[field] = want
+  given = {"sampling": samp, "optim": cfg.optim.to_dict() | {"total_steps": cfg.optim.total_steps or tcfg.steps}}
+  extra = {"checkpoint": {"directory": cfg.checkpoint.directory or str(pathlib.Path(cfg.workdir) / "ckpt")}}
+  resolved = {"model": model_cfg, "pretrain": pre, "grpo": gcfg, "train": tcfg}
+  for name, cls in (LIBRARY_SECTIONS | dict(sections)).items():
+    if name not in resolved:
+      resolved[name] = to_dataclass(cls, given.get(name, cfg[name]), name, **extra.get(name, {}))
+  run = Run(stage=cfg.stage, workdir=cfg.workdir, seed=cfg.seed, template=cfg.template, inputs=cfg.inputs,
+            hf_checkpoint=cfg.model.hf_checkpoint, remat=remat, grad_accum=grad_accum,
+            rollout_chunks=rollout_chunks, from_tokenizer=(("sampling.pad_id",) if cfg.sampling.pad_id is None else ())
+            + (("model.vocab_size",) if not cfg.model.hf_checkpoint and cfg.model.vocab_size is None else ()),
+            **resolved)
+  gcfg.check_rows(tcfg.prompts_per_step, run.mesh.batch_shards(jax.device_count()),
+                  1 if grad_accum == "auto" else grad_accum)
+  if tcfg.overlong_weight and not 0 < tcfg.overlong_buffer <= gcfg.max_completion_length:
+    raise ValueError(f"train.overlong_buffer={tcfg.overlong_buffer} must lie in [1, grpo.max_completion_length="
+                     f"{gcfg.max_completion_length}] when train.overlong_weight={tcfg.overlong_weight} > 0")
+  if cfg.model.hf_checkpoint and cfg.tokenizer.path:
+    raise ValueError(f"tokenizer.path={cfg.tokenizer.path!r} cannot be set with model.hf_checkpoint (the "
+                     f"checkpoint's own tokenizer is used)")
+  return run
+
+
+def given_inputs(spec: str) -> dict:
+  """--config.inputs='policy=DIR,data=FILE' -> {'policy': 'DIR', 'data': 'FILE'}."""
+  out = {}
+  for item in filter(None, (x.strip() for x in spec.split(","))):
+    name, eq, path = item.partition("=")
+    if not eq or not name or not path:
+      raise ValueError(f"inputs={spec!r}: each entry is NAME=PATH (e.g. policy=runs/r1/sft/policy)")
+    out[name] = path
+  return out

@@ -33,7 +33,8 @@ import numpy as np
 
 from r1jax import errors
 from r1jax import model as model_lib
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import sampler as sampler_lib
+from r1jax import sharding
 from r1jax import train_step
 
 GiB = 1024 ** 3
@@ -304,9 +305,9 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   G = gcfg.num_generations
   rows = prompts_per_step * G
   rows_update = rows // gcfg.num_minibatches
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  shards = sharding.batch_shards(mesh)
   P, N = prompt_len, gcfg.max_completion_length
-  with_ref = gcfg.beta > 0
+  with_ref = gcfg.uses_reference
   remats = REMAT_ORDER if remat == "auto" else (remat,)
   accums = _accum_options(rows_update, shards, grad_accum)
 

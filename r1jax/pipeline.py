@@ -1,6 +1,7 @@
 """Runs a list of stages in a work directory.
 
-A stage is a function `run(ctx, inputs, out) -> outputs`: inputs and outputs are paths (policy
+A stage is a function `run(run, ctx, inputs, out) -> outputs` (the resolved `config.Run`, what
+the run built once, and files): inputs and outputs are paths (policy
 directories, JSONL datasets) and JSON values. When a stage finishes, its outputs are recorded in
 `<workdir>/stages/<name>.json` with a fingerprint of the configuration and of its inputs'
 records; a stage whose record is there with the same fingerprint is skipped. A stage killed
@@ -27,7 +28,7 @@ from r1jax import errors
 class Stage:
   name: str
   fn: Callable
-  """`fn(ctx, inputs: dict, out: pathlib.Path) -> dict` of outputs."""
+  """`fn(run, ctx, inputs: dict, out: pathlib.Path) -> dict` of outputs."""
   out: str = ""
   """Output directory relative to the work directory ('' = the work directory itself)."""
   inputs: dict = dataclasses.field(default_factory=dict)
@@ -73,7 +74,8 @@ def check_inputs(workdir, stages: list[Stage], only: set[str] | None = None, giv
         raise _missing_input(st, key, stage, workdir)
 
 
-def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None, given: dict | None = None) -> dict:
+def run(run_cfg, ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None,
+        given: dict | None = None) -> dict:
   """Run `stages` in order (only those named in `only`, if given) and return {name: outputs}.
 
   `given` maps input names to paths that replace what the stages would read (a stage run from
@@ -115,7 +117,7 @@ def run(ctx, stages: list[Stage], fingerprint: str, only: set[str] | None = None
     out.mkdir(parents=True, exist_ok=True)
     print(f"stage {st.name}: running -> {out}")
     t0 = time.time()
-    outputs = st.fn(ctx, inputs, out)
+    outputs = st.fn(run_cfg, ctx, inputs, out)
     results[st.name] = outputs
     rec = {"fingerprint": fp, "inputs": inputs, "outputs": outputs, "wall_seconds": time.time() - t0}
     mem = jax.local_devices()[0].memory_stats()  # None on CPU

@@ -8,21 +8,21 @@ from typing import Sequence
 import jax
 
 from r1jax import curation
-from r1jax import rollout as rollout_lib
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import rollout as rollout_lib
+from r1jax.sampling import sampler as sampler_lib
 from r1jax import templates
 from r1jax import train
 from r1jax.rewards import combine
 from r1jax.tasks import general
 
 
-def policy_samples(ctx, params, model_cfg, examples: Sequence[dict], k: int, seed: int, policy: str,
+def policy_samples(run, ctx, params, model_cfg, examples: Sequence[dict], k: int, seed: int, policy: str,
                    step: int | None = None, temperature: float | None = None) -> list[curation.Sample]:
   """k samples per example (prompt-major), each with scores accuracy and format (the rule
   rewards) and provenance {policy, step, seed, sample_index}."""
-  collector = make_collector(ctx, model_cfg, examples, k, temperature)
+  collector = make_collector(run, ctx, model_cfg, examples, k, temperature)
   examples = collector.examples
-  B = ctx.parts["train"].prompts_per_step
+  B = run.train.prompts_per_step
   key = jax.random.key(seed)
   out = []
   for start in range(0, len(examples), B):
@@ -42,7 +42,7 @@ def policy_samples(ctx, params, model_cfg, examples: Sequence[dict], k: int, see
           if s.example.get("task") == general.TASK else s for s in out]
 
 
-def make_collector(ctx, model_cfg, examples: Sequence[dict], k: int, temperature: float | None = None,
+def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temperature: float | None = None,
                    rewards: Sequence[str] = ("accuracy", "format")) -> train.GroupCollector:
   """A `train.GroupCollector` of k samples per prompt for `examples` (those whose prompt fits
   train.max_prompt_len: `collector.examples`), scored by the named rule rewards; its batches of
@@ -50,25 +50,23 @@ def make_collector(ctx, model_cfg, examples: Sequence[dict], k: int, temperature
   (`memory.plan_sampling`; a fixed train.rollout_chunks is kept and checked; on CPU only under
   train.memory_limit_gb, else as the GRPO plan chose)."""
   from r1jax import memory
-  parts = ctx.parts
-  tcfg = parts["train"]
+  tcfg = run.train
   examples, prompt_ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, tcfg.max_prompt_len)
-  P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), parts["sampling"].prompt_buckets)
-  scfg = dataclasses.replace(parts["sampling"], num_samples=k, prompt_buckets=(P,),
-                             temperature=parts["sampling"].temperature if temperature is None else temperature)
+  P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), run.sampling.prompt_buckets)
+  scfg = dataclasses.replace(run.sampling, num_samples=k, prompt_buckets=(P,),
+                             temperature=run.sampling.temperature if temperature is None else temperature)
   limit = int(tcfg.memory_limit_gb * memory.GiB) or None
-  asked = parts.get("rollout_chunks", tcfg.rollout_chunks)
   if limit is not None or jax.devices()[0].platform != "cpu":  # on CPU, as evaluation: only under a given limit
     splan = memory.plan_sampling(
         model_cfg, scfg, ctx.mesh, prompts=tcfg.prompts_per_step, prompt_len=P, rules=ctx.rules, limit_bytes=limit,
-        chunks=asked, name="policy sampling", resident_name="held", log=lambda *a: None,
+        chunks=run.rollout_chunks, name="policy sampling", resident_name="held", log=lambda *a: None,
         knobs=f"lower train.prompts_per_step={tcfg.prompts_per_step}, the samples per prompt ({k}) or "
               f"grpo.max_completion_length={scfg.max_new_tokens}")
     tcfg = dataclasses.replace(tcfg, rollout_chunks=splan.chunks)
     scfg = dataclasses.replace(scfg, num_slots=splan.num_slots)
-  specs = [s for s in combine.default_specs(parts["rewards"]) if s.name in rewards]
+  specs = [s for s in combine.default_specs(run.rewards) if s.name in rewards]
   return train.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
-                              parts["grpo"].max_completion_length)
+                              run.grpo.max_completion_length)
 
 
 def take(examples: Sequence[dict], n: int, seed: int) -> list[dict]:

@@ -35,8 +35,8 @@ import numpy as np
 
 from r1jax import heads
 from r1jax import model as model_lib
-from r1jax import sampler as sampler_lib
-from r1jax import sampling_state
+from r1jax.sampling import sampler as sampler_lib
+from r1jax.sampling import sampling_state
 from r1jax.evaluation import metrics
 
 SELECTIONS = ("puct", "uct")

@@ -90,6 +90,16 @@ class MeshConfig:
                        f"must multiply to {num_devices} (or set one axis to -1: all remaining devices)")
     return tuple(dims)
 
+  def batch_shards(self, num_devices: int) -> int:
+    """How many ways a batch's rows split on this mesh of `num_devices`: the data x fsdp size."""
+    data, fsdp, _ = self.shape(num_devices)
+    return data * fsdp
+
+
+def batch_shards(mesh: Mesh) -> int:
+  """How many ways a batch's rows split on `mesh`: the data x fsdp size."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]
+
 
 def make_mesh(cfg: MeshConfig | Sequence[int] = MeshConfig(), devices=None) -> Mesh:
   """A (data, fsdp, tensor) mesh over `devices` (default: all, of every process)."""

@@ -17,8 +17,8 @@ Whoever finishes the last entry writes the report; `--gather` writes it from wha
 From an experiment file (the run function builds the entry's config and runs it):
 
     def run(overrides, workdir):
-      cfg = experiment.apply_overrides(get_config(), overrides | {"workdir": str(workdir)}, "sweep")
-      return experiment.run(cfg)
+      cfg = config_lib.apply_overrides(get_config(), overrides | {"workdir": str(workdir)}, "sweep")
+      return pipelines.run_r1_zero(cfg)
 
     if __name__ == "__main__":
       sweep_lib.main(sweep(), run, default_root="/tmp/r1jax_aha")
@@ -34,6 +34,8 @@ import re
 import sys
 import traceback
 from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from r1jax import errors
 from r1jax import logger
@@ -277,3 +279,20 @@ def main(sweep: Sequence[Mapping], run: RunFn, default_root: str | None = None, 
   if any(st == "failed" for st in result.values()):
     raise SystemExit(1)
   return result
+
+
+def curve_summary(metrics_file, keys, window: int = 5) -> dict:
+  """First-`window` and last-`window` step means of the curves `keys`, and the ratios the aha
+  verdict uses."""
+  rows = [json.loads(l) for l in pathlib.Path(metrics_file).read_text().splitlines()]
+  out = {}
+  for key in keys:
+    vals = [r[key] for r in rows if key in r]
+    if vals:
+      name = key.split("/", 1)[1].replace("/", "_")
+      out[f"{name}_early"] = float(np.mean(vals[:window]))
+      out[f"{name}_late"] = float(np.mean(vals[-window:]))
+  for name in ("reflection_rate", "mean_length"):
+    if f"{name}_early" in out:
+      out[f"{name}_ratio"] = out[f"{name}_late"] / max(out[f"{name}_early"], 1e-9)
+  return out

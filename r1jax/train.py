@@ -21,8 +21,9 @@ from r1jax import errors
 from r1jax import distributed
 from r1jax import heads
 from r1jax import logger as logger_lib
-from r1jax import rollout as rollout_lib
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import rollout as rollout_lib
+from r1jax.sampling import sampler as sampler_lib
+from r1jax import sharding
 from r1jax import train_step
 from r1jax.evaluation import behaviour
 from r1jax.grpo import advantages as adv_lib
@@ -94,15 +95,10 @@ class NonFiniteError(RuntimeError):
 
 
 def _validate(tcfg: TrainConfig, gcfg: GRPOConfig, scfg, mesh):
-  rows = tcfg.prompts_per_step * gcfg.num_generations
   if scfg.num_samples != gcfg.num_generations:
     raise ValueError(f"sampling.num_samples={scfg.num_samples} must equal grpo.num_generations="
                      f"{gcfg.num_generations}")
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if rows % gcfg.num_minibatches or (rows // gcfg.num_minibatches) % (shards * gcfg.grad_accum):
-    raise ValueError(f"train.prompts_per_step * grpo.num_generations = {rows} rows must split into "
-                     f"grpo.num_minibatches={gcfg.num_minibatches} minibatches, each divisible by "
-                     f"grpo.grad_accum={gcfg.grad_accum} x the data*fsdp mesh size {shards}")
+  gcfg.check_rows(tcfg.prompts_per_step, sharding.batch_shards(mesh))
   if scfg.max_new_tokens != gcfg.max_completion_length:
     raise ValueError(f"sampling.max_new_tokens={scfg.max_new_tokens} must equal "
                      f"grpo.max_completion_length={gcfg.max_completion_length}")
@@ -378,7 +374,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   # compile of the sampler and of the update.
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), scfg.prompt_buckets)
   scfg = dataclasses.replace(scfg, prompt_buckets=(P,))
-  use_ref = gcfg.beta > 0
+  use_ref = gcfg.uses_reference
   state = train_step.init_state(params, train_step.make_optimizer(ocfg),
                                 ref_params=jax.tree.map(jnp.copy, params) if use_ref else None)
   update = PolicyUpdate(

@@ -23,7 +23,7 @@ import ml_collections
 
 from r1jax import errors
 from r1jax import model as model_lib
-from r1jax.stages.context import ARCH_FIELDS
+from r1jax.config import ARCH_FIELDS
 
 RECORD = "run_config.json"
 RUN_FILES = (RECORD, "config.json", "memory_plan.json")
@@ -57,8 +57,8 @@ def recorded_fields(cfg: ml_collections.ConfigDict) -> dict:
   flat = {k: v for k, v in _flat(d).items()
           if k not in NOT_RECORDED_FIELDS and k.rsplit(".", 1)[-1] not in NOT_RECORDED_NAMES}
   if "model" in cfg:  # the shape as resolved (a preset's or checkpoint's value where the field is unset)
-    from r1jax import experiment
-    resolved = experiment.model_config(cfg)[0]
+    from r1jax import config as config_lib
+    resolved = config_lib.model_config(cfg)[0]
     trained_here = not cfg.model.hf_checkpoint and cfg.model.preset in model_lib.TRAINED_HERE
     flat |= {f"model.{f}": getattr(resolved, f) for f in ARCH_FIELDS}
     if trained_here and cfg.model.vocab_size is None:

@@ -64,7 +64,7 @@ SFT = ("tests/test_sft.py",)
 STAGES = ("tests/test_stages.py",)
 
 _TRAIN, _STEP, _LOSS, _ADV = "r1jax/train.py", "r1jax/train_step.py", "r1jax/grpo/loss.py", "r1jax/grpo/advantages.py"
-_SAMPLER, _ROLLOUT, _DS = "r1jax/sampler.py", "r1jax/rollout.py", "r1jax/grpo/dynamic_sampling.py"
+_SAMPLER, _ROLLOUT, _DS = "r1jax/sampling/sampler.py", "r1jax/sampling/rollout.py", "r1jax/grpo/dynamic_sampling.py"
 _HEADS = "r1jax/heads.py"
 
 MUTATIONS = [

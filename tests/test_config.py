@@ -12,12 +12,14 @@ from absl import flags
 from ml_collections import config_flags
 
 from r1jax import config as config_lib
-from r1jax import experiment
+from r1jax import sharding
+from r1jax import pipelines
+from r1jax.evaluation import experiment as eval_experiment
 from r1jax import model as M
 from r1jax import train_step
 from r1jax.evaluation import harness
 from r1jax.grpo.config import GRPOConfig
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 R1_ZERO = REPO / "experiments" / "r1_zero.py"
@@ -42,7 +44,7 @@ SPECIAL = {
     "data.layout": "math", "data.on_bad_line": "skip", "data.rg_tasks": "leg_counting",
     "grpo.loss_type": "dr_grpo", "grpo.scale_rewards": "batch", "grpo.importance_sampling_level": "sequence",
     "grpo.tis": "sequence",
-    "grpo.grad_accum": "2", "optim.decay": "cosine", "pretrain.optim.decay": "constant",
+    "grpo.grad_accum": "2", "train.rollout_chunks": "2", "eval.rollout_chunks": "2", "optim.decay": "cosine", "pretrain.optim.decay": "constant",
     "rewards.language_target": "zh", "rewards.answer_extraction": "last_number", "eval.answer_extraction": "last_number",
     "train.on_too_long": "fail", "train.resume": "weights", "checkpoint.directory": "/tmp/ck",
     "average.steps": "10,20", "sampling.eos_ids": (7,), "sampling.prompt_buckets": (64, 128),
@@ -106,30 +108,32 @@ def parse(config_file, argv):
     sys.argv = saved
 
 
-def reached(parts, cfg, path):
+def reached(run, cfg, path):
   """Where a config field ends up after validation."""
   head, *rest = path.split(".")
   if not rest:
     return cfg[head]
   field = rest[-1]
   if path == "model.remat":
-    return parts["remat"]
+    return run.remat
   if path == "grpo.grad_accum":
-    return str(parts["grad_accum"])
+    return str(run.grad_accum)
+  if path == "train.rollout_chunks":
+    return str(run.rollout_chunks)
   if path == "model.preset":  # every model field the config leaves unset comes from the preset
     preset = M.PRESETS[cfg.model.preset]
     unset = [f.name for f in dataclasses.fields(M.ModelConfig) if cfg.model.get(f.name) is None]
-    assert len(unset) > 3 and all(getattr(parts["model"], f) == getattr(preset, f) for f in unset), unset
+    assert len(unset) > 3 and all(getattr(run.model, f) == getattr(preset, f) for f in unset), unset
     return cfg.model.preset
   if head == "model" and rest[0] == "rope_scaling":
-    return getattr(parts["model"].rope_scaling, field)
+    return getattr(run.model.rope_scaling, field)
   if len(rest) == 2:  # a nested section: pretrain.optim, sft.optim, reward_model.optim
-    return getattr(getattr(parts[head], rest[0]), field)
-  return getattr(parts[head], field)
+    return getattr(getattr(getattr(run, head), rest[0]), field)
+  return getattr(getattr(run, head), field)
 
 
 def test_every_field_of_every_section_is_settable_from_the_shell():
-  base = experiment.base_config()
+  base = pipelines.base_config()
   paths = [(p, d, t) for p, d, t in leaves(base) if p not in SKIP]
   assert len(paths) > 120  # every section, not a handful
   for path, default, typ in paths:
@@ -138,36 +142,36 @@ def test_every_field_of_every_section_is_settable_from_the_shell():
     extra = COMPANIONS.get(path, {})
     argv = [f"--config.{k}={shell(v)}" for k, v in extra.items()] + [f"--config.{path}={shell(value)}"]
     cfg = parse(R1_ZERO, argv)
-    parts = experiment.validate(cfg)
-    got = reached(parts, cfg, path)
+    run = pipelines.validate(cfg)
+    got = reached(run, cfg, path)
     assert got == value, (path, got, value)
 
 
 def test_every_field_of_the_pipeline_sections_is_settable_from_the_shell():
   """experiments/r1.py adds one section per pipeline stage config; each field reaches its dataclass."""
-  paths = [(p, d, t) for p, d, t in leaves(experiment.r1_config()) if p.split(".")[0] in experiment.R1_SECTIONS]
+  paths = [(p, d, t) for p, d, t in leaves(pipelines.r1_config()) if p.split(".")[0] in pipelines.R1_SECTIONS]
   assert len(paths) > 50
   for path, default, typ in paths:
     value = new_value(path, default, typ)
     assert value != default, path
     cfg = parse(R1, [f"--config.{path}={shell(value)}"])
-    assert reached(experiment.validate(cfg), cfg, path) == value, path
+    assert reached(pipelines.validate(cfg), cfg, path) == value, path
   cfg = parse(R1, ["--config.stage=rl_all"])
-  assert experiment.validate(cfg) and cfg.stage == "rl_all"
+  assert pipelines.validate(cfg) and cfg.stage == "rl_all"
   with pytest.raises(ValueError, match=re.escape("stage='nope' is not one of ('all', 'pretrain'")):
-    experiment.validate(parse(R1, ["--config.stage=nope"]))
+    pipelines.validate(parse(R1, ["--config.stage=nope"]))
   with pytest.raises(ValueError, match=re.escape("inputs='policy': each entry is NAME=PATH")):
-    experiment.validate(parse(R1, ["--config.stage=sft", "--config.inputs=policy"]))
+    pipelines.validate(parse(R1, ["--config.stage=sft", "--config.inputs=policy"]))
   with pytest.raises(ValueError, match=re.escape("inputs='data=x' with stage='all': 'data' must name its stage")):
-    experiment.validate(parse(R1, ["--config.inputs=data=x"]))
+    pipelines.validate(parse(R1, ["--config.inputs=data=x"]))
   with pytest.raises(ValueError, match=re.escape("'nope.data' must name its stage")):
-    experiment.validate(parse(R1, ["--config.inputs=sft.data=x,nope.data=y"]))
-  assert experiment.validate(parse(R1, ["--config.inputs=sft.data=x,cold_start_sft.data=y"]))
+    pipelines.validate(parse(R1, ["--config.inputs=sft.data=x,nope.data=y"]))
+  assert pipelines.validate(parse(R1, ["--config.inputs=sft.data=x,cold_start_sft.data=y"]))
 
 
 def test_the_config_is_generated_from_the_dataclass_defaults():
   """The experiment file overrides only what differs: untouched fields equal the library's defaults."""
-  base = experiment.base_config()
+  base = pipelines.base_config()
   for section, cls in (("grpo", GRPOConfig), ("optim", train_step.OptimConfig), ("eval", harness.EvalConfig)):
     defaults = config_lib.dataclass_defaults(cls)
     for k, v in base[section].items():
@@ -179,14 +183,14 @@ def test_the_config_is_generated_from_the_dataclass_defaults():
 
 
 def test_evaluate_config_fields_are_settable():
-  for path, default, typ in leaves(experiment.evaluation_config()):
+  for path, default, typ in leaves(eval_experiment.config()):
     if not path.startswith(("eval.", "mesh.")):
       continue
     value = new_value(path, default, typ)
     extra = COMPANIONS.get(path, {})
     cfg = parse(EVALUATE, [f"--config.{k}={shell(v)}" for k, v in extra.items()] + [f"--config.{path}={shell(value)}"])
     head, field = path.split(".")
-    assert getattr(config_lib.to_dataclass({"eval": harness.EvalConfig, "mesh": experiment.sharding.MeshConfig}[head],
+    assert getattr(config_lib.to_dataclass({"eval": harness.EvalConfig, "mesh": sharding.MeshConfig}[head],
                                            cfg[head], head), field) == value, path
 
 
@@ -207,7 +211,7 @@ def test_validate_names_the_field_the_value_and_what_is_allowed(argv, message):
   first = [a for a in argv if a.startswith("--config=")]
   cfg = parse(first[0].split("=", 1)[1] if first else R1_ZERO, [a for a in argv if a not in first])
   with pytest.raises(ValueError, match=re.escape(message)):
-    experiment.validate(cfg)
+    pipelines.validate(cfg)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -233,3 +237,58 @@ def test_evaluate_config_errors_exit_2(tmp_path):
   out = subprocess.run([sys.executable, str(EVALUATE), f"--config.checkpoint={tmp_path / 'none'}"],
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 2 and "config error: checkpoint=" in out.stderr and "no such directory" in out.stderr
+
+
+def test_a_resolved_run_is_frozen_and_the_memory_plan_returns_a_new_one(tmp_path, monkeypatch):
+  """config.resolve: every section a frozen dataclass, 'auto' kept as asked beside the placeholder
+  in use; the memory plan's choices come as a new Run, the one given is unchanged. (The planner's
+  own choice here is remat none, grad_accum 1, the placeholders' values: its plan is taken with
+  other choices so that carrying them is seen.)"""
+  import jax
+  from r1jax import memory
+  real_plan = memory.plan
+  monkeypatch.setattr(memory, "plan", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), remat="full",
+                                                                           grad_accum=2))
+  cfg = config_lib.apply_overrides(pipelines.base_config(), {
+      "model.preset": "tiny-r1-zero", "model.vocab_size": 64, "model.n_layers": 1, "model.d_model": 32,
+      "model.head_dim": 8, "model.d_ff": 64, "grpo.num_generations": 4, "grpo.max_completion_length": 8,
+      "train.prompts_per_step": 2, "train.max_prompt_len": 16}, "test")
+  run = pipelines.validate(cfg)
+  assert (run.remat, run.grad_accum) == ("auto", "auto") and (run.model.remat, run.grpo.grad_accum) == ("none", 1)
+  assert run.from_tokenizer == ("sampling.pad_id",)  # model.vocab_size is given
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    run.grpo = None
+  before = dataclasses.replace(run)
+  mesh = sharding.make_mesh(run.mesh)
+  with jax.set_mesh(mesh):
+    planned, summary = pipelines.plan_memory(run, mesh, tmp_path)
+  assert run == before
+  assert (planned.model.remat, planned.grpo.grad_accum) == (summary["remat"], summary["grad_accum"]) == ("full", 2)
+  assert dataclasses.replace(planned, model=run.model, grpo=run.grpo) == run
+  assert summary["asked"] == {"model.remat": "auto", "grpo.grad_accum": "auto", "train.rollout_chunks": "auto",
+                              "sampling.num_slots": 0}
+
+
+def test_derived_facts_of_the_sections():
+  """GRPOConfig.uses_reference, GRPOConfig.check_rows and MeshConfig.batch_shards against what
+  they stand for: a KL term, a reshape of the step's rows, the mesh's data x fsdp axes."""
+  import jax
+  import numpy as np
+  assert not GRPOConfig(beta=0.0).uses_reference and GRPOConfig(beta=0.04).uses_reference
+  for prompts, G, mb, accum, shards in [(p, g, m, a, s) for p in (2, 3, 4) for g in (2, 4) for m in (1, 2, 3)
+                                         for a in (1, 2) for s in (1, 2, 8)]:
+    try:  # the rows laid out as (minibatch, micro-batch, shard, rows of each)
+      np.arange(prompts * G).reshape(mb, accum, shards, -1)
+      fits = True
+    except ValueError:
+      fits = False
+    gcfg = GRPOConfig(num_generations=G, num_minibatches=mb, grad_accum=accum)
+    if fits:
+      gcfg.check_rows(prompts, shards)
+    else:
+      with pytest.raises(ValueError, match=f"{prompts * G} rows must split into grpo.num_minibatches={mb}"):
+        gcfg.check_rows(prompts, shards)
+  for shape in [dict(data=2, fsdp=-1), dict(fsdp=2, tensor=4), dict(data=2, fsdp=2, tensor=2), dict(fsdp=1, tensor=-1)]:
+    mcfg = sharding.MeshConfig(**shape)
+    mesh = sharding.make_mesh(mcfg)
+    assert mcfg.batch_shards(jax.device_count()) == sharding.batch_shards(mesh) == mesh.shape["data"] * mesh.shape["fsdp"]

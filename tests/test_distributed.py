@@ -15,7 +15,7 @@ import pytest
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import distributed
-from r1jax import experiment
+from r1jax import pipelines
 from r1jax import model as M
 from r1jax import sharding as S
 from r1jax import train_step as TS
@@ -94,10 +94,10 @@ def test_every_rules_table_updates_as_the_unsharded_step(rules, unsharded_step):
 def test_bad_mesh_settings_name_the_field():
   with pytest.raises(ValueError, match=r"mesh.rules='foo' is not one of \('fsdp', 'data', 'tensor'\)"):
     S.MeshConfig(rules="foo")
-  cfg = experiment.base_config()
+  cfg = pipelines.base_config()
   cfg.mesh.rules = "foo"
   with pytest.raises(ValueError, match=r"mesh.rules='foo' is not one of"):
-    experiment.validate(cfg)
+    pipelines.validate(cfg)
   with pytest.raises(ValueError, match=r"mesh.data=2, mesh.fsdp=2, mesh.tensor=1 needs 4 devices, but 8 are "
                                        r"available; the sizes must multiply to 8"):
     S.MeshConfig(data=2, fsdp=2).shape(8)

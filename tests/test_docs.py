@@ -21,6 +21,8 @@ import pytest
 
 from r1jax import curation
 from r1jax import experiment
+from r1jax import policy as policy_lib
+from r1jax import pipelines
 from r1jax import pipeline as pipeline_lib
 from r1jax import sweep as sweep_lib
 from r1jax import model as M
@@ -484,24 +486,24 @@ def test_every_named_config_validates_on_its_architecture(world):
   for name in set(mod.NAMED) - set(mod.CPU_NAMED):  # smollm2-135m: test_the_real_model_commands
     cfg = mod.get_config(name)
     cfg.model.hf_checkpoint = str(ckpts[arch[name.split("-")[0]]])
-    parts = experiment.validate(cfg)
+    run = pipelines.validate(cfg)
     # REFERENCE.md sec. 2, scaled to one GPU.
-    assert 1e-6 <= parts["optim"].learning_rate <= 3e-6 and parts["grpo"].beta == 0.001
-    assert parts["grpo"].num_generations == 16 and parts["sampling"].temperature == 1.0
-    assert parts["grpo"].ref_reset_every == 400 and parts["grpo"].max_completion_length >= 1024
-    assert parts["remat"] == "auto" and parts["grad_accum"] == "auto"
-    assert parts["model"].qk_norm == (arch[name.split("-")[0]] == "qwen3")
+    assert 1e-6 <= run.optim.learning_rate <= 3e-6 and run.grpo.beta == 0.001
+    assert run.grpo.num_generations == 16 and run.sampling.temperature == 1.0
+    assert run.grpo.ref_reset_every == 400 and run.grpo.max_completion_length >= 1024
+    assert run.remat == "auto" and run.grad_accum == "auto"
+    assert run.model.qk_norm == (arch[name.split("-")[0]] == "qwen3")
   # The pipeline's named configs: the same model and RL settings, the stages sized for a real base.
   r1 = _module("r1_mod", REPO / "experiments" / "r1.py")
   assert set(r1.NAMED) == set(mod.NAMED) - set(mod.CPU_NAMED)
   for name in r1.NAMED:
     cfg = r1.get_config(name)
     cfg.model.hf_checkpoint = str(ckpts[arch[name.split("-")[0]]])
-    parts = experiment.validate(cfg)
-    assert parts["grpo"].max_completion_length == mod.get_config(name).grpo.max_completion_length
-    assert parts["optim"].learning_rate == mod.get_config(name).optim.learning_rate
-    assert parts["cold_start"].max_examples == 2000 and not parts["r1"].distill
-    assert parts["sft"].seq_len >= parts["grpo"].max_completion_length
+    run = pipelines.validate(cfg)
+    assert run.grpo.max_completion_length == mod.get_config(name).grpo.max_completion_length
+    assert run.optim.learning_rate == mod.get_config(name).optim.learning_rate
+    assert run.cold_start.max_examples == 2000 and not run.r1.distill
+    assert run.sft.seq_len >= run.grpo.max_completion_length
 
 
 def _export_matches_transformers(run: pathlib.Path, work: pathlib.Path, hf_source=None):
@@ -510,7 +512,7 @@ def _export_matches_transformers(run: pathlib.Path, work: pathlib.Path, hf_sourc
   import transformers
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   with jax.set_mesh(mesh):
-    cfg, params, tok = experiment.load_policy(run / "policy", mesh)
+    cfg, params, tok = policy_lib.load_policy(run / "policy", mesh)
   cfg = dataclasses.replace(cfg, dtype="float32")  # the run computes in bf16; compare the weights in fp32
   model = transformers.AutoModelForCausalLM.from_pretrained(run / "policy_hf", dtype=torch.float32).eval()
   hf_tok = transformers.AutoTokenizer.from_pretrained(run / "policy_hf")

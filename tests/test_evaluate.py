@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from r1jax import datasets
-from r1jax import experiment
+from r1jax import policy as policy_lib
+from r1jax.evaluation import experiment as eval_experiment
 from r1jax import model as M
 from r1jax import sharding
 from r1jax import templates
@@ -45,7 +46,7 @@ def policy(tmp_path_factory):
   for _ in range(70):  # loss 0.004 by step 61
     state, m = step(state, {"tokens": toks, "mask": mask, "loss_mask": lmask})
   assert float(m["loss"]) < 0.05
-  experiment.save_policy(d / "policy", 1, state.params, cfg, d / "tok.model")
+  policy_lib.save_policy(d / "policy", 1, state.params, cfg, d / "tok.model")
   return d / "policy"
 
 
@@ -73,7 +74,7 @@ def test_evaluation_end_to_end(policy, tmp_path):
           [(1, 3, "4"), (2, 2, "4"), (0, 4, "004"), (3, 1, "4"), (2, 3, "5"), (1, 1, "2"), (3, 3, "6"),
            (5, 2, "7"), (0, 0, "0"), (6, 1, "7")]]
   path = _write_jsonl(tmp_path / "d.jsonl", rows)
-  res = experiment.run_evaluation(_cfg(policy, tmp_path, f"toy={path}"))["toy"]
+  res = eval_experiment.run(_cfg(policy, tmp_path, f"toy={path}"))["toy"]
   out = tmp_path / "eval"
   samples = [json.loads(l) for l in (out / "toy" / "samples.jsonl").read_text().splitlines()]
   assert len(samples) == 30 and json.loads((out / "summary.json").read_text())["toy"]["pass@1"] == res["pass@1"]
@@ -89,21 +90,21 @@ def test_evaluation_end_to_end(policy, tmp_path):
 def test_bad_inputs(policy, tmp_path):
   bad = _write_jsonl(tmp_path / "bad.jsonl", [{"question": "q1", "final": "1"}, {"question": "q2"}])
   with pytest.raises(ValueError, match=r"bad.jsonl:2: no answer in field 'final'"):
-    experiment.run_evaluation(_cfg(policy, tmp_path, f"x={bad}"))
+    eval_experiment.run(_cfg(policy, tmp_path, f"x={bad}"))
   mal = tmp_path / "mal.jsonl"
   mal.write_text('{"question": "q", "final": "1"}\n{"question": oops}\n')
   with pytest.raises(ValueError, match=r"mal.jsonl:2: malformed JSON"):
-    experiment.run_evaluation(_cfg(policy, tmp_path, f"x={mal}"))
+    eval_experiment.run(_cfg(policy, tmp_path, f"x={mal}"))
   ex, skipped = datasets.load_jsonl(datasets.JsonlConfig(path=str(mal), on_bad_line="skip"))
   assert len(ex) == 1 and skipped == 1
   with pytest.raises(ValueError, match="checkpoint=./nonexistent.: no such directory"):
-    experiment.run_evaluation(_cfg("/nonexistent", tmp_path, "arithmetic"))
+    eval_experiment.run(_cfg("/nonexistent", tmp_path, "arithmetic"))
   with pytest.raises(ValueError, match="eval.num_samples=0 must be >= 1"):
-    experiment.run_evaluation(_cfg(policy, tmp_path, "arithmetic", num_samples=0))
+    eval_experiment.run(_cfg(policy, tmp_path, "arithmetic", num_samples=0))
   c = _cfg(policy, tmp_path, "arithmetic")
   c.template = "Solve this."
   with pytest.raises(ValueError, match=r"or a text with a \{prompt\} slot"):
-    experiment.run_evaluation(c)
+    eval_experiment.run(c)
 
 
 def test_real_files_load(shared_data):
@@ -162,7 +163,7 @@ def test_humaneval_evaluation_end_to_end(policy, tmp_path, shared_data):
   c = _cfg(policy, tmp_path, f"humaneval={shared_data / 'humaneval.jsonl.gz'}", max_prompt_len=4096,
            max_new_tokens=8, num_samples=2)
   c.max_examples = 3
-  res = experiment.run_evaluation(c)["humaneval"]
+  res = eval_experiment.run(c)["humaneval"]
   samples = [json.loads(l) for l in (tmp_path / "eval" / "humaneval" / "samples.jsonl").read_text().splitlines()]
   assert res["samples"] == len(samples) == 6 and res["pass@1"] == 0.0
   assert res["code/no_code"] == 6 and all(s["verdict"] == "no_code" and s["tests_total"] > 1 for s in samples)
@@ -178,7 +179,7 @@ def _loaded(policy):
 def test_no_problem_is_dropped(policy, tmp_path, capsys):
   """A prompt over max_prompt_len takes a longer bucket; one over the model's context less the new
   tokens is scored wrong, counted in the denominator and shown in the table."""
-  from r1jax import rollout
+  from r1jax.sampling import rollout
   from r1jax.evaluation import harness
   model_cfg, params, tok = _loaded(policy)
   qs = ["What is 1 + 3?", "What is 2 + 2? " + "Add the two numbers. " * 6, "What is 3 + 1? " + "Think. " * 60]

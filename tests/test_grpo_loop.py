@@ -16,8 +16,8 @@ import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import model as M
-from r1jax import rollout
-from r1jax import sampler as S
+from r1jax.sampling import rollout
+from r1jax.sampling import sampler as S
 from r1jax import sharding
 from r1jax import train
 from r1jax import train_step as TS

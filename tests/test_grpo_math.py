@@ -527,7 +527,7 @@ def test_group_buffer_rejects_inconsistent_rounds():
 def test_rollout_rows_through_group_buffer_mix_prompt_buckets():
   """Rounds padded to different prompt buckets go through the buffer and come back as one
   rollout: informative groups in drawn order, prompts left-padded to the longest, rows intact."""
-  from r1jax.rollout import Rollout
+  from r1jax.sampling.rollout import Rollout
   G, N = 2, 3
 
   def rollout(P, B, base):

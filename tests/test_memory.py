@@ -7,7 +7,7 @@ from r1jax import model as M
 from r1jax import sharding
 from r1jax import train_step
 from r1jax.grpo.config import GRPOConfig
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 
 CFG = M.ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128)
 G, N, P, PROMPTS = 8, 64, 32, 8
@@ -103,7 +103,8 @@ def test_disk_need_counts_what_a_run_writes_and_a_full_disk_stops_before_work(tm
   """The bytes on disk: the train state as a checkpoint really stores it (an initialized state's
   arrays, not the formula), times the checkpoints alive at once, plus the policies."""
   import numpy as np
-  from r1jax import experiment
+  from r1jax import preflight
+  from r1jax import pipelines
   params = M.init_params(jax.random.key(0), CFG)
   ocfg = train_step.OptimConfig()
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), ref_params=params)
@@ -119,13 +120,13 @@ def test_disk_need_counts_what_a_run_writes_and_a_full_disk_stops_before_work(tm
   # In validation, before anything is built: a one-line config error.
   import shutil
   monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12 - 1000, 1000))
-  cfg = experiment.base_config()
+  cfg = pipelines.base_config()
   cfg.workdir = str(tmp_path)
-  parts = experiment.validate(cfg)  # a config is valid on any machine
+  run = pipelines.validate(cfg)  # a config is valid on any machine
   with pytest.raises(ValueError, match="disk: .* lower checkpoint.keep or raise checkpoint.save_every"):
-    experiment.check_disk(cfg, parts)
+    preflight.check_disk(cfg, run)
   cfg.stage = "evaluate"  # writes no checkpoint
-  experiment.check_disk(cfg, experiment.validate(cfg))
+  preflight.check_disk(cfg, pipelines.validate(cfg))
 
 
 def test_a_ppo_critic_is_planned_resident_and_its_update_measured(unlimited):

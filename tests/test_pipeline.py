@@ -23,7 +23,7 @@ class Ctx:
     self.workdir = pathlib.Path(workdir)
 
 
-def count_stage(ctx, inputs, out, *, n=6, die=None, pause=0.0):
+def count_stage(run, ctx, inputs, out, *, n=6, die=None, pause=0.0):
   """Appends one line per step to <out>/steps.txt (resuming after the lines already there) and
   writes <out>/result.txt = f(its input's result); `die(step)` may raise to simulate a kill."""
   src = pathlib.Path(inputs["src"]).read_text() if "src" in inputs else "seed"
@@ -54,29 +54,29 @@ def final(work) -> str:
 
 
 def test_records_skip_and_fingerprints(tmp_path, capsys):
-  pipeline.run(Ctx(tmp_path), chain(), "fp1")
+  pipeline.run(None, Ctx(tmp_path), chain(), "fp1")
   assert final(tmp_path) == WANT
   rec = pipeline.read_record(tmp_path, "b")
   assert rec["inputs"] == {"src": str(tmp_path / "a" / "result.txt")} and rec["wall_seconds"] >= 0
   capsys.readouterr()
-  pipeline.run(Ctx(tmp_path), chain(), "fp1")
+  pipeline.run(None, Ctx(tmp_path), chain(), "fp1")
   assert capsys.readouterr().out.count("complete, skipped") == 3
   # Another configuration: every stage runs again (each resumes its own finished steps here).
-  pipeline.run(Ctx(tmp_path), chain(), "fp2")
+  pipeline.run(None, Ctx(tmp_path), chain(), "fp2")
   assert "running" in capsys.readouterr().out and pipeline.read_record(tmp_path, "c")["fingerprint"] != rec["fingerprint"]
 
 
 def test_given_inputs_by_stage_or_for_every_stage(tmp_path):
   other = tmp_path / "other.txt"
   other.write_text("given")
-  out = pipeline.run(Ctx(tmp_path / "w1"), chain(), "fp", given={"c.src": str(other)})
+  out = pipeline.run(None, Ctx(tmp_path / "w1"), chain(), "fp", given={"c.src": str(other)})
   assert pathlib.Path(out["c"]["result"]).read_text() == "c(given,6)"
   assert pathlib.Path(out["b"]["result"]).read_text() == "b(a(seed,6),6)"  # only c's input replaced
-  out = pipeline.run(Ctx(tmp_path / "w2"), chain(), "fp", only={"c"}, given={"src": str(other)})
+  out = pipeline.run(None, Ctx(tmp_path / "w2"), chain(), "fp", only={"c"}, given={"src": str(other)})
   assert set(out) == {"c"} and pathlib.Path(out["c"]["result"]).read_text() == "c(given,6)"
   # A stage whose input stage has not run and is not given: a clear error.
   with pytest.raises(errors.UserError, match="stage 'c': needs src from stage 'b', which has not run"):
-    pipeline.run(Ctx(tmp_path / "w3"), chain(), "fp", only={"c"})
+    pipeline.run(None, Ctx(tmp_path / "w3"), chain(), "fp", only={"c"})
 
 
 @pytest.mark.parametrize("where", ["after_outputs", "inside"])
@@ -103,8 +103,8 @@ def test_killed_at_every_stage_boundary_and_inside_every_stage(tmp_path, where):
   try:
     for attempt in range(3):
       with pytest.raises(KeyboardInterrupt, match="abc"[attempt]):
-        pipeline.run(Ctx(tmp_path), chain(die=die), "fp")
-    pipeline.run(Ctx(tmp_path), chain(die=die), "fp")
+        pipeline.run(None, Ctx(tmp_path), chain(die=die), "fp")
+    pipeline.run(None, Ctx(tmp_path), chain(die=die), "fp")
   finally:
     pipeline._write_atomic = real_write
   assert killed == {"a", "b", "c"}
@@ -119,7 +119,7 @@ sys.path.insert(0, {tests!r})
 from test_pipeline import Ctx, chain
 from r1jax import errors
 from r1jax import pipeline
-pipeline.run(Ctx({work!r}), chain(pause=0.05), "fp")
+pipeline.run(None, Ctx({work!r}), chain(pause=0.05), "fp")
 print("done")
 """
 

@@ -11,7 +11,7 @@ import pytest
 from r1jax import heads
 from r1jax import model as M
 from r1jax import prm
-from r1jax import rollout
+from r1jax.sampling import rollout
 from r1jax.tasks import chains
 
 CHARS = " 0123456789abcdefghijklmnopqrstuvwxyz.,:</>"

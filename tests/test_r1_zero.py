@@ -17,7 +17,7 @@ from r1jax import train
 from r1jax import train_step
 from r1jax.grpo.config import GRPOConfig
 from r1jax.rewards import combine
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 from r1jax.tasks import arithmetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -150,10 +150,10 @@ def test_r1_zero_two_step_smoke(source, tmp_path, shared_data):
   assert (tmp_path / "policy_avg").is_dir()
   # The averaged policy is also written as a Hugging Face directory, with the same weights.
   from safetensors.numpy import load_file
-  from r1jax import experiment
+  from r1jax import policy as policy_lib
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   with jax.set_mesh(mesh):
-    _, avg_params, _ = experiment.load_policy(tmp_path / "policy_avg", mesh)
+    _, avg_params, _ = policy_lib.load_policy(tmp_path / "policy_avg", mesh)
   exported = load_file(tmp_path / "policy_avg_hf" / "model.safetensors")
   np.testing.assert_array_equal(exported["model.norm.weight"], np.asarray(avg_params["final_norm"]))
   np.testing.assert_array_equal(exported["model.embed_tokens.weight"], np.asarray(avg_params["embed"]))
@@ -173,20 +173,20 @@ def test_every_sweep_entry_is_a_valid_config():
   spec = importlib.util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  from r1jax import experiment
+  from r1jax import experiment, pipelines
   for i in range(len(mod.sweep())):
     cfg = experiment.with_sweep(mod.get_config(), mod.sweep(), i)
-    parts = experiment.validate(cfg)
+    run = pipelines.validate(cfg)
     for key, value in mod.sweep()[i].items():
       section, field = key.split(".")
       if section in ("grpo", "train"):
-        assert getattr(parts[section], field) == value
+        assert getattr(getattr(run, section), field) == value
   with pytest.raises(ValueError, match="unknown config field"):
     experiment.with_sweep(mod.get_config(), [{"grpo.nope": 1}], 0)
 
 
 def test_too_long_prompts_are_skipped_or_fail(setup):
-  from r1jax import rollout
+  from r1jax.sampling import rollout
   train_ex, tok, _ = setup
   long = dict(train_ex[0], question="What is " + " + ".join(["1"] * 200) + "?", id="long")
   kept, ids, dropped = rollout.encode_prompts([train_ex[0], long], tok, templates.R1_ZERO_TEMPLATE, 256)
@@ -262,20 +262,20 @@ def test_reference_reset_every_n_steps(setup, tmp_path):
 def test_model_presets_survive_config_overrides():
   """A preset chosen by name keeps every field (rope scaling included) under shell overrides."""
   import dataclasses
-  from r1jax import experiment
-  cfg = experiment.base_config()
+  from r1jax import pipelines
+  cfg = pipelines.base_config()
   cfg.model.preset, cfg.model.dtype, cfg.model.vocab_size = "llama3.1-8b", "bfloat16", 128256
-  got = experiment.validate(cfg)["model"]
+  got = pipelines.validate(cfg).model
   assert got == dataclasses.replace(M.PRESETS["llama3.1-8b"], dtype="bfloat16")
   cfg.model.rope_scaling.factor = 4.0  # one rope field: the preset's others stay
-  assert experiment.validate(cfg)["model"].rope_scaling == dataclasses.replace(
+  assert pipelines.validate(cfg).model.rope_scaling == dataclasses.replace(
       M.PRESETS["llama3.1-8b"].rope_scaling, factor=4.0)
   cfg.model.rope_scaling.kind = "none"
-  assert experiment.validate(cfg)["model"].rope_scaling is None
+  assert pipelines.validate(cfg).model.rope_scaling is None
   cfg.model.vocab_size = None  # a released model's preset without its checkpoint: refused
   with pytest.raises(ValueError, match="model.hf_checkpoint='' but model.preset='llama3.1-8b'"):
-    experiment.validate(cfg)
-  cfg = experiment.base_config()
+    pipelines.validate(cfg)
+  cfg = pipelines.base_config()
   cfg.model.remat = "sometimes"
   with pytest.raises(ValueError, match="model.remat='sometimes' is not one of"):
-    experiment.validate(cfg)
+    pipelines.validate(cfg)

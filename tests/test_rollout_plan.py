@@ -12,15 +12,15 @@ import jax
 import numpy as np
 import pytest
 
-from r1jax import experiment
+from r1jax import pipelines
 from r1jax import memory
 from r1jax import model as M
-from r1jax import rollout
+from r1jax.sampling import rollout
 from r1jax import sharding
 from r1jax import train
 from r1jax import train_step
 from r1jax.grpo.config import GRPOConfig
-from r1jax.sampler import SamplingConfig
+from r1jax.sampling.sampler import SamplingConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = M.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
@@ -59,7 +59,7 @@ def test_a_chunked_rollout_draws_the_rows_of_the_whole_batch():
       np.testing.assert_allclose(got.logp, whole.logp, atol=1e-5)
       assert got.texts == whole.texts
     # Each chunk's rows numbered from 0 draw other tokens: the row offset is what makes them equal.
-    from r1jax import sampler
+    from r1jax.sampling import sampler
     toks, mask = sampler.pad_prompts(prompts, scfg.prompt_buckets, 0, 4)
     second = jax.device_get(sampler.generate(params, toks[2:], mask[2:], key, SMALL, scfg))
     assert not np.array_equal(second["tokens"][:3], whole.tokens[6:9])
@@ -79,7 +79,7 @@ def whole_peak():
 
 def test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them(whole_peak, tmp_path, capsys):
   """A limit under the whole rollout (and the rest of the train state) but above half of it: the
-  run's plan (`experiment.plan_memory`) takes 2 chunks, the most frugal (8) having been measured
+  run's plan (`pipelines.plan_memory`) takes 2 chunks, the most frugal (8) having been measured
   first; the rollout's setting is printed on the memory plan line, recorded in memory_plan.json
   and in the run's train config, which the GRPO loop's collector samples with."""
   mesh = _mesh()
@@ -88,16 +88,18 @@ def test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them(whole
   state = memory.abstract_state(CFG, ocfg, mesh, True)
   resident = memory.per_device_bytes(state) - memory.per_device_bytes(state.params)
   limit_gb = 0.9 * (whole_peak + resident) / memory.HEADROOM / memory.GiB
-  parts = {"model": CFG, "grpo": g, "optim": ocfg, "sampling": SamplingConfig(max_new_tokens=N, num_samples=G),
-           "train": train.TrainConfig(prompts_per_step=PROMPTS, max_prompt_len=P, memory_limit_gb=limit_gb),
-           "remat": "none", "grad_accum": PROMPTS * G, "rollout_chunks": "auto", "mesh": sharding.MeshConfig()}
+  run = dataclasses.replace(
+      pipelines.validate(pipelines.base_config()), model=CFG, grpo=g, optim=ocfg,
+      sampling=SamplingConfig(max_new_tokens=N, num_samples=G),
+      train=train.TrainConfig(prompts_per_step=PROMPTS, max_prompt_len=P, memory_limit_gb=limit_gb),
+      remat="none", grad_accum=PROMPTS * G, rollout_chunks="auto", mesh=sharding.MeshConfig())
   with jax.set_mesh(mesh):
-    summary = experiment.plan_memory(parts, mesh, tmp_path)
+    planned, summary = pipelines.plan_memory(run, mesh, tmp_path)
   tried = {t["rollout_chunks"]: t for t in summary["rollout_tried"]}
   assert list(tried) == [8, 2, 1] and not tried[1]["fits"] and tried[2]["fits"] and tried[8]["fits"]
   assert tried[1]["peak_gib"] * memory.GiB == whole_peak + resident
   assert tried[2]["peak_gib"] < 0.9 * tried[1]["peak_gib"]
-  assert summary["rollout_chunks"] == 2 and parts["train"].rollout_chunks == 2
+  assert summary["rollout_chunks"] == 2 and planned.train.rollout_chunks == 2
   recorded = json.loads((tmp_path / "memory_plan.json").read_text())
   assert recorded["rollout_chunks"] == 2 and recorded["asked"]["train.rollout_chunks"] == "auto"
   assert "train.rollout_chunks=2 " in capsys.readouterr().out
@@ -155,7 +157,7 @@ def test_evaluation_batches_are_planned_under_a_limit(whole_peak):
 def test_the_grpo_collector_samples_in_the_planned_chunks(monkeypatch):
   """train.rollout_chunks (what the plan resolved) reaches the GRPO loop's rollout: its batch of
   train.prompts_per_step prompts goes to the sampler in that many sub-batches."""
-  from r1jax import sampler
+  from r1jax.sampling import sampler
   params = M.init_params(jax.random.key(0), SMALL)
   scfg = SamplingConfig(max_new_tokens=4, num_samples=2, prompt_buckets=(8,))
   tcfg = train.TrainConfig(prompts_per_step=4, rollout_chunks=2)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from r1jax import model as M
-from r1jax import sampler as S
-from r1jax import sampling_state as SS
+from r1jax.sampling import sampler as S
+from r1jax.sampling import sampling_state as SS
 from r1jax import search
 from r1jax.stages import mcts as mcts_stage
 from r1jax.tasks import chains

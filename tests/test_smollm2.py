@@ -18,8 +18,8 @@ import transformers
 
 from r1jax import hf
 from r1jax import model as M
-from r1jax import rollout
-from r1jax import sampler as S
+from r1jax.sampling import rollout
+from r1jax.sampling import sampler as S
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
 from r1jax.sft import data as sft_data
@@ -218,22 +218,24 @@ def test_pad_equal_to_eos_still_learns_the_eos(smol):
 
 def _r1_zero_config(overrides):
   from r1jax import experiment
+  from r1jax import pipelines
+  from r1jax import config as config_lib
   mod = experiment.load_experiment(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "r1_zero.py")
-  return experiment, experiment.apply_overrides(mod.get_config(), overrides, "test")
+  return pipelines, config_lib.apply_overrides(mod.get_config(), overrides, "test")
 
 
 def test_the_default_config_takes_a_checkpoints_shape(smollm2, capsys):
   """The first command a user types, `r1_zero.py --config.model.hf_checkpoint=DIR`, validates with
   the checkpoint's shape (and a note that the hyperparameters are the tiny default's); the tiny
   default's own shape is unchanged; a GGUF file is one line naming the conversion."""
-  experiment, cfg = _r1_zero_config({"model.hf_checkpoint": str(smollm2)})
-  model_cfg = experiment.validate(cfg)["model"]
+  pipelines, cfg = _r1_zero_config({"model.hf_checkpoint": str(smollm2)})
+  model_cfg = pipelines.validate(cfg).model
   assert (model_cfg.n_layers, model_cfg.d_model, model_cfg.vocab_size) == (30, 576, 49152)
   assert "named config" in capsys.readouterr().out
   _, tiny = _r1_zero_config({})
   want = M.ModelConfig(d_model=128, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=256, max_seq_len=512)
-  got = experiment.validate(tiny)["model"]
+  got = pipelines.validate(tiny).model
   assert got == want  # the vocabulary is the trained tokenizer's, set once it exists (context.build)
   _, gguf = _r1_zero_config({"model.hf_checkpoint": "/models/x.gguf"})
   with pytest.raises(ValueError, match=r"GGUF file: convert it once .*python -m r1jax.gguf /models/x.gguf DIR"):
-    experiment.validate(gguf)
+    pipelines.validate(gguf)

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from r1jax import curation
-from r1jax import experiment
+from r1jax import pipelines
+from r1jax import config as config_lib
 from r1jax import pipeline
 from r1jax import policy as policy_lib
-from r1jax import rollout
-from r1jax import sampler as S
+from r1jax.sampling import rollout
+from r1jax.sampling import sampler as S
 from r1jax import scalar_model
 from r1jax import stages as stages_lib
 from r1jax import train
@@ -88,25 +89,25 @@ class StandIn:
 def world(tmp_path_factory):
   """A context of the R1 config at tiny size and its (untrained) base policy."""
   work = tmp_path_factory.mktemp("r1")
-  cfg = experiment.apply_overrides(experiment.r1_config(), TINY | {"workdir": str(work)}, "test")
-  ctx = context.build(cfg, experiment.validate(cfg))
+  cfg = config_lib.apply_overrides(pipelines.r1_config(), TINY | {"workdir": str(work)}, "test")
+  ctx, run = context.build(pipelines.validate(cfg))
   with jax.set_mesh(ctx.mesh):
-    base = pretrain.run(ctx, {}, work / "base")["policy"]
-  return ctx, base
+    base = pretrain.run(run, ctx, {}, work / "base")["policy"]
+  return run, ctx, base
 
 
 @pytest.fixture
 def stand_in(world, monkeypatch):
-  ctx, _ = world
-  s = StandIn(list(ctx.train_ex) + general.generate(ctx.parts["rejection"].num_general, seed=ctx.parts["rejection"].seed))
+  run, ctx, _ = world
+  s = StandIn(list(ctx.train_ex) + general.generate(run.rejection.num_general, seed=run.rejection.seed))
   monkeypatch.setattr(rollout, "sample", s)
   return s
 
 
 def test_cold_start_data_keeps_correct_readable_samples_in_informativeness_order(world, stand_in, tmp_path):
-  ctx, base = world
+  run, ctx, base = world
   with jax.set_mesh(ctx.mesh):
-    out = cold_start_data.run(ctx, {"teacher": base, "student": base}, tmp_path)
+    out = cold_start_data.run(run, ctx, {"teacher": base, "student": base}, tmp_path)
   rows = curation.read_samples(out["data"])  # also checks every row's provenance fields
   counts = json.loads(open(out["counts"]).read())
   prompts = {s.prompt for s in rows}
@@ -118,7 +119,7 @@ def test_cold_start_data_keeps_correct_readable_samples_in_informativeness_order
   assert counts["total"] == 8 * K and counts["selected"] == len(rows) == 2 * len(prompts) == 16
   for s in rows:
     assert s.scores["accuracy"] == 1.0 and s.scores["format"] == 1.0 and not s.truncated
-    assert s.source == {"policy": base, "step": None, "seed": ctx.parts["cold_start"].seed,
+    assert s.source == {"policy": base, "step": None, "seed": run.cold_start.seed,
                         "sample_index": s.source["sample_index"]}
     assert s.completion == completions(s.example)[s.source["sample_index"]][0]  # provenance points at it
     assert s.source["sample_index"] in ((0, 7) if s.scores["student_pass_rate"] < 1 else (0, 1))
@@ -132,13 +133,13 @@ def test_cold_start_data_keeps_correct_readable_samples_in_informativeness_order
 def test_cold_start_random_selection_is_uniform_over_all_candidates_and_zero_selects_none(world, stand_in, tmp_path):
   """selection='random' (the cold-start-size control) draws max_examples of every teacher candidate,
   failing ones included, seeded; max_examples=0 selects nothing (the policy then passes through SFT)."""
-  ctx, base = world
-  cs = ctx.parts["cold_start"]
+  run, ctx, base = world
+  cs = run.cold_start
   with jax.set_mesh(ctx.mesh):
-    out = cold_start_data.run(ctx, {"teacher": base, "student": base}, tmp_path / "curated")
+    out = cold_start_data.run(run, ctx, {"teacher": base, "student": base}, tmp_path / "curated")
   cands = curation.read_samples(out["candidates"])
   assert len(cands) == 8 * K and all("student_pass_rate" in c.scores for c in cands)
-  fcfg = ctx.parts["curation"]
+  fcfg = run.curation
   chosen, counts = cold_start_data.choose(cands, dataclasses.replace(cs, selection="random", max_examples=20), fcfg)
   want = sorted(np.random.default_rng(cs.seed).permutation(len(cands))[:20])
   assert [c.completion for c in chosen] == [cands[i].completion for i in want]
@@ -152,10 +153,10 @@ def test_cold_start_random_selection_is_uniform_over_all_candidates_and_zero_sel
     cold_start_data.ColdStartConfig(selection="best")
 
 def test_rejection_sampling_mix_raw_samples_and_reward_model_pairs(world, stand_in, tmp_path):
-  ctx, base = world
-  rc = ctx.parts["rejection"]
+  run, ctx, base = world
+  rc = run.rejection
   with jax.set_mesh(ctx.mesh):
-    out = rejection_sampling.run(ctx, {"policy": base}, tmp_path / "rs")
+    out = rejection_sampling.run(run, ctx, {"policy": base}, tmp_path / "rs")
   raw = curation.read_samples(out["samples"])
   assert len(raw) == (rc.num_prompts + rc.num_general) * K
   mix = curation.read_samples(out["data"])
@@ -171,7 +172,7 @@ def test_rejection_sampling_mix_raw_samples_and_reward_model_pairs(world, stand_
   assert "kept / dropped by" in open(tmp_path / "rs" / "counts.txt").read()
   # Preference pairs from the raw samples: chosen beats rejected by the first rule that decides.
   with jax.set_mesh(ctx.mesh):
-    rm = reward_model.run(ctx, {"policy": base, "samples": out["samples"]}, tmp_path / "rm")
+    rm = reward_model.run(run, ctx, {"policy": base, "samples": out["samples"]}, tmp_path / "rm")
   by_text = {(s.prompt, s.completion): s for s in raw}
   pairs = [json.loads(l) for l in open(rm["pairs"])]
   assert {p["reason"] for p in pairs} == {"correct", "language", "concise"}
@@ -180,7 +181,7 @@ def test_rejection_sampling_mix_raw_samples_and_reward_model_pairs(world, stand_
     if p["reason"] == "correct":
       assert c.scores["accuracy"] == 1 and r.scores["accuracy"] == 0
     elif p["reason"] == "language":
-      assert curation.in_language(c, ctx.parts["curation"]) and not curation.in_language(r, ctx.parts["curation"])
+      assert curation.in_language(c, run.curation) and not curation.in_language(r, run.curation)
     else:
       assert c.num_tokens <= 0.8 * r.num_tokens
   summary = json.loads(open(rm["summary"]).read())
@@ -201,13 +202,13 @@ def test_rejection_sampling_mix_raw_samples_and_reward_model_pairs(world, stand_
 
 
 def test_r1_stage_graph_sft_starts_from_the_base_and_rl_budgets_match(world):
-  ctx, _ = world
-  st = {s.name: s for s in stages_lib.r1(ctx.parts)}
+  run, ctx, _ = world
+  st = {s.name: s for s in stages_lib.r1(run)}
   assert st["sft"].inputs == {"policy": "pretrain.policy", "data": "rejection_sampling.data"}
   assert st["cold_start_sft"].inputs["policy"] == "pretrain.policy"
   assert st["reasoning_rl"].inputs == {"policy": "cold_start_sft.policy"}
   assert st["rl_all"].inputs == {"policy": "sft.policy", "reward_model": "reward_model.model"}
-  r = ctx.parts["r1"]
+  r = run.r1
   assert st["r1_zero"].fn.keywords["steps"] == r.reasoning_rl_steps + r.rl_all_steps
   assert (st["reasoning_rl"].fn.keywords["steps"], st["rl_all"].fn.keywords["steps"]) == (r.reasoning_rl_steps,
                                                                                           r.rl_all_steps)
@@ -218,7 +219,7 @@ def test_r1_stage_graph_sft_starts_from_the_base_and_rl_budgets_match(world):
 def test_rl_all_learning_rate_reaches_its_optimizer_and_only_its_own(world, tmp_path, monkeypatch):
   """r1.rl_all_learning_rate replaces optim.learning_rate in rl_all's GRPO run; the other RL stages
   keep optim's (0 = optim's for rl_all too)."""
-  ctx, base = world
+  run, ctx, base = world
   seen = []
 
   class Stop(Exception):
@@ -228,32 +229,30 @@ def test_rl_all_learning_rate_reaches_its_optimizer_and_only_its_own(world, tmp_
     seen.append(kw["ocfg"].learning_rate)
     raise Stop
   monkeypatch.setattr(train, "run_grpo", capture)
-  parts = dict(ctx.parts)
   for lr in (3e-5, 0.0):
-    parts["r1"] = dataclasses.replace(ctx.parts["r1"], rl_all_learning_rate=lr)
-    st = {s.name: s for s in stages_lib.r1(parts)}
+    lr_run = dataclasses.replace(run, r1=dataclasses.replace(run.r1, rl_all_learning_rate=lr))
+    st = {s.name: s for s in stages_lib.r1(lr_run)}
     with jax.set_mesh(ctx.mesh):
       for name, inputs in (("rl_all", {"policy": base, "reward_model": None}), ("reasoning_rl", {"policy": base})):
         monkeypatch.setattr(rl_all.scalar_model, "load", lambda *a: (None, None, None))
         with pytest.raises(Stop):
-          st[name].fn(ctx, inputs, tmp_path / name)
-  optim_lr = ctx.parts["optim"].learning_rate
+          st[name].fn(lr_run, ctx, inputs, tmp_path / name)
+  optim_lr = run.optim.learning_rate
   assert seen == [3e-5, optim_lr, optim_lr, optim_lr] and optim_lr != 3e-5
 
 @pytest.mark.slow
 def test_pipeline_resumes_inside_a_stage_and_skips_finished_ones(world, stand_in, tmp_path, monkeypatch):
   """Killed inside cold_start_sft (after its step-2 checkpoint), the same run again skips
   pretrain and cold_start_data (their records) and ends with the uninterrupted run's policy."""
-  ctx, _ = world
-  stages = [s for s in stages_lib.r1(ctx.parts) if s.name in ("pretrain", "cold_start_data", "cold_start_sft")]
+  run, ctx, _ = world
+  stages = [s for s in stages_lib.r1(run) if s.name in ("pretrain", "cold_start_data", "cold_start_sft")]
 
-  def run(workdir, fp="a"):
-    ctx.workdir = workdir
+  def run_in(workdir, fp="a"):
     with jax.set_mesh(ctx.mesh):
-      out = pipeline.run(ctx, stages, fp)
+      out = pipeline.run(run, dataclasses.replace(ctx, workdir=workdir), stages, fp)
       return out, jax.device_get(policy_lib.load_policy(out["cold_start_sft"]["policy"], ctx.mesh)[1])
 
-  full, want = run(tmp_path / "full")
+  full, want = run_in(tmp_path / "full")
   make, calls = TS.make_sft_step, []
 
   def dies_at_step_3(*a, **k):
@@ -269,21 +268,21 @@ def test_pipeline_resumes_inside_a_stage_and_skips_finished_ones(world, stand_in
 
   monkeypatch.setattr(TS, "make_sft_step", dies_at_step_3)
   with pytest.raises(KeyboardInterrupt):
-    run(tmp_path / "split")
+    run_in(tmp_path / "split")
   assert pipeline.read_record(tmp_path / "split", "cold_start_data") is not None
   assert pipeline.read_record(tmp_path / "split", "cold_start_sft") is None
   sampled = stand_in.calls
   calls.clear()
   monkeypatch.setattr(TS, "make_sft_step", make)
-  _, got = run(tmp_path / "split")
+  _, got = run_in(tmp_path / "split")
   assert stand_in.calls == sampled  # cold_start_data was not run again
   rows = [json.loads(l)["step"] for l in (tmp_path / "split" / "cold_start_sft" / "metrics.jsonl").read_text().splitlines()]
   assert rows == [1, 2, 3, 4, 5, 6]  # steps 1-2 before the kill, 3-6 after resuming at the step-2 checkpoint
   jax.tree.map(np.testing.assert_array_equal, got, want)
   # Everything recorded: a third run skips all; another config reruns them (here: resumes, same result).
-  _, again = run(tmp_path / "split")
+  _, again = run_in(tmp_path / "split")
   assert stand_in.calls == sampled
-  _, other = run(tmp_path / "split", fp="b")
+  _, other = run_in(tmp_path / "split", fp="b")
   assert stand_in.calls == sampled + 1
   jax.tree.map(np.testing.assert_array_equal, other, want)
 
@@ -292,7 +291,7 @@ def test_load_config_reads_the_model_without_its_parameters(world, tmp_path):
   """policy.load_config gives the config load_policy restores, for a policy directory and for its
   Hugging Face export (distill_vs_rl counts parameters with it)."""
   from r1jax import hf
-  ctx, base = world
+  run, ctx, base = world
   cfg, params, _ = policy_lib.load_policy(base, ctx.mesh)
   assert policy_lib.load_config(base) == cfg
   hf.save_hf_checkpoint(params, cfg, tmp_path / "hf")

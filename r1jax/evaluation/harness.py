@@ -22,15 +22,15 @@ import jax
 import numpy as np
 
 from r1jax import distributed
-from r1jax import rollout
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import rollout
+from r1jax.sampling import sampler as sampler_lib
 from r1jax.evaluation import metrics
 from r1jax.rewards import aha
 from r1jax.rewards import answer
 from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
 from r1jax.rewards import language as language_lib
-from r1jax.sampler import SamplingConfig, bucket_for
+from r1jax.sampling.sampler import SamplingConfig, bucket_for
 
 
 @dataclasses.dataclass(frozen=True)

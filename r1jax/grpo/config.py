@@ -72,6 +72,20 @@ class GRPOConfig:
   critic (a value model of the policy's size, the `ppo` section), per-token GAE advantages from the
   outcome reward at the last token (verl's `algorithm.adv_estimator`)."""
 
+  @property
+  def uses_reference(self) -> bool:
+    """beta > 0: the KL term needs the reference policy's log-probs (beta 0 builds no reference)."""
+    return self.beta > 0
+
+  def check_rows(self, prompts_per_step: int, shards: int, grad_accum: int | None = None) -> None:
+    """A step's rows split into `num_minibatches` minibatches, each into `grad_accum` (default
+    this config's) micro-batches over the `shards` data x fsdp devices; else a ValueError."""
+    rows, accum = prompts_per_step * self.num_generations, self.grad_accum if grad_accum is None else grad_accum
+    if rows % self.num_minibatches or (rows // self.num_minibatches) % (shards * accum):
+      raise ValueError(f"train.prompts_per_step * grpo.num_generations = {rows} rows must split into "
+                       f"grpo.num_minibatches={self.num_minibatches} minibatches, each divisible by "
+                       f"grpo.grad_accum={accum} x the data*fsdp mesh size {shards}")
+
   def __post_init__(self):
     if isinstance(self.loss_type, str) and self.loss_type in LOSS_TYPE_ALIASES:
       object.__setattr__(self, "loss_type", LOSS_TYPE_ALIASES[self.loss_type])

@@ -1,6 +1,6 @@
-"""One module per stage, each `run(ctx, inputs, out) -> outputs` on files (`r1jax.pipeline`).
+"""One module per stage, each `run(run, ctx, inputs, out) -> outputs` on files (`r1jax.pipeline`).
 
-`r1_zero()` and `r1(parts)` are the stage lists the experiments run.
+`r1_zero()` and `r1(run)` are the stage lists the experiments run.
 """
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def _eval(name: str, policy: str) -> Stage:
   return Stage(f"evaluate_{name}", evaluate.run, f"{name}/eval", {"policy": policy})
 
 
-def r1(parts) -> list[Stage]:
+def r1(run) -> list[Stage]:
   """The DeepSeek-R1 pipeline (REFERENCE.md sec. 3) beside an R1-Zero run of the same RL steps."""
-  r, cs, d = parts["r1"], parts["cold_start"], parts["distill"]
+  r, cs, d = run.r1, run.cold_start, run.distill
   final = "average.policy" if r.average else "rl_all.policy"
   out = [Stage("pretrain", pretrain.run, "base"),
          Stage("evaluate_base", evaluate.run, "base/eval", {"policy": "pretrain.policy"})]
@@ -94,9 +94,9 @@ def r1(parts) -> list[Stage]:
   return out
 
 
-def distill_stages(parts) -> list[Stage]:
+def distill_stages(run) -> list[Stage]:
   """experiments/distill.py: teacher policy in (distill.teacher), smaller student out, each evaluated."""
-  t = parts["distill"].teacher
+  t = run.distill.teacher
   return [Stage("evaluate_teacher", evaluate.run, "teacher/eval", {"policy": t}),
           Stage("student_base", distill.student_base, "student_base"),
           _eval("student_base", "student_base.policy"),

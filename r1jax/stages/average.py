@@ -29,14 +29,13 @@ class AverageConfig:
       raise ValueError(f"average.steps={self.steps!r} must be comma-separated step numbers")
 
 
-def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  parts = ctx.parts
-  model_cfg, params = ctx.load(inputs["policy"])
-  state = train_step.init_state(params, train_step.make_optimizer(parts["optim"]),
-                                ref_params=params if parts["grpo"].beta > 0 else None)
+def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  model_cfg, params = ctx.load(run, inputs["policy"])
+  state = train_step.init_state(params, train_step.make_optimizer(run.optim),
+                                ref_params=params if run.grpo.uses_reference else None)
   abstract = state.abstract().tree()
   del state
-  acfg = parts["average"]
+  acfg = run.average
   steps = [int(x) for x in acfg.steps.split(",") if x.strip()] or None
   tmp = out / "ckpt_avg"
   shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier attempt's partial mean
@@ -45,6 +44,6 @@ def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
                                       select=lambda path: path.startswith("params"))
   with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(tmp), save_every=1, keep=1, async_save=False)) as ck:
     avg, _ = ck.restore(None, abstract)
-  policy = ctx.save(out / "policy_avg", max(used), avg["params"], model_cfg, hf_export=True)
+  policy = ctx.save(run, out / "policy_avg", max(used), avg["params"], model_cfg, hf_export=True)
   print(f"averaged the parameters of steps {used} into {policy}")
   return {"policy": policy, "averaged_steps": used}

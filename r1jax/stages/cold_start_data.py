@@ -56,17 +56,17 @@ class ColdStartConfig:
       raise ValueError(f"cold_start.temperature={self.temperature} must be > 0")
 
 
-def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  cs, fcfg = ctx.parts["cold_start"], ctx.parts["curation"]
+def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  cs, fcfg = run.cold_start, run.curation
   prompts = policy_samples.take(ctx.train_ex, cs.num_prompts, cs.seed)
-  model_cfg, params = ctx.load(inputs["teacher"])
-  cands = policy_samples.policy_samples(ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed,
+  model_cfg, params = ctx.load(run, inputs["teacher"])
+  cands = policy_samples.policy_samples(run, ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed,
                                   str(inputs["teacher"]), temperature=cs.temperature)
   if inputs["student"] == inputs["teacher"]:
     student = cands
   else:
-    model_cfg, params = ctx.load(inputs["student"])
-    student = policy_samples.policy_samples(ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed + 1,
+    model_cfg, params = ctx.load(run, inputs["student"])
+    student = policy_samples.policy_samples(run, ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed + 1,
                                       str(inputs["student"]), temperature=cs.temperature)
   rates = curation.pass_rates([s.prompt for s in student], [s.scores["accuracy"] for s in student])
   cands = [dataclasses.replace(s, scores={**s.scores, "student_pass_rate": rates[s.prompt]}) for s in cands]

@@ -14,10 +14,10 @@ import pathlib
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
 from r1jax import datasets as datasets_lib
+from r1jax.config import ARCH_FIELDS
 from r1jax import errors
 from r1jax import model as model_lib
 from r1jax import policy as policy_lib
@@ -29,91 +29,80 @@ from r1jax.tasks import arithmetic
 from r1jax.tasks import chains
 from r1jax.tasks import traces
 
-ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "rope_theta",
-               "rms_eps", "qkv_bias", "qk_norm", "tie_embeddings")
-"""ModelConfig fields a checkpoint fixes (an override would not load)."""
 
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Context:
-  cfg: ml_collections.ConfigDict
-  parts: dict
-  """Every config section as its frozen dataclass (`experiment.validate`)."""
+  """What a run builds once, before its stages: work directory, mesh, tokenizer, template and the
+  data. The configuration is the `config.Run` each stage is given beside it."""
   workdir: pathlib.Path
   mesh: Any
+  rules: Any
+  """The parameter placement table of mesh.rules."""
   tokenizer: Any
   tokenizer_path: pathlib.Path
   template: str
   train_ex: list[dict]
   eval_ex: list[dict]
 
-  @property
-  def rules(self):
-    return sharding.rules_table(self.parts["mesh"].rules)
+  def docs(self, run) -> list[str]:
+    p = run.pretrain
+    if run.data.source == "chains":  # with try -> check -> correct traces at traces.reflect_rate
+      return traces.documents(self.train_ex, self.template, run.seed, p.r1_fraction, p.wrong_fraction, run.traces)
+    return pretraining_documents(self.train_ex, self.template, run.seed, p.r1_fraction, p.wrong_fraction)
 
-  @property
-  def model_cfg(self) -> model_lib.ModelConfig:
-    return self.parts["model"]
-
-  def docs(self) -> list[str]:
-    p = self.parts["pretrain"]
-    if self.parts["data"].source == "chains":  # with try -> check -> correct traces at traces.reflect_rate
-      return traces.documents(self.train_ex, self.template, self.cfg.seed, p.r1_fraction, p.wrong_fraction,
-                              self.parts["traces"])
-    return pretraining_documents(self.train_ex, self.template, self.cfg.seed, p.r1_fraction, p.wrong_fraction)
-
-  def load(self, directory) -> tuple[model_lib.ModelConfig, Any]:
+  def load(self, run, directory) -> tuple[model_lib.ModelConfig, Any]:
     """(model config, params) of a policy or Hugging Face directory; the architecture is the
     checkpoint's, every other model field (dtype, remat, attention) this run's."""
-    run = {f.name: getattr(self.model_cfg, f.name) for f in dataclasses.fields(self.model_cfg)
-           if f.name not in ARCH_FIELDS}
+    mine = {f.name: getattr(run.model, f.name) for f in dataclasses.fields(run.model) if f.name not in ARCH_FIELDS}
     if policy_lib.is_hf(directory):
       from r1jax import hf
-      return hf.load_hf_checkpoint(directory, mesh=self.mesh, rules=self.rules, **run)
+      return hf.load_hf_checkpoint(directory, mesh=self.mesh, rules=self.rules, **mine)
     cfg, params, _ = policy_lib.load_policy(directory, self.mesh, self.rules)
-    return dataclasses.replace(cfg, **run), params
+    return dataclasses.replace(cfg, **mine), params
 
-  def save(self, directory, step: int, params, model_cfg, hf_export: bool = False) -> str:
+  def save(self, run, directory, step: int, params, model_cfg, hf_export: bool = False) -> str:
     policy_lib.save_policy(directory, step, params, model_cfg, self.tokenizer_path)
     if hf_export:
-      export_hf(params, model_cfg, self.tokenizer, self.cfg, pathlib.Path(f"{directory}_hf"))
+      export_hf(params, model_cfg, self.tokenizer, run.hf_checkpoint, pathlib.Path(f"{directory}_hf"))
     return str(directory)
 
-  def evaluate(self, params, model_cfg, out_dir, examples=None) -> dict:
+  def evaluate(self, run, params, model_cfg, out_dir, examples=None) -> dict:
     return harness.evaluate(params, model_cfg, self.tokenizer, self.eval_ex if examples is None else examples,
-                            self.template, self.parts["eval"], eos_ids=self.parts["sampling"].eos_ids,
-                            pad_id=self.tokenizer.pad_id, out_dir=out_dir, progress=self.parts["train"].progress,
-                            limit_bytes=int(self.parts["train"].memory_limit_gb * (1 << 30)) or None)
+                            self.template, run.eval, eos_ids=run.sampling.eos_ids,
+                            pad_id=self.tokenizer.pad_id, out_dir=out_dir, progress=run.train.progress,
+                            limit_bytes=int(run.train.memory_limit_gb * (1 << 30)) or None)
 
 
-def build(cfg: ml_collections.ConfigDict, parts: dict) -> Context:
-  """Data, mesh and tokenizer of a validated config (call inside `jax.set_mesh(ctx.mesh)` after)."""
-  workdir = pathlib.Path(cfg.workdir)
+def build(run) -> tuple[Context, Any]:
+  """Data, mesh and tokenizer of a validated config (call inside `jax.set_mesh(ctx.mesh)` after),
+  and the Run with what the tokenizer settles: its EOS ids among sampling.eos_ids, its pad id
+  and what `run.from_tokenizer` leaves to it (the pad id, a model built here's vocabulary size)."""
+  workdir = pathlib.Path(run.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   # A chat template is the tokenizer's own: resolved once the tokenizer is loaded. The tiny
   # default's tokenizer is trained on documents made with the plain template text.
-  template = templates.R1_ZERO_TEMPLATE if cfg.template == "r1_zero" else cfg.template
-  train_ex, eval_ex = load_examples(parts["data"])
-  mesh = sharding.make_mesh(parts["mesh"])
-  ctx = Context(cfg, parts, workdir, mesh, None, tokenizer_path(cfg, workdir), template, train_ex, eval_ex)
+  template = templates.R1_ZERO_TEMPLATE if run.template == "r1_zero" else run.template
+  train_ex, eval_ex = load_examples(run.data)
+  mesh = sharding.make_mesh(run.mesh)
+  path = tokenizer_path(run, workdir)
+  ctx = Context(workdir, mesh, sharding.rules_table(run.mesh.rules), None, path, template, train_ex, eval_ex)
   with jax.set_mesh(mesh):
-    ctx.tokenizer = build_tokenizer(cfg, ctx.tokenizer_path, ctx.docs)
-  tok = ctx.tokenizer
-  ctx.template = templates.resolve(cfg.template, tok)
-  eos = tuple(dict.fromkeys(tuple(getattr(tok, "eos_ids", (tok.eos_id,))) + tuple(parts["sampling"].eos_ids)))
-  pad = tok.pad_id if cfg.sampling.pad_id is None else parts["sampling"].pad_id
-  parts["sampling"] = dataclasses.replace(parts["sampling"], eos_ids=eos, pad_id=pad)
-  if not cfg.model.hf_checkpoint and cfg.model.vocab_size is None:  # the tiny default: the tokenizer's size
-    parts["model"] = dataclasses.replace(parts["model"], vocab_size=tok.vocab_size)
-  return ctx
+    tok = build_tokenizer(run, path, lambda: ctx.docs(run))
+  ctx = dataclasses.replace(ctx, tokenizer=tok, template=templates.resolve(run.template, tok))
+  eos = tuple(dict.fromkeys(tuple(getattr(tok, "eos_ids", (tok.eos_id,))) + tuple(run.sampling.eos_ids)))
+  pad = tok.pad_id if "sampling.pad_id" in run.from_tokenizer else run.sampling.pad_id
+  run = dataclasses.replace(run, sampling=dataclasses.replace(run.sampling, eos_ids=eos, pad_id=pad))
+  if "model.vocab_size" in run.from_tokenizer:  # the tiny default: the tokenizer's size
+    run = dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=tok.vocab_size))
+  return ctx, run
 
 
-def export_hf(params, model_cfg, tokenizer, cfg, out_dir: pathlib.Path) -> None:
+def export_hf(params, model_cfg, tokenizer, hf_checkpoint: str, out_dir: pathlib.Path) -> None:
   """The policy as a Hugging Face directory (safetensors, config.json, tokenizer files)."""
   from r1jax import hf
   hf.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
   if jax.process_index() == 0:
-    hf.save_tokenizer(tokenizer, out_dir, source=cfg.model.hf_checkpoint or None)
+    hf.save_tokenizer(tokenizer, out_dir, source=hf_checkpoint or None)
   print(f"Hugging Face export: {out_dir}")
 
 
@@ -190,17 +179,17 @@ def pretraining_documents(examples, template: str, seed: int, r1_fraction: float
   return docs
 
 
-def tokenizer_path(cfg, workdir: pathlib.Path) -> pathlib.Path:
-  if cfg.model.hf_checkpoint:
-    return pathlib.Path(cfg.model.hf_checkpoint).resolve()
-  if cfg.tokenizer.path:
-    return pathlib.Path(cfg.tokenizer.path).resolve()
+def tokenizer_path(run, workdir: pathlib.Path) -> pathlib.Path:
+  if run.hf_checkpoint:
+    return pathlib.Path(run.hf_checkpoint).resolve()
+  if run.tokenizer.path:
+    return pathlib.Path(run.tokenizer.path).resolve()
   return (workdir / "base" / "tokenizer.model").resolve()
 
 
-def build_tokenizer(cfg, path: pathlib.Path, corpus_fn):
-  if cfg.model.hf_checkpoint or cfg.tokenizer.path or path.exists():
+def build_tokenizer(run, path: pathlib.Path, corpus_fn):
+  if run.hf_checkpoint or run.tokenizer.path or path.exists():
     return tok_lib.load_tokenizer(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  return tok_lib.train_sentencepiece(corpus_fn(), cfg.tokenizer.vocab_size, path,
-                                     model_type=cfg.tokenizer.model_type)
+  return tok_lib.train_sentencepiece(corpus_fn(), run.tokenizer.vocab_size, path,
+                                     model_type=run.tokenizer.model_type)

@@ -49,30 +49,30 @@ class DistillConfig:
                        f"{self.n_kv_heads} and distill.pretrain_steps={self.pretrain_steps} >= 0")
 
 
-def student_config(ctx) -> model_lib.ModelConfig:
-  d = ctx.parts["distill"]
-  return dataclasses.replace(ctx.model_cfg, **{f: getattr(d, f) for f in
+def student_config(run, ctx) -> model_lib.ModelConfig:
+  d = run.distill
+  return dataclasses.replace(run.model, **{f: getattr(d, f) for f in
                                                ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff")})
 
 
-def student_base(ctx, inputs: dict, out: pathlib.Path) -> dict:
+def student_base(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   del inputs
-  if ctx.cfg.model.hf_checkpoint:
+  if run.hf_checkpoint:
     raise ValueError("student_base: with model.hf_checkpoint give a pretrained student: --config.inputs=student=DIR")
-  d, cfg = ctx.parts["distill"], student_config(ctx)
-  params = model_lib.init_sharded(jax.random.key(ctx.cfg.seed + 1), cfg, ctx.mesh, ctx.rules)
-  pcfg = dataclasses.replace(ctx.parts["pretrain"], steps=d.pretrain_steps)
+  d, cfg = run.distill, student_config(run, ctx)
+  params = model_lib.init_sharded(jax.random.key(run.seed + 1), cfg, ctx.mesh, ctx.rules)
+  pcfg = dataclasses.replace(run.pretrain, steps=d.pretrain_steps)
   if pcfg.steps:
-    params = pretraining.pretrain(params, cfg, pcfg, ctx.tokenizer, ctx.docs, ctx.mesh, out, ctx.cfg.seed,
-                                  ctx.parts["train"].progress)
-  return {"policy": ctx.save(out / "policy", pcfg.steps, params, cfg)}
+    params = pretraining.pretrain(params, cfg, pcfg, ctx.tokenizer, lambda: ctx.docs(run), ctx.mesh, out, run.seed,
+                                  run.train.progress)
+  return {"policy": ctx.save(run, out / "policy", pcfg.steps, params, cfg)}
 
 
-def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  d, fcfg = ctx.parts["distill"], ctx.parts["curation"]
-  model_cfg, params = ctx.load(inputs["teacher"])
+def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  d, fcfg = run.distill, run.curation
+  model_cfg, params = ctx.load(run, inputs["teacher"])
   prompts = policy_samples.take(ctx.train_ex, d.num_prompts, d.seed)
-  raw = policy_samples.policy_samples(ctx, params, model_cfg, prompts, d.samples_per_prompt, d.seed,
+  raw = policy_samples.policy_samples(run, ctx, params, model_cfg, prompts, d.samples_per_prompt, d.seed,
                                       str(inputs["teacher"]))
   del params
   kept, counts = curation.filter_samples(raw, fcfg)
@@ -82,5 +82,5 @@ def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
   curation.write_jsonl(out / "data.jsonl", kept)
   (out / "counts.json").write_text(json.dumps(counts | {"selected": len(kept)}, indent=1))
   print(curation.format_counts(counts))
-  res = fine_tune.sft(ctx, inputs["student"], str(out / "data.jsonl"), out / "student", epochs=d.epochs)
+  res = fine_tune.sft(run, ctx, inputs["student"], str(out / "data.jsonl"), out / "student", epochs=d.epochs)
   return {"policy": res["policy"], "data": str(out / "data.jsonl"), "counts": str(out / "counts.json")}

@@ -8,9 +8,9 @@ import pathlib
 from r1jax.logger import format_table
 
 
-def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  model_cfg, params = ctx.load(inputs["policy"])
-  summary = ctx.evaluate(params, model_cfg, out)
+def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  model_cfg, params = ctx.load(run, inputs["policy"])
+  summary = ctx.evaluate(run, params, model_cfg, out)
   print(format_table([(k, v) for k, v in summary.items() if not k.endswith("per_response")],
                      (f"{out.name} of {pathlib.Path(inputs['policy']).name}", "value")))
   return {"summary": str(out / "summary.json")}

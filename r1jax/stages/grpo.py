@@ -12,7 +12,7 @@ import pathlib
 from r1jax import fine_tune
 
 
-def run(ctx, inputs: dict, out: pathlib.Path, *, language: bool = False, steps: int | None = None) -> dict:
+def run(run, ctx, inputs: dict, out: pathlib.Path, *, language: bool = False, steps: int | None = None) -> dict:
   """GRPO from inputs['policy']; `language` adds the language-consistency reward, `steps` replaces
   train.steps."""
-  return fine_tune.grpo(ctx, inputs["policy"], out, language=language, steps=steps)
+  return fine_tune.grpo(run, ctx, inputs["policy"], out, language=language, steps=steps)

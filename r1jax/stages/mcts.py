@@ -29,7 +29,7 @@ import numpy as np
 
 from r1jax import heads
 from r1jax import logger as logger_lib
-from r1jax import rollout as rollout_lib
+from r1jax.sampling import rollout as rollout_lib
 from r1jax import scalar_model
 from r1jax import search as search_lib
 from r1jax import train_step
@@ -109,24 +109,24 @@ def problem_sets(cfg: MCTSConfig, exclude) -> dict[int, tuple[list[dict], list[d
   return out
 
 
-def _prompts(ctx, examples):
-  exs, ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, ctx.parts["train"].max_prompt_len)
+def _prompts(run, ctx, examples):
+  exs, ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, run.train.max_prompt_len)
   return exs, ids
 
 
-def prompt_len(ctx, sets) -> int:
+def prompt_len(run, ctx, sets) -> int:
   """The longest prompt of all the experiment's chains: one sampler shape (one compile) for all."""
-  return max(len(p) for held, value in sets.values() for p in _prompts(ctx, held + value)[1])
+  return max(len(p) for held, value in sets.values() for p in _prompts(run, ctx, held + value)[1])
 
 
-def sample(ctx, params, model_cfg, examples, n: int, seed: int, P: int, temperature: float | None = None
+def sample(run, ctx, params, model_cfg, examples, n: int, seed: int, P: int, temperature: float | None = None
            ) -> tuple[list[dict], dict]:
   """n samples of each example (those whose prompt fits) at `temperature` (default mcts.temperature;
   0 = greedy), prompts left-padded to P tokens: (examples, {'tokens', 'mask': R x (P + N) prompt +
   completion, 'length', 'texts', 'correct': R}), row r = sample r % n of example r // n."""
-  cfg = ctx.parts["mcts"]
-  exs, ids = _prompts(ctx, examples)
-  scfg = dataclasses.replace(ctx.parts["sampling"], num_samples=n, max_new_tokens=cfg.max_new_tokens,
+  cfg = run.mcts
+  exs, ids = _prompts(run, ctx, examples)
+  scfg = dataclasses.replace(run.sampling, num_samples=n, max_new_tokens=cfg.max_new_tokens,
                              temperature=cfg.temperature if temperature is None else temperature, top_k=0,
                              top_p=1.0, prompt_buckets=(P,))
   B = 1 << (min(max(1, cfg.sample_rows // n), len(ids)) - 1).bit_length()  # prompts a call: a power of two
@@ -142,12 +142,12 @@ def sample(ctx, params, model_cfg, examples, n: int, seed: int, P: int, temperat
   return exs, rows
 
 
-def data(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  cfg = ctx.parts["mcts"]
-  model_cfg, params = ctx.load(inputs["policy"])
+def data(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  cfg = run.mcts
+  model_cfg, params = ctx.load(run, inputs["policy"])
   sets = problem_sets(cfg, ctx.train_ex)
-  exs, rows = sample(ctx, params, model_cfg, [ex for d in cfg.depths for ex in sets[d][1]], cfg.value_samples,
-                     cfg.seed, prompt_len(ctx, sets))
+  exs, rows = sample(run, ctx, params, model_cfg, [ex for d in cfg.depths for ex in sets[d][1]], cfg.value_samples,
+                     cfg.seed, prompt_len(run, ctx, sets))
   N = cfg.max_new_tokens
   comp_mask = rows["mask"][:, -N:].astype(np.float32)
   arrays = {"tokens": rows["tokens"], "mask": rows["mask"], "target": comp_mask * rows["correct"][:, None],
@@ -171,9 +171,9 @@ def auc(scores, labels) -> float | None:
   return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
 
 
-def value_model(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  cfg = ctx.parts["mcts"]
-  model_cfg, params = ctx.load(inputs["policy"])
+def value_model(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  cfg = run.mcts
+  model_cfg, params = ctx.load(run, inputs["policy"])
   d = dict(np.load(inputs["data"]))
   order = np.random.default_rng(cfg.seed).permutation(len(d["tokens"]))
   n_eval = max(len(order) // 10, 1)
@@ -215,10 +215,10 @@ def _cached(path: pathlib.Path, make):
   return obj
 
 
-def _baseline_samples(ctx, params, model_cfg, value_fn, examples, seed: int, P: int) -> list[dict]:
+def _baseline_samples(run, ctx, params, model_cfg, value_fn, examples, seed: int, P: int) -> list[dict]:
   """Per problem: the lengths, value-model scores, answer keys and correctness of its samples."""
-  n = ctx.parts["mcts"].samples
-  _, rows = sample(ctx, params, model_cfg, examples, n, seed, P)
+  n = run.mcts.samples
+  _, rows = sample(run, ctx, params, model_cfg, examples, n, seed, P)
   values = np.concatenate([value_fn(rows["tokens"][i:i + 256], rows["mask"][i:i + 256])
                            for i in range(0, len(rows["tokens"]), 256)])
   keys = [answer.extract_answer(t) for t in rows["texts"]]
@@ -228,9 +228,9 @@ def _baseline_samples(ctx, params, model_cfg, value_fn, examples, seed: int, P: 
           for j in range(len(rows["texts"]) // n)]
 
 
-def _search_cell(ctx, params, model_cfg, value, examples, prompt_ids, k: int, granularity: str, seed: int) -> dict:
-  cfg = ctx.parts["mcts"]
-  kw = dict(k=k, max_len=cfg.max_new_tokens, eos_ids=ctx.parts["sampling"].eos_ids, pad_id=ctx.tokenizer.pad_id,
+def _search_cell(run, ctx, params, model_cfg, value, examples, prompt_ids, k: int, granularity: str, seed: int) -> dict:
+  cfg = run.mcts
+  kw = dict(k=k, max_len=cfg.max_new_tokens, eos_ids=run.sampling.eos_ids, pad_id=ctx.tokenizer.pad_id,
             temperature=cfg.temperature)
   if granularity == "token":
     env = search_lib.TokenEnv(params, value[1:], model_cfg, value[0], prompt_ids, **kw)
@@ -308,20 +308,20 @@ def plain(rows, columns=TABLE) -> str:
                                  tuple(h for _, h in columns))
 
 
-def run_search(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  cfg = ctx.parts["mcts"]
-  model_cfg, params = ctx.load(inputs["policy"])
+def run_search(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  cfg = run.mcts
+  model_cfg, params = ctx.load(run, inputs["policy"])
   value = scalar_model.load(inputs["value_model"], ctx.mesh, ctx.rules)
   vcfg = value[0]
   scores = jax.jit(lambda p, h, t, m: jax.nn.sigmoid(heads.sequence_scores(p, h, t, m, vcfg)))
   value_fn = lambda t, m: np.asarray(scores(value[1], value[2], t, m))
   sets = problem_sets(cfg, ctx.train_ex)
-  P = prompt_len(ctx, sets)
+  P = prompt_len(run, ctx, sets)
   rows, depth_stats = [], {}
   for d in cfg.depths:
-    exs, ids = _prompts(ctx, sets[d][0])
+    exs, ids = _prompts(run, ctx, sets[d][0])
     samples = _cached(out / f"samples_d{d}.json",
-                      lambda: _baseline_samples(ctx, params, model_cfg, value_fn, exs, cfg.seed + d, P))
+                      lambda: _baseline_samples(run, ctx, params, model_cfg, value_fn, exs, cfg.seed + d, P))
     greedy = _cached(out / f"greedy_d{d}.json", lambda: {k: np.asarray(v).tolist() for k, v in sample(
         ctx, params, model_cfg, exs, 1, 0, P, temperature=0.0)[1].items() if k in ("length", "correct", "texts")})
     depth_stats[d] = {"pass@1": float(np.mean([s["correct"] for s in samples])),
@@ -332,7 +332,7 @@ def run_search(ctx, inputs: dict, out: pathlib.Path) -> dict:
       for g in GRANULARITIES:
         seed = cfg.seed * 1000 + d * 10 + k
         cell = _cached(out / "cells" / f"d{d}_k{k}_{g}.json",
-                       lambda: _search_cell(ctx, params, model_cfg, value, exs, ids, k, g, seed))
+                       lambda: _search_cell(run, ctx, params, model_cfg, value, exs, ids, k, g, seed))
         rows.append(cell_row(d, k, g, cell, samples, greedy["texts"]))
         r = rows[-1]
         print(f"depth {d} k {k} {g}-MCTS: accuracy {r['accuracy']:.3f} ({r['forward_passes']:.0f} passes, "

@@ -13,15 +13,15 @@ from r1jax import model as model_lib
 from r1jax import pretraining
 
 
-def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
+def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   del inputs
-  if ctx.cfg.model.hf_checkpoint:  # checked again: the stage is recorded complete only over whole files
+  if run.hf_checkpoint:  # checked again: the stage is recorded complete only over whole files
     from r1jax import hf
-    hf.check_checkpoint(ctx.cfg.model.hf_checkpoint)
-    return {"policy": str(pathlib.Path(ctx.cfg.model.hf_checkpoint).resolve())}
-  model_cfg, pcfg = ctx.model_cfg, ctx.parts["pretrain"]
-  params = model_lib.init_sharded(jax.random.key(ctx.cfg.seed), model_cfg, ctx.mesh, ctx.rules)
+    hf.check_checkpoint(run.hf_checkpoint)
+    return {"policy": str(pathlib.Path(run.hf_checkpoint).resolve())}
+  model_cfg, pcfg = run.model, run.pretrain
+  params = model_lib.init_sharded(jax.random.key(run.seed), model_cfg, ctx.mesh, ctx.rules)
   if pcfg.steps:
-    params = pretraining.pretrain(params, model_cfg, pcfg, ctx.tokenizer, ctx.docs, ctx.mesh, out, ctx.cfg.seed,
-                                  ctx.parts["train"].progress)
-  return {"policy": ctx.save(out / "policy", pcfg.steps, params, model_cfg)}
+    params = pretraining.pretrain(params, model_cfg, pcfg, ctx.tokenizer, lambda: ctx.docs(run), ctx.mesh, out, run.seed,
+                                  run.train.progress)
+  return {"policy": ctx.save(run, out / "policy", pcfg.steps, params, model_cfg)}

@@ -53,14 +53,14 @@ class PRMConfig:
       raise ValueError(f"prm.weight={self.weight} must be >= 0")
 
 
-def data(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  cfg = ctx.parts["prm"]
-  model_cfg, params = ctx.load(inputs["policy"])
+def data(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  cfg = run.prm
+  model_cfg, params = ctx.load(run, inputs["policy"])
   k = cfg.samples_per_prompt
   prompts = policy_samples.take(ctx.train_ex, cfg.num_prompts, cfg.seed)
-  collector = policy_samples.make_collector(ctx, model_cfg, prompts, k, rewards=("accuracy",))
+  collector = policy_samples.make_collector(run, ctx, model_cfg, prompts, k, rewards=("accuracy",))
   examples = collector.examples
-  B = ctx.parts["train"].prompts_per_step
+  B = run.train.prompts_per_step
   key = jax.random.key(cfg.seed)
   rows = {"tokens": [], "mask": [], "target": [], "weight": [], "correct": []}
   for start in range(0, len(examples), B):
@@ -83,9 +83,9 @@ def data(ctx, inputs: dict, out: pathlib.Path) -> dict:
   return {"data": str(out / "steps.npz"), "summary": str(out / "summary.json")}
 
 
-def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  cfg = ctx.parts["prm"]
-  model_cfg, params = ctx.load(inputs["policy"])
+def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  cfg = run.prm
+  model_cfg, params = ctx.load(run, inputs["policy"])
   d = dict(np.load(inputs["data"]))
   d = {k: d[k] for k in ("tokens", "mask", "target", "weight")}
   order = np.random.default_rng(cfg.seed).permutation(len(d["tokens"]))
@@ -118,17 +118,17 @@ STAT_TERMS = ("sum", "min", "steps", "repeated_steps", "empty_steps", "tokens_pe
 """The PRM scorer's terms every RL arm logs (`rewards/prm_<term>/mean`), at weight 0 unless rewarded."""
 
 
-def rl(ctx, inputs: dict, out: pathlib.Path, *, form: str) -> dict:
+def rl(run, ctx, inputs: dict, out: pathlib.Path, *, form: str) -> dict:
   """GRPO from inputs['policy'] with the format reward and: the accuracy reward (form 'outcome'),
   or the PRM's sum-form or min-form score (accuracy then logged at weight 0). Every arm logs the
   PRM's scores and the step statistics."""
   if form not in ("outcome",) + prm_lib.FORMS:
     raise ValueError(f"PRM RL form={form!r} is not one of {('outcome',) + prm_lib.FORMS}")
-  cfg = ctx.parts["prm"]
+  cfg = run.prm
   rm_cfg, rm_params, rm_head = scalar_model.load(inputs["prm"], ctx.mesh, ctx.rules)
   scorer = prm_lib.Scorer(rm_cfg, rm_params, rm_head, ctx.tokenizer)
-  specs = combine.default_specs(ctx.parts["rewards"])
+  specs = combine.default_specs(run.rewards)
   if form != "outcome":
     specs = [dataclasses.replace(s, weight=0.0) if s.name == "accuracy" else s for s in specs]
   extra = [(f"prm_{t}", scorer.fn(t), cfg.weight if t == form else 0.0) for t in STAT_TERMS]
-  return fine_tune.grpo(ctx, inputs["policy"], out, specs=specs, extra_rewards=extra)
+  return fine_tune.grpo(run, ctx, inputs["policy"], out, specs=specs, extra_rewards=extra)

@@ -44,12 +44,12 @@ class RejectionConfig:
                        f"rejection.temperature={self.temperature} > 0")
 
 
-def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  rc, fcfg = ctx.parts["rejection"], ctx.parts["curation"]
-  model_cfg, params = ctx.load(inputs["policy"])
+def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  rc, fcfg = run.rejection, run.curation
+  model_cfg, params = ctx.load(run, inputs["policy"])
   prompts = policy_samples.take(ctx.train_ex, rc.num_prompts, rc.seed)
   general_ex = general.generate(rc.num_general, seed=rc.seed) if rc.num_general else []
-  raw = policy_samples.policy_samples(ctx, params, model_cfg, prompts + general_ex, rc.samples_per_prompt, rc.seed,
+  raw = policy_samples.policy_samples(run, ctx, params, model_cfg, prompts + general_ex, rc.samples_per_prompt, rc.seed,
                                 str(inputs["policy"]), temperature=rc.temperature)
   curation.write_jsonl(out / "samples.jsonl", raw)
   reasoning = [s for s in raw if s.example.get("task") != general.TASK]

@@ -56,10 +56,10 @@ def encode_pairs(pairs, tokenizer) -> dict:
           "rejected_mask": mask[1::2]}
 
 
-def run(ctx, inputs: dict, out: pathlib.Path) -> dict:
-  rcfg = ctx.parts["reward_model"]
-  model_cfg, params = ctx.load(inputs["policy"])
-  pairs = curation.preference_pairs(curation.read_samples(inputs["samples"]), ctx.parts["curation"])
+def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
+  rcfg = run.reward_model
+  model_cfg, params = ctx.load(run, inputs["policy"])
+  pairs = curation.preference_pairs(curation.read_samples(inputs["samples"]), run.curation)
   pairs = [pairs[i] for i in np.random.default_rng(rcfg.seed).permutation(len(pairs))[:rcfg.max_pairs]]
   curation.write_jsonl(out / "pairs.jsonl", pairs)
   if len(pairs) < 2:

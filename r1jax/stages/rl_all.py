@@ -48,11 +48,10 @@ def reward_model_scorer(model_cfg, params, head):
   return fn
 
 
-def run(ctx, inputs: dict, out: pathlib.Path, *, steps: int | None = None,
+def run(run, ctx, inputs: dict, out: pathlib.Path, *, steps: int | None = None,
         learning_rate: float | None = None) -> dict:
-  parts = ctx.parts
-  cfg = parts["rl_all"]
-  rcfg = parts["rewards"]
+  cfg = run.rl_all
+  rcfg = run.rewards
   rcfg = rcfg if rcfg.language else dataclasses.replace(rcfg, language=1.0)
   specs = combine.default_specs(rcfg)
   specs = [dataclasses.replace(s, fn=functools.partial(reasoning_accuracy, **s.fn.keywords))
@@ -60,6 +59,6 @@ def run(ctx, inputs: dict, out: pathlib.Path, *, steps: int | None = None,
   rm_cfg, rm_params, rm_head = scalar_model.load(inputs["reward_model"], ctx.mesh, ctx.rules)
   mix = list(ctx.train_ex) + general.generate(cfg.general_prompts, seed=cfg.seed)
   mix = [mix[i] for i in np.random.default_rng(cfg.seed).permutation(len(mix))]
-  extra = [("reward_model", reward_model_scorer(rm_cfg, rm_params, rm_head), parts["reward_model"].weight)]
-  return fine_tune.grpo(ctx, inputs["policy"], out, language=True, specs=specs, extra_rewards=extra,
+  extra = [("reward_model", reward_model_scorer(rm_cfg, rm_params, rm_head), run.reward_model.weight)]
+  return fine_tune.grpo(run, ctx, inputs["policy"], out, language=True, specs=specs, extra_rewards=extra,
                         examples=mix, steps=steps, learning_rate=learning_rate)

@@ -12,5 +12,5 @@ import pathlib
 from r1jax import fine_tune
 
 
-def run(ctx, inputs: dict, out: pathlib.Path, *, epochs: int | None = None) -> dict:
-  return fine_tune.sft(ctx, inputs["policy"], inputs["data"], out, epochs=epochs)
+def run(run, ctx, inputs: dict, out: pathlib.Path, *, epochs: int | None = None) -> dict:
+  return fine_tune.sft(run, ctx, inputs["policy"], inputs["data"], out, epochs=epochs)

@@ -18,10 +18,10 @@ it, so a check is a recomputation, not a cue to change the number). The control
 so every reflective trace ends in a wrong answer: reflection is then a habit that never pays, and
 RL should not grow it. A `wrong_fraction`
 of the other documents slip without noticing (the base's noise, as in
-`experiment.pretraining_documents`). A `minority_share` of the documents write their reasoning in
+`stages.context.pretraining_documents`). A `minority_share` of the documents write their reasoning in
 the second language (`second_language`: Greek letters), the rest in English.
 
-Documents come in `experiment.pretraining_documents`' three forms (R1 tags, prose answer,
+Documents come in `stages.context.pretraining_documents`' three forms (R1 tags, prose answer,
 Question/Solution), so `documents` can replace it as the corpus of the embedded base model.
 """
 from __future__ import annotations
@@ -160,6 +160,6 @@ def records(examples: Sequence[dict], template: str, seed: int, r1_fraction: flo
 
 def documents(examples: Sequence[dict], template: str, seed: int, r1_fraction: float, wrong_fraction: float,
               traces: TraceConfig = TraceConfig()) -> list[str]:
-  """The texts of `records`: a drop-in for `experiment.pretraining_documents` (same leading
+  """The texts of `records`: a drop-in for `stages.context.pretraining_documents` (same leading
   arguments) on tasks.chains examples."""
   return [r["text"] for r in records(examples, template, seed, r1_fraction, wrong_fraction, traces)]

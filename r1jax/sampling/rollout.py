@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from r1jax import distributed
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import sampler as sampler_lib
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
 

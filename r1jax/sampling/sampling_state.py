@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax import model as model_lib
-from r1jax import sampler as sampler_lib
+from r1jax.sampling import sampler as sampler_lib
 
 
 @jax.tree_util.register_dataclass

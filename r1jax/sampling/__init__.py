@@ -1,0 +1,1 @@
+"""Sampling: the sampler (prefill, decode, sampling methods), its typed saved state, and rollouts."""
