@@ -57,6 +57,7 @@ from r1jax.config import to_dataclass
 from r1jax.evaluation import harness
 from r1jax.grpo.config import GRPOConfig, PPOConfig
 from r1jax.logger import format_table, plot_run
+from r1jax.lora import LoRAConfig
 from r1jax.rewards import combine
 from r1jax.sampler import SamplingConfig
 from r1jax.tasks import arithmetic
@@ -105,6 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = config_lib.section(harness.EvalConfig)
   c.checkpoint = config_lib.section(ckpt_lib.CheckpointConfig, derived=("directory",))
   c.average = config_lib.section(AverageConfig)
+  c.lora = config_lib.section(LoRAConfig)
   return c
 
 
@@ -265,7 +267,11 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
                                  directory=cfg.checkpoint.directory or str(pathlib.Path(cfg.workdir) / "ckpt")),
       "average": to_dataclass(AverageConfig, cfg.average, "average"),
       "traces": to_dataclass(traces_lib.TraceConfig, cfg.traces, "traces"),
+      "lora": to_dataclass(LoRAConfig, cfg.lora, "lora"),
   }
+  if out["lora"].enabled and gcfg.ref_reset_every:
+    raise ValueError(f"grpo.ref_reset_every={gcfg.ref_reset_every} with lora.rank={out['lora'].rank}: the LoRA "
+                     f"reference is the frozen base (adapters off) and cannot be reset; set one of them to 0")
   for name, cls in R1_SECTIONS.items():
     if is_r1:
       out[name] = to_dataclass(cls, cfg[name], name)
@@ -464,19 +470,23 @@ def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
   tcfg, gcfg = parts["train"], parts["grpo"]
   limit = int(tcfg.memory_limit_gb * memory.GiB) if tcfg.memory_limit_gb else None
   remat = parts["remat"]
-  plan = memory.plan(parts["model"], gcfg, parts["optim"], parts["sampling"], mesh,
-                     prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
-                     remat=remat, grad_accum=parts["grad_accum"], limit_bytes=limit,
-                     temperature=parts["sampling"].temperature or 1.0,
-                     rules=sharding.rules_table(parts["mesh"].rules))
+  asked_lora = parts.get("lora", LoRAConfig())
+  plan, parts["lora"] = memory.plan_lora(parts["model"], gcfg, parts["optim"], parts["sampling"], mesh,
+                                         prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
+                                         remat=remat, grad_accum=parts["grad_accum"], limit_bytes=limit,
+                                         temperature=parts["sampling"].temperature or 1.0,
+                                         rules=sharding.rules_table(parts["mesh"].rules), lora=asked_lora)
   parts["model"] = dataclasses.replace(parts["model"], remat=plan.remat)
   parts["grpo"] = dataclasses.replace(gcfg, grad_accum=plan.grad_accum)
-  summary = plan.summary() | {"asked": {"model.remat": remat, "grpo.grad_accum": parts["grad_accum"]}}
+  summary = plan.summary() | {"lora_rank": parts["lora"].rank,
+                              "asked": {"model.remat": remat, "grpo.grad_accum": parts["grad_accum"],
+                                        "lora.rank": asked_lora.rank, "lora.mode": asked_lora.mode}}
   (workdir / "memory_plan.json").write_text(json.dumps(summary, indent=1))
   measured = (f"; train state {plan.state_bytes / memory.GiB:.2f} GiB per device; per program (arguments + "
               "temporaries + outputs) "
               + ", ".join(f"{k} {v.peak / memory.GiB:.2f} GiB" for k, v in plan.phases.items())) if plan.phases else ""
-  print(f"memory plan: model.remat={plan.remat} grpo.grad_accum={plan.grad_accum} ({plan.reason}){measured}")
+  lora = f" lora.rank={parts['lora'].rank}" if asked_lora.enabled else ""
+  print(f"memory plan: model.remat={plan.remat} grpo.grad_accum={plan.grad_accum}{lora} ({plan.reason}){measured}")
   return summary
 
 
@@ -520,6 +530,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
     if cfg.stage == "r1_zero":  # before any weights are loaded or trained
       plan = plan_memory(parts, ctx.mesh, ctx.workdir)
       resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
+      resolved.lora.rank = plan["lora_rank"]
     (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
     out = pipeline.run(ctx, stages, fingerprint(cfg), only=set(stages_lib.R1_ZERO_SELECTIONS[cfg.stage]),
                        given=given_inputs(cfg.inputs))
@@ -576,6 +587,7 @@ def run_stages(cfg: ml_collections.ConfigDict, parts: dict, stages: list, only: 
     plan = plan_memory(parts, ctx.mesh, ctx.workdir)
     resolved = ml_collections.ConfigDict(cfg.to_dict())
     resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
+    resolved.lora.rank = plan["lora_rank"]
     (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
     return ctx, pipeline.run(ctx, stages, fingerprint(cfg), only=only, given=given)
 

@@ -7,6 +7,7 @@ import dataclasses
 import pathlib
 
 from r1jax import curation
+from r1jax import lora
 from r1jax import train
 from r1jax.rewards import combine
 from r1jax.sft import data as data_lib
@@ -31,8 +32,10 @@ def grpo(ctx, policy, out: pathlib.Path, *, language: bool = False, specs=None, 
                           examples=ctx.train_ex if examples is None else examples,
                           reward_specs=specs or combine.default_specs(rcfg), template=ctx.template, tcfg=tcfg,
                           gcfg=parts["grpo"], ocfg=ocfg, scfg=parts["sampling"], ckcfg=ckcfg,
-                          mesh=ctx.mesh, workdir=out, extra_rewards=extra_rewards, ppo=parts["ppo"])
-  saved = ctx.save(out / "policy", tcfg.steps, result["state"].params, model_cfg, hf_export=True)
+                          mesh=ctx.mesh, workdir=out, extra_rewards=extra_rewards, ppo=parts["ppo"],
+                          lora=parts.get("lora"))
+  # With LoRA the saved policy (and its policy_hf export) is the base with the adapters merged in.
+  saved = ctx.save(out / "policy", tcfg.steps, lora.merged(result["state"]), model_cfg, hf_export=True)
   return {"policy": saved, "checkpoints": ckcfg.directory}
 
 

@@ -91,12 +91,16 @@ def phase(name: str, compiled) -> Phase:
                int(m.temp_size_in_bytes))
 
 
-def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None) -> train_step.TrainState:
-  """Shapes and shardings of the GRPO train state, with nothing allocated."""
+def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None, lora=None) -> train_step.TrainState:
+  """Shapes and shardings of the GRPO train state, with nothing allocated; with an enabled `lora`
+  (`r1jax.lora.LoRAConfig`) the adapters, their optimizer state and the frozen base (no reference copy)."""
   shardings = model_lib.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         model_lib.abstract_params(model_cfg), shardings)
   optimizer = train_step.make_optimizer(ocfg)
+  if lora is not None and lora.enabled:
+    from r1jax import lora as lora_lib
+    return lora_lib.abstract_state(params, model_cfg, lora, optimizer)
   opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                      jax.eval_shape(optimizer.init, params), train_step.opt_state_shardings(optimizer, params))
   rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -163,7 +167,7 @@ def _accum_options(rows_per_update: int, shards: int, fixed) -> list[int]:
 
 def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
          prompts_per_step: int, prompt_len: int, remat="auto", grad_accum="auto",
-         limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print) -> Plan:
+         limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print, lora=None) -> Plan:
   """Choose (remat, grad_accum) for the run's shapes; see the module docstring.
 
   Args:
@@ -172,6 +176,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       available memory over the CPU devices; where none is known, the cheapest setting is taken
       and nothing is compiled or checked).
     rules: the parameters' rules table (default `sharding.DEFAULT_RULES`).
+    lora: an enabled `r1jax.lora.LoRAConfig` plans the LoRA state and update (`plan_lora` chooses).
   """
   limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
   budget = None if limit is None else int(limit * HEADROOM)
@@ -188,7 +193,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
     return Plan(remats[0], accums[0], None, 0, {}, [], "no device or host memory limit is known and "
                 "train.memory_limit_gb is 0: the cheapest setting, not measured")
   base = dataclasses.replace(model_cfg, remat="none")
-  state = abstract_state(base, ocfg, mesh, with_ref, rules)
+  state = abstract_state(base, ocfg, mesh, with_ref, rules, lora)
   # PPO (grpo.advantage_estimator='gae'): the critic's state stays resident beside the policy's,
   # and its update is one more program, measured at every setting tried.
   critic = (abstract_critic(base, ocfg, mesh, rules) if getattr(gcfg, "advantage_estimator", "grpo") == "gae"
@@ -202,7 +207,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   pmask = jax.ShapeDtypeStruct((prompts_per_step, P), jnp.bool_, sharding=prompts.sharding)
   key = jax.eval_shape(lambda: jax.random.key(0))
   phases["generate"] = phase("generate", sampler_lib.generate.lower(
-      state.params, prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
+      state.policy(), prompts, pmask, key, cfg=base, scfg=dataclasses.replace(scfg, num_samples=G)).compile())
   # The reference pass (the trainer's pi_old is the same program) runs in grad_accum x
   # num_minibatches micro-batches of rows, as the update does: measured here at the most frugal
   # grad_accum (if that does not fit, nothing does), and below at each grad_accum tried.
@@ -213,7 +218,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   def ref_phase(a: int) -> Phase:
     if a not in ref_phases:
       fn = train_step.make_logprob_fn(base, temperature, a * gcfg.num_minibatches)
-      ref_phases[a] = phase("reference", fn.lower(state.params, ref_batch).compile())
+      ref_phases[a] = phase("reference", fn.lower(state.policy(), ref_batch).compile())
     return ref_phases[a]
 
   def resident_peak(ph: Phase) -> int:  # a pass over one parameter copy, the rest of the state resident
@@ -221,7 +226,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   if use_ref_pass:
     phases["reference"] = ref_phase(accums[-1])
   # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
-  params_bytes = per_device_bytes(state.params)
+  params_bytes = per_device_bytes(state.policy())
   fixed_peaks = {k: resident_peak(v) for k, v in phases.items()}
   for k, pk in fixed_peaks.items():
     if pk > budget:
@@ -293,6 +298,18 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       f"limit is {budget / GiB:.2f} GiB; lower train.prompts_per_step={prompts_per_step} or "
       f"grpo.max_completion_length={N}, raise grpo.num_minibatches={gcfg.num_minibatches}, use "
       f"optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
+
+
+def plan_lora(model_cfg, gcfg, ocfg, scfg, mesh, *, lora, log=print, **kwargs):
+  """`plan` with `lora` (an `r1jax.lora.LoRAConfig`) resolved: (plan, the LoRA config the run uses).
+  lora.mode='auto' plans full fine-tuning first and, when no setting of it fits, LoRA at lora.rank
+  (the returned config's rank is 0 when full fine-tuning was chosen); 'on' plans LoRA, rank 0 full."""
+  if lora.enabled and lora.mode == "auto":
+    try:
+      return plan(model_cfg, gcfg, ocfg, scfg, mesh, log=log, **kwargs), dataclasses.replace(lora, rank=0)
+    except DoesNotFitError as e:
+      log(f"memory plan: full fine-tuning does not fit ({e}); planning LoRA at lora.rank={lora.rank}")
+  return plan(model_cfg, gcfg, ocfg, scfg, mesh, log=log, lora=lora if lora.enabled else None, **kwargs), lora
 
 
 # ----------------------------------------------------------------------------- disk
