@@ -269,6 +269,9 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
       "traces": to_dataclass(traces_lib.TraceConfig, cfg.traces, "traces"),
       "lora": to_dataclass(LoRAConfig, cfg.lora, "lora"),
   }
+  if out["lora"].enabled and cfg.stage == "average":
+    raise ValueError(f"stage='average' with lora.rank={out['lora'].rank}: the checkpoints hold adapters, whose mean "
+                     f"is not the mean of the merged weights; average full fine-tuning runs (lora.rank=0)")
   if out["lora"].enabled and gcfg.ref_reset_every:
     raise ValueError(f"grpo.ref_reset_every={gcfg.ref_reset_every} with lora.rank={out['lora'].rank}: the LoRA "
                      f"reference is the frozen base (adapters off) and cannot be reset; set one of them to 0")
