@@ -272,7 +272,7 @@ def validate(cfg: ml_collections.ConfigDict) -> dict:
   if out["lora"].enabled and cfg.stage == "average":
     raise ValueError(f"stage='average' with lora.rank={out['lora'].rank}: the checkpoints hold adapters, whose mean "
                      f"is not the mean of the merged weights; average full fine-tuning runs (lora.rank=0)")
-  if out["lora"].enabled and gcfg.ref_reset_every:
+  if out["lora"].enabled and out["lora"].mode == "on" and gcfg.ref_reset_every:
     raise ValueError(f"grpo.ref_reset_every={gcfg.ref_reset_every} with lora.rank={out['lora'].rank}: the LoRA "
                      f"reference is the frozen base (adapters off) and cannot be reset; set one of them to 0")
   for name, cls in R1_SECTIONS.items():
@@ -481,7 +481,15 @@ def plan_memory(parts, mesh, workdir: pathlib.Path) -> dict:
                                          rules=sharding.rules_table(parts["mesh"].rules), lora=asked_lora)
   parts["model"] = dataclasses.replace(parts["model"], remat=plan.remat)
   parts["grpo"] = dataclasses.replace(gcfg, grad_accum=plan.grad_accum)
-  summary = plan.summary() | {"lora_rank": parts["lora"].rank,
+  lcfg = parts["lora"]
+  if lcfg.enabled:  # (lora.mode='auto' chose LoRA, or 'on')
+    if gcfg.ref_reset_every:
+      print(f"note: LoRA: the reference is the frozen base (adapters off); grpo.ref_reset_every="
+            f"{gcfg.ref_reset_every} -> 0")
+      parts["grpo"] = dataclasses.replace(parts["grpo"], ref_reset_every=0)
+    if lcfg.learning_rate:
+      parts["optim"] = dataclasses.replace(parts["optim"], learning_rate=lcfg.learning_rate)
+  summary = plan.summary() | {"lora_rank": parts["lora"].rank, "learning_rate": parts["optim"].learning_rate,
                               "asked": {"model.remat": remat, "grpo.grad_accum": parts["grad_accum"],
                                         "lora.rank": asked_lora.rank, "lora.mode": asked_lora.mode}}
   (workdir / "memory_plan.json").write_text(json.dumps(summary, indent=1))
