@@ -254,3 +254,34 @@ def test_config_errors():
     with pytest.raises(ValueError, match=field):
       L.LoRAConfig(**kw)
   assert L.LoRAConfig(rank=2, targets="q, down").weights() == ("wq", "w_down")
+
+
+def test_adapters_are_sharded_like_their_weights_and_the_sharded_step_equals_the_unsharded():
+  """On a 4 x 2 (fsdp x tensor) mesh: A is placed like its W's input dims, B like W's output dims, the
+  rank replicated; one LoRA step there gives the loss and adapters of the same step on one device."""
+  g = GRPOConfig(num_generations=4, beta=0.04, max_completion_length=N)
+  o = TS.OptimConfig(learning_rate=1e-3)
+  b = _batch(4)
+  one = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  params = M.init_params(jax.random.key(0), CFG, std=0.2)
+  ad = _trained_adapters()
+  state = TS.init_state(_mesh_put(ad, one), TS.make_optimizer(o)).replace(frozen=_mesh_put(params, one),
+                                                                           lora_scale=LCFG.scale)
+  want_state, want_m = TS.make_grpo_step(CFG, g, o, 1.0, TS.state_shardings(state), one)(state, b)
+  mesh = sharding.make_mesh(sharding.MeshConfig(fsdp=4, tensor=2))
+  with jax.set_mesh(mesh):
+    sharded = jax.device_put(params, M.param_shardings(CFG, mesh))
+    state = L.init_state(sharded, CFG, LCFG, TS.make_optimizer(o), seed=0)
+    spec = lambda x: tuple(x.sharding.spec) + (None,) * (x.ndim - len(x.sharding.spec))
+    placed = 0
+    for name, k in L.IN_DIMS.items():
+      w, a_, b_ = (spec(x) for x in (sharded["layers"][name], state.params["layers"][f"{name}_lora_a"],
+                                      state.params["layers"][f"{name}_lora_b"]))
+      assert a_ == w[:k + 1] + (None,) and b_ == (w[0], None) + w[k + 1:], (name, w, a_, b_)
+      placed += sum(x is not None for x in a_ + b_)
+    assert placed >= 7  # fsdp on the model dim, tensor on heads / mlp: not all replicated
+    state = state.replace(params=jax.device_put(ad, jax.tree.map(lambda x: x.sharding, state.params)))
+    got_state, got_m = TS.make_grpo_step(CFG, g, o, 1.0, TS.state_shardings(state), mesh)(state, b)
+  np.testing.assert_allclose(float(got_m["loss"]), float(want_m["loss"]), rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(got_state.params), jax.tree.leaves(want_state.params)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
