@@ -33,6 +33,10 @@ Qwen2.5-7B with fp32 master weights on one GPU (issue 12): AdamW moments stored 
 (`optim.state_dtype`) and the update in grpo.num_minibatches optimizer steps (no gradient
 accumulator beside the gradients): `--preset qwen2.5-7b --param_dtype float32 --state_dtype bfloat16
 --minibatches 4 --remat full --beta 0.001 --logprob_impl fused --steps 2`.
+
+LoRA (`--lora_rank 64`, `--lora_base_dtype bfloat16|int8`): adapters on every projection trained,
+the base frozen and read as the reference (no copy); time it beside the full step at the same
+shape, e.g. `--preset qwen2.5-1.5b --lora_rank 64` and the same command without it.
 """
 from __future__ import annotations
 
@@ -53,6 +57,8 @@ import continuous_batching  # noqa: E402
 import model_bench  # noqa: E402
 
 from r1jax import distributed  # noqa: E402
+from r1jax import lora  # noqa: E402
+from r1jax.lora import LoRAConfig  # noqa: E402
 from r1jax import model as M  # noqa: E402
 from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
@@ -89,18 +95,26 @@ def run_r1jax(a, ceilings_fn):
   with jax.set_mesh(mesh):
     params = M.init_sharded(jax.random.key(0), cfg, mesh, sharding.rules_table(a.rules))
     to_compute = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cfg.compute_dtype), p))
-    ref = to_compute(params)  # a new copy
+    lcfg = LoRAConfig(rank=a.lora_rank, alpha=2.0 * max(a.lora_rank, 1), base_dtype=a.lora_base_dtype)
+    # LoRA: the reference is the frozen base itself (adapters off), no copy.
+    ref = to_compute(params) if not lcfg.enabled else None  # a new copy
     g = GRPOConfig(num_generations=a.G, beta=a.beta, max_completion_length=a.new_tokens, grad_accum=a.grad_accum,
                    num_minibatches=a.minibatches)
     o = TS.OptimConfig(learning_rate=1e-6, state_dtype=a.state_dtype)
-    state = TS.init_state(params, TS.make_optimizer(o))
+    if lcfg.enabled:  # the adapters trained, the base frozen beside them (r1jax.lora)
+      state = lora.init_state(params, cfg, lcfg, TS.make_optimizer(o), 0)
+      ref = state.frozen
+    else:
+      state = TS.init_state(params, TS.make_optimizer(o))
     del params
     update = TS.make_grpo_step(cfg, g, o, 1.0, TS.state_shardings(state), mesh)
     critic = critic_state = None
+    if a.algo == "ppo" and lcfg.enabled:
+      sys.exit("--algo ppo with --lora_rank: the critic is a full model; benchmark them apart")
     if a.algo == "ppo":  # PPO's critic as the trainer builds it: the policy's weights + a head, its own AdamW
       g = dataclasses.replace(g, advantage_estimator="gae")
       critic, critic_state = train.Critic.build(cfg, state.params, PPOConfig(), g, o, 0, mesh)
-    ref_cfg = cfg if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16",
+    ref_cfg = cfg if a.preset == "tiny" or lcfg.enabled else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16",
                                                            logprob_impl=a.logprob_impl)
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0, a.grad_accum)  # in the update's micro-batches, as the trainer runs it
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
@@ -125,7 +139,7 @@ def run_r1jax(a, ceilings_fn):
     for i in range(a.steps + 1):
       caps_dev = distributed.process_batch(step_caps[i][distributed.process_rows(R)], mesh)
       t0 = time.perf_counter()
-      out = gen(state.params, prompts, pmask, jax.random.key(i), caps_dev)
+      out = gen(state.policy(), prompts, pmask, jax.random.key(i), caps_dev)
       jax.block_until_ready(out["tokens"])
       t1 = time.perf_counter()
       assert int(out["mask"].sum()) == step_caps[i].sum(), "every row must generate its cap's tokens"
@@ -134,6 +148,8 @@ def run_r1jax(a, ceilings_fn):
                "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"],
                "adv": distributed.process_batch(advs[i][distributed.process_rows(R)], mesh)}
       batch = TS.shard_batch(batch, mesh)  # rows over data x fsdp (several devices)
+      if lcfg.enabled:
+        ref = state.frozen  # (the step donates the state: this step's base)
       batch["ref_logp"] = ref_fn(ref, batch)
       jax.block_until_ready(batch["ref_logp"])
       tc = time.perf_counter()
@@ -145,7 +161,7 @@ def run_r1jax(a, ceilings_fn):
       critic_s = time.perf_counter() - tc
       t2 = time.perf_counter()
       if i == a.steps:  # untimed: the trainer's log-probs of the sampled tokens under the sampling weights
-        trainer_logp = ref_fn(to_compute(state.params), batch)
+        trainer_logp = ref_fn(to_compute(state.policy()), batch)
         mismatch = jax.device_get(rollout_mismatch.logprob_mismatch(trainer_logp, batch["old_logp"],
                                                                     batch["completion_mask"]))
         del trainer_logp
@@ -156,7 +172,7 @@ def run_r1jax(a, ceilings_fn):
       t2 = time.perf_counter()
       mbs = list(train.minibatches(host_rows, batch, g, 0, i, mesh)) if a.minibatches > 1 else [batch]
       if i == 0:
-        temps = {"generate": temp_bytes(gen, state.params, prompts, pmask, jax.random.key(0), caps_dev),
+        temps = {"generate": temp_bytes(gen, state.policy(), prompts, pmask, jax.random.key(0), caps_dev),
                  "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, mbs[0])}
       for mb in mbs:
         state, m = update(state, mb)
@@ -167,6 +183,7 @@ def run_r1jax(a, ceilings_fn):
     gen_s, lp_s, critic_s, upd_s, tot = np.median(np.asarray(times), axis=0)
 
     # Against the limits.
+    ref = state.frozen if lcfg.enabled else ref
     itemsize = jnp.dtype(cfg.dtype).itemsize
     w_bytes = nbytes(ref) + (ref["embed"].nbytes if cfg.tie_embeddings else 0)
     ctx = a.prompt_len + a.new_tokens / 2
@@ -175,7 +192,10 @@ def run_r1jax(a, ceilings_fn):
     T = a.prompt_len + a.new_tokens
     upd_flops = R * T * 3 * (2 * model_bench.matmul_params(cfg) + model_bench.attn_flops_fwd(cfg, T))
     stats = jax.devices()[0].memory_stats() or {}
-    held = {"params": nbytes(state.params), "optimizer_state": nbytes(state.opt_state), "reference": nbytes(ref)}
+    held = {"params": nbytes(state.params), "optimizer_state": nbytes(state.opt_state),
+            "reference": nbytes(ref) if not lcfg.enabled else 0}
+    if lcfg.enabled:
+      held["frozen_base"] = nbytes(state.frozen)
     if critic_state is not None:
       held["critic"] = nbytes(critic_state.trained()) + nbytes(critic_state.opt_state)
     del ref, state, batch, critic_state
@@ -189,7 +209,8 @@ def run_r1jax(a, ceilings_fn):
             "beta": a.beta, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "logprob_impl": cfg.logprob_impl,
             "decode_attention": M.decode_attention_impl(cfg),
-            "algo": a.algo, "generate_s": gen_s, "ref_logprobs_s": lp_s, "critic_s": critic_s, "update_s": upd_s,
+            "algo": a.algo, "lora_rank": a.lora_rank, "lora_base_dtype": a.lora_base_dtype if a.lora_rank else None,
+            "generate_s": gen_s, "ref_logprobs_s": lp_s, "critic_s": critic_s, "update_s": upd_s,
             "step_s": tot,
             "rollout_mismatch": {k: float(v) for k, v in mismatch.items()}, "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
             "tokens_per_s": R * T / tot, "generated_tokens_per_s": int(caps.sum()) / gen_s,
@@ -214,7 +235,7 @@ def run_system(name, a):
             str(a.grad_accum), "--minibatches", str(a.minibatches), "--state_dtype", a.state_dtype, "--beta", str(a.beta), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
             "--decode_splits", str(a.decode_splits),
             "--logprob_impl", a.logprob_impl, "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots),
-            "--algo", a.algo]
+            "--algo", a.algo, "--lora_rank", str(a.lora_rank), "--lora_base_dtype", a.lora_base_dtype]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
     cmd += extra.get(name, "").split()
@@ -244,7 +265,8 @@ def table(results, base):
       lines.append(f"| {r['system']} | failed: {r['error'][-120:]!r} ||||||||")
       continue
     ratio = base["tokens_per_s"] / r["tokens_per_s"]
-    name = r["system"] + (" (PPO)" if r.get("algo") == "ppo" else "")
+    name = r["system"] + (" (PPO)" if r.get("algo") == "ppo" else "") + (
+        f" (LoRA r={r['lora_rank']})" if r.get("lora_rank") else "")
     critic = f"{r['critic_s']:.2f}" if r.get("algo") == "ppo" else "-"
     lines.append(f"| {name} | {r['step_s']:.2f} | {r['generate_s']:.2f} | {r['ref_logprobs_s']:.2f} | {critic} | "
                  f"{r['update_s']:.2f} | {r['tokens_per_s']:,.0f} | {ratio:.2f}x | "
@@ -275,6 +297,9 @@ def main():
   ap.add_argument("--decode_attention", default="auto")
   ap.add_argument("--algo", default="grpo", choices=("grpo", "ppo"),
                   help="ppo: PPO with a critic of the policy's size (values, GAE, critic update in the step)")
+  ap.add_argument("--lora_rank", type=int, default=0,
+                  help="> 0: train LoRA adapters of this rank on every projection (alpha 2 x rank), the base frozen")
+  ap.add_argument("--lora_base_dtype", default="params", help="lora.base_dtype: 'params', 'bfloat16' or 'int8'")
   ap.add_argument("--peers", default="", help="comma list of: tunix,trl")
   ap.add_argument("--out", default="")
   ap.add_argument("--decode_splits", type=int, default=0, help="model.decode_kv_splits of the Pallas decode kernel")

@@ -36,6 +36,7 @@ from r1jax import train
 from r1jax import train_step
 from r1jax.evaluation import harness
 from r1jax.grpo.config import GRPOConfig, PPOConfig
+from r1jax.lora import LoRAConfig
 from r1jax.pretraining import PretrainConfig
 from r1jax.rewards import combine
 from r1jax.sampling.sampler import SamplingConfig
@@ -219,6 +220,9 @@ class Run:
   train: Any
   eval: Any
   checkpoint: Any
+  lora: Any
+  """The LoRA section as asked; after the memory plan, as chosen (lora.mode='auto': rank 0 where
+  full fine-tuning fits)."""
   average: Any = None
   r1: Any = None
   cold_start: Any = None
@@ -248,7 +252,7 @@ LIBRARY_SECTIONS = {"model": model_lib.ModelConfig, "tokenizer": tok_lib.Tokeniz
                     "data": datasets_lib.DataConfig, "pretrain": PretrainConfig, "sampling": SamplingConfig,
                     "grpo": GRPOConfig, "ppo": PPOConfig, "optim": train_step.OptimConfig,
                     "rewards": combine.RewardsConfig, "train": train.TrainConfig, "eval": harness.EvalConfig,
-                    "checkpoint": ckpt_lib.CheckpointConfig, "traces": traces_lib.TraceConfig}
+                    "checkpoint": ckpt_lib.CheckpointConfig, "traces": traces_lib.TraceConfig, "lora": LoRAConfig}
 """Every training experiment's sections (a pipeline adds its own: `resolve`'s `sections`)."""
 
 
@@ -371,6 +375,12 @@ def resolve(cfg: ml_collections.ConfigDict, sections: Mapping[str, type] = types
             rollout_chunks=rollout_chunks, from_tokenizer=(("sampling.pad_id",) if cfg.sampling.pad_id is None else ())
             + (("model.vocab_size",) if not cfg.model.hf_checkpoint and cfg.model.vocab_size is None else ()),
             **resolved)
+  if run.lora.enabled and cfg.stage == "average":
+    raise ValueError(f"stage='average' with lora.rank={run.lora.rank}: the checkpoints hold adapters, whose mean "
+                     f"is not the mean of the merged weights; average full fine-tuning runs (lora.rank=0)")
+  if run.lora.enabled and run.lora.mode == "on" and gcfg.ref_reset_every:
+    raise ValueError(f"grpo.ref_reset_every={gcfg.ref_reset_every} with lora.rank={run.lora.rank}: the LoRA "
+                     f"reference is the frozen base (adapters off) and cannot be reset; set one of them to 0")
   gcfg.check_rows(tcfg.prompts_per_step, run.mesh.batch_shards(jax.device_count()),
                   1 if grad_accum == "auto" else grad_accum)
   if tcfg.overlong_weight and not 0 < tcfg.overlong_buffer <= gcfg.max_completion_length:

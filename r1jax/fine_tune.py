@@ -7,6 +7,7 @@ import dataclasses
 import pathlib
 
 from r1jax import curation
+from r1jax import lora
 from r1jax import train
 from r1jax.rewards import combine
 from r1jax.sft import data as data_lib
@@ -30,8 +31,9 @@ def grpo(run, ctx, policy, out: pathlib.Path, *, language: bool = False, specs=N
                           examples=ctx.train_ex if examples is None else examples,
                           reward_specs=specs or combine.default_specs(rcfg), template=ctx.template, tcfg=tcfg,
                           gcfg=run.grpo, ocfg=ocfg, scfg=run.sampling, ckcfg=ckcfg,
-                          mesh=ctx.mesh, workdir=out, extra_rewards=extra_rewards, ppo=run.ppo)
-  saved = ctx.save(run, out / "policy", tcfg.steps, result["state"].params, model_cfg, hf_export=True)
+                          mesh=ctx.mesh, workdir=out, extra_rewards=extra_rewards, ppo=run.ppo, lora=run.lora)
+  # With LoRA the saved policy (and its policy_hf export) is the base with the adapters merged in.
+  saved = ctx.save(run, out / "policy", tcfg.steps, lora.merged(result["state"]), model_cfg, hf_export=True)
   return {"policy": saved, "checkpoints": ckcfg.directory}
 
 

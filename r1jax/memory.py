@@ -105,12 +105,16 @@ def phase(name: str, compiled) -> Phase:
                int(m.temp_size_in_bytes))
 
 
-def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None) -> train_step.TrainState:
-  """Shapes and shardings of the GRPO train state, with nothing allocated."""
+def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None, lora=None) -> train_step.TrainState:
+  """Shapes and shardings of the GRPO train state, with nothing allocated; with an enabled `lora`
+  (`r1jax.lora.LoRAConfig`) the adapters, their optimizer state and the frozen base (no reference copy)."""
   shardings = model_lib.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         model_lib.abstract_params(model_cfg), shardings)
   optimizer = train_step.make_optimizer(ocfg)
+  if lora is not None and lora.enabled:
+    from r1jax import lora as lora_lib
+    return lora_lib.abstract_state(params, model_cfg, lora, optimizer)
   opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                      jax.eval_shape(optimizer.init, params), train_step.opt_state_shardings(optimizer, params))
   rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -288,9 +292,9 @@ def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingCo
 def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
          prompts_per_step: int, prompt_len: int, remat="auto", grad_accum="auto",
          limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print,
-         rollout_chunks="auto") -> Plan:
+         rollout_chunks="auto", lora=None) -> Plan:
   """Choose (remat, grad_accum) and the rollout's (chunks, slots) for the run's shapes; see the
-  module docstring.
+  module docstring. `lora` (a LoRAConfig that is enabled): the state and update are LoRA's.
 
   Args:
     remat / grad_accum / rollout_chunks: 'auto' or a fixed value (a fixed value is still measured
@@ -299,6 +303,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       available memory over the CPU devices; where none is known, the cheapest setting is taken
       and nothing is compiled or checked).
     rules: the parameters' rules table (default `sharding.DEFAULT_RULES`).
+    lora: an enabled `r1jax.lora.LoRAConfig` plans the LoRA state and update (`plan_lora` chooses).
   """
   limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
   budget = None if limit is None else int(limit * HEADROOM)
@@ -318,7 +323,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
     return Plan(remats[0], accums[0], None, 0, {}, [], "no device or host memory limit is known and "
                 "train.memory_limit_gb is 0: the cheapest setting, not measured", c, m)
   base = dataclasses.replace(model_cfg, remat="none")
-  state = abstract_state(base, ocfg, mesh, with_ref, rules)
+  state = abstract_state(base, ocfg, mesh, with_ref, rules, lora)
   # PPO (grpo.advantage_estimator='gae'): the critic's state stays resident beside the policy's,
   # and its update is one more program, measured at every setting tried.
   critic = (abstract_critic(base, ocfg, mesh, rules) if getattr(gcfg, "advantage_estimator", "grpo") == "gae"
@@ -326,10 +331,10 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   critic_bytes = 0 if critic is None else per_device_bytes(critic)
   state_bytes = per_device_bytes(state) + critic_bytes
   phases: dict[str, Phase] = {}
-  params_bytes = per_device_bytes(state.params)
+  params_bytes = per_device_bytes(state.policy())
   # Sampling does not depend on remat or grad_accum: planned once, the rest of the state resident.
   splan = plan_sampling(base, scfg, mesh, prompts=prompts_per_step, prompt_len=P, limit_bytes=limit,
-                        resident_bytes=state_bytes - params_bytes, params=state.params, chunks=rollout_chunks,
+                        resident_bytes=state_bytes - params_bytes, params=state.policy(), chunks=rollout_chunks,
                         resident_name="the rest of the train state", log=log, knobs=(
       f"lower train.prompts_per_step={prompts_per_step}, grpo.num_generations={G} or "
       f"grpo.max_completion_length={N}, use optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add "
@@ -345,7 +350,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
   def ref_phase(a: int) -> Phase:
     if a not in ref_phases:
       fn = train_step.make_logprob_fn(base, temperature, a * gcfg.num_minibatches)
-      ref_phases[a] = phase("reference", fn.lower(state.params, ref_batch).compile())
+      ref_phases[a] = phase("reference", fn.lower(state.policy(), ref_batch).compile())
     return ref_phases[a]
 
   def resident_peak(ph: Phase) -> int:  # a pass over one parameter copy, the rest of the state resident
@@ -425,6 +430,18 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       f"limit is {budget / GiB:.2f} GiB; lower train.prompts_per_step={prompts_per_step} or "
       f"grpo.max_completion_length={N}, raise grpo.num_minibatches={gcfg.num_minibatches}, use "
       f"optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
+
+
+def plan_lora(model_cfg, gcfg, ocfg, scfg, mesh, *, lora, log=print, **kwargs):
+  """`plan` with `lora` (an `r1jax.lora.LoRAConfig`) resolved: (plan, the LoRA config the run uses).
+  lora.mode='auto' plans full fine-tuning first and, when no setting of it fits, LoRA at lora.rank
+  (the returned config's rank is 0 when full fine-tuning was chosen); 'on' plans LoRA, rank 0 full."""
+  if lora.enabled and lora.mode == "auto":
+    try:
+      return plan(model_cfg, gcfg, ocfg, scfg, mesh, log=log, **kwargs), dataclasses.replace(lora, rank=0)
+    except DoesNotFitError as e:
+      log(f"memory plan: full fine-tuning does not fit ({e}); planning LoRA at lora.rank={lora.rank}")
+  return plan(model_cfg, gcfg, ocfg, scfg, mesh, log=log, lora=lora if lora.enabled else None, **kwargs), lora
 
 
 # ----------------------------------------------------------------------------- disk

@@ -472,7 +472,32 @@ def fuse_projections(layers: Params) -> Params:
   layers = dict(layers)
   qkv = [layers.pop(n) for n in ("wq", "wk", "wv")]
   gate_up = [layers.pop(n) for n in ("w_gate", "w_up")]
-  return layers | {"w_qkv": jnp.concatenate(qkv, axis=-2), "w_gate_up": jnp.concatenate(gate_up, axis=-1)}
+  fused = {"w_qkv": jnp.concatenate(qkv, axis=-2), "w_gate_up": jnp.concatenate(gate_up, axis=-1)}
+  if "wq_qscale" in layers:  # an int8 base (`r1jax.lora`): the per-channel scales side by side too
+    fused |= {"w_qkv_qscale": jnp.concatenate([layers.pop(f"{n}_qscale") for n in ("wq", "wk", "wv")], axis=-2),
+              "w_gate_up_qscale": jnp.concatenate([layers.pop(f"{n}_qscale") for n in ("w_gate", "w_up")], axis=-1)}
+  return layers | fused
+
+
+def _proj(h, w, name: str, eq: str):
+  """h @ w[name] by `eq`, dequantized (an int8 base's per-channel scale on the output), plus the
+  LoRA adapter's (h @ A) @ sB when the layer carries one (`r1jax.lora.combine`)."""
+  out = jnp.einsum(eq, h, w[name])
+  if f"{name}_qscale" in w:
+    out = out * w[f"{name}_qscale"]
+  return out + _lora(h, w, name, eq)
+
+
+def _lora(h, w, name: str, eq: str):
+  """(h @ A) @ sB of projection `name` (0 when not adapted); A and B's dims follow `eq`'s weight."""
+  if f"{name}_lora_a" not in w:
+    return 0
+  ins, out = eq.split("->")
+  x_s, w_s = ins.split(",")
+  contracted = "".join(c for c in w_s if c in x_s)
+  kept = "".join(c for c in x_s if c not in contracted)
+  xa = jnp.einsum(f"{x_s},{contracted}r->{kept}r", h, w[f"{name}_lora_a"])
+  return jnp.einsum(f"{kept}r,r{''.join(c for c in w_s if c not in x_s)}->{out}", xa, w[f"{name}_lora_b"])
 
 
 def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segments=None):
@@ -481,11 +506,12 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
   w = jax.tree.map(lambda a: a.astype(dt), layer)
   h = rms_norm(x, layer["attn_norm"], cfg.rms_eps)
   if "w_qkv" in w:  # the sampler's fused copy (`fuse_projections`): one matmul instead of three
-    q, k, v = jnp.split(jnp.einsum("btd,dmh->btmh", h, w["w_qkv"]), [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], 2)
+    q, k, v = jnp.split(_proj(h, w, "w_qkv", "btd,dmh->btmh"), [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], 2)
+    q, k, v = (x + _lora(h, w, n, "btd,dnh->btnh") for x, n in ((q, "wq"), (k, "wk"), (v, "wv")))
   else:
-    q = jnp.einsum("btd,dnh->btnh", h, w["wq"])
-    k = jnp.einsum("btd,dkh->btkh", h, w["wk"])
-    v = jnp.einsum("btd,dkh->btkh", h, w["wv"])
+    q = _proj(h, w, "wq", "btd,dnh->btnh")
+    k = _proj(h, w, "wk", "btd,dkh->btkh")
+    v = _proj(h, w, "wv", "btd,dkh->btkh")
   if cfg.qkv_bias:
     q, k, v = q + w["bq"], k + w["bk"], v + w["bv"]
   if cfg.qk_norm:
@@ -501,16 +527,17 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
       att = pallas_cached_attention(q, k, v, ck, cv, cmask, cfg.decode_kv_splits)
     else:
       att = cached_attention(q, k, v, mask, ck, cv, cmask)
-  x = x + jnp.einsum("btnh,nhd->btd", att, w["wo"])
+  x = x + _proj(att, w, "wo", "btnh,nhd->btd")
   x = constrain(x, ("batch", "length", "act_embed"))
   h = rms_norm(x, layer["mlp_norm"], cfg.rms_eps)
   if "w_gate_up" in w:
-    g, u = jnp.split(jnp.einsum("btd,df->btf", h, w["w_gate_up"]), 2, axis=-1)
+    g, u = jnp.split(_proj(h, w, "w_gate_up", "btd,df->btf"), 2, axis=-1)
+    g, u = g + _lora(h, w, "w_gate", "btd,df->btf"), u + _lora(h, w, "w_up", "btd,df->btf")
   else:
-    g = jnp.einsum("btd,df->btf", h, w["w_gate"])
-    u = jnp.einsum("btd,df->btf", h, w["w_up"])
+    g = _proj(h, w, "w_gate", "btd,df->btf")
+    u = _proj(h, w, "w_up", "btd,df->btf")
   act = constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"))
-  x = x + jnp.einsum("btf,fd->btd", act, w["w_down"])
+  x = x + _proj(act, w, "w_down", "btf,fd->btd")
   x = constrain(x, ("batch", "length", "act_embed"))
   return x, (k, v)
 

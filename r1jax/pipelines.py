@@ -110,6 +110,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = section(lib["eval"])
   c.checkpoint = section(lib["checkpoint"], derived=("directory",))
   c.average = section(average.AverageConfig)
+  c.lora = section(lib["lora"])
   return c
 
 
@@ -195,37 +196,49 @@ def run(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None, *, stages=
       run_cfg, plan = plan_memory(run_cfg, ctx.mesh, ctx.workdir)
       resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
       resolved.train.rollout_chunks, resolved.sampling.num_slots = str(plan["rollout_chunks"]), plan["num_slots"]
+      resolved.lora.rank = plan["lora_rank"]
     (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
     out = pipeline.run(run_cfg, ctx, stages, fingerprint(cfg), only=only, given=given)
   return Result(run_cfg, ctx, out, plan)
 
 
 def plan_memory(run_cfg: Run, mesh, workdir: pathlib.Path) -> tuple[Run, dict]:
-  """Resolve model.remat / grpo.grad_accum ('auto': the cheapest setting that fits) before any
-  rollout: (the Run with the plan's choices, the plan's summary); writes <workdir>/memory_plan.json."""
+  """Resolve model.remat / grpo.grad_accum / train.rollout_chunks ('auto': the cheapest setting
+  that fits) and lora.mode='auto' (full fine-tuning where it fits, else LoRA) before any rollout:
+  (the Run with the plan's choices, the plan's summary); writes <workdir>/memory_plan.json."""
   from r1jax import memory
-  tcfg, gcfg = run_cfg.train, run_cfg.grpo
+  tcfg, gcfg, scfg, asked_lora = run_cfg.train, run_cfg.grpo, run_cfg.sampling, run_cfg.lora
   limit = int(tcfg.memory_limit_gb * memory.GiB) if tcfg.memory_limit_gb else None
-  plan = memory.plan(run_cfg.model, gcfg, run_cfg.optim, run_cfg.sampling, mesh,
-                     prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
-                     remat=run_cfg.remat, grad_accum=run_cfg.grad_accum, limit_bytes=limit,
-                     temperature=run_cfg.sampling.temperature or 1.0,
-                     rules=sharding.rules_table(run_cfg.mesh.rules), rollout_chunks=run_cfg.rollout_chunks)
-  scfg = run_cfg.sampling
+  plan, lcfg = memory.plan_lora(run_cfg.model, gcfg, run_cfg.optim, scfg, mesh,
+                                prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
+                                remat=run_cfg.remat, grad_accum=run_cfg.grad_accum, limit_bytes=limit,
+                                temperature=scfg.temperature or 1.0, rules=sharding.rules_table(run_cfg.mesh.rules),
+                                rollout_chunks=run_cfg.rollout_chunks, lora=asked_lora)
+  gcfg = dataclasses.replace(gcfg, grad_accum=plan.grad_accum)
+  ocfg = run_cfg.optim
+  if lcfg.enabled:  # (lora.mode='auto' chose LoRA, or 'on')
+    if gcfg.ref_reset_every:
+      print(f"note: LoRA: the reference is the frozen base (adapters off); grpo.ref_reset_every="
+            f"{gcfg.ref_reset_every} -> 0")
+      gcfg = dataclasses.replace(gcfg, ref_reset_every=0)
+    if lcfg.learning_rate:
+      ocfg = dataclasses.replace(ocfg, learning_rate=lcfg.learning_rate)
   slots_asked = scfg.num_slots or "auto" if scfg.continuous_batching else 0
-  summary = plan.summary() | {"asked": {"model.remat": run_cfg.remat, "grpo.grad_accum": run_cfg.grad_accum,
+  summary = plan.summary() | {"lora_rank": lcfg.rank, "learning_rate": ocfg.learning_rate,
+                              "asked": {"model.remat": run_cfg.remat, "grpo.grad_accum": run_cfg.grad_accum,
                                         "train.rollout_chunks": run_cfg.rollout_chunks,
-                                        "sampling.num_slots": slots_asked}}
+                                        "sampling.num_slots": slots_asked,
+                                        "lora.rank": asked_lora.rank, "lora.mode": asked_lora.mode}}
   (workdir / "memory_plan.json").write_text(json.dumps(summary, indent=1))
   measured = (f"; train state {plan.state_bytes / memory.GiB:.2f} GiB per device; per program (arguments + "
               "temporaries + outputs) "
               + ", ".join(f"{k} {v.peak / memory.GiB:.2f} GiB" for k, v in plan.phases.items())) if plan.phases else ""
   slots = f" sampling.num_slots={plan.num_slots}" if plan.num_slots else ""
+  lora = f" lora.rank={lcfg.rank}" if asked_lora.enabled else ""
   print(f"memory plan: model.remat={plan.remat} grpo.grad_accum={plan.grad_accum} "
-        f"train.rollout_chunks={plan.rollout_chunks}{slots} ({plan.reason}){measured}")
-  return dataclasses.replace(run_cfg, model=dataclasses.replace(run_cfg.model, remat=plan.remat),
-                             grpo=dataclasses.replace(gcfg, grad_accum=plan.grad_accum),
-                             train=dataclasses.replace(tcfg, rollout_chunks=plan.rollout_chunks),
+        f"train.rollout_chunks={plan.rollout_chunks}{slots}{lora} ({plan.reason}){measured}")
+  return dataclasses.replace(run_cfg, model=dataclasses.replace(run_cfg.model, remat=plan.remat), grpo=gcfg,
+                             optim=ocfg, lora=lcfg, train=dataclasses.replace(tcfg, rollout_chunks=plan.rollout_chunks),
                              sampling=dataclasses.replace(scfg, num_slots=plan.num_slots)), summary
 
 

@@ -34,6 +34,10 @@ _REAL = {
     "train.reward_workers": 8, "train.sample_log_every": 20,
     "eval.batch_size": 64, "checkpoint.save_every": 50, "checkpoint.keep": 3,
 }
+# 7B / 8B: full fine-tuning where the planner finds a setting that fits the card (a 141 GB H200),
+# else LoRA on every projection at rank 64 (an 80 GB H100): the base frozen in bf16, the reference
+# the base itself, the learning rate 10x full fine-tuning's ("LoRA Without Regret", 2025).
+_LORA_AUTO = {"lora.rank": 64, "lora.alpha": 64.0, "lora.mode": "auto", "lora.learning_rate": 1e-5}
 R1_ZERO_NAMED = {
     "qwen2.5-0.5b": _REAL | {"model.preset": "qwen2.5-0.5b", "grpo.max_completion_length": 1024,
                              "grpo.num_minibatches": 4, "eval.max_new_tokens": 1024},
@@ -42,10 +46,10 @@ R1_ZERO_NAMED = {
                              "eval.max_new_tokens": 2048},
     "qwen2.5-7b": _REAL | {"model.preset": "qwen2.5-7b", "model.param_dtype": "bfloat16",
                            "grpo.max_completion_length": 2048, "train.prompts_per_step": 8,
-                           "grpo.num_minibatches": 2, "optim.learning_rate": 1e-6, "eval.max_new_tokens": 2048},
+                           "grpo.num_minibatches": 2, "optim.learning_rate": 1e-6, "eval.max_new_tokens": 2048} | _LORA_AUTO,
     "llama3.1-8b": _REAL | {"model.preset": "llama3.1-8b", "model.param_dtype": "bfloat16",
                             "grpo.max_completion_length": 2048, "train.prompts_per_step": 8,
-                            "grpo.num_minibatches": 2, "optim.learning_rate": 1e-6, "eval.max_new_tokens": 2048},
+                            "grpo.num_minibatches": 2, "optim.learning_rate": 1e-6, "eval.max_new_tokens": 2048} | _LORA_AUTO,
     "qwen3-1.7b": _REAL | {"model.preset": "qwen3-1.7b", "grpo.max_completion_length": 2048,
                            "train.prompts_per_step": 16, "grpo.num_minibatches": 4, "eval.max_new_tokens": 2048},
 }
@@ -67,7 +71,8 @@ R1_ZERO_NAMED["smollm2-135m"] = {
     "checkpoint.save_every": 5, "checkpoint.keep": 2,
 }
 """Real-model configs: `--config=experiments/r1_zero.py:NAME`; each needs `--config.model.hf_checkpoint=DIR`
-(the 7B / 8B ones keep bf16 parameters and AdamW moments to fit one 141 GB GPU)."""
+(the 7B / 8B ones keep bf16 parameters and AdamW moments to fit one 141 GB GPU, and train LoRA
+adapters where full fine-tuning does not fit the card: `lora.mode='auto'`)."""
 R1_ZERO_CPU_NAMED = ("smollm2-135m",)
 """Named configs sized for a CPU (the others are the GPU configs experiments/r1.py builds its pipeline on)."""
 

@@ -21,6 +21,7 @@ from r1jax import errors
 from r1jax import distributed
 from r1jax import heads
 from r1jax import logger as logger_lib
+from r1jax import lora as lora_lib
 from r1jax.sampling import rollout as rollout_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding
@@ -311,15 +312,17 @@ class PolicyUpdate:
     gcfg, mesh = self.gcfg, self.mesh
     batch = train_step.shard_batch(host, mesh)  # the one host -> device copy of the rollout
     ref_logp_fn = self.ref_logp_fn
-    if state.ref_params is not None:
-      batch["ref_logp"] = ref_logp_fn(state.ref_params, batch)
+    # With LoRA the reference is the frozen base alone (adapters off): no second copy of the weights.
+    reference = state.frozen if state.frozen is not None and gcfg.beta > 0 else state.ref_params
+    if reference is not None:
+      batch["ref_logp"] = ref_logp_fn(reference, batch)
     mismatch = {}
     if gcfg.recompute_old_logp:  # one more forward pass: the trainer's pi_old
-      batch, mismatch = rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.params, batch))
+      batch, mismatch = rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.policy(), batch))
       if gcfg.num_minibatches > 1:
         host |= {k: np.asarray(distributed.to_host(batch[k])) for k in ("old_logp", "sampler_logp")}
     step_metrics = []
-    if gcfg.num_minibatches > 1 and state.ref_params is not None:
+    if gcfg.num_minibatches > 1 and reference is not None:
       host["ref_logp"] = np.asarray(distributed.to_host(batch["ref_logp"]))
     for minibatch in minibatches(host, batch, gcfg, self.seed, step, mesh):
       state, m = self.update(state, minibatch)
@@ -354,14 +357,15 @@ def step_metrics(groups: Groups, update_metrics: list[dict], G: int, times: dict
 
 def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_specs, template: str,
              tcfg: TrainConfig, gcfg: GRPOConfig, ocfg: train_step.OptimConfig, scfg, ckcfg, mesh,
-             workdir, extra_rewards=(), ppo: PPOConfig = PPOConfig()) -> dict[str, Any]:
+             workdir, extra_rewards=(), ppo: PPOConfig = PPOConfig(), lora=None) -> dict[str, Any]:
   """Train `params` with GRPO on `examples` (or PPO with a critic: grpo.advantage_estimator='gae',
   the critic per `ppo`); resumes from `ckcfg.directory` if it holds a checkpoint.
 
   Each step: collect groups (sample + score) -> build the batch (-> the critic's values, GAE, the
   critic's update) -> update -> log -> checkpoint.
   Returns {'state': the final TrainState (params, opt_state, step, ref_params), 'history': metrics,
-  'critic': the critic's TrainState or None}.
+  'critic': the critic's TrainState or None}. With `lora` (an enabled `lora.LoRAConfig`) the state's
+  params are the adapters and its `frozen` the base (`lora.merged` gives the full parameters).
   """
   _validate(tcfg, gcfg, scfg, mesh)
   G = gcfg.num_generations
@@ -375,8 +379,11 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), scfg.prompt_buckets)
   scfg = dataclasses.replace(scfg, prompt_buckets=(P,))
   use_ref = gcfg.uses_reference
-  state = train_step.init_state(params, train_step.make_optimizer(ocfg),
-                                ref_params=jax.tree.map(jnp.copy, params) if use_ref else None)
+  if lora is not None and lora.enabled:
+    state = lora_lib.init_state(params, model_cfg, lora, train_step.make_optimizer(ocfg), tcfg.seed)
+  else:
+    state = train_step.init_state(params, train_step.make_optimizer(ocfg),
+                                  ref_params=jax.tree.map(jnp.copy, params) if use_ref else None)
   update = PolicyUpdate(
       train_step.make_grpo_step(model_cfg, gcfg, ocfg, scfg.temperature or 1.0,
                                 shardings=train_step.state_shardings(state), mesh=mesh),
@@ -410,7 +417,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   try:
     for step in range(start, tcfg.steps):
       t0 = time.perf_counter()
-      groups, position = collector.collect(state.params, it, jax.random.fold_in(base_key, step), gcfg.dynamic_sampling)
+      groups, position = collector.collect(state.policy(), it, jax.random.fold_in(base_key, step), gcfg.dynamic_sampling)
       host = build_batch(groups, gcfg)
       tc = time.perf_counter()
       critic_metrics = {}
@@ -476,10 +483,11 @@ def restore_latest(checkpointer: ckpt_lib.Checkpointer, state: train_step.TrainS
     raise ValueError(f"train.seed={seed} but the checkpoint in {checkpointer.directory} was written with seed "
                      f"{meta['seed']}: resuming would not continue the same random stream")
   print(f"resumed from {checkpointer.directory} at step {int(meta['step'])}")
+  restored = lambda t: train_step.TrainState.from_tree(t).replace(frozen=state.frozen, lora_scale=state.lora_scale)
   if critic_state is None:
-    return train_step.TrainState.from_tree(tree), int(meta["step"]), meta["data_position"]
+    return restored(tree), int(meta["step"]), meta["data_position"]
   critic_tree = tree.pop("critic")
-  return (train_step.TrainState.from_tree(tree), int(meta["step"]), meta["data_position"],
+  return (restored(tree), int(meta["step"]), meta["data_position"],
           train_step.TrainState.from_tree(critic_tree))
 
 

@@ -90,7 +90,8 @@ _MATRICES = {"embed", "lm_head", "wq", "wk", "wv", "wo", "w_gate", "w_up", "w_do
 
 def _decay_mask(params):
   """Weight decay on matrices only, not on norms and biases."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key in _MATRICES, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: path[-1].key in _MATRICES or path[-1].key.endswith(("_lora_a", "_lora_b")), params)
 
 
 # ----------------------------------------------------------------------------- state
@@ -109,8 +110,8 @@ def opt_state_shardings(optimizer: optax.GradientTransformation, params):
                                           params, transform_non_params=lambda _: rep)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["params", "opt_state", "step", "ref_params", "head"],
-                   meta_fields=[])
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["params", "opt_state", "step", "ref_params", "head", "frozen"], meta_fields=["lora_scale"])
 @dataclasses.dataclass(frozen=True)
 class TrainState:
   """What an update step carries, by name. A member a stage does not use is None (no leaves)."""
@@ -124,13 +125,20 @@ class TrainState:
   """GRPO's KL reference (beta > 0), carried through updates unchanged."""
   head: Any = None
   """A scalar head on the transformer (`r1jax.heads`): reward model now, critic / PRM later."""
+  frozen: Any = None
+  """With LoRA (`r1jax.lora`): the frozen base, `params` being the adapters. Never updated and never
+  checkpointed (`tree` leaves it out: it is read from the policy at start)."""
+  lora_scale: float = 0.0
+  """With LoRA: alpha / rank."""
 
   def replace(self, **changes) -> "TrainState":
     return dataclasses.replace(self, **changes)
 
   def tree(self) -> dict:
-    """The members that are set, as the dict a checkpoint holds ({'params': ..., 'opt_state': ...})."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+    """The members that are set, as the dict a checkpoint holds ({'params': ..., 'opt_state': ...}); not
+    the frozen LoRA base."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None and f.name not in ("frozen", "lora_scale")}
 
   @classmethod
   def from_tree(cls, tree: dict) -> "TrainState":
@@ -139,6 +147,13 @@ class TrainState:
   def abstract(self) -> "TrainState":
     """Shapes, dtypes and shardings only: the target `Checkpointer.restore` reads into."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self)
+
+  def policy(self):
+    """The parameters the model runs: `params`, or with LoRA the frozen base with the adapters."""
+    if self.frozen is None:
+      return self.params
+    from r1jax import lora
+    return lora.combine(self.frozen, self.params, self.lora_scale)
 
   def trained(self):
     """The members the optimizer updates."""
@@ -250,9 +265,10 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
 
   A = gcfg.grad_accum
 
-  def loss_fn(params, mb, weight):
+  def loss_fn(params, mb, weight, state):
     P = mb["tokens"].shape[1] - mb["completion_mask"].shape[1]
-    logp, ent = completion_logprobs(params, mb["tokens"], mb["mask"], P, cfg, temperature)
+    policy = state.replace(params=params).policy()  # with LoRA: differentiated wrt the adapters only
+    logp, ent = completion_logprobs(policy, mb["tokens"], mb["mask"], P, cfg, temperature)
     loss, m = loss_lib.grpo_loss(logp, mb["old_logp"], mb.get("ref_logp"), mb["adv"], mb["completion_mask"], gcfg,
                                  mb.get("sampler_logp"))
     m = dict(m)
@@ -263,7 +279,7 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
 
   def step(state, batch):
     if A == 1:
-      (loss, metrics), grads = grad_fn(state.params, batch, 1.0)
+      (loss, metrics), grads = grad_fn(state.params, batch, 1.0, state)
     else:
       micro = jax.tree.map(lambda x: strided_micro_batches(x, A), batch)
       tokens_j = jnp.sum(micro["completion_mask"], axis=(1, 2))
@@ -278,12 +294,12 @@ def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConf
       def body(acc, xs):
         mb, w, share = xs
         mb = jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), mb)
-        (l, m), g = grad_fn(state.params, mb, w)
+        (l, m), g = grad_fn(state.params, mb, w, state)
         acc_g, acc_l, acc_m = acc
         return (jax.tree.map(jnp.add, acc_g, g), acc_l + l,
                 jax.tree.map(lambda a, b: a + share * b, acc_m, m)), None
 
-      (_, m0), _ = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), 1.0)
+      (_, m0), _ = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), 1.0, state)
       zeros = lambda t: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), t)
       # The metrics are token-weighted means over the micro-batches.
       (grads, loss, metrics), _ = jax.lax.scan(body, (zeros(state.params), jnp.float32(0.0), zeros(m0)),

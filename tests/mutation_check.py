@@ -41,6 +41,7 @@ class Mutation:
 # Selections: the tests that exercise the mutated code, the most direct first (pytest -x stops at
 # the first failure, so a caught mutation costs only the tests before it).
 _T, _L, _S = "tests/test_train_step.py::test_", "tests/test_grpo_loop.py::test_", "tests/test_sampler.py::test_"
+LORA = ("tests/test_lora.py",)
 CONSISTENCY = _L + "sampled_logprobs_are_the_trainers_and_rows_keep_their_prompts"
 LOOP = (_L + "loop_rewards_advantages_overlong_truncation_kl_and_minibatches",
         _L + "loop_dynamic_sampling_keeps_informative_groups_with_their_rewards")
@@ -70,13 +71,13 @@ _HEADS = "r1jax/heads.py"
 MUTATIONS = [
     # ---- the bugs named in the issue
     Mutation("step_policy_gradient_zero", _STEP,
-             "logp, ent = completion_logprobs(params, mb[\"tokens\"], mb[\"mask\"], P, cfg, temperature)\n",
-             "logp, ent = completion_logprobs(params, mb[\"tokens\"], mb[\"mask\"], P, cfg, temperature)\n"
+             "logp, ent = completion_logprobs(policy, mb[\"tokens\"], mb[\"mask\"], P, cfg, temperature)\n",
+             "logp, ent = completion_logprobs(policy, mb[\"tokens\"], mb[\"mask\"], P, cfg, temperature)\n"
              "    logp = jax.lax.stop_gradient(logp)\n", STEP, issue=True),
     Mutation("loop_rewards_grouping_swapped", _TRAIN, "exs = [examples[i] for i in idx for _ in range(G)]",
              "exs = [examples[i] for _ in range(G) for i in idx]", LOOP, issue=True),
-    Mutation("loop_ref_logp_from_policy", _TRAIN, "ref_logp_fn(state.ref_params, batch)",
-             "ref_logp_fn(state.params, batch)", LOOP_E2E, issue=True),
+    Mutation("loop_ref_logp_from_policy", _TRAIN, "batch[\"ref_logp\"] = ref_logp_fn(reference, batch)",
+             "batch[\"ref_logp\"] = ref_logp_fn(state.policy(), batch)", LOOP_E2E, issue=True),
     Mutation("loop_ignores_scale_rewards", _TRAIN, "adv_lib.group_advantages(total, G, gcfg.scale_rewards)",
              "adv_lib.group_advantages(total, G)", LOOP_E2E, issue=True),
     Mutation("loop_ignores_mask_truncated", _TRAIN, "if gcfg.mask_truncated_completions:", "if False:", LOOP_E2E,
@@ -116,8 +117,8 @@ MUTATIONS = [
     Mutation("step_ratio_always_one", _STEP, "loss_lib.grpo_loss(logp, mb[\"old_logp\"],",
              "loss_lib.grpo_loss(logp, jax.lax.stop_gradient(logp),", STEP),
     Mutation("step_ignores_temperature", _STEP,
-             "completion_logprobs(params, mb[\"tokens\"], mb[\"mask\"], P, cfg, temperature)",
-             "completion_logprobs(params, mb[\"tokens\"], mb[\"mask\"], P, cfg)", STEP),
+             "completion_logprobs(policy, mb[\"tokens\"], mb[\"mask\"], P, cfg, temperature)",
+             "completion_logprobs(policy, mb[\"tokens\"], mb[\"mask\"], P, cfg)", STEP),
     Mutation("step_logs_next_learning_rate", _STEP,
              "metrics |= {\"loss\": loss, \"grad_norm\": gnorm, \"learning_rate\": lr(state.step),",
              "metrics |= {\"loss\": loss, \"grad_norm\": gnorm, \"learning_rate\": lr(state.step + 1),", STEP),
@@ -213,8 +214,8 @@ MUTATIONS = [
              "k3_BxT = jnp.exp(-d_BxT) + d_BxT - 1.0",
              ("tests/test_grpo_math.py::test_tis_loss_grad_and_mismatch_match_numpy",)),
     Mutation("loop_old_logp_from_reference", _TRAIN,
-             "rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.params, batch))",
-             "rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.ref_params, batch))", LOOP),
+             "rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(state.policy(), batch))",
+             "rollout_mismatch.with_trainer_old_logp(batch, ref_logp_fn(reference, batch))", LOOP),
     Mutation("rollout_prompts_tiled_not_repeated", _ROLLOUT,
              "pt = np.repeat(self.prompt_tokens, n, axis=0)\n    pm = np.repeat(self.prompt_mask, n, axis=0)",
              "pt = np.tile(self.prompt_tokens, (n, 1))\n    pm = np.tile(self.prompt_mask, (n, 1))", (CONSISTENCY,) + LOOP),
@@ -245,6 +246,20 @@ MUTATIONS = [
              "return np.where([e.get(\"task\") == general.TASK for e in exs], s, 0.0)", "return s", STAGES),
     Mutation("pipeline_never_skips", "r1jax/pipeline.py", "if rec is not None and rec[\"fingerprint\"] == fp:",
              "if False:", STAGES),
+    # ---- LoRA (r1jax/lora.py and its hooks)
+    Mutation("lora_reference_is_the_adapted_policy", _TRAIN,
+             "reference = state.frozen if state.frozen is not None and gcfg.beta > 0 else state.ref_params",
+             "reference = state.policy() if state.frozen is not None and gcfg.beta > 0 else state.ref_params", LORA),
+    Mutation("lora_scale_dropped_in_the_model", "r1jax/lora.py",
+             "extra = {k: scaled(v) if k.endswith(\"_lora_b\") else v", "extra = {k: v if k.endswith(\"_lora_b\") else v",
+             LORA),
+    Mutation("lora_merge_drops_scale", "r1jax/lora.py",
+             "w = w + scale * jnp.einsum(", "w = w + jnp.einsum(", LORA),
+    Mutation("lora_int8_scale_not_applied", "r1jax/model.py", "    out = out * w[f\"{name}_qscale\"]", "    out = out",
+             LORA),
+    Mutation("lora_fused_decode_skips_adapters", "r1jax/model.py",
+             "q, k, v = (x + _lora(h, w, n, \"btd,dnh->btnh\")", "q, k, v = (x + 0 * _lora(h, w, n, \"btd,dnh->btnh\")",
+             LORA),
 ]
 
 

@@ -43,7 +43,7 @@ SPECIAL = {
     "data.source": "reasoning_gym", "data.path": "/tmp/x.jsonl", "data.eval_path": "/tmp/y.jsonl",
     "data.layout": "math", "data.on_bad_line": "skip", "data.rg_tasks": "leg_counting",
     "grpo.loss_type": "dr_grpo", "grpo.scale_rewards": "batch", "grpo.importance_sampling_level": "sequence",
-    "grpo.tis": "sequence",
+    "grpo.tis": "sequence", "lora.targets": "q,v", "lora.base_dtype": "int8", "lora.mode": "auto",
     "grpo.grad_accum": "2", "train.rollout_chunks": "2", "eval.rollout_chunks": "2", "optim.decay": "cosine", "pretrain.optim.decay": "constant",
     "rewards.language_target": "zh", "rewards.answer_extraction": "last_number", "eval.answer_extraction": "last_number",
     "train.on_too_long": "fail", "train.resume": "weights", "checkpoint.directory": "/tmp/ck",

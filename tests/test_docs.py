@@ -493,6 +493,9 @@ def test_every_named_config_validates_on_its_architecture(world):
     assert run.grpo.ref_reset_every == 400 and run.grpo.max_completion_length >= 1024
     assert run.remat == "auto" and run.grad_accum == "auto"
     assert run.model.qk_norm == (arch[name.split("-")[0]] == "qwen3")
+    # 7B / 8B: LoRA at rank 64 where full fine-tuning does not fit the card (the planner decides).
+    big = name in ("qwen2.5-7b", "llama3.1-8b")
+    assert (run.lora.mode, run.lora.rank) == (("auto", 64) if big else ("on", 0))
   # The pipeline's named configs: the same model and RL settings, the stages sized for a real base.
   r1 = _module("r1_mod", REPO / "experiments" / "r1.py")
   assert set(r1.NAMED) == set(mod.NAMED) - set(mod.CPU_NAMED)

@@ -146,3 +146,38 @@ def test_a_ppo_critic_is_planned_resident_and_its_update_measured(unlimited):
   (t,) = p.tried
   assert t["update_peak_gib"] * memory.GiB == p.phases["update"].peak + critic
   assert t["critic_update_peak_gib"] * memory.GiB == p.phases["critic_update"].peak + unlimited.state_bytes
+
+
+def test_lora_auto_plans_full_fine_tuning_first_then_lora_where_it_does_not_fit():
+  """lora.mode='auto' (the 7B / 8B named configs): full fine-tuning when a setting of it fits; else
+  LoRA at lora.rank, whose resident state is the frozen base plus small adapters (no reference copy,
+  no moments of the base). A model whose state dominates its activations (one row per micro-batch)."""
+  from r1jax.lora import LoRAConfig
+  cfg = M.ModelConfig(vocab_size=512, d_model=256, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=64, d_ff=1024)
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  g = GRPOConfig(num_generations=2, max_completion_length=16, beta=0.04)
+  lora = LoRAConfig(rank=4, mode="auto")
+
+  def run(limit, lcfg):
+    with jax.set_mesh(mesh):
+      return memory.plan_lora(cfg, g, train_step.OptimConfig(), SamplingConfig(max_new_tokens=16, num_samples=2),
+                              mesh, prompts_per_step=2, prompt_len=16, log=lambda *a: None, remat="full",
+                              grad_accum=4, limit_bytes=limit, lora=lcfg)
+  full, chosen = run(10 ** 12, lora)
+  assert chosen.rank == 0  # it fits: full fine-tuning
+  low, on = run(10 ** 12, LoRAConfig(rank=4, mode="on"))
+  assert on.rank == 4
+  n = cfg.num_params()
+  assert full.state_bytes == pytest.approx(16 * n, rel=0.01)  # params, two moments, the reference
+  from r1jax import lora as lora_lib
+  import math
+  r = sum(math.prod(s) for s in lora_lib.adapter_shapes(cfg, lora)["layers"].values())
+  assert r < n / 20
+  assert low.state_bytes == pytest.approx(4 * n + 12 * r, rel=0.01)  # the base once; adapters and their moments
+  need = lambda p: max(max(t["update_peak_gib"], t["reference_peak_gib"]) for t in p.tried) * memory.GiB
+  assert need(low) < need(full) / 2
+  between = int((need(low) + need(full)) / 2 / memory.HEADROOM)
+  p, chosen = run(between, lora)
+  assert chosen.rank == 4 and p.state_bytes == low.state_bytes and "fits" in p.reason
+  with pytest.raises(memory.DoesNotFitError):
+    run(between, LoRAConfig(rank=0))

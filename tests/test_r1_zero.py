@@ -279,3 +279,24 @@ def test_model_presets_survive_config_overrides():
   cfg.model.remat = "sometimes"
   with pytest.raises(ValueError, match="model.remat='sometimes' is not one of"):
     pipelines.validate(cfg)
+
+
+@pytest.mark.slow
+def test_r1_zero_lora_smoke(tmp_path):
+  """experiments/r1_zero.py with --config.lora.rank=8: two GRPO steps of adapters on the tiny model;
+  the plan records the rank, the checkpoint holds the adapters only, the policy is the merged model."""
+  args = [sys.executable, str(REPO / "experiments" / "r1_zero.py"), f"--config.workdir={tmp_path}",
+          "--config.train.steps=2", "--config.optim.total_steps=2", "--config.pretrain.steps=20",
+          "--config.pretrain.optim.total_steps=20", "--config.pretrain.optim.warmup_steps=2",
+          "--config.data.num_train=200", "--config.data.num_eval=16", "--config.eval.batch_size=16",
+          "--config.train.progress=False", "--config.model.n_layers=1", "--config.model.d_model=32",
+          "--config.model.head_dim=8", "--config.model.d_ff=64", "--config.lora.rank=8"]
+  out = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "lora.rank=8" in out.stdout
+  assert json.loads((tmp_path / "memory_plan.json").read_text())["lora_rank"] == 8
+  size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+  assert size(tmp_path / "ckpt" / "2") < size(tmp_path / "policy") / 1.5  # adapters and their moments only
+  assert (tmp_path / "policy_hf" / "model.safetensors").exists()
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert len(rows) == 2 and all(r["nonfinite"] == 0 for r in rows)
