@@ -180,12 +180,14 @@ def _read_rows(path: pathlib.Path, cfg: JsonlConfig, on_bad_line_field: str) -> 
       if a is None or not str(a).strip():
         bad(lineno, f"no answer in field {fields['final']!r}")
         continue
-      ex = {"id": str(row.get("id", row.get("idx", f"{path.stem}:{lineno}"))), "question": q, "final": str(a).strip()}
+      rid = next((row[k] for k in ("id", "idx", "unique_id") if k in row), f"{path.stem}:{lineno}")
+      ex = {"id": str(rid), "question": q, "final": str(a).strip()}
       if isinstance(row.get("answer"), str) and "####" in row["answer"]:  # GSM8K's worked solution
         ex["solution"] = row["answer"].split("####")[0].strip()
-      for k in ("subject", "level"):
-        if k in fields and fields[k] in row:
-          ex[k] = row[fields[k]]
+      for k in ("subject", "level"):  # the layout's field (MATH: type), else the row's own (MATH-500: subject)
+        src = fields[k] if k in fields and fields[k] in row else k
+        if src in row:
+          ex[k] = row[src]
       out.append(ex)
       if cfg.max_examples and len(out) >= cfg.max_examples:
         break

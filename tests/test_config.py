@@ -266,7 +266,7 @@ def test_a_resolved_run_is_frozen_and_the_memory_plan_returns_a_new_one(tmp_path
   assert (planned.model.remat, planned.grpo.grad_accum) == (summary["remat"], summary["grad_accum"]) == ("full", 2)
   assert dataclasses.replace(planned, model=run.model, grpo=run.grpo) == run
   assert summary["asked"] == {"model.remat": "auto", "grpo.grad_accum": "auto", "train.rollout_chunks": "auto",
-                              "sampling.num_slots": 0}
+                              "sampling.num_slots": 0, "lora.rank": 0, "lora.mode": "on"}
 
 
 def test_derived_facts_of_the_sections():

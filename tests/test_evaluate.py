@@ -115,6 +115,18 @@ def test_real_files_load(shared_data):
     assert all(e["question"] and e["final"] for e in ex)
 
 
+def test_math_layout_reads_math_and_math500_rows(tmp_path):
+  """The 'math' layout: MATH's rows (type, level) and MATH-500's (subject, level, unique_id) keep
+  their subject, level and id."""
+  rows = [{"problem": "1+1?", "answer": "2", "type": "Algebra", "level": "Level 1"},
+          {"problem": "2+2?", "answer": "4", "subject": "Prealgebra", "level": 2, "unique_id": "test/prealgebra/1.json"}]
+  path = tmp_path / "m.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  ex, _ = datasets.load_jsonl(datasets.JsonlConfig(path=str(path), layout="math"))
+  assert [(e["subject"], e["level"], e["final"]) for e in ex] == [("Algebra", "Level 1", "2"), ("Prealgebra", 2, "4")]
+  assert ex[0]["id"] == "m:1" and ex[1]["id"] == "test/prealgebra/1.json"
+
+
 def test_tfds_dataset_built_locally(tmp_path):
   """A TFDS dataset prepared on this machine (array_record, no TensorFlow, no network) loads as examples."""
   tfds = pytest.importorskip("tensorflow_datasets")

@@ -137,7 +137,7 @@ def test_prm_config_and_arm_errors_name_the_field():
   with pytest.raises(ValueError, match="prm.samples_per_prompt=0 must be >= 1"):
     prm_stage.PRMConfig(samples_per_prompt=0)
   with pytest.raises(ValueError, match="form='max' is not one of"):
-    prm_stage.rl(None, {}, None, form="max")
+    prm_stage.rl(None, None, {}, None, form="max")
 
 
 def test_a_given_base_and_prm_skip_their_stages():

@@ -323,7 +323,7 @@ def run_search(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
     samples = _cached(out / f"samples_d{d}.json",
                       lambda: _baseline_samples(run, ctx, params, model_cfg, value_fn, exs, cfg.seed + d, P))
     greedy = _cached(out / f"greedy_d{d}.json", lambda: {k: np.asarray(v).tolist() for k, v in sample(
-        ctx, params, model_cfg, exs, 1, 0, P, temperature=0.0)[1].items() if k in ("length", "correct", "texts")})
+        run, ctx, params, model_cfg, exs, 1, 0, P, temperature=0.0)[1].items() if k in ("length", "correct", "texts")})
     depth_stats[d] = {"pass@1": float(np.mean([s["correct"] for s in samples])),
                       "sample_length": float(np.mean([s["lengths"] for s in samples])),
                       "greedy_accuracy": float(np.mean(greedy["correct"])),
