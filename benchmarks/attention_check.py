@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import model as M
+from r1jax.model import transformer as M
 
 for impl in ("xla", "cudnn"):
   cfg = M.preset("qwen2.5-0.5b", n_layers=2, dtype="bfloat16", param_dtype="bfloat16", attention_impl=impl)

@@ -33,8 +33,8 @@ sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])  # run from a checkout
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from r1jax import hf  # noqa: E402
-from r1jax import model as M  # noqa: E402
+from r1jax.model import hf  # noqa: E402
+from r1jax.model import transformer as M  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax.evaluation import harness  # noqa: E402
 

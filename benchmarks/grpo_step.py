@@ -57,9 +57,9 @@ import continuous_batching  # noqa: E402
 import model_bench  # noqa: E402
 
 from r1jax import distributed  # noqa: E402
-from r1jax import lora  # noqa: E402
-from r1jax.lora import LoRAConfig  # noqa: E402
-from r1jax import model as M  # noqa: E402
+from r1jax.model import lora  # noqa: E402
+from r1jax.model.lora import LoRAConfig  # noqa: E402
+from r1jax.model import transformer as M  # noqa: E402
 from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax import train_step as TS  # noqa: E402
@@ -101,7 +101,7 @@ def run_r1jax(a, ceilings_fn):
     g = GRPOConfig(num_generations=a.G, beta=a.beta, max_completion_length=a.new_tokens, grad_accum=a.grad_accum,
                    num_minibatches=a.minibatches)
     o = TS.OptimConfig(learning_rate=1e-6, state_dtype=a.state_dtype)
-    if lcfg.enabled:  # the adapters trained, the base frozen beside them (r1jax.lora)
+    if lcfg.enabled:  # the adapters trained, the base frozen beside them (r1jax.model.lora)
       state = lora.init_state(params, cfg, lcfg, TS.make_optimizer(o), 0)
       ref = state.frozen
     else:

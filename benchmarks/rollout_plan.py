@@ -28,7 +28,7 @@ def main(argv=None) -> None:
   import jax
   from r1jax import config as config_lib
   from r1jax import pipelines
-  from r1jax import model as M
+  from r1jax.model import transformer as M
   from r1jax import sharding
   spec = importlib.util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
   mod = importlib.util.module_from_spec(spec)

@@ -28,7 +28,7 @@ from ml_collections import config_dict
 from r1jax import checkpoint as ckpt_lib
 from r1jax import datasets as datasets_lib
 from r1jax import errors
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
@@ -36,7 +36,7 @@ from r1jax import train
 from r1jax import train_step
 from r1jax.evaluation import harness
 from r1jax.grpo.config import GRPOConfig, PPOConfig
-from r1jax.lora import LoRAConfig
+from r1jax.model.lora import LoRAConfig
 from r1jax.pretraining import PretrainConfig
 from r1jax.rewards import combine
 from r1jax.sampling.sampler import SamplingConfig
@@ -291,7 +291,7 @@ def _coerce(typ, value, name: str, error: TypeError):
 
 def _hf_config(path: str) -> dict:
   """The checkpoint's config.json, after checking its files (`hf.check_checkpoint`)."""
-  from r1jax import hf
+  from r1jax.model import hf
   if not pathlib.Path(path).is_dir():
     raise errors.UserError("Hugging Face checkpoint", f"model.hf_checkpoint={path!r}", "no such directory",
                            "give a directory holding config.json, *.safetensors and tokenizer files")
@@ -310,10 +310,10 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig,
     if clash:
       raise ValueError(f"model.{clash[0]}={over[clash[0]]!r} cannot be set with model.hf_checkpoint: the "
                        f"checkpoint's config.json fixes {', '.join('model.' + c for c in clash)}")
-    from r1jax import hf
+    from r1jax.model import hf
     if str(ckpt).lower().endswith(".gguf"):
       raise ValueError(f"model.hf_checkpoint={ckpt!r} is a GGUF file: convert it once to a Hugging Face directory "
-                       f"(python -m r1jax.gguf {ckpt} DIR) and give that directory")
+                       f"(python -m r1jax.model.gguf {ckpt} DIR) and give that directory")
     base = hf.config_from_hf(_hf_config(ckpt))
   else:
     if preset not in model_lib.PRESETS:

@@ -19,9 +19,9 @@ import numpy as np
 from r1jax import checkpoint as ckpt_lib
 from r1jax import errors
 from r1jax import distributed
-from r1jax import heads
+from r1jax.model import heads
 from r1jax import logger as logger_lib
-from r1jax import lora as lora_lib
+from r1jax.model import lora as lora_lib
 from r1jax.sampling import rollout as rollout_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding

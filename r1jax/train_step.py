@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax.grpo import loss as loss_lib
 from r1jax.grpo.config import GRPOConfig
 from r1jax.sharding import constrain, logical_to_spec
@@ -124,9 +124,9 @@ class TrainState:
   ref_params: Any = None
   """GRPO's KL reference (beta > 0), carried through updates unchanged."""
   head: Any = None
-  """A scalar head on the transformer (`r1jax.heads`): reward model now, critic / PRM later."""
+  """A scalar head on the transformer (`r1jax.model.heads`): reward model now, critic / PRM later."""
   frozen: Any = None
-  """With LoRA (`r1jax.lora`): the frozen base, `params` being the adapters. Never updated and never
+  """With LoRA (`r1jax.model.lora`): the frozen base, `params` being the adapters. Never updated and never
   checkpointed (`tree` leaves it out: it is read from the policy at start)."""
   lora_scale: float = 0.0
   """With LoRA: alpha / rank."""
@@ -152,7 +152,7 @@ class TrainState:
     """The parameters the model runs: `params`, or with LoRA the frozen base with the adapters."""
     if self.frozen is None:
       return self.params
-    from r1jax import lora
+    from r1jax.model import lora
     return lora.combine(self.frozen, self.params, self.lora_scale)
 
   def trained(self):

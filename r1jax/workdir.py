@@ -22,7 +22,7 @@ import time
 import ml_collections
 
 from r1jax import errors
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax.config import ARCH_FIELDS
 
 RECORD = "run_config.json"

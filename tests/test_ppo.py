@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax import heads
-from r1jax import model as M
+from r1jax.model import heads
+from r1jax.model import transformer as M
 from r1jax import sharding
 from r1jax import train_step as TS
 from r1jax.grpo import advantages as A

@@ -290,7 +290,7 @@ def test_pipeline_resumes_inside_a_stage_and_skips_finished_ones(world, stand_in
 def test_load_config_reads_the_model_without_its_parameters(world, tmp_path):
   """policy.load_config gives the config load_policy restores, for a policy directory and for its
   Hugging Face export (distill_vs_rl counts parameters with it)."""
-  from r1jax import hf
+  from r1jax.model import hf
   run, ctx, base = world
   cfg, params, _ = policy_lib.load_policy(base, ctx.mesh)
   assert policy_lib.load_config(base) == cfg

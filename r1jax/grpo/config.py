@@ -133,7 +133,7 @@ def _at_least(name: str, value, lo: int, why: str = "") -> None:
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
   """The critic of PPO (grpo.advantage_estimator='gae'): a transformer of the policy's size started
-  from the policy's weights, with a scalar head (`r1jax.heads`), trained on the GAE returns with the
+  from the policy's weights, with a scalar head (`r1jax.model.heads`), trained on the GAE returns with the
   clipped value loss over the same minibatches and inner iterations as the policy."""
   gamma: float = 1.0
   """Discount per token (1: the outcome reward counts fully at every token, as verl and OpenRLHF use)."""

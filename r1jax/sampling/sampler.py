@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax.sharding import constrain
 
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from r1jax import fine_tune
-from r1jax import heads
+from r1jax.model import heads
 from r1jax import policy_samples
 from r1jax import prm as prm_lib
 from r1jax import scalar_model

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax import train_step
 from r1jax.sharding import constrain
 

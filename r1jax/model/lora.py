@@ -33,7 +33,7 @@ BASE_DTYPES = ("params", "bfloat16", "int8")
 
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
-  """Low-rank adapters (`r1jax.lora`); rank 0 is full fine-tuning."""
+  """Low-rank adapters (`r1jax.model.lora`); rank 0 is full fine-tuning."""
   rank: int = 0
   """r of every adapter; 0 = off (full fine-tuning)."""
   alpha: float = 16.0
@@ -82,7 +82,7 @@ class LoRAConfig:
 
 
 def adapter_shapes(model_cfg, lcfg: LoRAConfig) -> dict:
-  from r1jax import model as model_lib
+  from r1jax.model import transformer as model_lib
   layers = model_lib.param_shapes(model_cfg)["layers"]
   out = {}
   for w in lcfg.weights():

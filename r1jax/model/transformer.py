@@ -100,7 +100,7 @@ class ModelConfig:
   the B x T x V logits are never materialized whole, only B x (logits_chunk // B) x V at a time."""
   logprob_impl: str = "chunked"
   """Log-probs of targets from hidden states: 'chunked' (position chunks of the full vocabulary,
-  autodiff through a rematerialized chunk) or 'fused' (`r1jax.logprob`: tiles over positions and
+  autodiff through a rematerialized chunk) or 'fused' (`r1jax.model.logprob`: tiles over positions and
   vocabulary with an online log-sum-exp and a custom backward; the largest temporary is one
   B x (logits_chunk // B) x vocab_chunk tile)."""
   vocab_chunk: int = 16384
@@ -473,7 +473,7 @@ def fuse_projections(layers: Params) -> Params:
   qkv = [layers.pop(n) for n in ("wq", "wk", "wv")]
   gate_up = [layers.pop(n) for n in ("w_gate", "w_up")]
   fused = {"w_qkv": jnp.concatenate(qkv, axis=-2), "w_gate_up": jnp.concatenate(gate_up, axis=-1)}
-  if "wq_qscale" in layers:  # an int8 base (`r1jax.lora`): the per-channel scales side by side too
+  if "wq_qscale" in layers:  # an int8 base (`r1jax.model.lora`): the per-channel scales side by side too
     fused |= {"w_qkv_qscale": jnp.concatenate([layers.pop(f"{n}_qscale") for n in ("wq", "wk", "wv")], axis=-2),
               "w_gate_up_qscale": jnp.concatenate([layers.pop(f"{n}_qscale") for n in ("w_gate", "w_up")], axis=-1)}
   return layers | fused
@@ -481,7 +481,7 @@ def fuse_projections(layers: Params) -> Params:
 
 def _proj(h, w, name: str, eq: str):
   """h @ w[name] by `eq`, dequantized (an int8 base's per-channel scale on the output), plus the
-  LoRA adapter's (h @ A) @ sB when the layer carries one (`r1jax.lora.combine`)."""
+  LoRA adapter's (h @ A) @ sB when the layer carries one (`r1jax.model.lora.combine`)."""
   out = jnp.einsum(eq, h, w[name])
   if f"{name}_qscale" in w:
     out = out * w[f"{name}_qscale"]
@@ -620,7 +620,7 @@ def token_logprobs(params: Params, hidden_BxTxD, targets_BxT, cfg: ModelConfig, 
   B, T, D = hidden_BxTxD.shape
   c = max(1, min(cfg.logits_chunk // B, T))
   if cfg.logprob_impl == "fused":
-    from r1jax import logprob
+    from r1jax.model import logprob
     return logprob.fused_logprobs(hidden_BxTxD, output_weights(params, cfg).astype(cfg.compute_dtype),
                                   targets_BxT, temperature, c, cfg.vocab_chunk)
   pad = (-T) % c
