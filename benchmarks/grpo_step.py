@@ -62,10 +62,10 @@ from r1jax.model.lora import LoRAConfig  # noqa: E402
 from r1jax.model import transformer as M  # noqa: E402
 from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
-from r1jax import train_step as TS  # noqa: E402
-from r1jax.grpo import rollout_mismatch  # noqa: E402
-from r1jax import train  # noqa: E402
-from r1jax.grpo.config import GRPOConfig, PPOConfig  # noqa: E402
+from r1jax.rl import step as TS  # noqa: E402
+from r1jax.rl import rollout_mismatch  # noqa: E402
+from r1jax.rl import loop as train  # noqa: E402
+from r1jax.rl.config import GRPOConfig, PPOConfig  # noqa: E402
 
 GB = 1e9
 

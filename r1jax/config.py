@@ -32,10 +32,10 @@ from r1jax.model import transformer as model_lib
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
-from r1jax import train
-from r1jax import train_step
+from r1jax.rl import loop as train
+from r1jax.rl import step as train_step
 from r1jax.evaluation import harness
-from r1jax.grpo.config import GRPOConfig, PPOConfig
+from r1jax.rl.config import GRPOConfig, PPOConfig
 from r1jax.model.lora import LoRAConfig
 from r1jax.pretraining import PretrainConfig
 from r1jax.rewards import combine

@@ -35,7 +35,7 @@ from r1jax import errors
 from r1jax.model import transformer as model_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding
-from r1jax import train_step
+from r1jax.rl import step as train_step
 
 GiB = 1024 ** 3
 REMAT_ORDER = ("none", "dots", "full")

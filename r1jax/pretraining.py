@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax import train_step
+from r1jax.rl import step as train_step
 from r1jax.sft import data as sft_data
 
 

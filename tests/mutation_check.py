@@ -64,8 +64,8 @@ OVERLONG = ("tests/test_rewards.py::test_soft_overlong_punishment_hand_values",)
 SFT = ("tests/test_sft.py",)
 STAGES = ("tests/test_stages.py",)
 
-_TRAIN, _STEP, _LOSS, _ADV = "r1jax/train.py", "r1jax/train_step.py", "r1jax/grpo/loss.py", "r1jax/grpo/advantages.py"
-_SAMPLER, _ROLLOUT, _DS = "r1jax/sampling/sampler.py", "r1jax/sampling/rollout.py", "r1jax/grpo/dynamic_sampling.py"
+_TRAIN, _STEP, _LOSS, _ADV = "r1jax/rl/loop.py", "r1jax/rl/step.py", "r1jax/rl/losses.py", "r1jax/rl/advantages.py"
+_SAMPLER, _ROLLOUT, _DS = "r1jax/sampling/sampler.py", "r1jax/sampling/rollout.py", "r1jax/rl/dynamic_sampling.py"
 _HEADS = "r1jax/model/heads.py"
 
 MUTATIONS = [
@@ -207,10 +207,10 @@ MUTATIONS = [
              ("tests/test_rollout_plan.py::test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them",)),
     Mutation("sampler_continuous_refill_wrong_prompt", _SAMPLER, "src_b, dst = b[order], idx[order]",
              "src_b, dst = (order // n) % B, idx[order]", (_S + "continuous_batching_equals_static_generation",)),
-    Mutation("tis_sequence_mean_not_sum", "r1jax/grpo/rollout_mismatch.py",
+    Mutation("tis_sequence_mean_not_sum", "r1jax/rl/rollout_mismatch.py",
              "jnp.sum(d_BxT, axis=1, keepdims=True)", "jnp.mean(d_BxT, axis=1, keepdims=True)",
              ("tests/test_grpo_math.py::test_tis_loss_grad_and_mismatch_match_numpy",)),
-    Mutation("mismatch_k3_reversed", "r1jax/grpo/rollout_mismatch.py", "k3_BxT = jnp.exp(d_BxT) - d_BxT - 1.0",
+    Mutation("mismatch_k3_reversed", "r1jax/rl/rollout_mismatch.py", "k3_BxT = jnp.exp(d_BxT) - d_BxT - 1.0",
              "k3_BxT = jnp.exp(-d_BxT) + d_BxT - 1.0",
              ("tests/test_grpo_math.py::test_tis_loss_grad_and_mismatch_match_numpy",)),
     Mutation("loop_old_logp_from_reference", _TRAIN,

@@ -17,7 +17,7 @@ from r1jax.model import transformer as M
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
-from r1jax import train_step as TS
+from r1jax.rl import step as TS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ANSWER = " <think> I add. </think> <answer> 4 </answer>"

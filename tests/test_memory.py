@@ -5,8 +5,8 @@ import pytest
 from r1jax import memory
 from r1jax.model import transformer as M
 from r1jax import sharding
-from r1jax import train_step
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import step as train_step
+from r1jax.rl.config import GRPOConfig
 from r1jax.sampling.sampler import SamplingConfig
 
 CFG = M.ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128)

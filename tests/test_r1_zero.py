@@ -13,9 +13,9 @@ from r1jax.model import transformer as M
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
-from r1jax import train
-from r1jax import train_step
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import loop as train
+from r1jax.rl import step as train_step
+from r1jax.rl.config import GRPOConfig
 from r1jax.rewards import combine
 from r1jax.sampling.sampler import SamplingConfig
 from r1jax.tasks import arithmetic

@@ -10,7 +10,7 @@ import pytest
 from r1jax.model import heads
 from r1jax.model import transformer as M
 from r1jax import sharding
-from r1jax import train_step as TS
+from r1jax.rl import step as TS
 from r1jax.sft import data as D
 from r1jax.sft import loop as L
 

@@ -20,8 +20,8 @@ from r1jax.sampling import rollout
 from r1jax.sampling import sampler as S
 from r1jax import scalar_model
 from r1jax import stages as stages_lib
-from r1jax import train
-from r1jax import train_step as TS
+from r1jax.rl import loop as train
+from r1jax.rl import step as TS
 from r1jax.stages import cold_start_data, context, pretrain, rejection_sampling, reward_model, rl_all, sft
 from r1jax.tasks import general
 

@@ -8,8 +8,8 @@ import re
 
 from r1jax.model import transformer as M
 from r1jax import sharding
-from r1jax import train_step as TS
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import step as TS
+from r1jax.rl.config import GRPOConfig
 
 CFG = M.ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
                     logits_chunk=24)
@@ -264,7 +264,7 @@ def test_grad_accum_on_mesh_equals_unsharded():
 
 
 def _ref_loss(params, b, beta, eps, temperature):
-  """The GRPO loss of DeepSeekMath eq. 3 over full-logit log-probs, written without r1jax.grpo."""
+  """The GRPO loss of DeepSeekMath eq. 3 over full-logit log-probs, written without r1jax.rl."""
   pos = M.positions_from_mask(b["mask"])
   logits, _ = M.forward(params, b["tokens"], pos, CFG, mask_BxT=b["mask"])
   lp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, -1)

@@ -146,7 +146,7 @@ def _frozen_shardings(params: dict, lcfg: LoRAConfig):
 def init_state(params: dict, model_cfg, lcfg: LoRAConfig, optimizer, seed: int):
   """A `TrainState` of fresh adapters (trained, with their optimizer state) beside the frozen base
   stored as `lcfg.base_dtype` (a new copy unless 'params')."""
-  from r1jax import train_step
+  from r1jax.rl import step as train_step
   frozen = params
   if lcfg.base_dtype != "params":
     frozen = jax.jit(lambda p: frozen_base(p, lcfg), out_shardings=_frozen_shardings(params, lcfg))(params)
@@ -157,7 +157,7 @@ def init_state(params: dict, model_cfg, lcfg: LoRAConfig, optimizer, seed: int):
 
 def abstract_state(abstract_params: dict, model_cfg, lcfg: LoRAConfig, optimizer):
   """Shapes and shardings of `init_state`'s result, nothing allocated (the memory planner's)."""
-  from r1jax import train_step
+  from r1jax.rl import step as train_step
   sds = lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
   frozen = abstract_params
   if lcfg.base_dtype != "params":

@@ -10,8 +10,8 @@ import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import logger as logger_lib
-from r1jax import train
-from r1jax import train_step
+from r1jax.rl import loop as train
+from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
 
 

@@ -32,7 +32,7 @@ from r1jax import logger as logger_lib
 from r1jax.sampling import rollout as rollout_lib
 from r1jax import scalar_model
 from r1jax import search as search_lib
-from r1jax import train_step
+from r1jax.rl import step as train_step
 from r1jax.rewards import answer
 from r1jax.tasks import chains
 

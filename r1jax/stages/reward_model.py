@@ -19,7 +19,7 @@ import numpy as np
 from r1jax import curation
 from r1jax.model import heads
 from r1jax import scalar_model
-from r1jax import train_step
+from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 LOSS_TYPES = ("grpo", "token_mean", "dr_grpo")
-"""Loss aggregations, see `r1jax.grpo.loss.aggregate`."""
+"""Loss aggregations, see `r1jax.rl.losses.aggregate`."""
 LOSS_TYPE_ALIASES = {"bnpo": "token_mean", "dapo": "token_mean"}
 """Names peers use for the same aggregation; resolved to the canonical name on construction."""
 SCALE_REWARDS = ("group", "batch", "none")

@@ -18,8 +18,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from r1jax.model import transformer as model_lib
-from r1jax.grpo import loss as loss_lib
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import losses as loss_lib
+from r1jax.rl.config import GRPOConfig
 from r1jax.sharding import constrain, logical_to_spec
 
 
