@@ -59,6 +59,7 @@ import model_bench  # noqa: E402
 from r1jax import distributed  # noqa: E402
 from r1jax.model import lora  # noqa: E402
 from r1jax.model.lora import LoRAConfig  # noqa: E402
+from r1jax.model import attention  # noqa: E402
 from r1jax.model import transformer as M  # noqa: E402
 from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
@@ -208,7 +209,7 @@ def run_r1jax(a, ceilings_fn):
             "rows": R, "param_dtype": cfg.param_dtype, "state_dtype": a.state_dtype, "minibatches": a.minibatches,
             "beta": a.beta, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "logprob_impl": cfg.logprob_impl,
-            "decode_attention": M.decode_attention_impl(cfg),
+            "decode_attention": attention.decode_attention_impl(cfg),
             "algo": a.algo, "lora_rank": a.lora_rank, "lora_base_dtype": a.lora_base_dtype if a.lora_rank else None,
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "critic_s": critic_s, "update_s": upd_s,
             "step_s": tot,
