@@ -222,9 +222,9 @@ MUTATIONS = [
     Mutation("rollout_old_logp_zero", _ROLLOUT, "\"old_logp\": self.logp}", "\"old_logp\": 0 * self.logp}",
              (CONSISTENCY,) + LOOP),
     # ---- SFT, reward model, stages and the pipeline
-    Mutation("sft_loss_on_prompt_tokens", _STEP, "  w = lmask[:, 1:].astype(jnp.float32)",
+    Mutation("sft_loss_on_prompt_tokens", "r1jax/sft/step.py", "  w = lmask[:, 1:].astype(jnp.float32)",
              "  w = mask[:, 1:].astype(jnp.float32)", SFT),
-    Mutation("sft_packed_examples_see_each_other", _STEP, "segments_BxT=None if seg is None else seg[:, :-1])",
+    Mutation("sft_packed_examples_see_each_other", "r1jax/sft/step.py", "segments_BxT=None if seg is None else seg[:, :-1])",
              "segments_BxT=None)", SFT),
     Mutation("sft_resume_restarts_the_data", "r1jax/sft/loop.py",
              "data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, start)",
