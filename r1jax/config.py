@@ -29,6 +29,7 @@ from r1jax import checkpoint as ckpt_lib
 from r1jax import datasets as datasets_lib
 from r1jax import errors
 from r1jax.model import transformer as model_lib
+from r1jax.model import presets
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
@@ -316,10 +317,10 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig,
                        f"(python -m r1jax.model.gguf {ckpt} DIR) and give that directory")
     base = hf.config_from_hf(_hf_config(ckpt))
   else:
-    if preset not in model_lib.PRESETS:
-      raise ValueError(f"model.preset={preset!r} is not one of {sorted(model_lib.PRESETS)}")
-    base = model_lib.PRESETS[preset]
-    if preset not in model_lib.TRAINED_HERE and not m.get("vocab_size"):
+    if preset not in presets.PRESETS:
+      raise ValueError(f"model.preset={preset!r} is not one of {sorted(presets.PRESETS)}")
+    base = presets.PRESETS[preset]
+    if preset not in presets.TRAINED_HERE and not m.get("vocab_size"):
       raise ValueError(f"model.hf_checkpoint='' but model.preset={preset!r} is a released model: give its Hugging "
                        f"Face directory (--config.model.hf_checkpoint=DIR) so weights and tokenizer match")
   if rope.get("kind") == "none":

@@ -10,6 +10,7 @@ import pytest
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax.model import transformer as M
+from r1jax.model import presets
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
@@ -266,10 +267,10 @@ def test_model_presets_survive_config_overrides():
   cfg = pipelines.base_config()
   cfg.model.preset, cfg.model.dtype, cfg.model.vocab_size = "llama3.1-8b", "bfloat16", 128256
   got = pipelines.validate(cfg).model
-  assert got == dataclasses.replace(M.PRESETS["llama3.1-8b"], dtype="bfloat16")
+  assert got == dataclasses.replace(presets.PRESETS["llama3.1-8b"], dtype="bfloat16")
   cfg.model.rope_scaling.factor = 4.0  # one rope field: the preset's others stay
   assert pipelines.validate(cfg).model.rope_scaling == dataclasses.replace(
-      M.PRESETS["llama3.1-8b"].rope_scaling, factor=4.0)
+      presets.PRESETS["llama3.1-8b"].rope_scaling, factor=4.0)
   cfg.model.rope_scaling.kind = "none"
   assert pipelines.validate(cfg).model.rope_scaling is None
   cfg.model.vocab_size = None  # a released model's preset without its checkpoint: refused
