@@ -3,10 +3,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import model as M
+from r1jax.model import transformer as M
+
+from r1jax.model import presets
 
 for impl in ("xla", "cudnn"):
-  cfg = M.preset("qwen2.5-0.5b", n_layers=2, dtype="bfloat16", param_dtype="bfloat16", attention_impl=impl)
+  cfg = presets.preset("qwen2.5-0.5b", n_layers=2, dtype="bfloat16", param_dtype="bfloat16", attention_impl=impl)
   p = M.init_params(jax.random.key(0), cfg)
   toks = jax.random.randint(jax.random.key(1), (4, 512), 0, cfg.vocab_size)
   mask = jnp.ones_like(toks, bool).at[0, :100].set(False)

@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import model as M
+from r1jax.model import transformer as M
+
+from r1jax.model import presets
 from r1jax.sampling import sampler as S
 
 
@@ -83,7 +85,7 @@ def main():
   if a.tiny:
     a.preset, a.prompts, a.G, a.prompt_len, a.mean_len, a.max_len = "tiny", 4, 2, 8, 6.0, 24
     a.slots = "4" if a.slots == "128" else a.slots
-  cfg = M.preset(a.preset) if a.preset == "tiny" else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
+  cfg = presets.preset(a.preset) if a.preset == "tiny" else presets.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
   cfg = dataclasses.replace(cfg, decode_attention=a.decode_attention, unroll_decode=bool(a.unroll_decode))
   params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
   rows = a.prompts * a.G

@@ -33,8 +33,9 @@ sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])  # run from a checkout
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from r1jax import hf  # noqa: E402
-from r1jax import model as M  # noqa: E402
+from r1jax.model import hf  # noqa: E402
+from r1jax.model import transformer as M  # noqa: E402
+from r1jax.model import presets  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax.evaluation import harness  # noqa: E402
 
@@ -139,9 +140,9 @@ def main(argv=None):
     a.preset, a.problems, a.k, a.prompt_len, a.max_new_tokens = "tiny", 6, 2, 12, 16
     a.lengths, a.mean_len, a.batch_size, a.slots, a.hf_rows, a.hf_batch = "lognormal", 8.0, 4, 4, 6, 3
   if a.preset == "tiny":
-    cfg = M.preset("tiny")
+    cfg = presets.preset("tiny")
   else:
-    cfg = M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
+    cfg = presets.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
   params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(a.seed))
   prompts, caps = workload(a, cfg.vocab_size)
   ours = run_r1jax(a, cfg, params, prompts, caps)

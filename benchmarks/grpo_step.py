@@ -57,15 +57,17 @@ import continuous_batching  # noqa: E402
 import model_bench  # noqa: E402
 
 from r1jax import distributed  # noqa: E402
-from r1jax import lora  # noqa: E402
-from r1jax.lora import LoRAConfig  # noqa: E402
-from r1jax import model as M  # noqa: E402
+from r1jax.model import lora  # noqa: E402
+from r1jax.model.lora import LoRAConfig  # noqa: E402
+from r1jax.model import attention  # noqa: E402
+from r1jax.model import transformer as M  # noqa: E402
+from r1jax.model import presets  # noqa: E402
 from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
-from r1jax import train_step as TS  # noqa: E402
-from r1jax.grpo import rollout_mismatch  # noqa: E402
-from r1jax import train  # noqa: E402
-from r1jax.grpo.config import GRPOConfig, PPOConfig  # noqa: E402
+from r1jax.rl import step as TS  # noqa: E402
+from r1jax.rl import rollout_mismatch  # noqa: E402
+from r1jax.rl import loop as train  # noqa: E402
+from r1jax.rl.config import GRPOConfig, PPOConfig  # noqa: E402
 
 GB = 1e9
 
@@ -84,10 +86,10 @@ def temp_bytes(jitted, *args) -> int | None:
 def run_r1jax(a, ceilings_fn):
   """The r1jax step; `ceilings_fn()` is measured after the run's peak memory is read (its 16 GiB
   arrays would otherwise be that peak)."""
-  cfg = M.preset(a.preset, dtype="bfloat16", param_dtype=a.param_dtype, remat=a.remat,
+  cfg = presets.preset(a.preset, dtype="bfloat16", param_dtype=a.param_dtype, remat=a.remat,
                  decode_attention=a.decode_attention)
   if a.preset == "tiny":
-    cfg = M.preset("tiny", decode_attention=a.decode_attention)
+    cfg = presets.preset("tiny", decode_attention=a.decode_attention)
   cfg = dataclasses.replace(cfg, unroll_decode=bool(a.unroll_decode), logprob_impl=a.logprob_impl,
                             decode_kv_splits=a.decode_splits)
   mcfg = sharding.MeshConfig(*(int(x) for x in a.mesh.split(",")), rules=a.rules)
@@ -101,7 +103,7 @@ def run_r1jax(a, ceilings_fn):
     g = GRPOConfig(num_generations=a.G, beta=a.beta, max_completion_length=a.new_tokens, grad_accum=a.grad_accum,
                    num_minibatches=a.minibatches)
     o = TS.OptimConfig(learning_rate=1e-6, state_dtype=a.state_dtype)
-    if lcfg.enabled:  # the adapters trained, the base frozen beside them (r1jax.lora)
+    if lcfg.enabled:  # the adapters trained, the base frozen beside them (r1jax.model.lora)
       state = lora.init_state(params, cfg, lcfg, TS.make_optimizer(o), 0)
       ref = state.frozen
     else:
@@ -114,7 +116,7 @@ def run_r1jax(a, ceilings_fn):
     if a.algo == "ppo":  # PPO's critic as the trainer builds it: the policy's weights + a head, its own AdamW
       g = dataclasses.replace(g, advantage_estimator="gae")
       critic, critic_state = train.Critic.build(cfg, state.params, PPOConfig(), g, o, 0, mesh)
-    ref_cfg = cfg if a.preset == "tiny" or lcfg.enabled else M.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16",
+    ref_cfg = cfg if a.preset == "tiny" or lcfg.enabled else presets.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16",
                                                            logprob_impl=a.logprob_impl)
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0, a.grad_accum)  # in the update's micro-batches, as the trainer runs it
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
@@ -208,7 +210,7 @@ def run_r1jax(a, ceilings_fn):
             "rows": R, "param_dtype": cfg.param_dtype, "state_dtype": a.state_dtype, "minibatches": a.minibatches,
             "beta": a.beta, "remat": cfg.remat, "grad_accum": a.grad_accum,
             "logprob_impl": cfg.logprob_impl,
-            "decode_attention": M.decode_attention_impl(cfg),
+            "decode_attention": attention.decode_attention_impl(cfg),
             "algo": a.algo, "lora_rank": a.lora_rank, "lora_base_dtype": a.lora_base_dtype if a.lora_rank else None,
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "critic_s": critic_s, "update_s": upd_s,
             "step_s": tot,

@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import model as M
+from r1jax.model import transformer as M
+
+from r1jax.model import presets
 from r1jax.sampling import sampler as S
 
 
@@ -222,7 +224,7 @@ def main():
   print(f"device {jax.devices()[0].device_kind}  jax {jax.__version__}  {describe(ceil)}", flush=True)
   results = {"ceilings": ceil, "jax": jax.__version__, "device": jax.devices()[0].device_kind, "runs": []}
   for name in filter(None, a.presets.split(",")):  # --presets '': the ceilings only
-    cfg = M.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
+    cfg = presets.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
     params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
     if "decode" not in skip:
       for b, variant, unroll, att, fuse, ks in [(b, v, u, da, f, k) for b in map(int, a.decode_batches.split(","))

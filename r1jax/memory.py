@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import errors
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding
-from r1jax import train_step
+from r1jax.rl import step as train_step
 
 GiB = 1024 ** 3
 REMAT_ORDER = ("none", "dots", "full")
@@ -107,13 +107,13 @@ def phase(name: str, compiled) -> Phase:
 
 def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None, lora=None) -> train_step.TrainState:
   """Shapes and shardings of the GRPO train state, with nothing allocated; with an enabled `lora`
-  (`r1jax.lora.LoRAConfig`) the adapters, their optimizer state and the frozen base (no reference copy)."""
+  (`r1jax.model.lora.LoRAConfig`) the adapters, their optimizer state and the frozen base (no reference copy)."""
   shardings = model_lib.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         model_lib.abstract_params(model_cfg), shardings)
   optimizer = train_step.make_optimizer(ocfg)
   if lora is not None and lora.enabled:
-    from r1jax import lora as lora_lib
+    from r1jax.model import lora as lora_lib
     return lora_lib.abstract_state(params, model_cfg, lora, optimizer)
   opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                      jax.eval_shape(optimizer.init, params), train_step.opt_state_shardings(optimizer, params))
@@ -125,7 +125,7 @@ def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None, lora=None)
 def abstract_critic(model_cfg, ocfg, mesh, rules=None) -> train_step.TrainState:
   """Shapes and shardings of a PPO critic's state (`train.Critic`): the body, a scalar head, and
   AdamW over both."""
-  from r1jax import heads
+  from r1jax.model import heads
   shardings = model_lib.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         model_lib.abstract_params(model_cfg), shardings)
@@ -303,7 +303,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       available memory over the CPU devices; where none is known, the cheapest setting is taken
       and nothing is compiled or checked).
     rules: the parameters' rules table (default `sharding.DEFAULT_RULES`).
-    lora: an enabled `r1jax.lora.LoRAConfig` plans the LoRA state and update (`plan_lora` chooses).
+    lora: an enabled `r1jax.model.lora.LoRAConfig` plans the LoRA state and update (`plan_lora` chooses).
   """
   limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
   budget = None if limit is None else int(limit * HEADROOM)
@@ -386,7 +386,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
       upd_peak = ph.peak + critic_bytes  # the critic waits, resident
       critic_peak = 0
       if critic is not None:
-        from r1jax import heads
+        from r1jax.model import heads
         cstep = heads.make_value_step(cfg, ocfg, "mse", column="before", clip=0.2, grad_accum=a,
                                       shardings=jax.tree.map(lambda x: x.sharding, critic), mesh=mesh)
         cb = {k: mb[k] for k in ("tokens", "mask")} | {"target": mb["old_logp"], "weight": mb["completion_mask"],
@@ -433,7 +433,7 @@ def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.Samplin
 
 
 def plan_lora(model_cfg, gcfg, ocfg, scfg, mesh, *, lora, log=print, **kwargs):
-  """`plan` with `lora` (an `r1jax.lora.LoRAConfig`) resolved: (plan, the LoRA config the run uses).
+  """`plan` with `lora` (an `r1jax.model.lora.LoRAConfig`) resolved: (plan, the LoRA config the run uses).
   lora.mode='auto' plans full fine-tuning first and, when no setting of it fits, LoRA at lora.rank
   (the returned config's rank is 0 when full fine-tuning was chosen); 'on' plans LoRA, rank 0 full."""
   if lora.enabled and lora.mode == "auto":

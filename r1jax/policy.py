@@ -15,7 +15,7 @@ import jax
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import errors
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax import tokenizer as tok_lib
 
 
@@ -58,7 +58,7 @@ def check_dir(directory, field: str) -> None:
   if (p / "policy").is_dir() and not weights:  # a run's directory holds a config.json of its own
     raise errors.UserError("policy", where, "this is a run directory", f"give {p / 'policy'}")
   if is_hf(p):
-    from r1jax import hf
+    from r1jax.model import hf
     hf.check_checkpoint(p, field)
     return
   if any(c.is_dir() and c.name.isdigit() for c in p.iterdir()):
@@ -73,7 +73,7 @@ def load_policy(directory, mesh, rules=None):
   if not pathlib.Path(directory).is_dir():
     raise FileNotFoundError(f"checkpoint={str(directory)!r}: no such directory")
   if is_hf(directory):
-    from r1jax import hf
+    from r1jax.model import hf
     model_cfg, params = hf.load_hf_checkpoint(directory, mesh=mesh, rules=rules)
     return model_cfg, params, tok_lib.load_tokenizer(directory)
   with checkpointer(directory) as ck:
@@ -93,7 +93,7 @@ def load_config(directory) -> model_lib.ModelConfig:
   """The model config of a policy or Hugging Face directory, without reading its parameters."""
   if is_hf(directory):
     import json
-    from r1jax import hf
+    from r1jax.model import hf
     return hf.config_from_hf(json.loads((pathlib.Path(directory) / "config.json").read_text()))
   with checkpointer(directory) as ck:
     return model_config(ck.restore_meta())

@@ -11,7 +11,7 @@ from r1jax import curation
 from r1jax.sampling import rollout as rollout_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import templates
-from r1jax import train
+from r1jax.rl import loop as train
 from r1jax.rewards import combine
 from r1jax.tasks import general
 

@@ -9,8 +9,9 @@ import jax
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax import train_step
+from r1jax.rl import step as train_step
 from r1jax.sft import data as sft_data
+from r1jax.sft import step as sft_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ def pretrain(params, model_cfg, pcfg: PretrainConfig, tokenizer, docs_fn, mesh, 
     print(f"base model: loaded the pretrained checkpoint from {out}")
     return tree["params"]
   toks, mask = sft_data.pack_documents(docs_fn(), tokenizer, pcfg.seq_len)
-  step_fn = train_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh)
+  step_fn = sft_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh)
   rng = np.random.default_rng(seed)
   from tqdm.auto import tqdm
   B = pcfg.batch_size

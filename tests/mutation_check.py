@@ -64,9 +64,9 @@ OVERLONG = ("tests/test_rewards.py::test_soft_overlong_punishment_hand_values",)
 SFT = ("tests/test_sft.py",)
 STAGES = ("tests/test_stages.py",)
 
-_TRAIN, _STEP, _LOSS, _ADV = "r1jax/train.py", "r1jax/train_step.py", "r1jax/grpo/loss.py", "r1jax/grpo/advantages.py"
-_SAMPLER, _ROLLOUT, _DS = "r1jax/sampling/sampler.py", "r1jax/sampling/rollout.py", "r1jax/grpo/dynamic_sampling.py"
-_HEADS = "r1jax/heads.py"
+_TRAIN, _STEP, _LOSS, _ADV = "r1jax/rl/loop.py", "r1jax/rl/step.py", "r1jax/rl/losses.py", "r1jax/rl/advantages.py"
+_SAMPLER, _ROLLOUT, _DS = "r1jax/sampling/sampler.py", "r1jax/sampling/rollout.py", "r1jax/rl/dynamic_sampling.py"
+_HEADS = "r1jax/model/heads.py"
 
 MUTATIONS = [
     # ---- the bugs named in the issue
@@ -207,10 +207,10 @@ MUTATIONS = [
              ("tests/test_rollout_plan.py::test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them",)),
     Mutation("sampler_continuous_refill_wrong_prompt", _SAMPLER, "src_b, dst = b[order], idx[order]",
              "src_b, dst = (order // n) % B, idx[order]", (_S + "continuous_batching_equals_static_generation",)),
-    Mutation("tis_sequence_mean_not_sum", "r1jax/grpo/rollout_mismatch.py",
+    Mutation("tis_sequence_mean_not_sum", "r1jax/rl/rollout_mismatch.py",
              "jnp.sum(d_BxT, axis=1, keepdims=True)", "jnp.mean(d_BxT, axis=1, keepdims=True)",
              ("tests/test_grpo_math.py::test_tis_loss_grad_and_mismatch_match_numpy",)),
-    Mutation("mismatch_k3_reversed", "r1jax/grpo/rollout_mismatch.py", "k3_BxT = jnp.exp(d_BxT) - d_BxT - 1.0",
+    Mutation("mismatch_k3_reversed", "r1jax/rl/rollout_mismatch.py", "k3_BxT = jnp.exp(d_BxT) - d_BxT - 1.0",
              "k3_BxT = jnp.exp(-d_BxT) + d_BxT - 1.0",
              ("tests/test_grpo_math.py::test_tis_loss_grad_and_mismatch_match_numpy",)),
     Mutation("loop_old_logp_from_reference", _TRAIN,
@@ -222,9 +222,9 @@ MUTATIONS = [
     Mutation("rollout_old_logp_zero", _ROLLOUT, "\"old_logp\": self.logp}", "\"old_logp\": 0 * self.logp}",
              (CONSISTENCY,) + LOOP),
     # ---- SFT, reward model, stages and the pipeline
-    Mutation("sft_loss_on_prompt_tokens", _STEP, "  w = lmask[:, 1:].astype(jnp.float32)",
+    Mutation("sft_loss_on_prompt_tokens", "r1jax/sft/step.py", "  w = lmask[:, 1:].astype(jnp.float32)",
              "  w = mask[:, 1:].astype(jnp.float32)", SFT),
-    Mutation("sft_packed_examples_see_each_other", _STEP, "segments_BxT=None if seg is None else seg[:, :-1])",
+    Mutation("sft_packed_examples_see_each_other", "r1jax/sft/step.py", "segments_BxT=None if seg is None else seg[:, :-1])",
              "segments_BxT=None)", SFT),
     Mutation("sft_resume_restarts_the_data", "r1jax/sft/loop.py",
              "data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, start)",
@@ -246,18 +246,18 @@ MUTATIONS = [
              "return np.where([e.get(\"task\") == general.TASK for e in exs], s, 0.0)", "return s", STAGES),
     Mutation("pipeline_never_skips", "r1jax/pipeline.py", "if rec is not None and rec[\"fingerprint\"] == fp:",
              "if False:", STAGES),
-    # ---- LoRA (r1jax/lora.py and its hooks)
+    # ---- LoRA (r1jax/model/lora.py and its hooks)
     Mutation("lora_reference_is_the_adapted_policy", _TRAIN,
              "reference = state.frozen if state.frozen is not None and gcfg.beta > 0 else state.ref_params",
              "reference = state.policy() if state.frozen is not None and gcfg.beta > 0 else state.ref_params", LORA),
-    Mutation("lora_scale_dropped_in_the_model", "r1jax/lora.py",
+    Mutation("lora_scale_dropped_in_the_model", "r1jax/model/lora.py",
              "extra = {k: scaled(v) if k.endswith(\"_lora_b\") else v", "extra = {k: v if k.endswith(\"_lora_b\") else v",
              LORA),
-    Mutation("lora_merge_drops_scale", "r1jax/lora.py",
+    Mutation("lora_merge_drops_scale", "r1jax/model/lora.py",
              "w = w + scale * jnp.einsum(", "w = w + jnp.einsum(", LORA),
-    Mutation("lora_int8_scale_not_applied", "r1jax/model.py", "    out = out * w[f\"{name}_qscale\"]", "    out = out",
+    Mutation("lora_int8_scale_not_applied", "r1jax/model/transformer.py", "    out = out * w[f\"{name}_qscale\"]", "    out = out",
              LORA),
-    Mutation("lora_fused_decode_skips_adapters", "r1jax/model.py",
+    Mutation("lora_fused_decode_skips_adapters", "r1jax/model/transformer.py",
              "q, k, v = (x + _lora(h, w, n, \"btd,dnh->btnh\")", "q, k, v = (x + 0 * _lora(h, w, n, \"btd,dnh->btnh\")",
              LORA),
 ]
@@ -325,7 +325,7 @@ MUTATIONS += [
     Mutation("bad_input_logs_kept_past_the_restored_step", "r1jax/logger.py",
              "if isinstance(row, dict) and row.get(\"step\", 0) <= step:", "if isinstance(row, dict):",
              ("tests/test_checkpoint.py::test_a_resumed_run_logs_each_step_once",)),
-    Mutation("bad_input_safetensors_size_unchecked", "r1jax/hf.py", "  if 8 + n + end > size:", "  if False:",
+    Mutation("bad_input_safetensors_size_unchecked", "r1jax/model/hf.py", "  if 8 + n + end > size:", "  if False:",
              (TABLE,)),
     Mutation("bad_input_gzip_magic_unchecked", "r1jax/datasets.py", "  if magic != b\"\\x1f\\x8b\":", "  if False:",
              (TABLE,)),

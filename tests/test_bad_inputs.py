@@ -89,7 +89,8 @@ def _make_files(d: pathlib.Path) -> None:
 
 STUB = """import sys
 sys.path.insert(0, {repo!r})
-from r1jax import experiment, train
+from r1jax import experiment
+from r1jax.rl import loop as train
 from r1jax.evaluation import experiment as eval_experiment
 
 

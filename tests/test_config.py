@@ -15,10 +15,11 @@ from r1jax import config as config_lib
 from r1jax import sharding
 from r1jax import pipelines
 from r1jax.evaluation import experiment as eval_experiment
-from r1jax import model as M
-from r1jax import train_step
+from r1jax.model import transformer as M
+from r1jax.model import presets
+from r1jax.rl import step as train_step
 from r1jax.evaluation import harness
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl.config import GRPOConfig
 from r1jax.sampling.sampler import SamplingConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -121,7 +122,7 @@ def reached(run, cfg, path):
   if path == "train.rollout_chunks":
     return str(run.rollout_chunks)
   if path == "model.preset":  # every model field the config leaves unset comes from the preset
-    preset = M.PRESETS[cfg.model.preset]
+    preset = presets.PRESETS[cfg.model.preset]
     unset = [f.name for f in dataclasses.fields(M.ModelConfig) if cfg.model.get(f.name) is None]
     assert len(unset) > 3 and all(getattr(run.model, f) == getattr(preset, f) for f in unset), unset
     return cfg.model.preset

@@ -25,7 +25,7 @@ from r1jax import policy as policy_lib
 from r1jax import pipelines
 from r1jax import pipeline as pipeline_lib
 from r1jax import sweep as sweep_lib
-from r1jax import model as M
+from r1jax.model import transformer as M
 from r1jax import sharding
 from r1jax import tokenizer as tok_lib
 
@@ -158,7 +158,7 @@ def _commands(script: str):
 
 def test_every_documented_command_is_run_here():
   """The commands the tests below run are all the documented ones (a new one needs a runner)."""
-  runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv") and "-m r1jax.gguf" not in c]
+  runnable = [c for _, c in documented_commands() if not c.startswith("python3 -m venv") and "-m r1jax.model.gguf" not in c]
   scripts = ("experiments/r1_zero.py", "experiments/evaluate.py", "experiments/r1.py", "experiments/distill.py",
              "experiments/aha.py", "experiments/language.py", "experiments/cold_start.py",
              "experiments/distill_vs_rl.py", "experiments/grpo_vs_ppo.py", "experiments/prm.py",
@@ -269,8 +269,8 @@ def test_the_real_model_commands(world, smollm2):
   named config runs R1-Zero briefly on the converted model with its memory planned against the host,
   and the chat-template evaluation runs."""
   import conftest
-  (convert,) = [c for _, c in documented_commands() if "-m r1jax.gguf" in c]
-  assert shlex.split(convert)[1:] == ["-m", "r1jax.gguf", conftest.SMOLLM2_SOURCE, "ckpt/smollm2-135m"]
+  (convert,) = [c for _, c in documented_commands() if "-m r1jax.model.gguf" in c]
+  assert shlex.split(convert)[1:] == ["-m", "r1jax.model.gguf", conftest.SMOLLM2_SOURCE, "ckpt/smollm2-135m"]
   root, _ = world
   (cmd,) = [c for c in _commands("r1_zero.py") if "smollm2" in c]
   run = root / "smol-run"

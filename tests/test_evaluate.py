@@ -13,11 +13,12 @@ import pytest
 from r1jax import datasets
 from r1jax import policy as policy_lib
 from r1jax.evaluation import experiment as eval_experiment
-from r1jax import model as M
+from r1jax.model import transformer as M
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
-from r1jax import train_step as TS
+from r1jax.rl import step as TS
+from r1jax.sft import step as sft_step
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ANSWER = " <think> I add. </think> <answer> 4 </answer>"
@@ -42,7 +43,7 @@ def policy(tmp_path_factory):
     lmask[i, len(row) - len(tok.encode(ANSWER)) - 1:len(row)] = True  # learn the answer and EOS
   o = TS.OptimConfig(learning_rate=1e-2)
   state = TS.init_state(M.init_params(jax.random.key(0), cfg), TS.make_optimizer(o))
-  step = TS.make_sft_step(cfg, o)
+  step = sft_step.make_sft_step(cfg, o)
   for _ in range(70):  # loss 0.004 by step 61
     state, m = step(state, {"tokens": toks, "mask": mask, "loss_mask": lmask})
   assert float(m["loss"]) < 0.05

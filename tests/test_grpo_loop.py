@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax import model as M
+from r1jax.model import transformer as M
 from r1jax.sampling import rollout
 from r1jax.sampling import sampler as S
 from r1jax import sharding
-from r1jax import train
-from r1jax import train_step as TS
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import loop as train
+from r1jax.rl import step as TS
+from r1jax.rl.config import GRPOConfig
 from r1jax.rewards import combine
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789|"
@@ -63,7 +63,7 @@ def _row_text(question: str, g: int, r: int) -> str:
 
 
 def _logp(params, tokens_RxT, mask_RxT, temperature, n=N):
-  """log p of the last n tokens of every row: one full-logit forward pass, no r1jax.train_step."""
+  """log p of the last n tokens of every row: one full-logit forward pass, no r1jax.rl.step."""
   pos = M.positions_from_mask(mask_RxT)
   logits, _ = M.forward(params, tokens_RxT, pos, CFG, mask_BxT=mask_RxT)
   lp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, -1)

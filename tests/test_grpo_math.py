@@ -1,4 +1,4 @@
-"""GRPO math (r1jax.grpo) against an independent NumPy reference written from REFERENCE.md sec. 1.
+"""GRPO math (r1jax.rl) against an independent NumPy reference written from REFERENCE.md sec. 1.
 
 The reference below uses plain float64 loops and derives the gradient of the loss w.r.t. logp
 analytically; that gradient is itself checked by central finite differences.
@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.grpo import advantages as adv_lib
-from r1jax.grpo import dynamic_sampling as ds_lib
-from r1jax.grpo import loss as loss_lib
-from r1jax.grpo import rollout_mismatch
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import advantages as adv_lib
+from r1jax.rl import dynamic_sampling as ds_lib
+from r1jax.rl import losses as loss_lib
+from r1jax.rl import rollout_mismatch
+from r1jax.rl.config import GRPOConfig
 
 
 @pytest.fixture

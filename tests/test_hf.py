@@ -9,8 +9,8 @@ import torch
 import transformers
 from safetensors import safe_open
 
-from r1jax import hf
-from r1jax import model as M
+from r1jax.model import hf
+from r1jax.model import transformer as M
 
 VOCAB, T = 101, 12
 

@@ -1,4 +1,4 @@
-"""LoRA (`r1jax.lora`) against independent computations: jax.grad of the loss with the effective
+"""LoRA (`r1jax.model.lora`) against independent computations: jax.grad of the loss with the effective
 weight W + s A B written out, the base model's own log-probs, transformers on the merged export."""
 import pathlib
 
@@ -9,12 +9,12 @@ import optax
 import pytest
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax import lora as L
-from r1jax import model as M
+from r1jax.model import lora as L
+from r1jax.model import transformer as M
 from r1jax import sharding
-from r1jax import train
-from r1jax import train_step as TS
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import loop as train
+from r1jax.rl import step as TS
+from r1jax.rl.config import GRPOConfig
 
 CFG = M.ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
                     logits_chunk=24, qkv_bias=True)
@@ -165,7 +165,7 @@ def test_reference_logprobs_are_the_base_models():
 def test_merged_export_matches_the_adapted_model_in_transformers(tmp_path):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  from r1jax import hf
+  from r1jax.model import hf
   params = M.init_params(jax.random.key(0), CFG, std=0.2)
   params["layers"] = dict(params["layers"], bq=0.1 * jnp.ones_like(params["layers"]["bq"]))
   ad = _trained_adapters()

@@ -3,10 +3,10 @@ import jax
 import pytest
 
 from r1jax import memory
-from r1jax import model as M
+from r1jax.model import transformer as M
 from r1jax import sharding
-from r1jax import train_step
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import step as train_step
+from r1jax.rl.config import GRPOConfig
 from r1jax.sampling.sampler import SamplingConfig
 
 CFG = M.ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128)
@@ -152,7 +152,7 @@ def test_lora_auto_plans_full_fine_tuning_first_then_lora_where_it_does_not_fit(
   """lora.mode='auto' (the 7B / 8B named configs): full fine-tuning when a setting of it fits; else
   LoRA at lora.rank, whose resident state is the frozen base plus small adapters (no reference copy,
   no moments of the base). A model whose state dominates its activations (one row per micro-batch)."""
-  from r1jax.lora import LoRAConfig
+  from r1jax.model.lora import LoRAConfig
   cfg = M.ModelConfig(vocab_size=512, d_model=256, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=64, d_ff=1024)
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   g = GRPOConfig(num_generations=2, max_completion_length=16, beta=0.04)
@@ -169,7 +169,7 @@ def test_lora_auto_plans_full_fine_tuning_first_then_lora_where_it_does_not_fit(
   assert on.rank == 4
   n = cfg.num_params()
   assert full.state_bytes == pytest.approx(16 * n, rel=0.01)  # params, two moments, the reference
-  from r1jax import lora as lora_lib
+  from r1jax.model import lora as lora_lib
   import math
   r = sum(math.prod(s) for s in lora_lib.adapter_shapes(cfg, lora)["layers"].values())
   assert r < n / 20

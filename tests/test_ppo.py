@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax import heads
-from r1jax import model as M
+from r1jax.model import heads
+from r1jax.model import transformer as M
 from r1jax import sharding
-from r1jax import train_step as TS
-from r1jax.grpo import advantages as A
-from r1jax.grpo.config import GRPOConfig, PPOConfig
+from r1jax.rl import step as TS
+from r1jax.rl import advantages as A
+from r1jax.rl.config import GRPOConfig, PPOConfig
 
 from test_grpo_loop import CFG, EXAMPLES, BY_QUESTION, G, N, TOK, _run, example_reward  # noqa: F401
 

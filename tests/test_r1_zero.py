@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax import model as M
+from r1jax.model import transformer as M
+from r1jax.model import presets
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
-from r1jax import train
-from r1jax import train_step
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import loop as train
+from r1jax.rl import step as train_step
+from r1jax.rl.config import GRPOConfig
 from r1jax.rewards import combine
 from r1jax.sampling.sampler import SamplingConfig
 from r1jax.tasks import arithmetic
@@ -266,10 +267,10 @@ def test_model_presets_survive_config_overrides():
   cfg = pipelines.base_config()
   cfg.model.preset, cfg.model.dtype, cfg.model.vocab_size = "llama3.1-8b", "bfloat16", 128256
   got = pipelines.validate(cfg).model
-  assert got == dataclasses.replace(M.PRESETS["llama3.1-8b"], dtype="bfloat16")
+  assert got == dataclasses.replace(presets.PRESETS["llama3.1-8b"], dtype="bfloat16")
   cfg.model.rope_scaling.factor = 4.0  # one rope field: the preset's others stay
   assert pipelines.validate(cfg).model.rope_scaling == dataclasses.replace(
-      M.PRESETS["llama3.1-8b"].rope_scaling, factor=4.0)
+      presets.PRESETS["llama3.1-8b"].rope_scaling, factor=4.0)
   cfg.model.rope_scaling.kind = "none"
   assert pipelines.validate(cfg).model.rope_scaling is None
   cfg.model.vocab_size = None  # a released model's preset without its checkpoint: refused

@@ -14,12 +14,12 @@ import pytest
 
 from r1jax import pipelines
 from r1jax import memory
-from r1jax import model as M
+from r1jax.model import transformer as M
 from r1jax.sampling import rollout
 from r1jax import sharding
-from r1jax import train
-from r1jax import train_step
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import loop as train
+from r1jax.rl import step as train_step
+from r1jax.rl.config import GRPOConfig
 from r1jax.sampling.sampler import SamplingConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax import model as M
+from r1jax.model import attention as attn_lib
+from r1jax.model import transformer as M
 from r1jax.sampling import sampler as S
 
 CFG = M.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
@@ -194,14 +195,14 @@ def test_pallas_cached_attention_equals_xla(splits):
   cv = jax.random.normal(ks[4], (B, K, S_, H), jnp.bfloat16)
   idx = jnp.arange(S_)
   cmask = jnp.stack([(idx >= 5) & (idx < 300), (idx >= 130) & (idx < 512), idx < 0])
-  got = M.pallas_cached_attention(q, k, v, ck, cv, cmask, splits)
+  got = attn_lib.pallas_cached_attention(q, k, v, ck, cv, cmask, splits)
   f32 = lambda x: x.astype(jnp.float32)
-  want = M.cached_attention(f32(q), f32(k), f32(v), jnp.ones((B, 1), bool), f32(ck), f32(cv), cmask)
+  want = attn_lib.cached_attention(f32(q), f32(k), f32(v), jnp.ones((B, 1), bool), f32(ck), f32(cv), cmask)
   np.testing.assert_allclose(np.asarray(f32(got)), np.asarray(want), atol=3e-2, rtol=3e-2)
 
 
 def test_decode_splits_divide_the_cache_into_whole_blocks():
-  assert [M.decode_splits(768, w) for w in (0, 1, 2, 3, 4, 5, 6, 9)] == [6, 1, 2, 3, 3, 3, 6, 6]
+  assert [attn_lib.decode_splits(768, w) for w in (0, 1, 2, 3, 4, 5, 6, 9)] == [6, 1, 2, 3, 3, 3, 6, 6]
   with pytest.raises(ValueError, match="model.decode_kv_splits=-1"):
     dataclasses.replace(CFG, decode_kv_splits=-1)
 

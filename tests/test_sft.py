@@ -7,12 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax import heads
-from r1jax import model as M
+from r1jax.model import heads
+from r1jax.model import transformer as M
 from r1jax import sharding
-from r1jax import train_step as TS
+from r1jax.rl import step as TS
 from r1jax.sft import data as D
 from r1jax.sft import loop as L
+from r1jax.sft import step as sft_step
 
 CFG = M.ModelConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64)
 BOS, EOS, PAD = 1, 2, 0
@@ -68,7 +69,7 @@ def test_sft_loss_is_the_completion_cross_entropy_of_each_example_alone(packing)
   params = M.init_params(jax.random.key(0), CFG, std=0.3)
   rows, _ = D.encode(PAIRS, IdTokenizer(), max_len=12)
   batch = D.pack(rows, 12, PAD, packing=packing)
-  got = float(TS.sft_loss(params, jax.tree.map(jnp.asarray, batch), CFG))
+  got = float(sft_step.sft_loss(params, jax.tree.map(jnp.asarray, batch), CFG))
   np.testing.assert_allclose(got, _numpy_loss(params, rows), rtol=2e-5)
 
 
@@ -128,7 +129,7 @@ def test_sft_loop_resumes_bit_identically_after_an_interruption(tmp_path, monkey
 
   full = run(tmp_path / "full")
   assert len(full["history"]) == 2 * D.steps_per_epoch(len(packed["tokens"]), 2) >= 6
-  make = TS.make_sft_step
+  make = sft_step.make_sft_step
 
   def dies_after_three(*a, **k):
     step, calls = make(*a, **k), []
@@ -141,10 +142,10 @@ def test_sft_loop_resumes_bit_identically_after_an_interruption(tmp_path, monkey
     f.lower = step.lower  # the memory planner compiles it first (on CPU too: against the host's memory)
     return f
 
-  monkeypatch.setattr(TS, "make_sft_step", dies_after_three)
+  monkeypatch.setattr(sft_step, "make_sft_step", dies_after_three)
   with pytest.raises(KeyboardInterrupt):
     run(tmp_path / "split")
-  monkeypatch.setattr(TS, "make_sft_step", make)
+  monkeypatch.setattr(sft_step, "make_sft_step", make)
   resumed = run(tmp_path / "split")  # restarts from the step-2 checkpoint
   assert len(resumed["history"]) == len(full["history"]) - 2
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed["state"].params),
@@ -164,7 +165,7 @@ def test_sft_step_in_micro_batches_equals_the_whole_batch_and_the_planner_splits
   ocfg = TS.OptimConfig(learning_rate=1e-2, warmup_steps=0, total_steps=10, weight_decay=0.0)
   with jax.set_mesh(mesh):
     params = M.init_sharded(jax.random.key(0), CFG, mesh)
-    grads = jax.jit(TS._sft_grads, static_argnums=(2, 3))
+    grads = jax.jit(sft_step._sft_grads, static_argnums=(2, 3))
     loss, whole = jax.device_get(grads(params, batch, CFG, 1))
     for accum in (2, 4):
       l, got = jax.device_get(grads(params, batch, CFG, accum))
@@ -180,7 +181,7 @@ def test_sft_step_in_micro_batches_equals_the_whole_batch_and_the_planner_splits
     abstract = {k: jax.ShapeDtypeStruct((8,) + v.shape[1:], v.dtype, sharding=TS.batch_sharding(mesh))
                 for k, v in packed.items()}
     from r1jax import memory
-    peak = {a: memory.phase("sft", TS.make_sft_step(CFG, ocfg, TS.state_shardings(state), mesh, grad_accum=a)
+    peak = {a: memory.phase("sft", sft_step.make_sft_step(CFG, ocfg, TS.state_shardings(state), mesh, grad_accum=a)
                              .lower(state, abstract).compile()).peak for a in (1, 2)}
     assert peak[1] > peak[2]
     logged = []

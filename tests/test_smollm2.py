@@ -16,8 +16,8 @@ import pytest
 import torch
 import transformers
 
-from r1jax import hf
-from r1jax import model as M
+from r1jax.model import hf
+from r1jax.model import transformer as M
 from r1jax.sampling import rollout
 from r1jax.sampling import sampler as S
 from r1jax import templates
@@ -237,5 +237,5 @@ def test_the_default_config_takes_a_checkpoints_shape(smollm2, capsys):
   got = pipelines.validate(tiny).model
   assert got == want  # the vocabulary is the trained tokenizer's, set once it exists (context.build)
   _, gguf = _r1_zero_config({"model.hf_checkpoint": "/models/x.gguf"})
-  with pytest.raises(ValueError, match=r"GGUF file: convert it once .*python -m r1jax.gguf /models/x.gguf DIR"):
+  with pytest.raises(ValueError, match=r"GGUF file: convert it once .*python -m r1jax.model.gguf /models/x.gguf DIR"):
     pipelines.validate(gguf)

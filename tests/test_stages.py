@@ -20,8 +20,9 @@ from r1jax.sampling import rollout
 from r1jax.sampling import sampler as S
 from r1jax import scalar_model
 from r1jax import stages as stages_lib
-from r1jax import train
-from r1jax import train_step as TS
+from r1jax.rl import loop as train
+from r1jax.rl import step as TS
+from r1jax.sft import step as sft_step
 from r1jax.stages import cold_start_data, context, pretrain, rejection_sampling, reward_model, rl_all, sft
 from r1jax.tasks import general
 
@@ -253,7 +254,7 @@ def test_pipeline_resumes_inside_a_stage_and_skips_finished_ones(world, stand_in
       return out, jax.device_get(policy_lib.load_policy(out["cold_start_sft"]["policy"], ctx.mesh)[1])
 
   full, want = run_in(tmp_path / "full")
-  make, calls = TS.make_sft_step, []
+  make, calls = sft_step.make_sft_step, []
 
   def dies_at_step_3(*a, **k):
     step = make(*a, **k)
@@ -266,14 +267,14 @@ def test_pipeline_resumes_inside_a_stage_and_skips_finished_ones(world, stand_in
     f.lower = step.lower  # the memory planner compiles it first (on CPU too: against the host's memory)
     return f
 
-  monkeypatch.setattr(TS, "make_sft_step", dies_at_step_3)
+  monkeypatch.setattr(sft_step, "make_sft_step", dies_at_step_3)
   with pytest.raises(KeyboardInterrupt):
     run_in(tmp_path / "split")
   assert pipeline.read_record(tmp_path / "split", "cold_start_data") is not None
   assert pipeline.read_record(tmp_path / "split", "cold_start_sft") is None
   sampled = stand_in.calls
   calls.clear()
-  monkeypatch.setattr(TS, "make_sft_step", make)
+  monkeypatch.setattr(sft_step, "make_sft_step", make)
   _, got = run_in(tmp_path / "split")
   assert stand_in.calls == sampled  # cold_start_data was not run again
   rows = [json.loads(l)["step"] for l in (tmp_path / "split" / "cold_start_sft" / "metrics.jsonl").read_text().splitlines()]
@@ -290,7 +291,7 @@ def test_pipeline_resumes_inside_a_stage_and_skips_finished_ones(world, stand_in
 def test_load_config_reads_the_model_without_its_parameters(world, tmp_path):
   """policy.load_config gives the config load_policy restores, for a policy directory and for its
   Hugging Face export (distill_vs_rl counts parameters with it)."""
-  from r1jax import hf
+  from r1jax.model import hf
   run, ctx, base = world
   cfg, params, _ = policy_lib.load_policy(base, ctx.mesh)
   assert policy_lib.load_config(base) == cfg

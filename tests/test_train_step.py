@@ -6,10 +6,11 @@ import optax
 import pytest
 import re
 
-from r1jax import model as M
+from r1jax.model import transformer as M
 from r1jax import sharding
-from r1jax import train_step as TS
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import step as TS
+from r1jax.rl.config import GRPOConfig
+from r1jax.sft import step as sft_step
 
 CFG = M.ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
                     logits_chunk=24)
@@ -125,7 +126,7 @@ def test_sft_step_loss_is_masked_cross_entropy():
   logits = np.asarray(M.forward(params, b["tokens"], pos, CFG, mask_BxT=b["mask"])[0], np.float64)
   lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
   lp = np.take_along_axis(logits[:, :-1], b["tokens"][:, 1:, None], -1)[..., 0] - lse[:, :-1]
-  step = TS.make_sft_step(CFG, o)  # donates params: reference computed first
+  step = sft_step.make_sft_step(CFG, o)  # donates params: reference computed first
   _, m = step(state, {"tokens": b["tokens"], "mask": b["mask"], "loss_mask": lmask})
   w = lmask[:, 1:]
   np.testing.assert_allclose(float(m["loss"]), -(lp * w).sum() / w.sum(), rtol=1e-5)
@@ -264,7 +265,7 @@ def test_grad_accum_on_mesh_equals_unsharded():
 
 
 def _ref_loss(params, b, beta, eps, temperature):
-  """The GRPO loss of DeepSeekMath eq. 3 over full-logit log-probs, written without r1jax.grpo."""
+  """The GRPO loss of DeepSeekMath eq. 3 over full-logit log-probs, written without r1jax.rl."""
   pos = M.positions_from_mask(b["mask"])
   logits, _ = M.forward(params, b["tokens"], pos, CFG, mask_BxT=b["mask"])
   lp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, -1)

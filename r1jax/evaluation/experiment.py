@@ -53,7 +53,7 @@ def validate(cfg: ml_collections.ConfigDict) -> "EvaluationRun":
   if not pathlib.Path(where).is_dir():
     raise ValueError(f"{field}={where!r}: no such directory")
   if cfg.hf_checkpoint:
-    from r1jax import hf
+    from r1jax.model import hf
     hf.check_checkpoint(where, field)
   else:
     policy_lib.check_dir(where, field)
@@ -99,7 +99,7 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
   rules = sharding.rules_table(ev.mesh.rules)
   with jax.set_mesh(mesh):
     if cfg.hf_checkpoint:
-      from r1jax import hf
+      from r1jax.model import hf
       model_cfg, params = hf.load_hf_checkpoint(cfg.hf_checkpoint, mesh=mesh, rules=rules)
       tokenizer = tok_lib.load_tokenizer(cfg.hf_checkpoint)
     else:

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import model as model_lib
+from r1jax.model import attention
+from r1jax.model import transformer as model_lib
 from r1jax.sharding import constrain
 
 
@@ -137,8 +138,8 @@ def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: model_lib.ModelConfig, sc
 
 def _cache_length(P: int, N: int, cfg: model_lib.ModelConfig) -> int:
   S = P + N
-  if model_lib.decode_attention_impl(cfg) == "pallas":  # the kernel reads whole blocks
-    S = -(-S // model_lib.DECODE_BLOCK) * model_lib.DECODE_BLOCK
+  if attention.decode_attention_impl(cfg) == "pallas":  # the kernel reads whole blocks
+    S = -(-S // attention.DECODE_BLOCK) * attention.DECODE_BLOCK
   return S
 
 
@@ -157,7 +158,7 @@ def _decode(params, tok_R, pos_R, cache, cfg):
   return model_lib.logits_from_hidden(params, h, cfg)[:, 0], kv
 
 
-# kv-head-major cache, R x K x S x H per layer (see model.cached_attention): stacked L x ... for
+# kv-head-major cache, R x K x S x H per layer (see attention.cached_attention): stacked L x ... for
 # the layer scan, or one buffer per layer (cfg.unroll_decode) that each layer reads in place.
 _CACHE_AXES = ("batch", "act_kv_heads", "cache_length", "head_dim")
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax.sampling import sampler as sampler_lib
 
 

@@ -10,9 +10,10 @@ import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import logger as logger_lib
-from r1jax import train
-from r1jax import train_step
+from r1jax.rl import loop as train
+from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
+from r1jax.sft import step as sft_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,7 @@ def plan_grad_accum(model_cfg, ocfg, state, rows: dict, cfg: SFTConfig, mesh, li
            for k, v in rows.items()}
   options = [a for a in range(1, cfg.batch_size + 1) if cfg.batch_size % a == 0 and (cfg.batch_size // a) % shards == 0]
   for a in options:
-    fn = train_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh, grad_accum=a)
+    fn = sft_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh, grad_accum=a)
     peak = memory.phase("sft", fn.lower(state, batch).compile()).peak
     fits = peak + other <= 0.95 * limit
     log(f"sft memory plan: grad_accum={a}: peak {peak / memory.GiB:.2f} GiB + {other / memory.GiB:.2f} GiB held "
@@ -87,7 +88,7 @@ def run_sft(model_cfg, params, rows: dict, cfg: SFTConfig, mesh, workdir, progre
   ocfg = dataclasses.replace(cfg.optim, total_steps=steps)
   state = train_step.init_state(params, train_step.make_optimizer(ocfg))
   accum = plan_grad_accum(model_cfg, ocfg, state, rows, cfg, mesh, limit_bytes)
-  step_fn = train_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh, grad_accum=accum)
+  step_fn = sft_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh, grad_accum=accum)
   ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(workdir / "ckpt"), save_every=cfg.save_every, keep=1,
                                                        async_save=False))
   state, start, _ = train.restore_latest(ck, state, cfg.seed)

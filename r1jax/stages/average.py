@@ -11,7 +11,7 @@ import pathlib
 import shutil
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax import train_step
+from r1jax.rl import step as train_step
 
 
 @dataclasses.dataclass(frozen=True)

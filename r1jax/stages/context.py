@@ -19,7 +19,7 @@ import numpy as np
 from r1jax import datasets as datasets_lib
 from r1jax.config import ARCH_FIELDS
 from r1jax import errors
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax import policy as policy_lib
 from r1jax import sharding
 from r1jax import templates
@@ -55,7 +55,7 @@ class Context:
     checkpoint's, every other model field (dtype, remat, attention) this run's."""
     mine = {f.name: getattr(run.model, f.name) for f in dataclasses.fields(run.model) if f.name not in ARCH_FIELDS}
     if policy_lib.is_hf(directory):
-      from r1jax import hf
+      from r1jax.model import hf
       return hf.load_hf_checkpoint(directory, mesh=self.mesh, rules=self.rules, **mine)
     cfg, params, _ = policy_lib.load_policy(directory, self.mesh, self.rules)
     return dataclasses.replace(cfg, **mine), params
@@ -99,7 +99,7 @@ def build(run) -> tuple[Context, Any]:
 
 def export_hf(params, model_cfg, tokenizer, hf_checkpoint: str, out_dir: pathlib.Path) -> None:
   """The policy as a Hugging Face directory (safetensors, config.json, tokenizer files)."""
-  from r1jax import hf
+  from r1jax.model import hf
   hf.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
   if jax.process_index() == 0:
     hf.save_tokenizer(tokenizer, out_dir, source=hf_checkpoint or None)

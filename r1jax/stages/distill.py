@@ -16,7 +16,7 @@ import jax
 
 from r1jax import curation
 from r1jax import fine_tune
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax import policy_samples
 from r1jax import pretraining
 

@@ -6,7 +6,7 @@ value_data: `mcts.value_samples` samples of the policy on each of `mcts.value_pr
 every depth in `mcts.depths`, each labelled at every completion token with its outcome (1 iff
 `chains.grade` passes): the Monte Carlo value of each prefix. Outputs {'data': <out>/values.npz,
 'summary'}.
-value_model: the policy's body plus a scalar head (`r1jax.heads`) trained with binary cross-entropy
+value_model: the policy's body plus a scalar head (`r1jax.model.heads`) trained with binary cross-entropy
 at every completion token, a tenth of the rows held out (AUC of correct vs wrong at the first,
 middle and last completion token). Outputs {'model': <out>/model, 'summary'}; a killed run resumes
 from <out>/ckpt.
@@ -27,12 +27,12 @@ import time
 import jax
 import numpy as np
 
-from r1jax import heads
+from r1jax.model import heads
 from r1jax import logger as logger_lib
 from r1jax.sampling import rollout as rollout_lib
 from r1jax import scalar_model
 from r1jax import search as search_lib
-from r1jax import train_step
+from r1jax.rl import step as train_step
 from r1jax.rewards import answer
 from r1jax.tasks import chains
 

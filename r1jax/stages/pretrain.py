@@ -9,14 +9,14 @@ import pathlib
 
 import jax
 
-from r1jax import model as model_lib
+from r1jax.model import transformer as model_lib
 from r1jax import pretraining
 
 
 def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   del inputs
   if run.hf_checkpoint:  # checked again: the stage is recorded complete only over whole files
-    from r1jax import hf
+    from r1jax.model import hf
     hf.check_checkpoint(run.hf_checkpoint)
     return {"policy": str(pathlib.Path(run.hf_checkpoint).resolve())}
   model_cfg, pcfg = run.model, run.pretrain

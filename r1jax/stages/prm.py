@@ -18,11 +18,11 @@ import jax
 import numpy as np
 
 from r1jax import fine_tune
-from r1jax import heads
+from r1jax.model import heads
 from r1jax import policy_samples
 from r1jax import prm as prm_lib
 from r1jax import scalar_model
-from r1jax import train_step
+from r1jax.rl import step as train_step
 from r1jax.rewards import combine
 
 

@@ -1,4 +1,4 @@
-"""Stage `reward_model`: a scalar-head transformer (`r1jax.heads`) trained with the Bradley-Terry
+"""Stage `reward_model`: a scalar-head transformer (`r1jax.model.heads`) trained with the Bradley-Terry
 loss on preference pairs. At the embedded default the pairs are decided by rules among a policy's
 samples of one prompt (`curation.preference_pairs`: correct, then in the target language, then
 concise is preferred). The body starts from a policy; a tenth of the pairs is held out and the
@@ -17,9 +17,9 @@ import jax
 import numpy as np
 
 from r1jax import curation
-from r1jax import heads
+from r1jax.model import heads
 from r1jax import scalar_model
-from r1jax import train_step
+from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
 
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from r1jax import fine_tune
-from r1jax import heads
+from r1jax.model import heads
 from r1jax import scalar_model
 from r1jax.rewards import combine
 from r1jax.tasks import general

@@ -17,8 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from r1jax.grpo import rollout_mismatch
-from r1jax.grpo.config import GRPOConfig
+from r1jax.rl import rollout_mismatch
+from r1jax.rl.config import GRPOConfig
 
 
 def _float_dtype(x):

@@ -19,18 +19,18 @@ import numpy as np
 from r1jax import checkpoint as ckpt_lib
 from r1jax import errors
 from r1jax import distributed
-from r1jax import heads
+from r1jax.model import heads
 from r1jax import logger as logger_lib
-from r1jax import lora as lora_lib
+from r1jax.model import lora as lora_lib
 from r1jax.sampling import rollout as rollout_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding
-from r1jax import train_step
+from r1jax.rl import step as train_step
 from r1jax.evaluation import behaviour
-from r1jax.grpo import advantages as adv_lib
-from r1jax.grpo import rollout_mismatch
-from r1jax.grpo.config import GRPOConfig, PPOConfig
-from r1jax.grpo.dynamic_sampling import GroupBuffer
+from r1jax.rl import advantages as adv_lib
+from r1jax.rl import rollout_mismatch
+from r1jax.rl.config import GRPOConfig, PPOConfig
+from r1jax.rl.dynamic_sampling import GroupBuffer
 from r1jax.rewards import aha
 from r1jax.rewards import combine
 from r1jax.rewards import length as length_lib

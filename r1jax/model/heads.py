@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from r1jax import model as model_lib
-from r1jax import train_step
+from r1jax.model import transformer as model_lib
+from r1jax.rl import step as train_step
 from r1jax.sharding import constrain
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 LOSS_TYPES = ("grpo", "token_mean", "dr_grpo")
-"""Loss aggregations, see `r1jax.grpo.loss.aggregate`."""
+"""Loss aggregations, see `r1jax.rl.losses.aggregate`."""
 LOSS_TYPE_ALIASES = {"bnpo": "token_mean", "dapo": "token_mean"}
 """Names peers use for the same aggregation; resolved to the canonical name on construction."""
 SCALE_REWARDS = ("group", "batch", "none")
@@ -133,7 +133,7 @@ def _at_least(name: str, value, lo: int, why: str = "") -> None:
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
   """The critic of PPO (grpo.advantage_estimator='gae'): a transformer of the policy's size started
-  from the policy's weights, with a scalar head (`r1jax.heads`), trained on the GAE returns with the
+  from the policy's weights, with a scalar head (`r1jax.model.heads`), trained on the GAE returns with the
   clipped value loss over the same minibatches and inner iterations as the policy."""
   gamma: float = 1.0
   """Discount per token (1: the outcome reward counts fully at every token, as verl and OpenRLHF use)."""

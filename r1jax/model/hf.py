@@ -30,7 +30,7 @@ import numpy as np
 
 from r1jax import distributed
 from r1jax import errors
-from r1jax import model as M
+from r1jax.model import transformer as M
 from r1jax import sharding
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
