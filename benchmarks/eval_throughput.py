@@ -11,8 +11,8 @@ rambles to its cap does) or `--lengths lognormal` (mean `--mean_len`, sigma 1, c
 [1, max_new_tokens]: a long-tailed mix, as EOS would end rows).
 r1jax: `harness.evaluate` (the path of experiments/evaluate.py and of the in-run evaluation stage):
 continuous-batching slots over grouped sampler calls while a thread pool grades finished rows, each
-completion graded against a reference that needs math-verify. Timed after a warm-up call of the
-same shapes (compiles excluded); the time includes decoding to text and all the grading.
+completion graded against a reference that needs math-verify. Timed after a warm-up over the same
+calls, one token a row (every prompt bucket's program compiled: compiles excluded); the time includes decoding to text and all the grading.
 transformers: `model.generate` (torch, CUDA when available, sdpa attention, bf16 there), same
 sampling (temperature 0.6, top-p `--top_p`: 0.95 as R1's protocol), on the first `--hf_rows` rows
 in batches of `--hf_batch` rows, each batch generating its longest row's length (what EOS would
@@ -38,6 +38,14 @@ from r1jax.model import transformer as M  # noqa: E402
 from r1jax.model import presets  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax.evaluation import harness  # noqa: E402
+
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+  """A progress line on stderr, behind the seconds since the start (what a cut-short call did, and when)."""
+  print(f"{time.perf_counter() - T0:7.1f} s  {msg}", file=sys.stderr, flush=True)
+
 
 REFERENCE = r"\frac{\sqrt{3}}{2}"
 ANSWERS = (r"\frac{\sqrt3}{2}", r"\frac{1}{2}\sqrt{3}", r"\frac{\sqrt{2}}{2}")  # need math-verify to grade
@@ -71,12 +79,15 @@ def run_r1jax(a, cfg, params, prompts, caps) -> dict:
   tok = RandomTextTokenizer()
   mesh = sharding.make_mesh(sharding.MeshConfig())
   with jax.set_mesh(mesh):
-    ev = lambda n: harness.evaluate(params, cfg, tok, exs[:n], "", ecfg, eos_ids=(), pad_id=0, progress=False,
-                                    prompt_ids=prompts[:n], max_len_R=caps[:n * a.k])
-    ev(min(a.batch_size, len(prompts)))  # compiles the sampler call's shape
+    ev = lambda lengths: harness.evaluate(params, cfg, tok, exs, "", ecfg, eos_ids=(), pad_id=0, progress=False,
+                                          prompt_ids=prompts, max_len_R=lengths)
+    log("r1jax: warm-up (plans, compiles every prompt bucket's call: one token a row)")
+    ev(np.ones_like(caps))
+    log("r1jax: timed evaluation")
     t = time.perf_counter()
-    s = ev(len(prompts))
+    s = ev(caps)
     dt = time.perf_counter() - t
+    log(f"r1jax: {s['generated_tokens'] / dt:,.0f} tokens/s ({dt:.1f} s)")
   assert s["generated_tokens"] == int(caps.sum()) and s["problems"] == len(prompts), s
   return {"tokens_per_s": s["generated_tokens"] / dt, "seconds": dt, "generated_tokens": s["generated_tokens"],
           "pass@1": s["pass@1"], "timeouts": s["timeouts"]}
@@ -90,7 +101,9 @@ def run_transformers(a, cfg, prompts, caps) -> dict:
   hf_cfg = hf.config_to_hf(cfg)
   conf = transformers.AutoConfig.for_model(**hf_cfg)
   torch.manual_seed(a.seed)
-  model = transformers.AutoModelForCausalLM.from_config(conf, attn_implementation="sdpa").to(dev, dtype).eval()
+  log(f"transformers: building the model on {dev}")
+  with torch.device(dev):  # initialized where it runs (torch initializes on one CPU thread otherwise)
+    model = transformers.AutoModelForCausalLM.from_config(conf, attn_implementation="sdpa", dtype=dtype).eval()
   rows = [(prompts[r // a.k], int(caps[r])) for r in range(min(a.hf_rows, len(caps)))]
 
   def batch(rs):
@@ -107,7 +120,9 @@ def run_transformers(a, cfg, prompts, caps) -> dict:
     if dev == "cuda":
       torch.cuda.synchronize()
 
+  log("transformers: warm-up batch")
   batch(rows[:min(a.hf_batch, len(rows))][:2])  # warm-up
+  log("transformers: timed batches")
   t = time.perf_counter()
   for i in range(0, len(rows), a.hf_batch):
     batch(rows[i:i + a.hf_batch])
@@ -143,6 +158,7 @@ def main(argv=None):
     cfg = presets.preset("tiny")
   else:
     cfg = presets.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16")
+  log(f"{a.preset}: initializing the parameters on {jax.devices()[0].device_kind}")
   params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(a.seed))
   prompts, caps = workload(a, cfg.vocab_size)
   ours = run_r1jax(a, cfg, params, prompts, caps)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -50,6 +52,10 @@ def build_checkpoint(name: str, out: pathlib.Path, tiny: bool) -> pathlib.Path:
   with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
     model = transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.bfloat16)
   model.save_pretrained(out)
+  if cfg.vocab_size < 151_646:  # Llama 3 shapes: the Llama-2 SentencePiece tokenizer (32k ids) fits their vocabulary
+    shutil.copyfile(SHARED / "tokenizers" / "llama2" / "tokenizer.model", out / "tokenizer.model")
+    (out / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True}))
+    return out
   with gzip.open(SHARED / "tokenizers" / "qwen2" / "tokenizer.json.gz", "rb") as f:
     (out / "tokenizer.json").write_bytes(f.read())
   shutil.copyfile(SHARED / "tokenizers" / "qwen2" / "added_tokens.json", out / "added_tokens.json")
@@ -59,8 +65,26 @@ def build_checkpoint(name: str, out: pathlib.Path, tiny: bool) -> pathlib.Path:
   return out
 
 
+def stream(cmd: list[str], log: pathlib.Path, timeout: float) -> tuple[int | str, str]:
+  """Runs `cmd`, writing each output line to `log` as it comes, behind the seconds since the start
+  (what a run that is cut short did, and when). Returns the exit code ('timeout' when cut) and the tail."""
+  t0 = time.time()
+  lines: list[str] = []
+  with open(log, "w") as f, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                              env={**os.environ, "PYTHONUNBUFFERED": "1"}) as p:
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    for line in p.stdout:
+      lines.append(f"{time.time() - t0:7.1f} {line}")
+      f.write(lines[-1])
+      f.flush()
+    rc = p.wait()
+    timer.cancel()
+  return ("timeout" if time.time() - t0 > timeout else rc), "".join(lines[-60:])
+
+
 def run_one(name: str, steps: int, work: pathlib.Path, tiny: bool, extra: list[str], timeout: int,
-            ckpt_root: str = "") -> dict:
+            ckpt_root: str = "", log_dir: str = "") -> dict:
   t0 = time.time()
   ckpt = pathlib.Path(ckpt_root or work) / f"hf-{name}"
   if steps == 0:  # (the child process below) build only
@@ -68,24 +92,22 @@ def run_one(name: str, steps: int, work: pathlib.Path, tiny: bool, extra: list[s
     return {"name": name, "build_s": time.time() - t0, "checkpoint": str(ckpt)}
   if not (ckpt_root and (ckpt / "config.json").exists()):  # a kept checkpoint is reused
     # In a child process, so that torch's GPU memory and context are gone before the run starts.
-    subprocess.run([sys.executable, __file__, f"--names={name}", "--steps=0", f"--ckpt_root={ckpt.parent}"]
-                   + (["--tiny"] if tiny else []), check=True, capture_output=True)
+    rc, tail = stream([sys.executable, __file__, f"--names={name}", "--steps=0", f"--ckpt_root={ckpt.parent}"]
+                      + (["--tiny"] if tiny else []), pathlib.Path(log_dir or work) / f"{name}-build.log", timeout)
+    if rc:
+      return {"name": name, "returncode": rc, "error": "building the checkpoint failed:\n" + tail[-3000:]}
   build_s = time.time() - t0
   run = work / f"run-{name}"
   cmd = [sys.executable, str(REPO / "experiments" / "r1_zero.py"), f"--config={REPO}/experiments/r1_zero.py:{name}",
          f"--config.model.hf_checkpoint={ckpt}", f"--config.workdir={run}", f"--config.train.steps={steps}",
          "--config.data.num_eval=8", "--config.train.progress=False"] + extra
   t0 = time.time()
-  try:
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-  except subprocess.TimeoutExpired as e:
-    out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-    return {"name": name, "returncode": "timeout", "wall_s": time.time() - t0, "command": " ".join(cmd),
-            "error": out[-3000:]}
-  res = {"name": name, "returncode": p.returncode, "wall_s": time.time() - t0, "build_s": build_s,
-         "command": " ".join(cmd), "log_tail": p.stdout[-2500:]}
-  if p.returncode:
-    res["error"] = (p.stdout[-2000:] + p.stderr[-3000:])
+  log = pathlib.Path(log_dir or work) / f"{name}.log"
+  rc, tail = stream(cmd, log, timeout)
+  res = {"name": name, "returncode": rc, "wall_s": time.time() - t0, "build_s": build_s,
+         "command": " ".join(cmd), "log": str(log), "log_tail": tail[-2500:]}
+  if rc:
+    res["error"] = tail[-4000:]
     return res
   plan = json.loads((run / "memory_plan.json").read_text())
   rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
@@ -106,17 +128,24 @@ def main():
   ap.add_argument("--extra", default="", help="extra --config overrides, space separated")
   ap.add_argument("--out", default="")
   ap.add_argument("--timeout", type=int, default=3600, help="seconds per named run")
+  ap.add_argument("--log_dir", default="", help="each run's output, line by line with elapsed seconds "
+                  "(default: the temporary work directory)")
+  ap.add_argument("--drop_workdir", action="store_true", help="delete each run's work directory once read "
+                  "(checkpoints and the exported model: a small disk)")
   ap.add_argument("--ckpt_root", default="", help="keep the built checkpoints here and reuse them "
                   "(--steps 0: only build)")
   args = ap.parse_args()
   results = []
   with tempfile.TemporaryDirectory() as d:
     for name in args.names.split(","):
-      r = run_one(name, args.steps, pathlib.Path(d), args.tiny, args.extra.split(), args.timeout, args.ckpt_root)
+      r = run_one(name, args.steps, pathlib.Path(d), args.tiny, args.extra.split(), args.timeout, args.ckpt_root,
+                  args.log_dir)
       results.append(r)
       if args.out:  # after every run, so a later one that overruns loses nothing
         pathlib.Path(args.out).write_text(json.dumps({"results": results}, indent=1))
       shutil.rmtree(pathlib.Path(d) / f"hf-{name}", ignore_errors=True)  # kept under --ckpt_root
+      if args.drop_workdir:
+        shutil.rmtree(pathlib.Path(d) / f"run-{name}", ignore_errors=True)
       print(json.dumps({k: v for k, v in r.items() if k != "plan"} | (
           {"remat": r["plan"]["remat"], "grad_accum": r["plan"]["grad_accum"]} if "plan" in r else {})), flush=True)
   print("| config | remat | grad_accum | step s | generate s | update s | tokens/s | peak GiB |")

@@ -260,6 +260,32 @@ def test_next_token_frequencies_match_truncated_softmax(temperature, top_k, top_
   _assert_frequencies(tok, want, (temperature, top_k, top_p))
 
 
+def _sorted_top_p_draw(logits, key, top_p):
+  """Reference: the nucleus found by sorting (cumulative mass before each token < top_p; ties at
+  the cutoff kept), the rest set to the float minimum, then jax.random.categorical."""
+  sorted_l = jnp.sort(logits, axis=-1)[..., ::-1]
+  p = jax.nn.softmax(sorted_l, axis=-1)
+  keep = (jnp.cumsum(p, axis=-1) - p) < top_p
+  cutoff = jnp.min(jnp.where(keep, sorted_l, jnp.inf), axis=-1, keepdims=True)
+  return jax.random.categorical(key, jnp.where(logits < cutoff, jnp.finfo(logits.dtype).min, logits), axis=-1)
+
+
+@pytest.mark.parametrize("vocab,scale,top_p", [(50, 1.0, 0.9), (1000, 3.0, 0.95), (7, 0.5, 0.5), (300, 4.0, 0.99),
+                                               (152064, 1.0, 0.95)])
+def test_nucleus_sample_draws_the_sorted_top_p_token(vocab, scale, top_p):
+  """The sort-free top-p draw is token for token the sort-based one under the same key: flat and
+  peaked rows, rows with tied logits, one key for a batch and a key per row (as the sampler vmaps)."""
+  logits = jnp.asarray(np.random.default_rng(vocab).normal(size=(32, vocab)) * scale, jnp.float32)
+  logits = logits.at[:6, :20].set(logits[:6, :1])  # ties, the most likely among them in some rows
+  for seed in range(2):
+    key = jax.random.key(seed)
+    np.testing.assert_array_equal(jax.jit(S.nucleus_sample, static_argnums=2)(logits, key, top_p),
+                                  jax.jit(_sorted_top_p_draw, static_argnums=2)(logits, key, top_p))
+  keys = jax.random.split(jax.random.key(7), len(logits))
+  np.testing.assert_array_equal(jax.vmap(lambda l, k: S.nucleus_sample(l, k, top_p))(logits, keys),
+                                jax.vmap(lambda l, k: _sorted_top_p_draw(l, k, top_p))(logits, keys))
+
+
 def test_greedy_next_token_is_the_argmax():
   logits = jnp.asarray(np.random.default_rng(0).normal(size=(16, 50)), jnp.float32)
   got = S.next_token(logits, jax.random.key(0), S.SamplingConfig(temperature=0.0))
