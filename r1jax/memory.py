@@ -452,15 +452,22 @@ def tree_bytes(tree) -> int:
 
 
 def disk_need(model_cfg, ocfg, with_ref: bool, rl_steps: Sequence[int], save_every: int, keep: int,
-              policies: int = 2, sft_runs: int = 0) -> dict:
+              policies: int = 2, sft_runs: int = 0, lora=None) -> dict:
   """Bytes a run writes at most: per RL run, the checkpoints on disk at once (up to `keep` plus
   the one being written) of its train state (parameters, AdamW moments, reference); per SFT run
   one checkpoint without the reference; and `policies` parameter copies (policy directories and
-  Hugging Face exports). Shapes only: nothing is allocated."""
+  Hugging Face exports). With `lora` (a LoRAConfig of rank > 0) an RL checkpoint holds the adapters
+  and their moments only (the frozen base is the reference and is not written); policies are
+  merged, whole. Shapes only: nothing is allocated."""
   params = model_lib.abstract_params(model_cfg)
   p = tree_bytes(params)
-  opt = tree_bytes(jax.eval_shape(train_step.make_optimizer(ocfg).init, params))
+  optimizer = train_step.make_optimizer(ocfg)
+  opt = tree_bytes(jax.eval_shape(optimizer.init, params))
   state = p + opt + (p if with_ref else 0)
+  if lora is not None and lora.enabled:
+    from r1jax.model import lora as lora_lib
+    adapters = jax.eval_shape(lambda: lora_lib.init_adapters(jax.random.key(0), model_cfg, lora))
+    state = tree_bytes(adapters) + tree_bytes(jax.eval_shape(optimizer.init, adapters))
   ckpts = [min(-(-steps // save_every), keep + 1) for steps in rl_steps]
   total = sum(ckpts) * state + sft_runs * (p + opt) + policies * p
   return {"bytes": total, "state_bytes": state, "params_bytes": p, "checkpoints": sum(ckpts)}

@@ -197,6 +197,12 @@ def run(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None, *, stages=
       resolved.model.remat, resolved.grpo.grad_accum = plan["remat"], str(plan["grad_accum"])
       resolved.train.rollout_chunks, resolved.sampling.num_slots = str(plan["rollout_chunks"]), plan["num_slots"]
       resolved.lora.rank = plan["lora_rank"]
+      if run_cfg.lora.mode == "auto" and not run_cfg.lora.enabled:  # full fine-tuning chosen: its checkpoints
+        try:
+          preflight.check_disk(cfg, run_cfg)
+        except ValueError as e:
+          raise errors.ConfigError(f"{e} (lora.mode='auto' chose full fine-tuning; lora.mode='on' writes "
+                                   f"adapters only)") from e
     (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
     out = pipeline.run(run_cfg, ctx, stages, fingerprint(cfg), only=only, given=given)
   return Result(run_cfg, ctx, out, plan)

@@ -74,7 +74,9 @@ def check_writable(path, field: str) -> None:
 
 def check_disk(cfg, run) -> None:
   """The checkpoints and policies the run will write fit the free disk (a 7B run writes a 57 GiB
-  checkpoint); else a one-line error with the sizes and the knobs."""
+  checkpoint); else a one-line error with the sizes and the knobs. LoRA checkpoints hold the
+  adapters only; with lora.mode='auto' (full fine-tuning only if the device holds it) the check
+  before work counts LoRA's, and the run checks again once the memory plan has chosen."""
   from r1jax import memory
   if cfg.get("stage") not in ("all", "r1_zero") or not isinstance(run, config_lib.Run):  # writes no checkpoint
     return
@@ -85,5 +87,6 @@ def check_disk(cfg, run) -> None:
     need = memory.disk_need(run.model, run.optim, g.uses_reference, steps, ck.save_every, ck.keep,
                             policies=len(steps) * 2 + 4, sft_runs=2)
   else:
-    need = memory.disk_need(run.model, run.optim, g.uses_reference, [run.train.steps], ck.save_every, ck.keep)
+    need = memory.disk_need(run.model, run.optim, g.uses_reference, [run.train.steps], ck.save_every, ck.keep,
+                            lora=run.lora)
   memory.check_disk(need, ck.directory)

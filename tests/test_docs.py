@@ -314,6 +314,7 @@ def _sweep_entry(root, script: str, index: int, extra=()) -> tuple[dict, list[di
   return json.loads((entry / "summary.json").read_text()), rows, mod
 
 
+@pytest.mark.slow
 def test_the_aha_sweep_command(world):
   """experiments/aha.py (issue 14's smoke test in CI): the control entry at toy size runs and its
   summary holds the aha measures, finite."""
@@ -326,6 +327,7 @@ def test_the_aha_sweep_command(world):
   assert summary["mean_length_early"] == pytest.approx(np.mean([r["completions/mean_length"] for r in rows]))
 
 
+@pytest.mark.slow
 def test_the_language_sweep_command(world):
   """experiments/language.py at toy size: the alpha = 0.8 entry mixes R_lang into the reward and
   reports held-out language consistency and accuracy, finite."""
@@ -337,6 +339,7 @@ def test_the_language_sweep_command(world):
   assert all("rewards/language/mean" in r for r in rows)
 
 
+@pytest.mark.slow
 def test_the_cold_start_sweep_command(world):
   """experiments/cold_start.py at toy size: the shared pool (base, R1-Zero teacher, its candidates)
   and the entry 'random selection, N = 10': SFT on exactly those 10 candidates, then RL, both evaluated."""
@@ -354,6 +357,7 @@ def test_the_cold_start_sweep_command(world):
   assert pipeline_lib.read_record(root / "cold_start" / "_pool", "r1_zero") is not None
 
 
+@pytest.mark.slow
 def test_the_distill_vs_rl_command(world):
   """experiments/distill_vs_rl.py at toy size: the R1-Zero teacher, the student base, the distilled
   student and the RL student, whose FLOPs (recomputed here from its metrics with the documented
@@ -379,6 +383,7 @@ def test_the_distill_vs_rl_command(world):
   assert "(b) RL student" in out.stdout and "FLOPs" in out.stdout
 
 
+@pytest.mark.slow
 def test_the_grpo_vs_ppo_sweep_command(world):
   """experiments/grpo_vs_ppo.py at toy size: the PPO entry trains a critic (its loss logged, finite)
   and its FLOPs are the documented count recomputed from its metrics (PPO: 18 N a padded token)."""
@@ -394,6 +399,7 @@ def test_the_grpo_vs_ppo_sweep_command(world):
   assert summary["flops"] == pytest.approx(want, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_the_prm_command(world):
   """experiments/prm.py at toy size: step labels, the PRM, and the outcome / sum / min arms, each
   logging the PRM's scores and step statistics (finite), evaluated and tabulated."""
@@ -418,6 +424,7 @@ def test_the_prm_command(world):
   assert "held-out pass@1" in out.stdout and (run / "plots" / "prm.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_mcts_command(tmp_path):
   """experiments/mcts.py at toy size: value data and model, token- and step-level MCTS at two depths,
   best-of-n and majority vote at their budgets; every metric of the report present and finite (tokens

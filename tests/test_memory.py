@@ -129,6 +129,41 @@ def test_disk_need_counts_what_a_run_writes_and_a_full_disk_stops_before_work(tm
   preflight.check_disk(cfg, pipelines.validate(cfg))
 
 
+def test_lora_checkpoints_are_counted_as_adapters_and_auto_is_checked_again_once_planned(tmp_path, monkeypatch):
+  """With LoRA a checkpoint holds the adapters and their moments (what `TrainState.tree` of a real
+  LoRA state holds, the frozen base not), policies stay whole; lora.mode='auto' is checked before
+  work at LoRA's size and again at full fine-tuning's when the plan chooses it."""
+  import numpy as np
+  from r1jax import preflight
+  from r1jax import pipelines
+  from r1jax.model import lora as lora_lib
+  params = M.init_params(jax.random.key(0), CFG)
+  ocfg = train_step.OptimConfig()
+  lcfg = lora_lib.LoRAConfig(rank=4)
+  state = lora_lib.init_state(params, CFG, lcfg, train_step.make_optimizer(ocfg), seed=0)
+  real = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state.tree()) if np.asarray(x).dtype != object)
+  need = memory.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3, lora=lcfg)
+  assert need["state_bytes"] == pytest.approx(real, abs=64)
+  full = memory.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3)
+  assert need["bytes"] - 3 * need["state_bytes"] == full["bytes"] - 3 * full["state_bytes"]  # the same policies
+  assert memory.disk_need(CFG, ocfg, True, [120], 50, 3, lora=lora_lib.LoRAConfig())["bytes"] == full["bytes"]
+  import shutil
+  cfg = pipelines.base_config()
+  cfg.workdir, cfg.train.steps, cfg.checkpoint.save_every, cfg.checkpoint.keep = str(tmp_path), 120, 50, 3
+  run = pipelines.validate(cfg)
+  sizes = [memory.disk_need(run.model, run.optim, run.grpo.uses_reference, [120], 50, 3, lora=lo)["bytes"]
+           for lo in (lcfg, None)]
+  free = sum(sizes) // 2  # holds LoRA's checkpoints, not full fine-tuning's
+  monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12 - free, free))
+  cfg.lora.rank = 4
+  preflight.check_disk(cfg, pipelines.validate(cfg))  # LoRA fits
+  cfg.lora.mode = "auto"
+  preflight.check_disk(cfg, pipelines.validate(cfg))  # before the plan: LoRA's size
+  cfg.lora.rank = 0
+  with pytest.raises(ValueError, match="disk: "):
+    preflight.check_disk(cfg, pipelines.validate(cfg))  # full fine-tuning (what 'auto' may choose) does not
+
+
 def test_a_ppo_critic_is_planned_resident_and_its_update_measured(unlimited):
   """grpo.advantage_estimator='gae': the critic's body, head and AdamW state are counted in the
   resident state (about the policy's parameters and moments again), its update is a measured
