@@ -34,7 +34,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from r1jax.model import hf  # noqa: E402
-from r1jax.model import transformer as M  # noqa: E402
+from r1jax import model as M  # noqa: E402
 from r1jax.model import presets  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax.evaluation import harness  # noqa: E402

@@ -60,7 +60,7 @@ from r1jax import distributed  # noqa: E402
 from r1jax.model import lora  # noqa: E402
 from r1jax.model.lora import LoRAConfig  # noqa: E402
 from r1jax.model import attention  # noqa: E402
-from r1jax.model import transformer as M  # noqa: E402
+from r1jax import model as M  # noqa: E402
 from r1jax.model import presets  # noqa: E402
 from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402

@@ -33,7 +33,7 @@ def build_checkpoint(name: str, out: pathlib.Path, tiny: bool) -> pathlib.Path:
 
   sys.path.insert(0, str(REPO))
   from r1jax.model import hf
-  from r1jax.model import transformer as M
+  from r1jax import model as M
   from r1jax.model import presets
   from r1jax import tokenizer as tok_lib
   spec = __import__("importlib.util").util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")

@@ -28,7 +28,7 @@ from ml_collections import config_dict
 from r1jax import checkpoint as ckpt_lib
 from r1jax import datasets as datasets_lib
 from r1jax import errors
-from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig, RopeScaling
 from r1jax.model import presets
 from r1jax import sharding
 from r1jax import templates
@@ -249,7 +249,7 @@ ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "he
 TOP_LEVEL = ("stage", "inputs", "workdir", "seed", "template", "distributed")
 """The config's fields outside its sections."""
 
-LIBRARY_SECTIONS = {"model": model_lib.ModelConfig, "tokenizer": tok_lib.TokenizerConfig, "mesh": sharding.MeshConfig,
+LIBRARY_SECTIONS = {"model": ModelConfig, "tokenizer": tok_lib.TokenizerConfig, "mesh": sharding.MeshConfig,
                     "data": datasets_lib.DataConfig, "pretrain": PretrainConfig, "sampling": SamplingConfig,
                     "grpo": GRPOConfig, "ppo": PPOConfig, "optim": train_step.OptimConfig,
                     "rewards": combine.RewardsConfig, "train": train.TrainConfig, "eval": harness.EvalConfig,
@@ -300,7 +300,7 @@ def _hf_config(path: str) -> dict:
   return json.loads((pathlib.Path(path) / "config.json").read_text())
 
 
-def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig, str]:
+def model_config(cfg: ml_collections.ConfigDict) -> tuple[ModelConfig, str]:
   """The model section resolved over its preset or checkpoint; (config, remat: a value or 'auto')."""
   m = cfg.model.to_dict()
   preset, ckpt, remat = m.pop("preset"), m.pop("hf_checkpoint"), m.pop("remat")
@@ -326,11 +326,11 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig,
   if rope.get("kind") == "none":
     over["rope_scaling"] = None
   elif any(v is not None for v in rope.values()):
-    start = base.rope_scaling or model_lib.RopeScaling()
+    start = base.rope_scaling or RopeScaling()
     over["rope_scaling"] = to_dataclass(
-        model_lib.RopeScaling, dataclasses.asdict(start) | {k: v for k, v in rope.items() if v is not None},
+        RopeScaling, dataclasses.asdict(start) | {k: v for k, v in rope.items() if v is not None},
         "model.rope_scaling")
-  model_cfg = to_dataclass(model_lib.ModelConfig, dataclasses.asdict(base) | over
+  model_cfg = to_dataclass(ModelConfig, dataclasses.asdict(base) | over
                                       | {"rope_scaling": over.get("rope_scaling", base.rope_scaling),
                                          "remat": "none" if remat == "auto" else remat}, "model")
   return model_cfg, remat

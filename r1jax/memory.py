@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import errors
-from r1jax.model import transformer as model_lib
+from r1jax.model import config as model_config
+from r1jax.model.config import ModelConfig
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding
 from r1jax.rl import step as train_step
@@ -108,9 +109,9 @@ def phase(name: str, compiled) -> Phase:
 def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None, lora=None) -> train_step.TrainState:
   """Shapes and shardings of the GRPO train state, with nothing allocated; with an enabled `lora`
   (`r1jax.model.lora.LoRAConfig`) the adapters, their optimizer state and the frozen base (no reference copy)."""
-  shardings = model_lib.param_shardings(model_cfg, mesh, rules)
+  shardings = model_config.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        model_lib.abstract_params(model_cfg), shardings)
+                        model_config.abstract_params(model_cfg), shardings)
   optimizer = train_step.make_optimizer(ocfg)
   if lora is not None and lora.enabled:
     from r1jax.model import lora as lora_lib
@@ -126,9 +127,9 @@ def abstract_critic(model_cfg, ocfg, mesh, rules=None) -> train_step.TrainState:
   """Shapes and shardings of a PPO critic's state (`train.Critic`): the body, a scalar head, and
   AdamW over both."""
   from r1jax.model import heads
-  shardings = model_lib.param_shardings(model_cfg, mesh, rules)
+  shardings = model_config.param_shardings(model_cfg, mesh, rules)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        model_lib.abstract_params(model_cfg), shardings)
+                        model_config.abstract_params(model_cfg), shardings)
   rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   head = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                       jax.eval_shape(lambda: heads.init_scalar_head(jax.random.key(0), model_cfg)))
@@ -223,7 +224,7 @@ def sampling_options(prompts: int, rows_per_prompt: int, shards: int, *, chunks=
   return [(cs[0], m) for m in slots] + [(c, min(slots[-1], prompts // c * rows_per_prompt)) for c in cs[1:]]
 
 
-def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingConfig, mesh, *, prompts: int,
+def plan_sampling(model_cfg: ModelConfig, scfg: sampler_lib.SamplingConfig, mesh, *, prompts: int,
                   prompt_len: int, limit_bytes: int | None = None, resident_bytes: int = 0, params=None,
                   chunks="auto", rules=None, name: str = "generate", resident_name: str = "resident",
                   knobs: str = "fewer prompts or samples per batch, or a shorter max_new_tokens",
@@ -247,9 +248,9 @@ def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingCo
     return SamplingPlan(*options[0], 0, None, [], "no memory limit is known: the fastest setting, not measured")
   budget = int(limit * HEADROOM)
   if params is None:
-    shardings = model_lib.param_shardings(model_cfg, mesh, rules)
+    shardings = model_config.param_shardings(model_cfg, mesh, rules)
     params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          model_lib.abstract_params(model_cfg), shardings)
+                          model_config.abstract_params(model_cfg), shardings)
   key = jax.eval_shape(lambda: jax.random.key(0))
   measured: dict = {}
   tried: list[dict] = []
@@ -289,7 +290,7 @@ def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingCo
   return SamplingPlan(c, m, pk, ph, tried, why)
 
 
-def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
+def plan(model_cfg: ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
          prompts_per_step: int, prompt_len: int, remat="auto", grad_accum="auto",
          limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print,
          rollout_chunks="auto", lora=None) -> Plan:
@@ -457,7 +458,7 @@ def disk_need(model_cfg, ocfg, with_ref: bool, rl_steps: Sequence[int], save_eve
   the one being written) of its train state (parameters, AdamW moments, reference); per SFT run
   one checkpoint without the reference; and `policies` parameter copies (policy directories and
   Hugging Face exports). Shapes only: nothing is allocated."""
-  params = model_lib.abstract_params(model_cfg)
+  params = model_config.abstract_params(model_cfg)
   p = tree_bytes(params)
   opt = tree_bytes(jax.eval_shape(train_step.make_optimizer(ocfg).init, params))
   state = p + opt + (p if with_ref else 0)

@@ -17,7 +17,7 @@ import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import distributed
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.sampling import sampler as S
 from r1jax import sharding
 from r1jax.rl import step as TS

@@ -15,7 +15,7 @@ from r1jax import config as config_lib
 from r1jax import sharding
 from r1jax import pipelines
 from r1jax.evaluation import experiment as eval_experiment
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.model import presets
 from r1jax.rl import step as train_step
 from r1jax.evaluation import harness

@@ -16,7 +16,7 @@ import pytest
 from r1jax import checkpoint as ckpt_lib
 from r1jax import distributed
 from r1jax import pipelines
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding as S
 from r1jax.rl import step as TS
 from r1jax.rl.config import GRPOConfig

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.sampling import rollout
 from r1jax.sampling import sampler as S
 from r1jax import sharding

@@ -10,7 +10,7 @@ import transformers
 from safetensors import safe_open
 
 from r1jax.model import hf
-from r1jax.model import transformer as M
+from r1jax import model as M
 
 VOCAB, T = 101, 12
 

@@ -10,7 +10,7 @@ import pytest
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax.model import lora as L
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import loop as train
 from r1jax.rl import step as TS

@@ -3,7 +3,7 @@ import jax
 import pytest
 
 from r1jax import memory
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import step as train_step
 from r1jax.rl.config import GRPOConfig

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from r1jax.model import heads
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import step as TS
 from r1jax.rl import advantages as A

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.model import presets
 from r1jax import sharding
 from r1jax import templates

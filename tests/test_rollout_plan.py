@@ -14,7 +14,7 @@ import pytest
 
 from r1jax import pipelines
 from r1jax import memory
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.sampling import rollout
 from r1jax import sharding
 from r1jax.rl import loop as train

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from r1jax.model import hf
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding as S
 
 # Every dimension but kv heads (2) divides every mesh axis, so tensor=4 exercises the fallback.

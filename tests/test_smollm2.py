@@ -17,7 +17,7 @@ import torch
 import transformers
 
 from r1jax.model import hf
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.sampling import rollout
 from r1jax.sampling import sampler as S
 from r1jax import templates

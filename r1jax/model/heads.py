@@ -14,11 +14,12 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig
 from r1jax.rl import step as train_step
 from r1jax.sharding import constrain
 
 
-def init_scalar_head(key, cfg: model_lib.ModelConfig, mesh=None) -> dict:
+def init_scalar_head(key, cfg: ModelConfig, mesh=None) -> dict:
   """{'w': D, 'b': scalar}, float32; replicated on `mesh` if given."""
   head = {"w": jax.random.normal(key, (cfg.d_model,), jnp.float32) / jnp.sqrt(cfg.d_model),
           "b": jnp.zeros((), jnp.float32)}
@@ -27,14 +28,14 @@ def init_scalar_head(key, cfg: model_lib.ModelConfig, mesh=None) -> dict:
   return head
 
 
-def values(params, head, tokens_BxT, mask_BxT, cfg: model_lib.ModelConfig):
+def values(params, head, tokens_BxT, mask_BxT, cfg: ModelConfig):
   """The head's value at every position (B x T, float32): w . h_t + b."""
   h, _ = model_lib.hidden_states(params, tokens_BxT, model_lib.positions_from_mask(mask_BxT), cfg,
                                  mask_BxT=mask_BxT)
   return h.astype(jnp.float32) @ head["w"] + head["b"]
 
 
-def completion_values(params, head, tokens_RxT, mask_RxT, prompt_len: int, cfg: model_lib.ModelConfig):
+def completion_values(params, head, tokens_RxT, mask_RxT, prompt_len: int, cfg: ModelConfig):
   """R x (N + 1) values of a left-padded prompt of P = prompt_len tokens + N completion tokens:
   column t is the value of the state holding the prompt and completion tokens < t (column 0:
   before the first completion token, column N: after the last). A PPO critic reads columns :N
@@ -42,7 +43,7 @@ def completion_values(params, head, tokens_RxT, mask_RxT, prompt_len: int, cfg: 
   return values(params, head, tokens_RxT, mask_RxT, cfg)[:, prompt_len - 1:]
 
 
-def sequence_scores(params, head, tokens_BxT, mask_BxT, cfg: model_lib.ModelConfig):
+def sequence_scores(params, head, tokens_BxT, mask_BxT, cfg: ModelConfig):
   """One score per row: the value at the row's last real token (B)."""
   v_BxT = values(params, head, tokens_BxT, mask_BxT, cfg)
   T = tokens_BxT.shape[1]
@@ -57,7 +58,7 @@ def bradley_terry_loss(chosen_B, rejected_B):
   return jnp.mean(jax.nn.softplus(-margin)), jnp.mean((margin > 0).astype(jnp.float32))
 
 
-def make_reward_model_step(cfg: model_lib.ModelConfig, ocfg: train_step.OptimConfig, shardings=None, mesh=None):
+def make_reward_model_step(cfg: ModelConfig, ocfg: train_step.OptimConfig, shardings=None, mesh=None):
   """Jitted `(state, batch) -> (state, metrics)` on preference pairs: batch holds chosen_tokens,
   chosen_mask, rejected_tokens, rejected_mask (B x T each); state.params and state.head are trained."""
   optimizer = train_step.make_optimizer(ocfg)
@@ -104,7 +105,7 @@ def value_loss(v_RxN, target_RxN, weight_RxN, kind: str, old_v_RxN=None, clip: f
   return jnp.sum(jnp.where(w > 0, per, 0.0) * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def make_value_step(cfg: model_lib.ModelConfig, ocfg: train_step.OptimConfig, kind: str, *, column: str = "after",
+def make_value_step(cfg: ModelConfig, ocfg: train_step.OptimConfig, kind: str, *, column: str = "after",
                     clip: float = 0.0, grad_accum: int = 1, shardings=None, mesh=None):
   """Jitted `(state, batch) -> (state, metrics)` training state.params and state.head on
   per-position targets of completions. batch: tokens, mask (R x T, prompt left-padded to P = T - N),

@@ -30,7 +30,8 @@ import numpy as np
 
 from r1jax import distributed
 from r1jax import errors
-from r1jax.model import transformer as M
+from r1jax.model import config as model_config
+from r1jax.model.config import ModelConfig, Params, RopeScaling
 from r1jax import sharding
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
@@ -49,7 +50,7 @@ def _unsupported(field: str, value, allowed: str) -> ValueError:
   return ValueError(f"config.json {field}={value!r} is not supported: {allowed}")
 
 
-def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, M.RopeScaling | None]:
+def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, RopeScaling | None]:
   """(rope_theta, scaling) from transformers-5 `rope_parameters` or transformers-4 `rope_scaling`."""
   rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
   if isinstance(rope.get("full_attention"), dict):  # per-layer-type form of transformers 5
@@ -61,23 +62,23 @@ def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, M.RopeScaling | None]:
   if kind == "default":
     return theta, None
   if kind == "linear":
-    return theta, M.RopeScaling("linear", factor=float(rope["factor"]))
+    return theta, RopeScaling("linear", factor=float(rope["factor"]))
   if kind == "llama3":
-    return theta, M.RopeScaling("llama3", factor=float(rope["factor"]),
-                                low_freq_factor=float(rope["low_freq_factor"]),
-                                high_freq_factor=float(rope["high_freq_factor"]),
-                                original_max_position=int(rope["original_max_position_embeddings"]))
+    return theta, RopeScaling("llama3", factor=float(rope["factor"]),
+                              low_freq_factor=float(rope["low_freq_factor"]),
+                              high_freq_factor=float(rope["high_freq_factor"]),
+                              original_max_position=int(rope["original_max_position_embeddings"]))
   if kind == "yarn":
     opt = lambda k, d: float(rope[k]) if rope.get(k) is not None else d
-    return theta, M.RopeScaling("yarn", factor=float(rope["factor"]),
-                                original_max_position=int(rope["original_max_position_embeddings"]),
-                                beta_fast=opt("beta_fast", 32.0), beta_slow=opt("beta_slow", 1.0),
-                                mscale=opt("mscale", 0.0), mscale_all_dim=opt("mscale_all_dim", 0.0),
-                                attention_factor=opt("attention_factor", 0.0),
-                                truncate=bool(rope.get("truncate", True)))
+    return theta, RopeScaling("yarn", factor=float(rope["factor"]),
+                              original_max_position=int(rope["original_max_position_embeddings"]),
+                              beta_fast=opt("beta_fast", 32.0), beta_slow=opt("beta_slow", 1.0),
+                              mscale=opt("mscale", 0.0), mscale_all_dim=opt("mscale_all_dim", 0.0),
+                              attention_factor=opt("attention_factor", 0.0),
+                              truncate=bool(rope.get("truncate", True)))
   if kind == "dynamic":  # transformers rescales past max_position_embeddings
-    return theta, M.RopeScaling("dynamic", factor=float(rope["factor"]),
-                                original_max_position=int(hf.get("max_position_embeddings", 2048)))
+    return theta, RopeScaling("dynamic", factor=float(rope["factor"]),
+                              original_max_position=int(hf.get("max_position_embeddings", 2048)))
   raise _unsupported("rope_type", kind, "supported: 'default', 'linear', 'llama3', 'yarn', 'dynamic'")
 
 
@@ -96,7 +97,7 @@ def _sliding_window_in_use(hf: dict[str, Any], model_type: str) -> int | None:
   return window if "sliding_attention" in types else None
 
 
-def config_from_hf(hf_config: dict[str, Any], **overrides) -> M.ModelConfig:
+def config_from_hf(hf_config: dict[str, Any], **overrides) -> ModelConfig:
   """ModelConfig from a Hugging Face config.json dict of a Qwen2, Llama or Mistral model.
 
   `overrides` replace ModelConfig fields (e.g. param_dtype='bfloat16', remat='full').
@@ -126,10 +127,10 @@ def config_from_hf(hf_config: dict[str, Any], **overrides) -> M.ModelConfig:
       rope_theta=theta, rope_scaling=scaling, rms_eps=float(hf.get("rms_norm_eps", 1e-6)),
       qkv_bias=model_type == "qwen2", qk_norm=model_type == "qwen3", tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       max_seq_len=hf.get("max_position_embeddings", _DEFAULT_MAX_POSITIONS[model_type]))
-  known = {f.name for f in dataclasses.fields(M.ModelConfig)}
+  known = {f.name for f in dataclasses.fields(ModelConfig)}
   if set(overrides) - known:
     raise ValueError(f"unknown ModelConfig override(s) {sorted(set(overrides) - known)}; known: {sorted(known)}")
-  cfg = M.ModelConfig(**(fields | overrides))
+  cfg = ModelConfig(**(fields | overrides))
   window = _sliding_window_in_use(hf, model_type)
   if window is not None and window < cfg.max_seq_len:
     raise _unsupported("sliding_window", window,
@@ -137,7 +138,7 @@ def config_from_hf(hf_config: dict[str, Any], **overrides) -> M.ModelConfig:
   return cfg
 
 
-def config_to_hf(cfg: M.ModelConfig, dtype: str = "float32") -> dict[str, Any]:
+def config_to_hf(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
   """A transformers-loadable config.json dict: Qwen2 when cfg.qkv_bias, Qwen3 when cfg.qk_norm,
   else Llama.
 
@@ -209,7 +210,7 @@ class _Layout:
     return tuple(reversed(dims)) if self.transpose else tuple(dims)
 
 
-def _layouts(cfg: M.ModelConfig) -> dict[tuple[str, ...], _Layout]:
+def _layouts(cfg: ModelConfig) -> dict[tuple[str, ...], _Layout]:
   """Layout of every parameter of `cfg`, keyed by its path in the params tree."""
   D, N, K, H, F, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
   p = "model.layers.{}."
@@ -236,7 +237,7 @@ def _layouts(cfg: M.ModelConfig) -> dict[tuple[str, ...], _Layout]:
   if not cfg.tie_embeddings:
     lay[("lm_head",)] = _Layout("lm_head.weight", (D, V), (1, 1), True)
   want = {tuple(k.key for k in path) for path, _ in
-          jax.tree.flatten_with_path(M.param_shapes(cfg), is_leaf=lambda x: isinstance(x, tuple))[0]}
+          jax.tree.flatten_with_path(model_config.param_shapes(cfg), is_leaf=lambda x: isinstance(x, tuple))[0]}
   assert set(lay) == want, f"hf layouts {sorted(lay)} out of sync with model params {sorted(want)}"
   return lay
 
@@ -406,7 +407,7 @@ def _shard_callback(ckpt: _Checkpoint, lay: _Layout, n_layers: int | None, dtype
   return callback
 
 
-def load_hf_checkpoint(path, mesh=None, rules=None, **config_overrides) -> tuple[M.ModelConfig, M.Params]:
+def load_hf_checkpoint(path, mesh=None, rules=None, **config_overrides) -> tuple[ModelConfig, Params]:
   """(ModelConfig, params) from a Hugging Face Qwen2 / Llama checkpoint folder.
 
   Args:
@@ -421,7 +422,7 @@ def load_hf_checkpoint(path, mesh=None, rules=None, **config_overrides) -> tuple
   cfg = config_from_hf(json.loads((path / "config.json").read_text()), **config_overrides)
   if mesh is None:
     mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  shardings = M.param_shardings(cfg, mesh, rules)
+  shardings = model_config.param_shardings(cfg, mesh, rules)
   dtype = np.dtype(jnp.dtype(cfg.param_dtype))
   ckpt = _Checkpoint(path)
   params: dict[str, Any] = {"layers": {}}
@@ -478,7 +479,7 @@ def _write_safetensors(file: pathlib.Path, entries: list[tuple[str, tuple[int, .
       f.write(np.ascontiguousarray(x).tobytes())
 
 
-def save_hf_checkpoint(params: M.Params, cfg: M.ModelConfig, path, dtype: str | None = None,
+def save_hf_checkpoint(params: Params, cfg: ModelConfig, path, dtype: str | None = None,
                        max_shard_bytes: int = 5 * 10**9) -> None:
   """Write config.json and safetensors that `transformers` loads as Qwen2 (cfg.qkv_bias) or Llama.
 

@@ -82,8 +82,8 @@ class LoRAConfig:
 
 
 def adapter_shapes(model_cfg, lcfg: LoRAConfig) -> dict:
-  from r1jax.model import transformer as model_lib
-  layers = model_lib.param_shapes(model_cfg)["layers"]
+  from r1jax.model import config as model_config
+  layers = model_config.param_shapes(model_cfg)["layers"]
   out = {}
   for w in lcfg.weights():
     shape, k = layers[w], IN_DIMS[w] + 1

@@ -16,7 +16,8 @@ import jax
 
 from r1jax import curation
 from r1jax import fine_tune
-from r1jax.model import transformer as model_lib
+from r1jax.model import config as model_config
+from r1jax.model.config import ModelConfig
 from r1jax import policy_samples
 from r1jax import pretraining
 
@@ -49,7 +50,7 @@ class DistillConfig:
                        f"{self.n_kv_heads} and distill.pretrain_steps={self.pretrain_steps} >= 0")
 
 
-def student_config(run, ctx) -> model_lib.ModelConfig:
+def student_config(run, ctx) -> ModelConfig:
   d = run.distill
   return dataclasses.replace(run.model, **{f: getattr(d, f) for f in
                                                ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff")})
@@ -60,7 +61,7 @@ def student_base(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   if run.hf_checkpoint:
     raise ValueError("student_base: with model.hf_checkpoint give a pretrained student: --config.inputs=student=DIR")
   d, cfg = run.distill, student_config(run, ctx)
-  params = model_lib.init_sharded(jax.random.key(run.seed + 1), cfg, ctx.mesh, ctx.rules)
+  params = model_config.init_sharded(jax.random.key(run.seed + 1), cfg, ctx.mesh, ctx.rules)
   pcfg = dataclasses.replace(run.pretrain, steps=d.pretrain_steps)
   if pcfg.steps:
     params = pretraining.pretrain(params, cfg, pcfg, ctx.tokenizer, lambda: ctx.docs(run), ctx.mesh, out, run.seed,

@@ -9,7 +9,7 @@ import pathlib
 
 import jax
 
-from r1jax.model import transformer as model_lib
+from r1jax.model import config as model_config
 from r1jax import pretraining
 
 
@@ -20,7 +20,7 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
     hf.check_checkpoint(run.hf_checkpoint)
     return {"policy": str(pathlib.Path(run.hf_checkpoint).resolve())}
   model_cfg, pcfg = run.model, run.pretrain
-  params = model_lib.init_sharded(jax.random.key(run.seed), model_cfg, ctx.mesh, ctx.rules)
+  params = model_config.init_sharded(jax.random.key(run.seed), model_cfg, ctx.mesh, ctx.rules)
   if pcfg.steps:
     params = pretraining.pretrain(params, model_cfg, pcfg, ctx.tokenizer, lambda: ctx.docs(run), ctx.mesh, out, run.seed,
                                   run.train.progress)
