@@ -57,13 +57,13 @@ import continuous_batching  # noqa: E402
 import model_bench  # noqa: E402
 
 from r1jax import distributed  # noqa: E402
-from r1jax.model import lora  # noqa: E402
 from r1jax.model.lora import LoRAConfig  # noqa: E402
 from r1jax.model import attention  # noqa: E402
 from r1jax import model as M  # noqa: E402
 from r1jax.model import presets  # noqa: E402
 from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
+from r1jax.rl import lora_state  # noqa: E402
 from r1jax.rl import step as TS  # noqa: E402
 from r1jax.rl import rollout_mismatch  # noqa: E402
 from r1jax.rl import loop as train  # noqa: E402
@@ -104,7 +104,7 @@ def run_r1jax(a, ceilings_fn):
                    num_minibatches=a.minibatches)
     o = TS.OptimConfig(learning_rate=1e-6, state_dtype=a.state_dtype)
     if lcfg.enabled:  # the adapters trained, the base frozen beside them (r1jax.model.lora)
-      state = lora.init_state(params, cfg, lcfg, TS.make_optimizer(o), 0)
+      state = lora_state.init_state(params, cfg, lcfg, TS.make_optimizer(o), 0)
       ref = state.frozen
     else:
       state = TS.init_state(params, TS.make_optimizer(o))

@@ -114,8 +114,8 @@ def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None, lora=None)
                         model_config.abstract_params(model_cfg), shardings)
   optimizer = train_step.make_optimizer(ocfg)
   if lora is not None and lora.enabled:
-    from r1jax.model import lora as lora_lib
-    return lora_lib.abstract_state(params, model_cfg, lora, optimizer)
+    from r1jax.rl import lora_state
+    return lora_state.abstract_state(params, model_cfg, lora, optimizer)
   opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                      jax.eval_shape(optimizer.init, params), train_step.opt_state_shardings(optimizer, params))
   rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -387,9 +387,9 @@ def plan(model_cfg: ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, m
       upd_peak = ph.peak + critic_bytes  # the critic waits, resident
       critic_peak = 0
       if critic is not None:
-        from r1jax.model import heads
-        cstep = heads.make_value_step(cfg, ocfg, "mse", column="before", clip=0.2, grad_accum=a,
-                                      shardings=jax.tree.map(lambda x: x.sharding, critic), mesh=mesh)
+        from r1jax.rl import head_step
+        cstep = head_step.make_value_step(cfg, ocfg, "mse", column="before", clip=0.2, grad_accum=a,
+                                          shardings=jax.tree.map(lambda x: x.sharding, critic), mesh=mesh)
         cb = {k: mb[k] for k in ("tokens", "mask")} | {"target": mb["old_logp"], "weight": mb["completion_mask"],
                                                        "old_values": mb["old_logp"]}
         cph = phase("critic_update", cstep.lower(critic, cb).compile())

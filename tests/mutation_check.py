@@ -66,7 +66,7 @@ STAGES = ("tests/test_stages.py",)
 
 _TRAIN, _STEP, _LOSS, _ADV = "r1jax/rl/loop.py", "r1jax/rl/step.py", "r1jax/rl/losses.py", "r1jax/rl/advantages.py"
 _SAMPLER, _ROLLOUT, _DS = "r1jax/sampling/sampler.py", "r1jax/sampling/rollout.py", "r1jax/rl/dynamic_sampling.py"
-_HEADS = "r1jax/model/heads.py"
+_HEADS, _HEAD_STEP = "r1jax/model/heads.py", "r1jax/rl/head_step.py"
 
 MUTATIONS = [
     # ---- the bugs named in the issue
@@ -229,7 +229,7 @@ MUTATIONS = [
     Mutation("sft_resume_restarts_the_data", "r1jax/sft/loop.py",
              "data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, start)",
              "data_lib.batches(R, cfg.batch_size, cfg.epochs, cfg.seed, 0)", SFT),
-    Mutation("bradley_terry_sign", _HEADS, "jnp.mean(jax.nn.softplus(-margin))", "jnp.mean(jax.nn.softplus(margin))",
+    Mutation("bradley_terry_sign", _HEAD_STEP, "jnp.mean(jax.nn.softplus(-margin))", "jnp.mean(jax.nn.softplus(margin))",
              SFT),
     Mutation("score_at_first_token", _HEADS, "last_B = T - 1 - jnp.argmax(mask_BxT[:, ::-1], axis=1)",
              "last_B = jnp.argmax(mask_BxT, axis=1)", SFT),

@@ -21,10 +21,11 @@ from r1jax import errors
 from r1jax import distributed
 from r1jax.model import heads
 from r1jax import logger as logger_lib
-from r1jax.model import lora as lora_lib
 from r1jax.sampling import rollout as rollout_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import sharding
+from r1jax.rl import head_step
+from r1jax.rl import lora_state
 from r1jax.rl import step as train_step
 from r1jax.evaluation import behaviour
 from r1jax.rl import advantages as adv_lib
@@ -244,7 +245,7 @@ class Critic:
   values_fn: Callable
   """Jitted `(params, head, batch) -> V_RxN`, the value before each completion token."""
   update: Callable
-  """The jitted `heads.make_value_step` (clipped MSE on the returns)."""
+  """The jitted `head_step.make_value_step` (clipped MSE on the returns)."""
   pcfg: PPOConfig
   gcfg: GRPOConfig
   seed: int
@@ -264,9 +265,9 @@ class Critic:
       P = batch["tokens"].shape[1] - N
       return heads.completion_values(p, h, batch["tokens"], batch["mask"], P, model_cfg)[:, :N]
 
-    update = heads.make_value_step(model_cfg, cocfg, "mse", column="before", clip=pcfg.value_clip,
-                                   grad_accum=gcfg.grad_accum, shardings=train_step.state_shardings(state),
-                                   mesh=mesh)
+    update = head_step.make_value_step(model_cfg, cocfg, "mse", column="before", clip=pcfg.value_clip,
+                                       grad_accum=gcfg.grad_accum, shardings=train_step.state_shardings(state),
+                                       mesh=mesh)
     return cls(jax.jit(values_fn), update, pcfg, gcfg, seed, mesh), state
 
   def advantages(self, critic_state, host: dict, total_R) -> dict:
@@ -380,7 +381,7 @@ def run_grpo(*, model_cfg, params, tokenizer, examples: Sequence[dict], reward_s
   scfg = dataclasses.replace(scfg, prompt_buckets=(P,))
   use_ref = gcfg.uses_reference
   if lora is not None and lora.enabled:
-    state = lora_lib.init_state(params, model_cfg, lora, train_step.make_optimizer(ocfg), tcfg.seed)
+    state = lora_state.init_state(params, model_cfg, lora, train_step.make_optimizer(ocfg), tcfg.seed)
   else:
     state = train_step.init_state(params, train_step.make_optimizer(ocfg),
                                   ref_params=jax.tree.map(jnp.copy, params) if use_ref else None)

@@ -18,6 +18,7 @@ import numpy as np
 
 from r1jax import curation
 from r1jax.model import heads
+from r1jax.rl import head_step
 from r1jax import scalar_model
 from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
@@ -71,7 +72,7 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   ocfg = dataclasses.replace(rcfg.optim, total_steps=rcfg.steps)
   head = heads.init_scalar_head(jax.random.key(rcfg.seed), model_cfg, ctx.mesh)
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), head=head)
-  step_fn = heads.make_reward_model_step(model_cfg, ocfg, train_step.state_shardings(state), ctx.mesh)
+  step_fn = head_step.make_reward_model_step(model_cfg, ocfg, train_step.state_shardings(state), ctx.mesh)
   state = scalar_model.fit_head(state, step_fn, train_rows, out, steps=rcfg.steps, batch_size=rcfg.batch_size,
                                 seed=rcfg.seed, save_every=rcfg.save_every, mesh=ctx.mesh)
   score = jax.jit(lambda p, h, t, m: heads.sequence_scores(p, h, t, m, model_cfg))
