@@ -291,12 +291,12 @@ def _coerce(typ, value, name: str, error: TypeError):
 
 
 def _hf_config(path: str) -> dict:
-  """The checkpoint's config.json, after checking its files (`hf.check_checkpoint`)."""
-  from r1jax.model import hf
+  """The checkpoint's config.json, after checking its files (`hf_files.check_checkpoint`)."""
+  from r1jax.model import hf_files
   if not pathlib.Path(path).is_dir():
     raise errors.UserError("Hugging Face checkpoint", f"model.hf_checkpoint={path!r}", "no such directory",
                            "give a directory holding config.json, *.safetensors and tokenizer files")
-  hf.check_checkpoint(path)
+  hf_files.check_checkpoint(path)
   return json.loads((pathlib.Path(path) / "config.json").read_text())
 
 
@@ -311,11 +311,11 @@ def model_config(cfg: ml_collections.ConfigDict) -> tuple[ModelConfig, str]:
     if clash:
       raise ValueError(f"model.{clash[0]}={over[clash[0]]!r} cannot be set with model.hf_checkpoint: the "
                        f"checkpoint's config.json fixes {', '.join('model.' + c for c in clash)}")
-    from r1jax.model import hf
+    from r1jax.model import hf_config
     if str(ckpt).lower().endswith(".gguf"):
       raise ValueError(f"model.hf_checkpoint={ckpt!r} is a GGUF file: convert it once to a Hugging Face directory "
                        f"(python -m r1jax.model.gguf {ckpt} DIR) and give that directory")
-    base = hf.config_from_hf(_hf_config(ckpt))
+    base = hf_config.config_from_hf(_hf_config(ckpt))
   else:
     if preset not in presets.PRESETS:
       raise ValueError(f"model.preset={preset!r} is not one of {sorted(presets.PRESETS)}")

@@ -58,8 +58,8 @@ def check_dir(directory, field: str) -> None:
   if (p / "policy").is_dir() and not weights:  # a run's directory holds a config.json of its own
     raise errors.UserError("policy", where, "this is a run directory", f"give {p / 'policy'}")
   if is_hf(p):
-    from r1jax.model import hf
-    hf.check_checkpoint(p, field)
+    from r1jax.model import hf_files
+    hf_files.check_checkpoint(p, field)
     return
   if any(c.is_dir() and c.name.isdigit() for c in p.iterdir()):
     return
@@ -93,8 +93,8 @@ def load_config(directory) -> ModelConfig:
   """The model config of a policy or Hugging Face directory, without reading its parameters."""
   if is_hf(directory):
     import json
-    from r1jax.model import hf
-    return hf.config_from_hf(json.loads((pathlib.Path(directory) / "config.json").read_text()))
+    from r1jax.model import hf_config
+    return hf_config.config_from_hf(json.loads((pathlib.Path(directory) / "config.json").read_text()))
   with checkpointer(directory) as ck:
     return model_config(ck.restore_meta())
 

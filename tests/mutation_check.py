@@ -325,8 +325,8 @@ MUTATIONS += [
     Mutation("bad_input_logs_kept_past_the_restored_step", "r1jax/logger.py",
              "if isinstance(row, dict) and row.get(\"step\", 0) <= step:", "if isinstance(row, dict):",
              ("tests/test_checkpoint.py::test_a_resumed_run_logs_each_step_once",)),
-    Mutation("bad_input_safetensors_size_unchecked", "r1jax/model/hf.py", "  if 8 + n + end > size:", "  if False:",
-             (TABLE,)),
+    Mutation("bad_input_safetensors_size_unchecked", "r1jax/model/hf_files.py", "  if 8 + n + end > size:",
+             "  if False:", (TABLE,)),
     Mutation("bad_input_gzip_magic_unchecked", "r1jax/datasets.py", "  if magic != b\"\\x1f\\x8b\":", "  if False:",
              (TABLE,)),
 ]

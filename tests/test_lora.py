@@ -166,12 +166,12 @@ def test_reference_logprobs_are_the_base_models():
 def test_merged_export_matches_the_adapted_model_in_transformers(tmp_path):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  from r1jax.model import hf
+  from r1jax.model import hf_export
   params = M.init_params(jax.random.key(0), CFG, std=0.2)
   params["layers"] = dict(params["layers"], bq=0.1 * jnp.ones_like(params["layers"]["bq"]))
   ad = _trained_adapters()
   state = TS.TrainState(ad, None, jnp.zeros((), jnp.int32), frozen=params, lora_scale=LCFG.scale)
-  hf.save_hf_checkpoint(L.merged(state), CFG, tmp_path)
+  hf_export.save_hf_checkpoint(L.merged(state), CFG, tmp_path)
   ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32,
                                                           attn_implementation="eager").eval()
   b = _batch()

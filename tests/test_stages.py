@@ -292,9 +292,10 @@ def test_load_config_reads_the_model_without_its_parameters(world, tmp_path):
   """policy.load_config gives the config load_policy restores, for a policy directory and for its
   Hugging Face export (distill_vs_rl counts parameters with it)."""
   from r1jax.model import hf
+  from r1jax.model import hf_export
   run, ctx, base = world
   cfg, params, _ = policy_lib.load_policy(base, ctx.mesh)
   assert policy_lib.load_config(base) == cfg
-  hf.save_hf_checkpoint(params, cfg, tmp_path / "hf")
+  hf_export.save_hf_checkpoint(params, cfg, tmp_path / "hf")
   hf_cfg, _ = hf.load_hf_checkpoint(tmp_path / "hf")
   assert policy_lib.load_config(tmp_path / "hf") == hf_cfg and hf_cfg.num_params() == cfg.num_params()

@@ -53,8 +53,8 @@ def validate(cfg: ml_collections.ConfigDict) -> "EvaluationRun":
   if not pathlib.Path(where).is_dir():
     raise ValueError(f"{field}={where!r}: no such directory")
   if cfg.hf_checkpoint:
-    from r1jax.model import hf
-    hf.check_checkpoint(where, field)
+    from r1jax.model import hf_files
+    hf_files.check_checkpoint(where, field)
   else:
     policy_lib.check_dir(where, field)
   ecfg = to_dataclass(harness.EvalConfig, cfg.eval, "eval")

@@ -99,10 +99,10 @@ def build(run) -> tuple[Context, Any]:
 
 def export_hf(params, model_cfg, tokenizer, hf_checkpoint: str, out_dir: pathlib.Path) -> None:
   """The policy as a Hugging Face directory (safetensors, config.json, tokenizer files)."""
-  from r1jax.model import hf
-  hf.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
+  from r1jax.model import hf_export
+  hf_export.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
   if jax.process_index() == 0:
-    hf.save_tokenizer(tokenizer, out_dir, source=hf_checkpoint or None)
+    hf_export.save_tokenizer(tokenizer, out_dir, source=hf_checkpoint or None)
   print(f"Hugging Face export: {out_dir}")
 
 
