@@ -33,10 +33,9 @@ from r1jax.model import presets
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
-from r1jax.rl import loop as train
 from r1jax.rl import step as train_step
 from r1jax.evaluation import harness
-from r1jax.rl.config import GRPOConfig, PPOConfig
+from r1jax.rl.config import GRPOConfig, PPOConfig, TrainConfig
 from r1jax.model.lora import LoRAConfig
 from r1jax.pretraining import PretrainConfig
 from r1jax.rewards import combine
@@ -252,7 +251,7 @@ TOP_LEVEL = ("stage", "inputs", "workdir", "seed", "template", "distributed")
 LIBRARY_SECTIONS = {"model": ModelConfig, "tokenizer": tok_lib.TokenizerConfig, "mesh": sharding.MeshConfig,
                     "data": datasets_lib.DataConfig, "pretrain": PretrainConfig, "sampling": SamplingConfig,
                     "grpo": GRPOConfig, "ppo": PPOConfig, "optim": train_step.OptimConfig,
-                    "rewards": combine.RewardsConfig, "train": train.TrainConfig, "eval": harness.EvalConfig,
+                    "rewards": combine.RewardsConfig, "train": TrainConfig, "eval": harness.EvalConfig,
                     "checkpoint": ckpt_lib.CheckpointConfig, "traces": traces_lib.TraceConfig, "lora": LoRAConfig}
 """Every training experiment's sections (a pipeline adds its own: `resolve`'s `sections`)."""
 
@@ -354,7 +353,7 @@ def resolve(cfg: ml_collections.ConfigDict, sections: Mapping[str, type] = types
   gcfg = to_dataclass(GRPOConfig, grpo_sec | {"grad_accum": 1 if grad_accum == "auto" else grad_accum}, "grpo")
   train_sec = cfg.train.to_dict()
   rollout_chunks = int_or_auto("train.rollout_chunks", train_sec.pop("rollout_chunks"))
-  tcfg = to_dataclass(train.TrainConfig, train_sec | {"rollout_chunks": 1 if rollout_chunks == "auto" else rollout_chunks},
+  tcfg = to_dataclass(TrainConfig, train_sec | {"rollout_chunks": 1 if rollout_chunks == "auto" else rollout_chunks},
                       "train")
   pre = to_dataclass(PretrainConfig, cfg.pretrain, "pretrain")
   if cfg.pretrain.optim.total_steps is None:

@@ -124,7 +124,7 @@ def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None, lora=None)
 
 
 def abstract_critic(model_cfg, ocfg, mesh, rules=None) -> train_step.TrainState:
-  """Shapes and shardings of a PPO critic's state (`train.Critic`): the body, a scalar head, and
+  """Shapes and shardings of a PPO critic's state (`update.Critic`): the body, a scalar head, and
   AdamW over both."""
   from r1jax.model import heads
   shardings = model_config.param_shardings(model_cfg, mesh, rules)

@@ -11,7 +11,7 @@ from r1jax import curation
 from r1jax.sampling import rollout as rollout_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import templates
-from r1jax.rl import loop as train
+from r1jax.rl import collect
 from r1jax.rewards import combine
 from r1jax.tasks import general
 
@@ -43,8 +43,8 @@ def policy_samples(run, ctx, params, model_cfg, examples: Sequence[dict], k: int
 
 
 def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temperature: float | None = None,
-                   rewards: Sequence[str] = ("accuracy", "format")) -> train.GroupCollector:
-  """A `train.GroupCollector` of k samples per prompt for `examples` (those whose prompt fits
+                   rewards: Sequence[str] = ("accuracy", "format")) -> collect.GroupCollector:
+  """A `collect.GroupCollector` of k samples per prompt for `examples` (those whose prompt fits
   train.max_prompt_len: `collector.examples`), scored by the named rule rewards; its batches of
   train.prompts_per_step prompts are generated in the chunks the memory plans for k samples
   (`memory.plan_sampling`; a fixed train.rollout_chunks is kept and checked; on CPU only under
@@ -65,8 +65,8 @@ def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temper
     tcfg = dataclasses.replace(tcfg, rollout_chunks=splan.chunks)
     scfg = dataclasses.replace(scfg, num_slots=splan.num_slots)
   specs = [s for s in combine.default_specs(run.rewards) if s.name in rewards]
-  return train.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
-                              run.grpo.max_completion_length)
+  return collect.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
+                                run.grpo.max_completion_length)
 
 
 def take(examples: Sequence[dict], n: int, seed: int) -> list[dict]:

@@ -16,6 +16,7 @@ from r1jax.rl import loop as train
 from r1jax.rl import lora_state
 from r1jax.rl import step as TS
 from r1jax.rl.config import GRPOConfig
+from r1jax.rl.update import PolicyUpdate
 
 CFG = M.ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
                     logits_chunk=24, qkv_bias=True)
@@ -157,7 +158,7 @@ def test_reference_logprobs_are_the_base_models():
   want_old = np.asarray(_full_logp(L.combine(params, state.params, LCFG.scale), host))
   assert np.abs(want_ref - want_old).max() > 1e-2  # the adapters matter
   with jax.set_mesh(mesh):
-    train.PolicyUpdate(update, TS.make_logprob_fn(CFG, 1.0), g, 0, mesh)(state, host, 0)
+    PolicyUpdate(update, TS.make_logprob_fn(CFG, 1.0), g, 0, mesh)(state, host, 0)
   m = host["completion_mask"] > 0
   np.testing.assert_allclose(seen[0]["ref_logp"][m], want_ref[m], rtol=0, atol=2e-5)
   np.testing.assert_allclose(seen[0]["old_logp"][m], want_old[m], rtol=0, atol=2e-5)

@@ -17,9 +17,9 @@ from r1jax import memory
 from r1jax import model as M
 from r1jax.sampling import rollout
 from r1jax import sharding
-from r1jax.rl import loop as train
 from r1jax.rl import step as train_step
-from r1jax.rl.config import GRPOConfig
+from r1jax.rl.collect import GroupCollector
+from r1jax.rl.config import GRPOConfig, TrainConfig
 from r1jax.sampling.sampler import SamplingConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them(whole
   run = dataclasses.replace(
       pipelines.validate(pipelines.base_config()), model=CFG, grpo=g, optim=ocfg,
       sampling=SamplingConfig(max_new_tokens=N, num_samples=G),
-      train=train.TrainConfig(prompts_per_step=PROMPTS, max_prompt_len=P, memory_limit_gb=limit_gb),
+      train=TrainConfig(prompts_per_step=PROMPTS, max_prompt_len=P, memory_limit_gb=limit_gb),
       remat="none", grad_accum=PROMPTS * G, rollout_chunks="auto", mesh=sharding.MeshConfig())
   with jax.set_mesh(mesh):
     planned, summary = pipelines.plan_memory(run, mesh, tmp_path)
@@ -160,8 +160,8 @@ def test_the_grpo_collector_samples_in_the_planned_chunks(monkeypatch):
   from r1jax.sampling import sampler
   params = M.init_params(jax.random.key(0), SMALL)
   scfg = SamplingConfig(max_new_tokens=4, num_samples=2, prompt_buckets=(8,))
-  tcfg = train.TrainConfig(prompts_per_step=4, rollout_chunks=2)
-  collector = train.GroupCollector(SMALL, scfg, _Digits(), [{}] * 4, [[5, 6], [7], [8, 9, 10], [11]], [], tcfg, 4)
+  tcfg = TrainConfig(prompts_per_step=4, rollout_chunks=2)
+  collector = GroupCollector(SMALL, scfg, _Digits(), [{}] * 4, [[5, 6], [7], [8, 9, 10], [11]], [], tcfg, 4)
   shapes, real = [], sampler.generate
   monkeypatch.setattr(sampler, "generate", lambda p, t, *a, **k: shapes.append(t.shape) or real(p, t, *a, **k))
   with jax.set_mesh(_mesh()):
