@@ -207,13 +207,15 @@ def plan_memory(run_cfg: Run, mesh, workdir: pathlib.Path) -> tuple[Run, dict]:
   that fits) and lora.mode='auto' (full fine-tuning where it fits, else LoRA) before any rollout:
   (the Run with the plan's choices, the plan's summary); writes <workdir>/memory_plan.json."""
   from r1jax import memory
+  from r1jax import memory_grpo
   tcfg, gcfg, scfg, asked_lora = run_cfg.train, run_cfg.grpo, run_cfg.sampling, run_cfg.lora
   limit = int(tcfg.memory_limit_gb * memory.GiB) if tcfg.memory_limit_gb else None
-  plan, lcfg = memory.plan_lora(run_cfg.model, gcfg, run_cfg.optim, scfg, mesh,
-                                prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
-                                remat=run_cfg.remat, grad_accum=run_cfg.grad_accum, limit_bytes=limit,
-                                temperature=scfg.temperature or 1.0, rules=sharding.rules_table(run_cfg.mesh.rules),
-                                rollout_chunks=run_cfg.rollout_chunks, lora=asked_lora)
+  plan, lcfg = memory_grpo.plan_lora(run_cfg.model, gcfg, run_cfg.optim, scfg, mesh,
+                                     prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
+                                     remat=run_cfg.remat, grad_accum=run_cfg.grad_accum, limit_bytes=limit,
+                                     temperature=scfg.temperature or 1.0,
+                                     rules=sharding.rules_table(run_cfg.mesh.rules),
+                                     rollout_chunks=run_cfg.rollout_chunks, lora=asked_lora)
   gcfg = dataclasses.replace(gcfg, grad_accum=plan.grad_accum)
   ocfg = run_cfg.optim
   if lcfg.enabled:  # (lora.mode='auto' chose LoRA, or 'on')

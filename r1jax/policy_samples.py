@@ -47,9 +47,10 @@ def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temper
   """A `collect.GroupCollector` of k samples per prompt for `examples` (those whose prompt fits
   train.max_prompt_len: `collector.examples`), scored by the named rule rewards; its batches of
   train.prompts_per_step prompts are generated in the chunks the memory plans for k samples
-  (`memory.plan_sampling`; a fixed train.rollout_chunks is kept and checked; on CPU only under
+  (`memory_sampling.plan_sampling`; a fixed train.rollout_chunks is kept and checked; on CPU only under
   train.memory_limit_gb, else as the GRPO plan chose)."""
   from r1jax import memory
+  from r1jax import memory_sampling
   tcfg = run.train
   examples, prompt_ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, tcfg.max_prompt_len)
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), run.sampling.prompt_buckets)
@@ -57,7 +58,7 @@ def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temper
                              temperature=run.sampling.temperature if temperature is None else temperature)
   limit = int(tcfg.memory_limit_gb * memory.GiB) or None
   if limit is not None or jax.devices()[0].platform != "cpu":  # on CPU, as evaluation: only under a given limit
-    splan = memory.plan_sampling(
+    splan = memory_sampling.plan_sampling(
         model_cfg, scfg, ctx.mesh, prompts=tcfg.prompts_per_step, prompt_len=P, rules=ctx.rules, limit_bytes=limit,
         chunks=run.rollout_chunks, name="policy sampling", resident_name="held", log=lambda *a: None,
         knobs=f"lower train.prompts_per_step={tcfg.prompts_per_step}, the samples per prompt ({k}) or "

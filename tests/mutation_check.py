@@ -202,7 +202,7 @@ MUTATIONS = [
     # Issue 30: the rollout planned against memory.
     Mutation("rollout_chunks_rows_from_zero", _SAMPLER, "rows_R = row_offset + jnp.arange(R)", "rows_R = jnp.arange(R)",
              ("tests/test_rollout_plan.py::test_a_chunked_rollout_draws_the_rows_of_the_whole_batch",)),
-    Mutation("rollout_plan_too_frugal", "r1jax/memory.py",
+    Mutation("rollout_plan_too_frugal", "r1jax/memory_sampling.py",
              "lo, hi = (lo, mid) if peak(options[mid]) <= budget else (mid + 1, hi)",
              "lo, hi = (lo, mid) if peak(options[mid]) < budget / 2 else (mid + 1, hi)",
              ("tests/test_rollout_plan.py::test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them",)),

@@ -246,10 +246,10 @@ def test_a_resolved_run_is_frozen_and_the_memory_plan_returns_a_new_one(tmp_path
   own choice here is remat none, grad_accum 1, the placeholders' values: its plan is taken with
   other choices so that carrying them is seen.)"""
   import jax
-  from r1jax import memory
-  real_plan = memory.plan
-  monkeypatch.setattr(memory, "plan", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), remat="full",
-                                                                           grad_accum=2))
+  from r1jax import memory_grpo
+  real_plan = memory_grpo.plan
+  monkeypatch.setattr(memory_grpo, "plan", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), remat="full",
+                                                                                grad_accum=2))
   cfg = config_lib.apply_overrides(pipelines.base_config(), {
       "model.preset": "tiny-r1-zero", "model.vocab_size": 64, "model.n_layers": 1, "model.d_model": 32,
       "model.head_dim": 8, "model.d_ff": 64, "grpo.num_generations": 4, "grpo.max_completion_length": 8,

@@ -14,6 +14,8 @@ import pytest
 
 from r1jax import pipelines
 from r1jax import memory
+from r1jax import memory_grpo
+from r1jax import memory_sampling
 from r1jax import model as M
 from r1jax.sampling import rollout
 from r1jax import sharding
@@ -71,8 +73,8 @@ def test_a_chunked_rollout_draws_the_rows_of_the_whole_batch():
 def whole_peak():
   """The unchunked rollout's own peak (arguments + temporaries + outputs), measured."""
   with jax.set_mesh(_mesh()):
-    p = memory.plan_sampling(CFG, SamplingConfig(max_new_tokens=N, num_samples=G), _mesh(), prompts=PROMPTS,
-                             prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
+    p = memory_sampling.plan_sampling(CFG, SamplingConfig(max_new_tokens=N, num_samples=G), _mesh(), prompts=PROMPTS,
+                                      prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
   assert (p.chunks, p.num_slots) == (1, 0) and p.peak_bytes == p.phase.peak
   return p.peak_bytes
 
@@ -85,7 +87,7 @@ def test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them(whole
   mesh = _mesh()
   g = GRPOConfig(num_generations=G, max_completion_length=N, beta=0.04)
   ocfg = train_step.OptimConfig()
-  state = memory.abstract_state(CFG, ocfg, mesh, True)
+  state = memory_grpo.abstract_state(CFG, ocfg, mesh, True)
   resident = memory.per_device_bytes(state) - memory.per_device_bytes(state.params)
   limit_gb = 0.9 * (whole_peak + resident) / memory.HEADROOM / memory.GiB
   run = dataclasses.replace(
@@ -110,23 +112,23 @@ def test_a_fixed_chunk_count_is_kept_and_still_checked(whole_peak):
   scfg = SamplingConfig(max_new_tokens=N, num_samples=G)
   limit = int(0.9 * whole_peak / memory.HEADROOM)
   with jax.set_mesh(mesh):
-    p = memory.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P, limit_bytes=limit, chunks=2,
-                             log=lambda *a: None)
+    p = memory_sampling.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P, limit_bytes=limit, chunks=2,
+                                      log=lambda *a: None)
     assert (p.chunks, [t["rollout_chunks"] for t in p.tried]) == (2, [2])
     with pytest.raises(memory.DoesNotFitError, match=r"generate needs .* GiB per device .* even in 1 chunk\(s\) "
                                                      r"of 8 prompts x 8 samples"):
-      memory.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P, limit_bytes=limit, chunks=1,
-                           log=lambda *a: None)
+      memory_sampling.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P, limit_bytes=limit, chunks=1,
+                                    log=lambda *a: None)
 
 
 def test_the_options_run_fastest_first():
   """Fewest chunks first; with continuous batching the most slots first, then more chunks at the
   fewest slots; a chunk keeps whole prompts on every data shard."""
-  assert memory.sampling_options(8, 4, 1) == [(1, 0), (2, 0), (4, 0), (8, 0)]
-  assert memory.sampling_options(8, 4, 4) == [(1, 0), (2, 0)]
-  assert memory.sampling_options(8, 4, 1, chunks=2) == [(2, 0)]
-  assert memory.sampling_options(4, 2, 2, continuous=True) == [(1, 8), (1, 4), (1, 2), (2, 2)]
-  assert memory.sampling_options(4, 2, 1, continuous=True, num_slots=3) == [(1, 3), (2, 3), (4, 3)]
+  assert memory_sampling.sampling_options(8, 4, 1) == [(1, 0), (2, 0), (4, 0), (8, 0)]
+  assert memory_sampling.sampling_options(8, 4, 4) == [(1, 0), (2, 0)]
+  assert memory_sampling.sampling_options(8, 4, 1, chunks=2) == [(2, 0)]
+  assert memory_sampling.sampling_options(4, 2, 2, continuous=True) == [(1, 8), (1, 4), (1, 2), (2, 2)]
+  assert memory_sampling.sampling_options(4, 2, 1, continuous=True, num_slots=3) == [(1, 3), (2, 3), (4, 3)]
 
 
 def test_nothing_fits_is_one_line_and_exit_status_2_before_any_work(tmp_path):
@@ -177,10 +179,10 @@ def test_continuous_batching_takes_the_most_slots_that_fit(whole_peak):
   mesh = _mesh()
   scfg = SamplingConfig(max_new_tokens=N, num_samples=G, continuous_batching=True)
   with jax.set_mesh(mesh):
-    full = memory.plan_sampling(CFG, dataclasses.replace(scfg, num_slots=PROMPTS * G), mesh, prompts=PROMPTS,
-                                prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
-    p = memory.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P,
-                             limit_bytes=int(0.8 * full.peak_bytes / memory.HEADROOM), log=lambda *a: None)
+    full = memory_sampling.plan_sampling(CFG, dataclasses.replace(scfg, num_slots=PROMPTS * G), mesh, prompts=PROMPTS,
+                                         prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
+    p = memory_sampling.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P,
+                                      limit_bytes=int(0.8 * full.peak_bytes / memory.HEADROOM), log=lambda *a: None)
   tried = {(t["rollout_chunks"], t["num_slots"]): t["fits"] for t in p.tried}
   assert p.chunks == 1 and 1 <= p.num_slots < PROMPTS * G and tried[1, p.num_slots]
   assert tried[8, 1] and not tried.get((1, 2 * p.num_slots), False)

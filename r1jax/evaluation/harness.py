@@ -68,7 +68,7 @@ class EvalConfig:
   """'tagged' (<answer> / \\boxed{}) or 'last_number' (that, else the last number; `answer.EXTRACTIONS`)."""
   rollout_chunks: str = "auto"
   """Sequential sub-batches each sampler call's batch is generated in (the same rows): 'auto' = the
-  fewest that fit in memory (`memory.plan_sampling`; on CPU only under an explicit limit, see
+  fewest that fit in memory (`memory_sampling.plan_sampling`; on CPU only under an explicit limit, see
   `sampling_chunks`), or a count dividing batch_size."""
 
   def __post_init__(self):
@@ -123,21 +123,23 @@ def _sample_order(prompt_ids: Sequence[Sequence[int]], fits: Sequence[bool], buc
 def sampling_chunks(params, model_cfg, scfg: SamplingConfig, ecfg: EvalConfig, prompt_len: int,
                     limit_bytes: int | None = None) -> int:
   """eval.rollout_chunks resolved for batches of eval.batch_size prompts of `prompt_len` tokens:
-  'auto' is the fewest chunks that fit beside the parameters (`memory.plan_sampling` against
+  'auto' is the fewest chunks that fit beside the parameters (`memory_sampling.plan_sampling` against
   `limit_bytes`, else the device's limit; a `DoesNotFitError` if none does). On CPU without
   `limit_bytes` 1, uncompiled: the devices share the host's memory, far above what a CPU evaluation
   samples."""
-  from r1jax import memory
+  from r1jax import memory_sampling
   if ecfg.rollout_chunks != "auto":
     return int(ecfg.rollout_chunks)
   if limit_bytes is None and jax.devices()[0].platform == "cpu":
     return 1
   mesh = getattr(jax.tree.leaves(params)[0].sharding, "mesh", None)
   mesh = mesh if isinstance(mesh, jax.sharding.Mesh) and {"data", "fsdp"} <= set(mesh.shape) else None
-  return memory.plan_sampling(model_cfg, scfg, mesh, prompts=ecfg.batch_size, prompt_len=prompt_len, params=params,
-                              limit_bytes=limit_bytes, name="evaluation sampling", resident_name="held",
-                              knobs=f"lower eval.batch_size={ecfg.batch_size}, eval.num_samples={ecfg.num_samples} "
-                                    f"or eval.max_new_tokens={ecfg.max_new_tokens}", log=lambda *a: None).chunks
+  return memory_sampling.plan_sampling(model_cfg, scfg, mesh, prompts=ecfg.batch_size, prompt_len=prompt_len,
+                                       params=params, limit_bytes=limit_bytes, name="evaluation sampling",
+                                       resident_name="held",
+                                       knobs=f"lower eval.batch_size={ecfg.batch_size}, eval.num_samples="
+                                             f"{ecfg.num_samples} or eval.max_new_tokens={ecfg.max_new_tokens}",
+                                       log=lambda *a: None).chunks
 
 
 def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: str, ecfg: EvalConfig, *,

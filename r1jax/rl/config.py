@@ -192,7 +192,7 @@ class TrainConfig:
   """Progress bars (tqdm)."""
   rollout_chunks: int = 1
   """Generate each rollout in this many sequential sub-batches of its prompts (the same rows as one
-  batch: `rollout.sample`); experiments default to 'auto', the memory plan's choice (`memory.plan`)."""
+  batch: `rollout.sample`); experiments default to 'auto', the memory plan's choice (`memory_grpo.plan`)."""
   memory_limit_gb: float = 0.0
   """Per-device memory the run must fit in (the memory planner's budget); 0 = the device's own
   limit (on CPU: the host's available memory over the CPU devices)."""
