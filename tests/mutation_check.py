@@ -343,7 +343,7 @@ MUTATIONS += [
     Mutation("eval_rows_shifted_between_problems", "r1jax/evaluation/harness.py",
              "rows_i = range(j * k, (j + 1) * k)", "rows_i = range(j, j + k)",
              (_EVAL + "rows_keep_their_problems_through_slots_and_calls",)),
-    Mutation("grader_solution_list_keeps_the_variable", "r1jax/rewards/answer.py", "    out.append(rest)\n",
+    Mutation("grader_solution_list_keeps_the_variable", "r1jax/rewards/solutions.py", "    out.append(rest)\n",
              "    out.append(item)\n", ("tests/test_rewards.py::test_solution_lists_against_math_verify",)),
 ]
 

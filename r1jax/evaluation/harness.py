@@ -27,6 +27,8 @@ from r1jax.sampling import sampler as sampler_lib
 from r1jax.evaluation import metrics
 from r1jax.rewards import aha
 from r1jax.rewards import answer
+from r1jax.rewards import extraction
+from r1jax.rewards import normalize
 from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
 from r1jax.rewards import language as language_lib
@@ -65,7 +67,7 @@ class EvalConfig:
   language: str = "en"
   """Target language of the chain of thought for `language_consistency` (a code or script)."""
   answer_extraction: str = "tagged"
-  """'tagged' (<answer> / \\boxed{}) or 'last_number' (that, else the last number; `answer.EXTRACTIONS`)."""
+  """'tagged' (<answer> / \\boxed{}) or 'last_number' (that, else the last number; `extraction.EXTRACTIONS`)."""
   rollout_chunks: str = "auto"
   """Sequential sub-batches each sampler call's batch is generated in (the same rows): 'auto' = the
   fewest that fit in memory (`memory_sampling.plan_sampling`; on CPU only under an explicit limit, see
@@ -75,7 +77,7 @@ class EvalConfig:
     if self.num_samples < 1:
       raise ValueError(f"eval.num_samples={self.num_samples} must be >= 1 (k samples per problem)")
     language_lib.resolve_script(self.language)
-    answer.check_extraction(self.answer_extraction, "eval.answer_extraction")
+    extraction.check_extraction(self.answer_extraction, "eval.answer_extraction")
     if self.num_slots < 0 or self.grade_workers < 0:
       raise ValueError(f"eval.num_slots={self.num_slots} and eval.grade_workers={self.grade_workers} must be "
                        f">= 0 (0 = static batches / one grader a core)")
@@ -267,7 +269,7 @@ def grade_texts(texts: Sequence[str], examples: Sequence[dict], ecfg: EvalConfig
     v = answer.grade(text, str(ex["final"]), timeout_s=ecfg.grade_timeout_s, extract=ecfg.answer_extraction)
     out.append({"extracted": v.extracted, "reference": str(ex["final"]), "correct": bool(v.correct),
                 "verdict": v.reason,
-                "normalized": answer.normalize_answer(v.extracted) if v.extracted is not None else None})
+                "normalized": normalize.normalize_answer(v.extracted) if v.extracted is not None else None})
   return out
 
 

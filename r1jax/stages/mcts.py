@@ -34,7 +34,8 @@ from r1jax.sampling import rollout as rollout_lib
 from r1jax import scalar_model
 from r1jax import search as search_lib
 from r1jax.rl import step as train_step
-from r1jax.rewards import answer
+from r1jax.rewards import extraction
+from r1jax.rewards import normalize
 from r1jax.tasks import chains
 
 GRANULARITIES = ("token", "step")
@@ -222,8 +223,8 @@ def _baseline_samples(run, ctx, params, model_cfg, value_fn, examples, seed: int
   _, rows = sample(run, ctx, params, model_cfg, examples, n, seed, P)
   values = np.concatenate([value_fn(rows["tokens"][i:i + 256], rows["mask"][i:i + 256])
                            for i in range(0, len(rows["tokens"]), 256)])
-  keys = [answer.extract_answer(t) for t in rows["texts"]]
-  keys = [answer.normalize_answer(a) if a is not None else None for a in keys]
+  keys = [extraction.extract_answer(t) for t in rows["texts"]]
+  keys = [normalize.normalize_answer(a) if a is not None else None for a in keys]
   return [{"lengths": rows["length"][j * n:(j + 1) * n].tolist(), "values": values[j * n:(j + 1) * n].tolist(),
            "answers": keys[j * n:(j + 1) * n], "correct": rows["correct"][j * n:(j + 1) * n].tolist()}
           for j in range(len(rows["texts"]) // n)]
