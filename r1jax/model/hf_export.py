@@ -113,14 +113,14 @@ def save_tokenizer(tokenizer, path, source: str | None = None) -> None:
   """
   import shutil
 
-  from r1jax import tokenizer as tok_lib
+  from r1jax import tokenizer_kinds
   path = pathlib.Path(path)
   path.mkdir(parents=True, exist_ok=True)
   if source:
     src = pathlib.Path(source)
     added = src / "added_tokens.json"
     listed = added.is_file() and isinstance(json.loads(added.read_text()), list)
-    rewrite = isinstance(tokenizer, tok_lib.HFTokenizer) and (listed or not (src / "tokenizer.json").is_file())
+    rewrite = isinstance(tokenizer, tokenizer_kinds.HFTokenizer) and (listed or not (src / "tokenizer.json").is_file())
     for name in TOKENIZER_FILES:
       if (src / name).is_file() and not (rewrite and name in ("tokenizer.json", "added_tokens.json")):
         shutil.copyfile(src / name, path / name)
@@ -129,11 +129,11 @@ def save_tokenizer(tokenizer, path, source: str | None = None) -> None:
     if (src / "tokenizer_config.json").is_file():
       return
   special = tokenizer.special_tokens_map
-  if isinstance(tokenizer, tok_lib.HFTokenizer):
+  if isinstance(tokenizer, tokenizer_kinds.HFTokenizer):
     if not (path / "tokenizer.json").is_file():
       tokenizer._tok.save(str(path / "tokenizer.json"))
     conf = {"tokenizer_class": "PreTrainedTokenizerFast"}
-  elif isinstance(tokenizer, tok_lib.SentencePieceTokenizer):
+  elif isinstance(tokenizer, tokenizer_kinds.SentencePieceTokenizer):
     shutil.copyfile(tokenizer.source, path / "tokenizer.model")
     # No EOS added on encode and no dummy prefix: the ids r1jax trained on; BOS as r1jax adds it.
     conf = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": tokenizer.add_bos, "add_eos_token": False,
