@@ -28,7 +28,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from r1jax import config as config_lib
-from r1jax import curation
+from r1jax import curation_filters
 from r1jax import distributed
 from r1jax import errors
 from r1jax import pipeline
@@ -59,7 +59,7 @@ class Pipeline:
 R1_ZERO = Pipeline({"average": average.AverageConfig}, lambda run: stages_lib.r1_zero(),
                    stages_lib.R1_ZERO_SELECTIONS, planned=("r1_zero",))
 R1_SECTIONS = {"r1": stages_lib.R1Config, "cold_start": cold_start_data.ColdStartConfig,
-               "curation": curation.FilterConfig, "sft": sft_loop.SFTConfig,
+               "curation": curation_filters.FilterConfig, "sft": sft_loop.SFTConfig,
                "rejection": rejection_sampling.RejectionConfig, "reward_model": reward_model.RewardModelConfig,
                "rl_all": rl_all.RLAllConfig, "distill": distill.DistillConfig, "prm": prm.PRMConfig,
                "mcts": mcts.MCTSConfig}

@@ -36,7 +36,7 @@ def policy_samples(run, ctx, params, model_cfg, examples: Sequence[dict], k: int
           num_tokens=int(ro.length[r]), truncated=bool(ro.truncated[r]),
           source={"policy": policy, "step": step, "seed": seed, "sample_index": r % k}, example=dict(ex),
           scores={"accuracy": float(per_fn["accuracy"][r]), "format": float(per_fn["format"][r])}))
-  # Generated general tasks are graded by their exact-words grader (`curation.default_grader`),
+  # Generated general tasks are graded by their exact-words grader (`curation_filters.default_grader`),
   # not the math grader the accuracy reward uses.
   return [dataclasses.replace(s, scores={**s.scores, "accuracy": general.grade(s.completion, s.example)})
           if s.example.get("task") == general.TASK else s for s in out]

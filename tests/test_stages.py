@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from r1jax import curation
+from r1jax import curation_filters
 from r1jax import pipelines
 from r1jax import config as config_lib
 from r1jax import pipeline
@@ -182,7 +183,7 @@ def test_rejection_sampling_mix_raw_samples_and_reward_model_pairs(world, stand_
     if p["reason"] == "correct":
       assert c.scores["accuracy"] == 1 and r.scores["accuracy"] == 0
     elif p["reason"] == "language":
-      assert curation.in_language(c, run.curation) and not curation.in_language(r, run.curation)
+      assert curation_filters.in_language(c, run.curation) and not curation_filters.in_language(r, run.curation)
     else:
       assert c.num_tokens <= 0.8 * r.num_tokens
   summary = json.loads(open(rm["summary"]).read())

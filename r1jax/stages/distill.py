@@ -1,7 +1,7 @@
 """Stages `student_base` and `distill` (DeepSeek-R1 sec. 2.4): SFT of a smaller student on
 samples of the final policy, no RL. The student base is a smaller transformer pretrained here on
 the base's corpus (the embedded default; give a pretrained one with --config.inputs=student=DIR).
-The teacher's samples are kept when correct and readable (`curation.filter_samples`).
+The teacher's samples are kept when correct and readable (`curation_filters.filter_samples`).
 
 student_base: Outputs {'policy'}. distill: Inputs {'teacher', 'student'}; Outputs {'policy',
 'data': <out>/data.jsonl, 'counts'}.
@@ -15,6 +15,7 @@ import pathlib
 import jax
 
 from r1jax import curation
+from r1jax import curation_filters
 from r1jax import fine_tune
 from r1jax.model import config as model_config
 from r1jax.model.config import ModelConfig
@@ -76,12 +77,12 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   raw = policy_samples.policy_samples(run, ctx, params, model_cfg, prompts, d.samples_per_prompt, d.seed,
                                       str(inputs["teacher"]))
   del params
-  kept, counts = curation.filter_samples(raw, fcfg)
+  kept, counts = curation_filters.filter_samples(raw, fcfg)
   kept = policy_samples.cap_per_prompt(kept, d.per_prompt)
   if not kept:
     print(f"warning: distill: none of the teacher's {len(raw)} samples passed the filters; the student stays as it is")
   curation.write_jsonl(out / "data.jsonl", kept)
   (out / "counts.json").write_text(json.dumps(counts | {"selected": len(kept)}, indent=1))
-  print(curation.format_counts(counts))
+  print(curation_filters.format_counts(counts))
   res = fine_tune.sft(run, ctx, inputs["student"], str(out / "data.jsonl"), out / "student", epochs=d.epochs)
   return {"policy": res["policy"], "data": str(out / "data.jsonl"), "counts": str(out / "counts.json")}

@@ -1,6 +1,6 @@
 """Stage `reward_model`: a scalar-head transformer (`r1jax.model.heads`) trained with the Bradley-Terry
 loss on preference pairs. At the embedded default the pairs are decided by rules among a policy's
-samples of one prompt (`curation.preference_pairs`: correct, then in the target language, then
+samples of one prompt (`curation_selection.preference_pairs`: correct, then in the target language, then
 concise is preferred). The body starts from a policy; a tenth of the pairs is held out and the
 model's accuracy on them is reported. A killed run resumes from <out>/ckpt.
 
@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from r1jax import curation
+from r1jax import curation_selection
 from r1jax.model import heads
 from r1jax.rl import head_step
 from r1jax import scalar_model
@@ -60,7 +61,7 @@ def encode_pairs(pairs, tokenizer) -> dict:
 def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   rcfg = run.reward_model
   model_cfg, params = ctx.load(run, inputs["policy"])
-  pairs = curation.preference_pairs(curation.read_samples(inputs["samples"]), run.curation)
+  pairs = curation_selection.preference_pairs(curation.read_samples(inputs["samples"]), run.curation)
   pairs = [pairs[i] for i in np.random.default_rng(rcfg.seed).permutation(len(pairs))[:rcfg.max_pairs]]
   curation.write_jsonl(out / "pairs.jsonl", pairs)
   if len(pairs) < 2:

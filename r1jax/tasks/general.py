@@ -19,7 +19,7 @@ from r1jax.rewards import extraction
 from r1jax.tasks.arithmetic import NAMES, THINGS
 
 TASK = "general"
-"""The `task` field of every generated example (what `curation.default_grader` dispatches on)."""
+"""The `task` field of every generated example (what `curation_filters.default_grader` dispatches on)."""
 KINDS = ("copy", "reverse", "sort", "count", "lookup")
 WORDS = NAMES + THINGS
 
