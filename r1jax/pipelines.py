@@ -28,6 +28,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from r1jax import config as config_lib
+from r1jax import config_sections
 from r1jax import curation_filters
 from r1jax import distributed
 from r1jax import errors
@@ -81,7 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   `optim.total_steps` (= train.steps), `pretrain.optim.total_steps` (= pretrain.steps),
   `checkpoint.directory` (= <workdir>/ckpt). `sampling.eos_ids` adds stop ids to the tokenizer's EOS.
   """
-  section, lib = config_lib.section, config_lib.LIBRARY_SECTIONS
+  section, lib = config_sections.section, config_lib.LIBRARY_SECTIONS
   c = ml_collections.ConfigDict()
   c.stage = "r1_zero"
   c.inputs = ""  # NAME=PATH,...: a stage's inputs from given paths instead of this work directory's stages
@@ -120,7 +121,7 @@ def r1_config() -> ml_collections.ConfigDict:
   c.stage = "all"
   c.workdir = "runs/r1"
   for name, cls in R1_SECTIONS.items():
-    c[name] = config_lib.section(cls)
+    c[name] = config_sections.section(cls)
   return c
 
 
@@ -340,5 +341,5 @@ def run_distill(cfg: ml_collections.ConfigDict) -> dict:
   teacher = cfg.distill.teacher
   if not cfg.tokenizer.path and not cfg.model.hf_checkpoint:
     tok = teacher if policy_lib.is_hf(teacher) else policy_lib.tokenizer_path(teacher)
-    cfg = config_lib.apply_overrides(cfg, {"tokenizer.path": str(tok)}, "distill")
+    cfg = config_sections.apply_overrides(cfg, {"tokenizer.path": str(tok)}, "distill")
   return run_r1(cfg, DISTILL, "distillation")

@@ -319,8 +319,9 @@ _DAMAGED = ("tests/test_checkpoint.py::test_a_damaged_newest_step_falls_back_to_
 MUTATIONS += [
     Mutation("bad_input_fingerprint_check_dropped", "r1jax/workdir.py", "  change = check(cfg)\n", "  change = None\n",
              (_BAD + "a_changed_config_is_refused_and_resume_weights_continues", TABLE)),
-    Mutation("bad_input_nan_let_through", "r1jax/config.py", "if isinstance(v, float) and not math.isfinite(v):",
-             "if False:", (_BAD + "no_float_field_takes_nan_or_inf", TABLE)),
+    Mutation("bad_input_nan_let_through", "r1jax/config_sections.py",
+             "if isinstance(v, float) and not math.isfinite(v):", "if False:",
+             (_BAD + "no_float_field_takes_nan_or_inf", TABLE)),
     Mutation("bad_input_damaged_step_taken", "r1jax/checkpoint.py", "for step in reversed(self.all_steps()):",
              "for step in reversed(self.all_steps()[-1:]):", _DAMAGED),
     Mutation("bad_input_logs_kept_past_the_restored_step", "r1jax/logger.py",

@@ -220,9 +220,9 @@ def test_pad_equal_to_eos_still_learns_the_eos(smol):
 def _r1_zero_config(overrides):
   from r1jax import experiment
   from r1jax import pipelines
-  from r1jax import config as config_lib
+  from r1jax import config_sections
   mod = experiment.load_experiment(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "r1_zero.py")
-  return pipelines, config_lib.apply_overrides(mod.get_config(), overrides, "test")
+  return pipelines, config_sections.apply_overrides(mod.get_config(), overrides, "test")
 
 
 def test_the_default_config_takes_a_checkpoints_shape(smollm2, capsys):

@@ -14,7 +14,7 @@ import pytest
 from r1jax import curation
 from r1jax import curation_filters
 from r1jax import pipelines
-from r1jax import config as config_lib
+from r1jax import config_sections
 from r1jax import pipeline
 from r1jax import policy as policy_lib
 from r1jax.sampling import rollout
@@ -91,7 +91,7 @@ class StandIn:
 def world(tmp_path_factory):
   """A context of the R1 config at tiny size and its (untrained) base policy."""
   work = tmp_path_factory.mktemp("r1")
-  cfg = config_lib.apply_overrides(pipelines.r1_config(), TINY | {"workdir": str(work)}, "test")
+  cfg = config_sections.apply_overrides(pipelines.r1_config(), TINY | {"workdir": str(work)}, "test")
   ctx, run = context.build(pipelines.validate(cfg))
   with jax.set_mesh(ctx.mesh):
     base = pretrain.run(run, ctx, {}, work / "base")["policy"]
