@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.model import transformer as M
+from r1jax import model as M
 
 from r1jax.model import presets
 

@@ -33,8 +33,8 @@ sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])  # run from a checkout
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from r1jax.model import hf  # noqa: E402
-from r1jax.model import transformer as M  # noqa: E402
+from r1jax.model import hf_config  # noqa: E402
+from r1jax import model as M  # noqa: E402
 from r1jax.model import presets  # noqa: E402
 from r1jax import sharding  # noqa: E402
 from r1jax.evaluation import harness  # noqa: E402
@@ -98,7 +98,7 @@ def run_transformers(a, cfg, prompts, caps) -> dict:
   import transformers
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   dtype = torch.bfloat16 if dev == "cuda" else torch.float32
-  hf_cfg = hf.config_to_hf(cfg)
+  hf_cfg = hf_config.config_to_hf(cfg)
   conf = transformers.AutoConfig.for_model(**hf_cfg)
   torch.manual_seed(a.seed)
   log(f"transformers: building the model on {dev}")

@@ -57,17 +57,17 @@ import continuous_batching  # noqa: E402
 import model_bench  # noqa: E402
 
 from r1jax import distributed  # noqa: E402
-from r1jax.model import lora  # noqa: E402
 from r1jax.model.lora import LoRAConfig  # noqa: E402
 from r1jax.model import attention  # noqa: E402
-from r1jax.model import transformer as M  # noqa: E402
+from r1jax import model as M  # noqa: E402
 from r1jax.model import presets  # noqa: E402
 from r1jax.sampling import sampler as S  # noqa: E402
 from r1jax import sharding  # noqa: E402
+from r1jax.rl import lora_state  # noqa: E402
 from r1jax.rl import step as TS  # noqa: E402
 from r1jax.rl import rollout_mismatch  # noqa: E402
-from r1jax.rl import loop as train  # noqa: E402
 from r1jax.rl.config import GRPOConfig, PPOConfig  # noqa: E402
+from r1jax.rl.update import Critic, minibatches  # noqa: E402
 
 GB = 1e9
 
@@ -104,7 +104,7 @@ def run_r1jax(a, ceilings_fn):
                    num_minibatches=a.minibatches)
     o = TS.OptimConfig(learning_rate=1e-6, state_dtype=a.state_dtype)
     if lcfg.enabled:  # the adapters trained, the base frozen beside them (r1jax.model.lora)
-      state = lora.init_state(params, cfg, lcfg, TS.make_optimizer(o), 0)
+      state = lora_state.init_state(params, cfg, lcfg, TS.make_optimizer(o), 0)
       ref = state.frozen
     else:
       state = TS.init_state(params, TS.make_optimizer(o))
@@ -115,7 +115,7 @@ def run_r1jax(a, ceilings_fn):
       sys.exit("--algo ppo with --lora_rank: the critic is a full model; benchmark them apart")
     if a.algo == "ppo":  # PPO's critic as the trainer builds it: the policy's weights + a head, its own AdamW
       g = dataclasses.replace(g, advantage_estimator="gae")
-      critic, critic_state = train.Critic.build(cfg, state.params, PPOConfig(), g, o, 0, mesh)
+      critic, critic_state = Critic.build(cfg, state.params, PPOConfig(), g, o, 0, mesh)
     ref_cfg = cfg if a.preset == "tiny" or lcfg.enabled else presets.preset(a.preset, dtype="bfloat16", param_dtype="bfloat16",
                                                            logprob_impl=a.logprob_impl)
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0, a.grad_accum)  # in the update's micro-batches, as the trainer runs it
@@ -155,7 +155,7 @@ def run_r1jax(a, ceilings_fn):
       batch["ref_logp"] = ref_fn(ref, batch)
       jax.block_until_ready(batch["ref_logp"])
       tc = time.perf_counter()
-      if critic is not None:  # the critic's values, GAE on an outcome reward, the critic's update (train.run_grpo's path)
+      if critic is not None:  # the critic's values, GAE on an outcome reward, the critic's update (loop.run_grpo's path)
         host_b = {k: np.asarray(batch[k]) for k in ("tokens", "mask", "completion_mask")}
         host_b = critic.advantages(critic_state, host_b, advs[i])
         critic_state, _ = critic.train(critic_state, host_b, i)
@@ -172,7 +172,7 @@ def run_r1jax(a, ceilings_fn):
       host_rows = jax.device_get(batch) if a.minibatches > 1 else None
       untimed = time.perf_counter() - t2
       t2 = time.perf_counter()
-      mbs = list(train.minibatches(host_rows, batch, g, 0, i, mesh)) if a.minibatches > 1 else [batch]
+      mbs = list(minibatches(host_rows, batch, g, 0, i, mesh)) if a.minibatches > 1 else [batch]
       if i == 0:
         temps = {"generate": temp_bytes(gen, state.policy(), prompts, pmask, jax.random.key(0), caps_dev),
                  "ref_logprobs": temp_bytes(ref_fn, ref, batch), "update": temp_bytes(update, state, mbs[0])}

@@ -34,8 +34,8 @@ def build_checkpoint(name: str, out: pathlib.Path, tiny: bool) -> pathlib.Path:
   import transformers
 
   sys.path.insert(0, str(REPO))
-  from r1jax.model import hf
-  from r1jax.model import transformer as M
+  from r1jax.model import hf_config
+  from r1jax import model as M
   from r1jax.model import presets
   from r1jax import tokenizer as tok_lib
   spec = __import__("importlib.util").util.spec_from_file_location("r1_zero", REPO / "experiments" / "r1_zero.py")
@@ -45,7 +45,7 @@ def build_checkpoint(name: str, out: pathlib.Path, tiny: bool) -> pathlib.Path:
   if tiny:
     cfg = M.ModelConfig(**{**cfg.__dict__, "d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,
                            "head_dim": 16, "d_ff": 64})
-  config = hf.config_to_hf(cfg, "bfloat16")
+  config = hf_config.config_to_hf(cfg, "bfloat16")
   hf_cfg = transformers.AutoConfig.for_model(**config)
   # On a GPU machine the random init runs there: torch initializes on CPU in one thread (a 7B
   # shape took 282 s on 16 cores that way).

@@ -26,7 +26,7 @@ def main(argv=None) -> None:
   ap.add_argument("--set", action="append", default=[], help="FIELD=VALUE overrides, e.g. train.rollout_chunks=2")
   a = ap.parse_args(argv)
   import jax
-  from r1jax import config as config_lib
+  from r1jax import config_sections
   from r1jax import pipelines
   from r1jax.model import presets
   from r1jax import sharding
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
   cfg = mod.get_config(None if a.name == "tiny" else a.name)
   over = {"model.vocab_size": presets.PRESETS[cfg.model.preset].vocab_size}
   over |= dict(s.split("=", 1) for s in a.set)
-  cfg = config_lib.apply_overrides(cfg, over, "--set")
+  cfg = config_sections.apply_overrides(cfg, over, "--set")
   run = pipelines.validate(cfg)
   mesh = sharding.make_mesh(run.mesh)
   out = pathlib.Path(a.out)

@@ -25,7 +25,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when run as experiments/X.py
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
 from r1jax.recipes import AHA as CONFIG  # noqa: E402
@@ -37,7 +37,7 @@ WINDOW = 5
 
 
 def get_config():
-  return config_lib.apply_overrides(pipelines.base_config(), CONFIG, "config aha")
+  return config_sections.apply_overrides(pipelines.base_config(), CONFIG, "config aha")
 
 
 def sweep():
@@ -52,7 +52,7 @@ def curve_summary(metrics_file, window: int = WINDOW, keys=CURVES) -> dict:
 
 
 def run(overrides, workdir):
-  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  cfg = config_sections.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
   summary = pipelines.run_r1_zero(cfg)
   return {k: v for k, v in summary.items() if k not in ("plots", "memory_plan")} | curve_summary(
       pathlib.Path(workdir) / "metrics.jsonl")

@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import curation  # noqa: E402
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax.recipes import R1_TINY  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
@@ -43,7 +43,7 @@ CURVES = ("rewards/accuracy/mean", "completions/mean_length")
 
 
 def get_config():
-  return config_lib.apply_overrides(pipelines.r1_config(), CONFIG, "config cold_start")
+  return config_sections.apply_overrides(pipelines.r1_config(), CONFIG, "config cold_start")
 
 
 def sweep():
@@ -60,7 +60,7 @@ def pool(overrides: dict, root: pathlib.Path) -> dict:
   """The base, the R1-Zero teacher and its candidates, built once for every entry of the sweep
   (skipped when complete: the pipeline's records); cold_start_data's outputs and the base policy."""
   common = {k: v for k, v in overrides.items() if k not in ENTRY_KEYS}
-  cfg = config_lib.apply_overrides(get_config(), common | {"workdir": str(root / "_pool")}, "cold_start pool")
+  cfg = config_sections.apply_overrides(get_config(), common | {"workdir": str(root / "_pool")}, "cold_start pool")
   run_cfg = pipelines.validate(cfg)
   out = pipelines.run(cfg, stages=_stages(run_cfg, POOL, cold_start_data={"teacher": "r1_zero.policy"}), given={}).outputs
   return out["cold_start_data"] | {"base": out["pretrain"]["policy"]}
@@ -69,7 +69,7 @@ def pool(overrides: dict, root: pathlib.Path) -> dict:
 def run(overrides, workdir):
   workdir = pathlib.Path(workdir)
   shared = pool(dict(overrides), workdir.parent)
-  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  cfg = config_sections.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
   run_cfg = pipelines.validate(cfg)
   chosen, counts = cold_start_data.choose(curation.read_samples(shared["candidates"]), run_cfg.cold_start,
                                           run_cfg.curation)

@@ -17,14 +17,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax.recipes import R1_TINY  # noqa: E402
 
 
 
 def get_config():
-  return config_lib.apply_overrides(pipelines.r1_config(), R1_TINY | {"workdir": "runs/distill"}, "config default")
+  return config_sections.apply_overrides(pipelines.r1_config(), R1_TINY | {"workdir": "runs/distill"}, "config default")
 
 
 if __name__ == "__main__":

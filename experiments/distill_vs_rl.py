@@ -28,7 +28,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import curation  # noqa: E402
 from r1jax import experiment  # noqa: E402
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax.recipes import R1_TINY  # noqa: E402
 from r1jax import policy as policy_lib  # noqa: E402
@@ -44,7 +44,7 @@ ARMS = ("student_base", "evaluate_student_base", "distill", "evaluate_distill")
 
 
 def get_config():
-  return config_lib.apply_overrides(pipelines.r1_config(), CONFIG, "config distill_vs_rl")
+  return config_sections.apply_overrides(pipelines.r1_config(), CONFIG, "config distill_vs_rl")
 
 
 def _eval(name):

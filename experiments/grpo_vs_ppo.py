@@ -24,7 +24,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 import numpy as np  # noqa: E402
 
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax.recipes import R1_ZERO_TINY  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
@@ -34,7 +34,7 @@ CURVES = ("rewards/accuracy/mean", "completions/mean_length", "critic/loss")
 
 
 def get_config():
-  return config_lib.apply_overrides(pipelines.base_config(), CONFIG, "config grpo_vs_ppo")
+  return config_sections.apply_overrides(pipelines.base_config(), CONFIG, "config grpo_vs_ppo")
 
 
 def sweep():
@@ -52,7 +52,7 @@ def step_flops(n_params: int, rows: int, prompt_len: int, max_new: int, mean_len
 
 
 def run(overrides, workdir):
-  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  cfg = config_sections.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
   run_cfg = pipelines.validate(cfg)
   summary = pipelines.run_r1_zero(cfg)
   workdir = pathlib.Path(workdir)

@@ -22,7 +22,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when run as experiments/X.py
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax.recipes import AHA  # noqa: E402
 from r1jax import sweep as sweep_lib  # noqa: E402
@@ -32,7 +32,7 @@ CURVES = ("rewards/language/mean", "rewards/accuracy/mean", "completions/mean_le
 
 
 def get_config():
-  return config_lib.apply_overrides(pipelines.base_config(), CONFIG, "config language")
+  return config_sections.apply_overrides(pipelines.base_config(), CONFIG, "config language")
 
 
 def sweep():
@@ -41,7 +41,7 @@ def sweep():
 
 
 def run(overrides, workdir):
-  cfg = config_lib.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
+  cfg = config_sections.apply_overrides(get_config(), dict(overrides) | {"workdir": str(workdir)}, "sweep entry")
   summary = pipelines.run_r1_zero(cfg)
   final = json.loads((pathlib.Path(workdir) / "eval_final" / "summary.json").read_text())
   base = json.loads((pathlib.Path(workdir) / "eval_base" / "summary.json").read_text())

@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax.recipes import AHA  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
@@ -44,7 +44,7 @@ CONFIG = AHA | {"workdir": "runs/mcts", "stage": "all", "pretrain.r1_fraction": 
 
 
 def get_config():
-  return config_lib.apply_overrides(pipelines.r1_config(), CONFIG, "config mcts")
+  return config_sections.apply_overrides(pipelines.r1_config(), CONFIG, "config mcts")
 
 
 def stages(base: str = "", value_model: str = ""):

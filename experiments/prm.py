@@ -31,7 +31,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 import numpy as np  # noqa: E402
 
 from r1jax import experiment  # noqa: E402
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax.recipes import AHA  # noqa: E402
 from r1jax import stages as stages_lib  # noqa: E402
@@ -51,7 +51,7 @@ CURVES = {"prm score (sum)": "rewards/prm_sum/mean", "prm score (min)": "rewards
 
 
 def get_config():
-  return config_lib.apply_overrides(pipelines.r1_config(), CONFIG, "config prm")
+  return config_sections.apply_overrides(pipelines.r1_config(), CONFIG, "config prm")
 
 
 def stages(base: str = "", model: str = ""):

@@ -34,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # also when 
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from r1jax import experiment  # noqa: E402
-from r1jax import config as config_lib  # noqa: E402
+from r1jax import config_sections  # noqa: E402
 from r1jax import pipelines  # noqa: E402
 from r1jax.recipes import R1_NAMED as NAMED  # noqa: E402
 from r1jax.recipes import R1_TINY as TINY  # noqa: E402
@@ -44,8 +44,8 @@ def get_config(name: str | None = None):
   """The embedded default, or the named real-model config `name` (a key of NAMED)."""
   if name and name not in NAMED:
     raise ValueError(f"config name {name!r} is not one of {sorted(NAMED)}")
-  return config_lib.apply_overrides(pipelines.r1_config(), NAMED[name] if name else TINY,
-                                    f"config {name or 'default'}")
+  return config_sections.apply_overrides(pipelines.r1_config(), NAMED[name] if name else TINY,
+                                         f"config {name or 'default'}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import logging
 import pathlib
 
 from r1jax import errors
-from r1jax.rewards import answer as answer_lib
+from r1jax.rewards import extraction
 
 # question field, answer field, optional id/subject/level fields of known layouts.
 LAYOUTS = {
@@ -176,7 +176,7 @@ def _read_rows(path: pathlib.Path, cfg: JsonlConfig, on_bad_line_field: str) -> 
         bad(lineno, f"no question in field {fields['question']!r}")
         continue
       if cfg.layout == "math_solution" and isinstance(a, str):
-        a = answer_lib.extract_answer(a)
+        a = extraction.extract_answer(a)
       if a is None or not str(a).strip():
         bad(lineno, f"no answer in field {fields['final']!r}")
         continue

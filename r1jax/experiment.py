@@ -12,7 +12,7 @@ import pathlib
 
 import ml_collections
 
-from r1jax import config as config_lib
+from r1jax import config_sections
 from r1jax import distributed
 from r1jax import errors
 from r1jax import pipelines
@@ -98,7 +98,7 @@ def with_sweep(cfg: ml_collections.ConfigDict, sweep: list[dict], index: int) ->
     return cfg
   if index >= len(sweep):
     raise ValueError(f"sweep_index={index} but the sweep has {len(sweep)} entries")
-  return config_lib.apply_overrides(cfg, sweep[index], f"sweep entry {index}")
+  return config_sections.apply_overrides(cfg, sweep[index], f"sweep entry {index}")
 
 
 def load_experiment(path):

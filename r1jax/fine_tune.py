@@ -17,7 +17,7 @@ from r1jax.sft import loop as loop_lib
 def grpo(run, ctx, policy, out: pathlib.Path, *, language: bool = False, specs=None, extra_rewards=(),
          examples=None, steps: int | None = None, learning_rate: float | None = None) -> dict:
   """GRPO from the policy directory `policy`; `language` adds the language-consistency reward,
-  `specs` replaces the rule rewards, `extra_rewards` adds others (`train.GroupCollector`),
+  `specs` replaces the rule rewards, `extra_rewards` adds others (`collect.GroupCollector`),
   `examples`, `steps` and `learning_rate` replace the training prompts, train.steps and
   optim.learning_rate. Returns {'policy': <out>/policy, 'checkpoints'}."""
   model_cfg, params = ctx.load(run, policy)

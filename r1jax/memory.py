@@ -1,45 +1,27 @@
-"""Plan a GRPO run's memory before it starts: compile, measure, choose remat and grad_accum.
+"""Memory, measured before a run starts: what one device may use, what a compiled program needs
+(XLA's memory analysis: arguments, outputs and temporaries), what a sharded tree holds per device;
+and the disk a run writes.
 
-The sampler, the reference log-prob pass and the update step are lowered on abstract inputs of
-the run's shapes (nothing is allocated) and compiled; XLA's compiled memory analysis gives each
-one's arguments, outputs and temporaries. The train state (parameters, AdamW moments, reference)
-stays resident throughout, so a phase's peak is the state plus what the phase adds. With
-`model.remat='auto'` and / or `grpo.grad_accum='auto'` the planner walks the settings from the
-cheapest (no recompute, the whole minibatch at once) to the most frugal and takes the first that
-fits in the device's memory (per remat setting, its most frugal grad_accum is compiled first: if that
-does not fit the setting is skipped, else the fewest micro-batches that fit are found by bisection); where nothing fits it raises before any work, naming the sizes and
-the knobs that would help.
-
-The rollout is planned the same way (`plan_sampling`, also what evaluation and rejection sampling
-call): where the whole rollout (prompts x samples rows at once) does not fit beside what stays
-resident, it is generated in `rollout_chunks` sequential sub-batches of the prompts
-(`rollout.sample`), or, with `sampling.continuous_batching`, decoded in fewer `num_slots` slots.
-The rule, fastest first: decoding reads every weight once a step whatever the rows, so one pass
-over all rows beats two over halves; fewest chunks first, and with continuous batching the most
-slots first (one chunk), then more chunks at the fewest slots. Peak memory falls along that list,
-so its most frugal entry is compiled first (nothing fits: the run stops) and the fastest that fits
-is found by bisection. A `DoesNotFitError` is a one-line `UserError` (exit status 2, no traceback).
+The planners build on it: a GRPO run's (`memory_grpo.plan`: remat, grad_accum, LoRA) and a batch of
+generation's (`memory_sampling.plan_sampling`: chunks, slots). A `DoesNotFitError` is a one-line
+`UserError` (exit status 2, no traceback).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from r1jax import errors
-from r1jax.model import transformer as model_lib
-from r1jax.sampling import sampler as sampler_lib
-from r1jax import sharding
+from r1jax.model import config as model_config
 from r1jax.rl import step as train_step
 
 GiB = 1024 ** 3
-REMAT_ORDER = ("none", "dots", "full")
-"""From the least recompute to the least memory."""
 HEADROOM = 0.95
 """Fraction of the device limit a plan may use (allocator fragmentation)."""
 
@@ -105,345 +87,6 @@ def phase(name: str, compiled) -> Phase:
                int(m.temp_size_in_bytes))
 
 
-def abstract_state(model_cfg, ocfg, mesh, with_ref: bool, rules=None, lora=None) -> train_step.TrainState:
-  """Shapes and shardings of the GRPO train state, with nothing allocated; with an enabled `lora`
-  (`r1jax.model.lora.LoRAConfig`) the adapters, their optimizer state and the frozen base (no reference copy)."""
-  shardings = model_lib.param_shardings(model_cfg, mesh, rules)
-  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        model_lib.abstract_params(model_cfg), shardings)
-  optimizer = train_step.make_optimizer(ocfg)
-  if lora is not None and lora.enabled:
-    from r1jax.model import lora as lora_lib
-    return lora_lib.abstract_state(params, model_cfg, lora, optimizer)
-  opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                     jax.eval_shape(optimizer.init, params), train_step.opt_state_shardings(optimizer, params))
-  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return train_step.TrainState(params, opt, jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
-                               params if with_ref else None)
-
-
-def abstract_critic(model_cfg, ocfg, mesh, rules=None) -> train_step.TrainState:
-  """Shapes and shardings of a PPO critic's state (`train.Critic`): the body, a scalar head, and
-  AdamW over both."""
-  from r1jax.model import heads
-  shardings = model_lib.param_shardings(model_cfg, mesh, rules)
-  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        model_lib.abstract_params(model_cfg), shardings)
-  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  head = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                      jax.eval_shape(lambda: heads.init_scalar_head(jax.random.key(0), model_cfg)))
-  optimizer = train_step.make_optimizer(ocfg)
-  opt = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                     jax.eval_shape(optimizer.init, (params, head)),
-                     train_step.opt_state_shardings(optimizer, (params, head)))
-  return train_step.TrainState(params, opt, jax.ShapeDtypeStruct((), jnp.int32, sharding=rep), None, head)
-
-
-def _batch(rows: int, P: int, N: int, mesh, with_ref: bool) -> dict:
-  sh = train_step.batch_sharding(mesh)
-  s = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=sh)
-  b = {"tokens": s((rows, P + N), jnp.int32), "mask": s((rows, P + N), jnp.bool_),
-       "completion_mask": s((rows, N), jnp.float32), "old_logp": s((rows, N), jnp.float32),
-       "adv": s((rows,), jnp.float32)}
-  if with_ref:
-    b["ref_logp"] = s((rows, N), jnp.float32)
-  return b
-
-
-@dataclasses.dataclass
-class Plan:
-  remat: str
-  grad_accum: int
-  limit_bytes: int | None
-  state_bytes: int
-  phases: dict[str, Phase]
-  tried: list[dict]
-  reason: str
-  rollout_chunks: int = 1
-  """Sequential sub-batches of the prompts the rollout is generated in (`rollout.sample`)."""
-  num_slots: int = 0
-  """Continuous-batching decode slots (`SamplingConfig.num_slots`; 0: not continuous batching)."""
-  sampling: "SamplingPlan | None" = None
-
-  def summary(self) -> dict[str, Any]:
-    return {"remat": self.remat, "grad_accum": self.grad_accum, "rollout_chunks": self.rollout_chunks,
-            "num_slots": self.num_slots, "reason": self.reason,
-            "rollout_tried": [] if self.sampling is None else self.sampling.tried,
-            "limit_gib": None if self.limit_bytes is None else self.limit_bytes / GiB,
-            "state_gib": self.state_bytes / GiB,
-            "phases_peak_gib": {k: v.peak / GiB for k, v in self.phases.items()},
-            "phases_temporaries_gib": {k: v.temporaries / GiB for k, v in self.phases.items()},
-            "tried": self.tried}
-
-
-def _accum_options(rows_per_update: int, shards: int, fixed) -> list[int]:
-  if fixed != "auto":
-    return [int(fixed)]
-  out, a = [], 1
-  while rows_per_update % (shards * a) == 0 and rows_per_update // (shards * a) >= 1:
-    out.append(a)
-    a *= 2
-  return out or [1]
-
-
-@dataclasses.dataclass
-class SamplingPlan:
-  """How a batch of prompts is generated within the memory (`plan_sampling`)."""
-  chunks: int
-  num_slots: int
-  """0: continuous batching off (or every row a slot where nothing was measured)."""
-  peak_bytes: int
-  phase: Phase | None
-  tried: list[dict]
-  reason: str
-
-
-def sampling_options(prompts: int, rows_per_prompt: int, shards: int, *, chunks="auto", continuous: bool = False,
-                     num_slots: int = 0) -> list[tuple[int, int]]:
-  """(chunks, slots) to try, fastest first and peak memory falling (see the module docstring).
-
-  Chunk counts halve the prompts while each chunk keeps a whole number of prompts per data shard;
-  slot counts halve the chunk's rows down to one a shard. A fixed `chunks` (an int) or `num_slots`
-  (> 0) is the only value of its kind tried."""
-  divides = lambda c: prompts % c == 0 and (prompts % shards or (prompts // c) % shards == 0)
-  if chunks != "auto":
-    if not prompts % int(chunks) == 0:
-      raise errors.ConfigError(f"rollout_chunks={chunks} must divide the {prompts} prompts of a rollout")
-    cs = [int(chunks)]
-  else:
-    cs = [c for c in (2 ** i for i in range(prompts.bit_length())) if divides(c)]
-  if not continuous:
-    return [(c, 0) for c in cs]
-  if num_slots:
-    return [(c, num_slots) for c in cs]
-  slots = [prompts // cs[0] * rows_per_prompt]
-  while slots[-1] % 2 == 0 and slots[-1] // 2 >= shards and (slots[-1] // 2) % shards == 0:
-    slots.append(slots[-1] // 2)
-  # the most slots first in one chunk, then more chunks at the fewest slots (capped by a chunk's rows)
-  return [(cs[0], m) for m in slots] + [(c, min(slots[-1], prompts // c * rows_per_prompt)) for c in cs[1:]]
-
-
-def plan_sampling(model_cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingConfig, mesh, *, prompts: int,
-                  prompt_len: int, limit_bytes: int | None = None, resident_bytes: int = 0, params=None,
-                  chunks="auto", rules=None, name: str = "generate", resident_name: str = "resident",
-                  knobs: str = "fewer prompts or samples per batch, or a shorter max_new_tokens",
-                  log=print) -> SamplingPlan:
-  """The fastest way to generate `scfg.num_samples` completions for each of `prompts` prompts of
-  `prompt_len` tokens that fits: (chunks, slots) from `sampling_options`, each compiled (abstract
-  inputs, nothing allocated) and its peak, plus `resident_bytes` held beside it (what stays on the
-  device besides the parameters the sampler reads) and the finished chunks' outputs, held
-  against HEADROOM x `limit_bytes` (None: the device's limit). DoesNotFitError if nothing fits.
-
-  params: the parameters generated with (arrays or ShapeDtypeStructs; default: `model_cfg`'s
-    shapes with the run's shardings). mesh: the run's, or None (one device, no batch sharding).
-    chunks: 'auto' or a fixed count (still measured). With `scfg.continuous_batching`,
-    `scfg.num_slots` 0 is planned, a positive value kept.
-  """
-  limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
-  shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
-  options = sampling_options(prompts, scfg.num_samples, shards, chunks=chunks, continuous=scfg.continuous_batching,
-                             num_slots=scfg.num_slots)
-  if limit is None:
-    return SamplingPlan(*options[0], 0, None, [], "no memory limit is known: the fastest setting, not measured")
-  budget = int(limit * HEADROOM)
-  if params is None:
-    shardings = model_lib.param_shardings(model_cfg, mesh, rules)
-    params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          model_lib.abstract_params(model_cfg), shardings)
-  key = jax.eval_shape(lambda: jax.random.key(0))
-  measured: dict = {}
-  tried: list[dict] = []
-
-  def peak(opt) -> int:
-    if opt not in measured:
-      c, m = opt
-      b = prompts // c
-      sh = train_step.batch_sharding(mesh) if mesh is not None and b % shards == 0 else None
-      toks = jax.ShapeDtypeStruct((b, prompt_len), jnp.int32, sharding=sh)
-      pmask = jax.ShapeDtypeStruct((b, prompt_len), jnp.bool_, sharding=sh)
-      ph = phase(name, sampler_lib.generate.lower(params, toks, pmask, key, cfg=model_cfg,
-                                                  scfg=dataclasses.replace(scfg, num_slots=m)).compile())
-      # the finished chunks' outputs wait on the device until the last chunk is read back
-      pk = ph.peak + resident_bytes + (c - 1) * (ph.outputs - ph.aliased)
-      measured[opt] = (ph, pk)
-      tried.append({"rollout_chunks": c, "num_slots": m, "peak_gib": pk / GiB, "fits": pk <= budget})
-      log(f"memory plan: {name} in {c} chunk(s)" + (f", {m} slots" if m else "") +
-          f": peak {pk / GiB:.2f} GiB per device of {budget / GiB:.2f} GiB -> {'fits' if pk <= budget else 'too large'}")
-    return measured[opt][1]
-
-  if peak(options[-1]) > budget:
-    ph, pk = measured[options[-1]]
-    c, m = options[-1]
-    raise DoesNotFitError(
-        f"{name} needs {pk / GiB:.2f} GiB per device ({resident_name} {resident_bytes / GiB:.2f} GiB, {name} "
-        f"arguments {ph.arguments / GiB:.2f} GiB and temporaries {ph.temporaries / GiB:.2f} GiB) but the limit is "
-        f"{budget / GiB:.2f} GiB ({HEADROOM:.0%} of {limit / GiB:.2f}) even in {c} chunk(s)"
-        + (f" of {m} slots" if m else "") + f" of {prompts} prompts x {scfg.num_samples} samples; {knobs}")
-  lo, hi = 0, len(options) - 1
-  while lo < hi:
-    mid = (lo + hi) // 2
-    lo, hi = (lo, mid) if peak(options[mid]) <= budget else (mid + 1, hi)
-  (c, m), (ph, pk) = options[hi], measured[options[hi]]
-  why = (f"{c} chunk(s)" + (f" of {m} slots" if m else "") + f": the fastest whose peak ({pk / GiB:.2f} GiB) fits "
-         f"{budget / GiB:.2f} GiB")
-  return SamplingPlan(c, m, pk, ph, tried, why)
-
-
-def plan(model_cfg: model_lib.ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
-         prompts_per_step: int, prompt_len: int, remat="auto", grad_accum="auto",
-         limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print,
-         rollout_chunks="auto", lora=None) -> Plan:
-  """Choose (remat, grad_accum) and the rollout's (chunks, slots) for the run's shapes; see the
-  module docstring. `lora` (a LoRAConfig that is enabled): the state and update are LoRA's.
-
-  Args:
-    remat / grad_accum / rollout_chunks: 'auto' or a fixed value (a fixed value is still measured
-      and checked); with `scfg.continuous_batching`, `scfg.num_slots` 0 is planned, else kept.
-    limit_bytes: per-device memory to fit in; None = the device's own limit (on CPU the host's
-      available memory over the CPU devices; where none is known, the cheapest setting is taken
-      and nothing is compiled or checked).
-    rules: the parameters' rules table (default `sharding.DEFAULT_RULES`).
-    lora: an enabled `r1jax.model.lora.LoRAConfig` plans the LoRA state and update (`plan_lora` chooses).
-  """
-  limit = device_limit_bytes() if limit_bytes is None else int(limit_bytes)
-  budget = None if limit is None else int(limit * HEADROOM)
-  G = gcfg.num_generations
-  rows = prompts_per_step * G
-  rows_update = rows // gcfg.num_minibatches
-  shards = sharding.batch_shards(mesh)
-  P, N = prompt_len, gcfg.max_completion_length
-  with_ref = gcfg.uses_reference
-  remats = REMAT_ORDER if remat == "auto" else (remat,)
-  accums = _accum_options(rows_update, shards, grad_accum)
-
-  scfg = dataclasses.replace(scfg, num_samples=G)
-  if budget is None:
-    c, m = sampling_options(prompts_per_step, G, shards, chunks=rollout_chunks,
-                            continuous=scfg.continuous_batching, num_slots=scfg.num_slots)[0]
-    return Plan(remats[0], accums[0], None, 0, {}, [], "no device or host memory limit is known and "
-                "train.memory_limit_gb is 0: the cheapest setting, not measured", c, m)
-  base = dataclasses.replace(model_cfg, remat="none")
-  state = abstract_state(base, ocfg, mesh, with_ref, rules, lora)
-  # PPO (grpo.advantage_estimator='gae'): the critic's state stays resident beside the policy's,
-  # and its update is one more program, measured at every setting tried.
-  critic = (abstract_critic(base, ocfg, mesh, rules) if getattr(gcfg, "advantage_estimator", "grpo") == "gae"
-            else None)
-  critic_bytes = 0 if critic is None else per_device_bytes(critic)
-  state_bytes = per_device_bytes(state) + critic_bytes
-  phases: dict[str, Phase] = {}
-  params_bytes = per_device_bytes(state.policy())
-  # Sampling does not depend on remat or grad_accum: planned once, the rest of the state resident.
-  splan = plan_sampling(base, scfg, mesh, prompts=prompts_per_step, prompt_len=P, limit_bytes=limit,
-                        resident_bytes=state_bytes - params_bytes, params=state.policy(), chunks=rollout_chunks,
-                        resident_name="the rest of the train state", log=log, knobs=(
-      f"lower train.prompts_per_step={prompts_per_step}, grpo.num_generations={G} or "
-      f"grpo.max_completion_length={N}, use optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add "
-      f"devices (mesh.fsdp)"))
-  phases["generate"] = splan.phase
-  # The reference pass (the trainer's pi_old is the same program) runs in grad_accum x
-  # num_minibatches micro-batches of rows, as the update does: measured here at the most frugal
-  # grad_accum (if that does not fit, nothing does), and below at each grad_accum tried.
-  use_ref_pass = with_ref or gcfg.recompute_old_logp
-  ref_batch = _batch(rows, P, N, mesh, with_ref) if use_ref_pass else None
-  ref_phases: dict[int, Phase] = {}
-
-  def ref_phase(a: int) -> Phase:
-    if a not in ref_phases:
-      fn = train_step.make_logprob_fn(base, temperature, a * gcfg.num_minibatches)
-      ref_phases[a] = phase("reference", fn.lower(state.policy(), ref_batch).compile())
-    return ref_phases[a]
-
-  def resident_peak(ph: Phase) -> int:  # a pass over one parameter copy, the rest of the state resident
-    return ph.peak + state_bytes - params_bytes
-  if use_ref_pass:
-    phases["reference"] = ref_phase(accums[-1])
-  # Each of the two reads one copy of the parameters (its arguments); the rest of the state stays resident.
-  fixed_peaks = {k: resident_peak(v) for k, v in phases.items()} | {"generate": splan.peak_bytes}
-  for k, pk in fixed_peaks.items():
-    if pk > budget:
-      raise DoesNotFitError(
-          f"{k} needs {pk / GiB:.2f} GiB per device (train state {state_bytes / GiB:.2f} GiB, "
-          f"{k} temporaries {phases[k].temporaries / GiB:.2f} GiB) but the limit is {budget / GiB:.2f} GiB "
-          f"({HEADROOM:.0%} of {limit / GiB:.2f}); lower train.prompts_per_step={prompts_per_step}, "
-          f"grpo.num_generations={G} or grpo.max_completion_length={N}, use optim.state_dtype='bfloat16' or "
-          f"model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
-  tried = []
-  upd_state = state  # the reference rides through the update (donated, aliased): among its arguments
-  mb = _batch(rows_update, P, N, mesh, with_ref)
-  if gcfg.tis != "none":
-    mb["sampler_logp"] = mb["old_logp"]
-  shardings = jax.tree.map(lambda x: x.sharding, upd_state)
-  measured: dict = {}
-  critic_phases: dict = {}
-
-  def fits(r: str, a: int) -> bool:
-    if (r, a) not in measured:
-      cfg = dataclasses.replace(model_cfg, remat=r)
-      g = dataclasses.replace(gcfg, grad_accum=a)
-      step = train_step.make_grpo_step(cfg, g, ocfg, temperature, shardings=shardings, mesh=mesh)
-      ph = phase("update", step.lower(upd_state, mb).compile())
-      ref_peak = resident_peak(ref_phase(a)) if use_ref_pass else 0
-      upd_peak = ph.peak + critic_bytes  # the critic waits, resident
-      critic_peak = 0
-      if critic is not None:
-        from r1jax.model import heads
-        cstep = heads.make_value_step(cfg, ocfg, "mse", column="before", clip=0.2, grad_accum=a,
-                                      shardings=jax.tree.map(lambda x: x.sharding, critic), mesh=mesh)
-        cb = {k: mb[k] for k in ("tokens", "mask")} | {"target": mb["old_logp"], "weight": mb["completion_mask"],
-                                                       "old_values": mb["old_logp"]}
-        cph = phase("critic_update", cstep.lower(critic, cb).compile())
-        critic_peak = cph.peak + state_bytes - critic_bytes  # the policy's state resident
-        critic_phases[r, a] = cph
-      peak = max(upd_peak, ref_peak, critic_peak)
-      measured[r, a] = (ph, peak, peak <= budget)
-      tried.append({"remat": r, "grad_accum": a, "update_peak_gib": upd_peak / GiB,
-                    "reference_peak_gib": ref_peak / GiB, "fits": peak <= budget}
-                   | ({"critic_update_peak_gib": critic_peak / GiB} if critic is not None else {}))
-      log(f"memory plan: remat={r} grad_accum={a}: update peak {upd_peak / GiB:.2f}, reference pass "
-          f"{ref_peak / GiB:.2f}" + (f", critic update {critic_peak / GiB:.2f}" if critic is not None else "")
-          + f" GiB per device of {budget / GiB:.2f} GiB -> {'fits' if peak <= budget else 'too large'}")
-    return measured[r, a][2]
-
-  # Per remat: if its most frugal grad_accum does not fit, none does (one compile, not one per
-  # option); otherwise bisect for the fewest micro-batches that fit (peak falls with grad_accum).
-  for r in remats:
-    if not fits(r, accums[-1]):
-      continue
-    lo, hi = 0, len(accums) - 1
-    while lo < hi:
-      mid = (lo + hi) // 2
-      lo, hi = (lo, mid) if fits(r, accums[mid]) else (mid + 1, hi)
-    ph, peak, _ = measured[r, accums[hi]]
-    phases["update"] = ph
-    if critic is not None:
-      phases["critic_update"] = critic_phases[r, accums[hi]]
-    if use_ref_pass:
-      phases["reference"] = ref_phase(accums[hi])
-      fixed_peaks["reference"] = resident_peak(phases["reference"])
-    why = (f"the cheapest setting whose peak ({max([peak] + list(fixed_peaks.values())) / GiB:.2f} GiB) "
-           f"fits {budget / GiB:.2f} GiB")
-    return Plan(r, accums[hi], limit, state_bytes, phases, tried, why + f"; the rollout in {splan.reason}",
-                splan.chunks, splan.num_slots, splan)
-  raise DoesNotFitError(
-      f"no setting fits: the update needs >= {min(t['update_peak_gib'] for t in tried):.2f} GiB per device "
-      f"(tried remat {list(remats)} x grad_accum {accums}; train state {state_bytes / GiB:.2f} GiB) but the "
-      f"limit is {budget / GiB:.2f} GiB; lower train.prompts_per_step={prompts_per_step} or "
-      f"grpo.max_completion_length={N}, raise grpo.num_minibatches={gcfg.num_minibatches}, use "
-      f"optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
-
-
-def plan_lora(model_cfg, gcfg, ocfg, scfg, mesh, *, lora, log=print, **kwargs):
-  """`plan` with `lora` (an `r1jax.model.lora.LoRAConfig`) resolved: (plan, the LoRA config the run uses).
-  lora.mode='auto' plans full fine-tuning first and, when no setting of it fits, LoRA at lora.rank
-  (the returned config's rank is 0 when full fine-tuning was chosen); 'on' plans LoRA, rank 0 full."""
-  if lora.enabled and lora.mode == "auto":
-    try:
-      return plan(model_cfg, gcfg, ocfg, scfg, mesh, log=log, **kwargs), dataclasses.replace(lora, rank=0)
-    except DoesNotFitError as e:
-      log(f"memory plan: full fine-tuning does not fit ({e}); planning LoRA at lora.rank={lora.rank}")
-  return plan(model_cfg, gcfg, ocfg, scfg, mesh, log=log, lora=lora if lora.enabled else None, **kwargs), lora
-
-
 # ----------------------------------------------------------------------------- disk
 
 
@@ -459,7 +102,7 @@ def disk_need(model_cfg, ocfg, with_ref: bool, rl_steps: Sequence[int], save_eve
   Hugging Face exports). With `lora` (a LoRAConfig of rank > 0) an RL checkpoint holds the adapters
   and their moments only (the frozen base is the reference and is not written); policies are
   merged, whole. Shapes only: nothing is allocated."""
-  params = model_lib.abstract_params(model_cfg)
+  params = model_config.abstract_params(model_cfg)
   p = tree_bytes(params)
   optimizer = train_step.make_optimizer(ocfg)
   opt = tree_bytes(jax.eval_shape(optimizer.init, params))

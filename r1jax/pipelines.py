@@ -28,7 +28,8 @@ import ml_collections
 from ml_collections import config_dict
 
 from r1jax import config as config_lib
-from r1jax import curation
+from r1jax import config_sections
+from r1jax import curation_filters
 from r1jax import distributed
 from r1jax import errors
 from r1jax import pipeline
@@ -59,7 +60,7 @@ class Pipeline:
 R1_ZERO = Pipeline({"average": average.AverageConfig}, lambda run: stages_lib.r1_zero(),
                    stages_lib.R1_ZERO_SELECTIONS, planned=("r1_zero",))
 R1_SECTIONS = {"r1": stages_lib.R1Config, "cold_start": cold_start_data.ColdStartConfig,
-               "curation": curation.FilterConfig, "sft": sft_loop.SFTConfig,
+               "curation": curation_filters.FilterConfig, "sft": sft_loop.SFTConfig,
                "rejection": rejection_sampling.RejectionConfig, "reward_model": reward_model.RewardModelConfig,
                "rl_all": rl_all.RLAllConfig, "distill": distill.DistillConfig, "prm": prm.PRMConfig,
                "mcts": mcts.MCTSConfig}
@@ -81,7 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   `optim.total_steps` (= train.steps), `pretrain.optim.total_steps` (= pretrain.steps),
   `checkpoint.directory` (= <workdir>/ckpt). `sampling.eos_ids` adds stop ids to the tokenizer's EOS.
   """
-  section, lib = config_lib.section, config_lib.LIBRARY_SECTIONS
+  section, lib = config_sections.section, config_lib.LIBRARY_SECTIONS
   c = ml_collections.ConfigDict()
   c.stage = "r1_zero"
   c.inputs = ""  # NAME=PATH,...: a stage's inputs from given paths instead of this work directory's stages
@@ -120,7 +121,7 @@ def r1_config() -> ml_collections.ConfigDict:
   c.stage = "all"
   c.workdir = "runs/r1"
   for name, cls in R1_SECTIONS.items():
-    c[name] = config_lib.section(cls)
+    c[name] = config_sections.section(cls)
   return c
 
 
@@ -213,13 +214,15 @@ def plan_memory(run_cfg: Run, mesh, workdir: pathlib.Path) -> tuple[Run, dict]:
   that fits) and lora.mode='auto' (full fine-tuning where it fits, else LoRA) before any rollout:
   (the Run with the plan's choices, the plan's summary); writes <workdir>/memory_plan.json."""
   from r1jax import memory
+  from r1jax import memory_grpo
   tcfg, gcfg, scfg, asked_lora = run_cfg.train, run_cfg.grpo, run_cfg.sampling, run_cfg.lora
   limit = int(tcfg.memory_limit_gb * memory.GiB) if tcfg.memory_limit_gb else None
-  plan, lcfg = memory.plan_lora(run_cfg.model, gcfg, run_cfg.optim, scfg, mesh,
-                                prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
-                                remat=run_cfg.remat, grad_accum=run_cfg.grad_accum, limit_bytes=limit,
-                                temperature=scfg.temperature or 1.0, rules=sharding.rules_table(run_cfg.mesh.rules),
-                                rollout_chunks=run_cfg.rollout_chunks, lora=asked_lora)
+  plan, lcfg = memory_grpo.plan_lora(run_cfg.model, gcfg, run_cfg.optim, scfg, mesh,
+                                     prompts_per_step=tcfg.prompts_per_step, prompt_len=tcfg.max_prompt_len,
+                                     remat=run_cfg.remat, grad_accum=run_cfg.grad_accum, limit_bytes=limit,
+                                     temperature=scfg.temperature or 1.0,
+                                     rules=sharding.rules_table(run_cfg.mesh.rules),
+                                     rollout_chunks=run_cfg.rollout_chunks, lora=asked_lora)
   gcfg = dataclasses.replace(gcfg, grad_accum=plan.grad_accum)
   ocfg = run_cfg.optim
   if lcfg.enabled:  # (lora.mode='auto' chose LoRA, or 'on')
@@ -344,5 +347,5 @@ def run_distill(cfg: ml_collections.ConfigDict) -> dict:
   teacher = cfg.distill.teacher
   if not cfg.tokenizer.path and not cfg.model.hf_checkpoint:
     tok = teacher if policy_lib.is_hf(teacher) else policy_lib.tokenizer_path(teacher)
-    cfg = config_lib.apply_overrides(cfg, {"tokenizer.path": str(tok)}, "distill")
+    cfg = config_sections.apply_overrides(cfg, {"tokenizer.path": str(tok)}, "distill")
   return run_r1(cfg, DISTILL, "distillation")

@@ -15,7 +15,7 @@ import jax
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import errors
-from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig, RopeScaling, abstract_params, param_shardings
 from r1jax import tokenizer as tok_lib
 
 
@@ -36,7 +36,7 @@ def write(directory, step: int, tree: dict, meta: dict) -> None:
     os.replace(tmp, directory)
 
 
-def save_policy(directory, step: int, params, model_cfg: model_lib.ModelConfig, tokenizer_path: str):
+def save_policy(directory, step: int, params, model_cfg: ModelConfig, tokenizer_path: str):
   """Parameters (sharded Orbax checkpoint) plus what is needed to use them: model config and tokenizer."""
   meta = {"model": dataclasses.asdict(model_cfg), "tokenizer": str(tokenizer_path), "step": int(step)}
   write(directory, step, {"params": params}, meta)
@@ -58,8 +58,8 @@ def check_dir(directory, field: str) -> None:
   if (p / "policy").is_dir() and not weights:  # a run's directory holds a config.json of its own
     raise errors.UserError("policy", where, "this is a run directory", f"give {p / 'policy'}")
   if is_hf(p):
-    from r1jax.model import hf
-    hf.check_checkpoint(p, field)
+    from r1jax.model import hf_files
+    hf_files.check_checkpoint(p, field)
     return
   if any(c.is_dir() and c.name.isdigit() for c in p.iterdir()):
     return
@@ -82,28 +82,28 @@ def load_policy(directory, mesh, rules=None):
       raise ValueError(f"checkpoint={str(directory)!r} was not written by save_policy (its meta has no model "
                        f"config); pass a policy directory such as <workdir>/policy")
     model_cfg = model_config(meta)
-    shardings = model_lib.param_shardings(model_cfg, mesh, rules)
+    shardings = param_shardings(model_cfg, mesh, rules)
     abstract = {"params": jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-                                       model_lib.abstract_params(model_cfg), shardings)}
+                                       abstract_params(model_cfg), shardings)}
     state, _ = ck.restore(None, abstract)
   return model_cfg, state["params"], tok_lib.load_tokenizer(meta["tokenizer"])
 
 
-def load_config(directory) -> model_lib.ModelConfig:
+def load_config(directory) -> ModelConfig:
   """The model config of a policy or Hugging Face directory, without reading its parameters."""
   if is_hf(directory):
     import json
-    from r1jax.model import hf
-    return hf.config_from_hf(json.loads((pathlib.Path(directory) / "config.json").read_text()))
+    from r1jax.model import hf_config
+    return hf_config.config_from_hf(json.loads((pathlib.Path(directory) / "config.json").read_text()))
   with checkpointer(directory) as ck:
     return model_config(ck.restore_meta())
 
 
-def model_config(meta: dict) -> model_lib.ModelConfig:
+def model_config(meta: dict) -> ModelConfig:
   m = dict(meta["model"])
   if m.get("rope_scaling"):
-    m["rope_scaling"] = model_lib.RopeScaling(**m["rope_scaling"])
-  return model_lib.ModelConfig(**m)
+    m["rope_scaling"] = RopeScaling(**m["rope_scaling"])
+  return ModelConfig(**m)
 
 
 def tokenizer_path(directory) -> str:

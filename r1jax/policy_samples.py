@@ -11,7 +11,7 @@ from r1jax import curation
 from r1jax.sampling import rollout as rollout_lib
 from r1jax.sampling import sampler as sampler_lib
 from r1jax import templates
-from r1jax.rl import loop as train
+from r1jax.rl import collect
 from r1jax.rewards import combine
 from r1jax.tasks import general
 
@@ -36,20 +36,21 @@ def policy_samples(run, ctx, params, model_cfg, examples: Sequence[dict], k: int
           num_tokens=int(ro.length[r]), truncated=bool(ro.truncated[r]),
           source={"policy": policy, "step": step, "seed": seed, "sample_index": r % k}, example=dict(ex),
           scores={"accuracy": float(per_fn["accuracy"][r]), "format": float(per_fn["format"][r])}))
-  # Generated general tasks are graded by their exact-words grader (`curation.default_grader`),
+  # Generated general tasks are graded by their exact-words grader (`curation_filters.default_grader`),
   # not the math grader the accuracy reward uses.
   return [dataclasses.replace(s, scores={**s.scores, "accuracy": general.grade(s.completion, s.example)})
           if s.example.get("task") == general.TASK else s for s in out]
 
 
 def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temperature: float | None = None,
-                   rewards: Sequence[str] = ("accuracy", "format")) -> train.GroupCollector:
-  """A `train.GroupCollector` of k samples per prompt for `examples` (those whose prompt fits
+                   rewards: Sequence[str] = ("accuracy", "format")) -> collect.GroupCollector:
+  """A `collect.GroupCollector` of k samples per prompt for `examples` (those whose prompt fits
   train.max_prompt_len: `collector.examples`), scored by the named rule rewards; its batches of
   train.prompts_per_step prompts are generated in the chunks the memory plans for k samples
-  (`memory.plan_sampling`; a fixed train.rollout_chunks is kept and checked; on CPU only under
+  (`memory_sampling.plan_sampling`; a fixed train.rollout_chunks is kept and checked; on CPU only under
   train.memory_limit_gb, else as the GRPO plan chose)."""
   from r1jax import memory
+  from r1jax import memory_sampling
   tcfg = run.train
   examples, prompt_ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, tcfg.max_prompt_len)
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), run.sampling.prompt_buckets)
@@ -57,7 +58,7 @@ def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temper
                              temperature=run.sampling.temperature if temperature is None else temperature)
   limit = int(tcfg.memory_limit_gb * memory.GiB) or None
   if limit is not None or jax.devices()[0].platform != "cpu":  # on CPU, as evaluation: only under a given limit
-    splan = memory.plan_sampling(
+    splan = memory_sampling.plan_sampling(
         model_cfg, scfg, ctx.mesh, prompts=tcfg.prompts_per_step, prompt_len=P, rules=ctx.rules, limit_bytes=limit,
         chunks=run.rollout_chunks, name="policy sampling", resident_name="held", log=lambda *a: None,
         knobs=f"lower train.prompts_per_step={tcfg.prompts_per_step}, the samples per prompt ({k}) or "
@@ -65,8 +66,8 @@ def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temper
     tcfg = dataclasses.replace(tcfg, rollout_chunks=splan.chunks)
     scfg = dataclasses.replace(scfg, num_slots=splan.num_slots)
   specs = [s for s in combine.default_specs(run.rewards) if s.name in rewards]
-  return train.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
-                              run.grpo.max_completion_length)
+  return collect.GroupCollector(model_cfg, scfg, ctx.tokenizer, examples, prompt_ids, specs, tcfg,
+                                run.grpo.max_completion_length)
 
 
 def take(examples: Sequence[dict], n: int, seed: int) -> list[dict]:

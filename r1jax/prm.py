@@ -89,7 +89,7 @@ def label_rollout(ro, examples: Sequence[dict], tokenizer) -> tuple[np.ndarray, 
 
 class Scorer:
   """The PRM's rewards of a rollout, computed once per rollout and shared by the reward terms
-  `fn(name)` hands to the GRPO loop (`train.GroupCollector.extra_rewards`): 'sum' (sum of step
+  `fn(name)` hands to the GRPO loop (`collect.GroupCollector.extra_rewards`): 'sum' (sum of step
   scores), 'min' (the lowest step score; 0 without a step), 'mean', and the step statistics
   'steps', 'repeated_steps', 'empty_steps', 'tokens_per_step', 'step_accuracy' (share of steps
   whose label is 1: what the PRM should see)."""

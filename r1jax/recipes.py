@@ -1,5 +1,5 @@
 """The settings the experiment files share, as dotted overrides of their config
-(`config.apply_overrides`): the R1-Zero embedded default and real-model configs
+(`config_sections.apply_overrides`): the R1-Zero embedded default and real-model configs
 (experiments/r1_zero.py), the R1 pipeline's (experiments/r1.py) and the aha world's
 (experiments/aha.py), which the other experiments start from.
 """

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import logger as logger_lib
-from r1jax.model import transformer as model_lib
+from r1jax.model import config as model_config
 from r1jax import policy as policy_lib
 from r1jax.rl import loop as train
 from r1jax.rl import step as train_step
@@ -26,10 +26,10 @@ def load(directory, mesh, rules=None):
   """(model config, params, head) of a reward model written by `save`."""
   with policy_lib.checkpointer(directory) as ck:
     model_cfg = policy_lib.model_config(ck.restore_meta())
-    shardings = model_lib.param_shardings(model_cfg, mesh, rules)
+    shardings = model_config.param_shardings(model_cfg, mesh, rules)
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     abstract = {"params": jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-                                       model_lib.abstract_params(model_cfg), shardings),
+                                       model_config.abstract_params(model_cfg), shardings),
                 "head": {"w": jax.ShapeDtypeStruct((model_cfg.d_model,), jnp.float32, sharding=rep),
                          "b": jax.ShapeDtypeStruct((), jnp.float32, sharding=rep)}}
     tree, _ = ck.restore(None, abstract)

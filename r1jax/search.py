@@ -35,6 +35,7 @@ import numpy as np
 
 from r1jax.model import heads
 from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig
 from r1jax.sampling import sampler as sampler_lib
 from r1jax.sampling import sampling_state
 from r1jax.evaluation import metrics
@@ -201,7 +202,7 @@ class _ModelEnv:
   """States are (problem index, completion token tuple); the prompt is prompts[index]. Batches are
   left-padded to a prompt bucket and to B = a power of two (few shapes, few compiles)."""
 
-  def __init__(self, policy, value_model, cfg: model_lib.ModelConfig, value_cfg: model_lib.ModelConfig,
+  def __init__(self, policy, value_model, cfg: ModelConfig, value_cfg: ModelConfig,
                prompts: Sequence[Sequence[int]], *, k: int, max_len: int, eos_ids: Sequence[int], pad_id: int,
                temperature: float = 1.0, buckets: Sequence[int] = (128, 192, 256, 384, 512, 1024)):
     if k < 1 or max_len < 1 or temperature <= 0:

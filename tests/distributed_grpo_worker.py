@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import checkpoint as ckpt_lib
+from r1jax import checkpoint_store
 from r1jax import distributed
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.sampling import sampler as S
 from r1jax import sharding
 from r1jax.rl import step as TS
@@ -61,9 +61,9 @@ def grpo_step(mesh, rules_name: str) -> dict[str, np.ndarray]:
     state, metrics = update(state, batch)
     result = {"tokens": batch["tokens"], "ref_logp": batch["ref_logp"], "loss": metrics["loss"],
               "grad_norm": metrics["grad_norm"],
-              **{f"params/{ckpt_lib.path_str(p)}": x for p, x in jax.tree_util.tree_flatten_with_path(
+              **{f"params/{checkpoint_store.path_str(p)}": x for p, x in jax.tree_util.tree_flatten_with_path(
                   state.params)[0]},
-              **{f"shard/{ckpt_lib.path_str(p)}": np.asarray(x.sharding.shard_shape(x.shape)) for p, x in
+              **{f"shard/{checkpoint_store.path_str(p)}": np.asarray(x.sharding.shard_shape(x.shape)) for p, x in
                  jax.tree_util.tree_flatten_with_path(state.params)[0]}}
     # Every process gets the whole of every array (an all-gather across processes) to write it.
     return distributed.to_host(result)

@@ -24,7 +24,7 @@ import pytest
 from r1jax import errors
 from r1jax import experiment
 from r1jax import pipelines
-from r1jax import config as config_lib
+from r1jax import config_sections
 from r1jax import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -327,14 +327,14 @@ def test_no_float_field_takes_nan_or_inf(bad):
   fields = list(_float_leaves(r1))
   assert len(fields) > 40 and "optim.learning_rate" in fields
   for field in fields:
-    cfg = config_lib.apply_overrides(r1, {field: bad}, "test")
+    cfg = config_sections.apply_overrides(r1, {field: bad}, "test")
     with pytest.raises(errors.ConfigError, match=f"{field}={bad!r} must be a finite number"):
       pipelines.validate(cfg)
 
 
 def _recorded(tmp_path, **overrides):
   cfg = experiment.load_experiment(R1_ZERO).get_config()
-  cfg = config_lib.apply_overrides(cfg, {"workdir": str(tmp_path / "run")} | overrides, "test")
+  cfg = config_sections.apply_overrides(cfg, {"workdir": str(tmp_path / "run")} | overrides, "test")
   return cfg
 
 

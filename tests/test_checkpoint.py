@@ -15,6 +15,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from r1jax import checkpoint as ckpt
+from r1jax import checkpoint_average
+from r1jax import checkpoint_store
 from r1jax import errors
 
 AXES = ("data", "fsdp", "tensor")
@@ -53,7 +55,7 @@ def make_state(mesh, seed: int):
 def abstract(state, mesh=None, specs=None):
   """ShapeDtypeStructs of `state`, on its own shardings or on `mesh` with `specs` (path -> spec)."""
   def f(path, x):
-    sharding = x.sharding if mesh is None else NamedSharding(mesh, specs[ckpt.path_str(path)])
+    sharding = x.sharding if mesh is None else NamedSharding(mesh, specs[checkpoint_store.path_str(path)])
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
   return jax.tree_util.tree_map_with_path(f, state)
 
@@ -68,8 +70,8 @@ def host(x):
 def assert_trees_equal(a, b):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
-    assert x.dtype == y.dtype, ckpt.path_str(path)
-    np.testing.assert_array_equal(host(x), host(y), err_msg=ckpt.path_str(path))
+    assert x.dtype == y.dtype, checkpoint_store.path_str(path)
+    np.testing.assert_array_equal(host(x), host(y), err_msg=checkpoint_store.path_str(path))
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +154,7 @@ def test_unfinished_save_leaves_previous_step_restorable(tmp_path, mesh):
     if f.is_file() and f.name != "_CHECKPOINT_METADATA":
       f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
   # A reader that does not clean up (averaging) ignores it ...
-  assert ckpt.average_checkpoints(tmp_path, tmp_path / "avg", abstract(states[2]), last_k=1) == [2]
+  assert checkpoint_average.average_checkpoints(tmp_path, tmp_path / "avg", abstract(states[2]), last_k=1) == [2]
   assert tmp.exists()
   # ... and reopening the run directory resumes from the last complete step and removes it.
   with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path))) as c:
@@ -201,7 +203,7 @@ def test_process_killed_during_async_save(tmp_path):
 def test_average_three_checkpoints_matches_numpy(tmp_path, mesh):
   states = saved_run(tmp_path / "run", mesh, [10, 20, 30, 40])
   target = abstract(states[10])
-  used = ckpt.average_checkpoints(tmp_path / "run", tmp_path / "avg", target, steps=[30, 10, 20])
+  used = checkpoint_average.average_checkpoints(tmp_path / "run", tmp_path / "avg", target, steps=[30, 10, 20])
   assert used == [10, 20, 30]
   with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path / "avg"))) as c:
     assert c.all_steps() == [30]
@@ -228,8 +230,8 @@ def test_average_three_checkpoints_matches_numpy(tmp_path, mesh):
 def test_average_last_k_and_select(tmp_path, mesh):
   states = saved_run(tmp_path / "run", mesh, [1, 2, 3, 4])
   target = abstract(states[1])
-  used = ckpt.average_checkpoints(tmp_path / "run", tmp_path / "avg", target, last_k=2,
-                                  select=lambda path: path.startswith("params/"))
+  used = checkpoint_average.average_checkpoints(tmp_path / "run", tmp_path / "avg", target, last_k=2,
+                                                select=lambda path: path.startswith("params/"))
   assert used == [3, 4]
   with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path / "avg"))) as c:
     got, _ = c.restore(4, target)
@@ -247,22 +249,22 @@ def test_errors(tmp_path, mesh):
     with ckpt.Checkpointer(ckpt.CheckpointConfig(str(run))) as c:
       c.restore(7, target)
   with pytest.raises(FileNotFoundError, match=r"\[5\] not found in .*run.*available steps: \[1, 2\]"):
-    ckpt.average_checkpoints(run, avg, target, steps=[1, 5])
+    checkpoint_average.average_checkpoints(run, avg, target, steps=[1, 5])
   with pytest.raises(ValueError, match="steps is empty"):
-    ckpt.average_checkpoints(run, avg, target, steps=[])
+    checkpoint_average.average_checkpoints(run, avg, target, steps=[])
   with pytest.raises(ValueError, match="exactly one of"):
-    ckpt.average_checkpoints(run, avg, target)
+    checkpoint_average.average_checkpoints(run, avg, target)
   with pytest.raises(ValueError, match=r"last_k=3 but .* holds only 2"):
-    ckpt.average_checkpoints(run, avg, target, last_k=3)
+    checkpoint_average.average_checkpoints(run, avg, target, last_k=3)
   with pytest.raises(ValueError, match="no floating-point leaf"):
-    ckpt.average_checkpoints(run, avg, target, last_k=2, select=lambda p: p == "step")
+    checkpoint_average.average_checkpoints(run, avg, target, last_k=2, select=lambda p: p == "step")
   with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
     with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path / "empty"))) as c:
       c.restore(None, target)
   # Mismatched structures: a missing leaf, and a leaf of another shape.
   fewer = {k: v for k, v in target.items() if k != "opt"}
   with pytest.raises(ValueError, match=r"does not match abstract_state.*only in the checkpoint \['opt/mu'\]"):
-    ckpt.average_checkpoints(run, avg, fewer, last_k=2)
+    checkpoint_average.average_checkpoints(run, avg, fewer, last_k=2)
   wrong = jax.tree.map(lambda x: x, target)
   wrong["params"]["b"] = jax.ShapeDtypeStruct((12,), jnp.float32, sharding=target["params"]["b"].sharding)
   with pytest.raises(ValueError, match=r"'params/b' was saved with shape \(6,\), abstract_state asks for \(12,"):
@@ -359,7 +361,7 @@ def test_another_tree_is_not_taken_for_damage(tmp_path, mesh):
   other = jax.tree.map(lambda x: x, abstract(states[1]))
   other["params"]["b"] = jax.ShapeDtypeStruct((7,), jnp.float32, sharding=other["params"]["b"].sharding)
   with ckpt.Checkpointer(ckpt.CheckpointConfig(str(tmp_path))) as c:
-    with pytest.raises(ckpt.StructureError, match="params/b"):
+    with pytest.raises(checkpoint_store.StructureError, match="params/b"):
       c.restore_intact(other)
     assert c.all_steps() == [1, 2]
   assert not (tmp_path / "restores.jsonl").exists()

@@ -205,8 +205,8 @@ def test_accuracy_reward_dispatches_code_and_math_and_counts_verdicts():
   assert combine.accuracy_reward(completions[0], TASK) == 1.0
   assert combine.accuracy_reward(completions[1], TASK) == 0.0
   # Also from a (daemonic) reward worker process: the sandbox is a subprocess, not a multiprocessing child.
-  from r1jax.rewards import answer
-  with answer.borrowed_sandbox() as box:
+  from r1jax.rewards import time_limit
+  with time_limit.borrowed_sandbox() as box:
     assert box.call(combine.accuracy_reward, (completions[0], TASK), 60) == ("ok", 1.0)
 
 

@@ -11,11 +11,11 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from r1jax import config as config_lib
+from r1jax import config_sections
 from r1jax import sharding
 from r1jax import pipelines
 from r1jax.evaluation import experiment as eval_experiment
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.model import presets
 from r1jax.rl import step as train_step
 from r1jax.evaluation import harness
@@ -174,7 +174,7 @@ def test_the_config_is_generated_from_the_dataclass_defaults():
   """The experiment file overrides only what differs: untouched fields equal the library's defaults."""
   base = pipelines.base_config()
   for section, cls in (("grpo", GRPOConfig), ("optim", train_step.OptimConfig), ("eval", harness.EvalConfig)):
-    defaults = config_lib.dataclass_defaults(cls)
+    defaults = config_sections.dataclass_defaults(cls)
     for k, v in base[section].items():
       if k not in ("grad_accum", "total_steps"):
         assert (list(v) if isinstance(v, tuple) else v) == defaults[k], (section, k)
@@ -191,8 +191,8 @@ def test_evaluate_config_fields_are_settable():
     extra = COMPANIONS.get(path, {})
     cfg = parse(EVALUATE, [f"--config.{k}={shell(v)}" for k, v in extra.items()] + [f"--config.{path}={shell(value)}"])
     head, field = path.split(".")
-    assert getattr(config_lib.to_dataclass({"eval": harness.EvalConfig, "mesh": sharding.MeshConfig}[head],
-                                           cfg[head], head), field) == value, path
+    assert getattr(config_sections.to_dataclass({"eval": harness.EvalConfig, "mesh": sharding.MeshConfig}[head],
+                                                cfg[head], head), field) == value, path
 
 
 ERRORS = [
@@ -246,11 +246,11 @@ def test_a_resolved_run_is_frozen_and_the_memory_plan_returns_a_new_one(tmp_path
   own choice here is remat none, grad_accum 1, the placeholders' values: its plan is taken with
   other choices so that carrying them is seen.)"""
   import jax
-  from r1jax import memory
-  real_plan = memory.plan
-  monkeypatch.setattr(memory, "plan", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), remat="full",
-                                                                           grad_accum=2))
-  cfg = config_lib.apply_overrides(pipelines.base_config(), {
+  from r1jax import memory_grpo
+  real_plan = memory_grpo.plan
+  monkeypatch.setattr(memory_grpo, "plan", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), remat="full",
+                                                                               grad_accum=2))
+  cfg = config_sections.apply_overrides(pipelines.base_config(), {
       "model.preset": "tiny-r1-zero", "model.vocab_size": 64, "model.n_layers": 1, "model.d_model": 32,
       "model.head_dim": 8, "model.d_ff": 64, "grpo.num_generations": 4, "grpo.max_completion_length": 8,
       "train.prompts_per_step": 2, "train.max_prompt_len": 16}, "test")

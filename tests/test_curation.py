@@ -8,10 +8,12 @@ import json
 import pytest
 
 from r1jax import curation as cur
+from r1jax import curation_filters as filters
+from r1jax import curation_selection as selection
 from r1jax import templates
 from r1jax.tasks import general
 
-CFG = cur.FilterConfig(min_tokens=3, max_tokens=10)
+CFG = filters.FilterConfig(min_tokens=3, max_tokens=10)
 
 
 def mk(cot="so 3 plus 4 is 7", ans="7", *, answer="7", prompt="p1", num_tokens=5, truncated=False, **kw):
@@ -39,15 +41,15 @@ def ngram_cot(copies):
     ("length", mk(num_tokens=3), CFG, None),  # bounds are inclusive
     ("length", mk(num_tokens=10), CFG, None),
     ("length", mk(num_tokens=11), CFG, "too_long"),
-    ("length", mk(num_tokens=10**6), cur.FilterConfig(), None),  # max_tokens None: no upper bound
+    ("length", mk(num_tokens=10**6), filters.FilterConfig(), None),  # max_tokens None: no upper bound
     ("format", mk(), CFG, None),
     ("format", mk(completion="<think> x </think> 7"), CFG, "format"),
     ("format", mk(completion="<think> x </think> <answer> 7 </answer> <answer> 8 </answer>"), CFG, "format"),
     ("format", mk(completion="x </think> <answer> 7 </answer>"), CFG, "format"),
-    ("format", mk(completion="x </think> <answer> 7 </answer>"), cur.FilterConfig(think_in_prompt=True), None),
+    ("format", mk(completion="x </think> <answer> 7 </answer>"), filters.FilterConfig(think_in_prompt=True), None),
     ("repetition", mk(cot=ngram_cot(4)), CFG, None),  # max_ngram_repeats = 4 occurrences allowed
     ("repetition", mk(cot=ngram_cot(5)), CFG, "repetition"),
-    ("repetition", mk(cot=ngram_cot(5)), cur.FilterConfig(max_ngram_repeats=5), None),
+    ("repetition", mk(cot=ngram_cot(5)), filters.FilterConfig(max_ngram_repeats=5), None),
     ("repetition", mk(cot="I am sure " + "!" * 31), CFG, None),  # 31 < min_suffix_chars = 32
     ("repetition", mk(cot="I am sure " + "!" * 32), CFG, "repetition"),
     ("repetition", mk(cot="I am sure " + "ab" * 16), CFG, "repetition"),
@@ -61,7 +63,7 @@ def ngram_cot(copies):
     ("language", mk(cot=" ".join(["seven"] * 18) + " 是是"), CFG, "language"),  # 18 / 20 = 0.9
     ("language", mk(cot="3 + 4 = 7"), CFG, None),  # no words: no other language
     ("language", mk(cot="three plus four", ans="七"), CFG, None),  # only the CoT counts
-    ("language", mk(cot="三加四等于七"), cur.FilterConfig(language="zh"), None),
+    ("language", mk(cot="三加四等于七"), filters.FilterConfig(language="zh"), None),
     ("language", mk(cot="三加四等于七"), CFG, "language"),
     ("correct", mk(ans="7"), CFG, None),
     ("correct", mk(ans="7.0"), CFG, None),  # the answer grader: numbers by value
@@ -75,20 +77,20 @@ def ngram_cot(copies):
     ("correct", mk(ans="dog fox", answer="fox dog", example={"task": general.TASK}), CFG, "incorrect"),
 ])
 def test_each_filter_keeps_and_drops_with_its_reason(name, sample, cfg, reason):
-  assert cur.FILTERS[name](sample, cfg) == reason
-  kept, counts = cur.filter_samples([sample], cfg, (name,))
+  assert filters.FILTERS[name](sample, cfg) == reason
+  kept, counts = filters.filter_samples([sample], cfg, (name,))
   assert (kept == []) == (reason is not None)
   assert counts["kept"] == (reason is None) and (reason is None or counts[reason] == 1)
 
 
 def test_repetition_measures_against_hand_counts():
-  assert cur.max_ngram_count(ngram_cot(5), 8) == 5
-  assert cur.max_ngram_count("a b a b a", 2) == 2  # 'a b' twice, 'b a' twice
-  assert cur.max_ngram_count("x a b a b", 2) == 2  # the last window counts
-  assert cur.max_ngram_count("a b", 3) == 0
-  assert cur.repeated_suffix("x " + "ab" * 5 + "  ", 3) == 10
-  assert cur.repeated_suffix("x " + "ab" * 2, 3) == 0
-  assert cur.repeated_suffix("aaaa", 2) == 4  # a x 4 (also aa x 2): 4 characters
+  assert filters.max_ngram_count(ngram_cot(5), 8) == 5
+  assert filters.max_ngram_count("a b a b a", 2) == 2  # 'a b' twice, 'b a' twice
+  assert filters.max_ngram_count("x a b a b", 2) == 2  # the last window counts
+  assert filters.max_ngram_count("a b", 3) == 0
+  assert filters.repeated_suffix("x " + "ab" * 5 + "  ", 3) == 10
+  assert filters.repeated_suffix("x " + "ab" * 2, 3) == 0
+  assert filters.repeated_suffix("aaaa", 2) == 4  # a x 4 (also aa x 2): 4 characters
 
 
 def test_filters_run_in_a_fixed_order_and_count_by_first_reason():
@@ -106,8 +108,8 @@ def test_filters_run_in_a_fixed_order_and_count_by_first_reason():
       mk(prompt="p2", ans="7.0", num_tokens=6),  # kept: a distinct completion
   ]
   calls = []
-  grader = lambda c, ex: calls.append(c) or cur.default_grader(c, ex)
-  kept, counts = cur.filter_samples(samples, CFG, grader=grader)
+  grader = lambda c, ex: calls.append(c) or filters.default_grader(c, ex)
+  kept, counts = filters.filter_samples(samples, CFG, grader=grader)
   assert [s.prompt for s in kept] == ["p1", "p2", "p2"]
   assert kept[0].completion == samples[0].completion and kept[2].num_tokens == 6
   assert counts == {"total": 11, "kept": 3, "overlong": 1, "too_short": 1, "too_long": 1, "format": 1,
@@ -115,30 +117,30 @@ def test_filters_run_in_a_fixed_order_and_count_by_first_reason():
   # Only the samples that passed every cheaper filter were graded, once each.
   assert len(calls) == 5
   # The order is fixed: filters given in another order give the same result.
-  assert cur.filter_samples(samples, CFG, tuple(reversed(cur.ORDER)))[1] == counts
+  assert filters.filter_samples(samples, CFG, tuple(reversed(filters.ORDER)))[1] == counts
   # A subset counts only its own reasons.
-  _, some = cur.filter_samples(samples, CFG, ("correct", "overlong"))
+  _, some = filters.filter_samples(samples, CFG, ("correct", "overlong"))
   assert some == {"total": 11, "kept": 4, "overlong": 1, "incorrect": 6}
   with pytest.raises(ValueError, match="unknown filters \\['speling'\\]"):
-    cur.filter_samples(samples, CFG, ("speling",))
+    filters.filter_samples(samples, CFG, ("speling",))
 
 
 def test_count_table_rows():
   counts = {"total": 8, "kept": 3, "overlong": 1, "format": 0, "incorrect": 4}
-  lines = cur.format_counts(counts).splitlines()
+  lines = filters.format_counts(counts).splitlines()
   rows = [line.split() for line in lines[2:]]
   assert lines[0].split()[-2:] == ["samples", "share"] and set(lines[1]) <= {"-", " "}
   assert rows == [["kept", "3", "37.5%"], ["overlong", "1", "12.5%"], ["format", "0", "0.0%"],
                   ["incorrect", "4", "50.0%"], ["total", "8", "100.0%"]]
-  assert "-" in cur.format_counts({"total": 0, "kept": 0})
+  assert "-" in filters.format_counts({"total": 0, "kept": 0})
 
 
 def test_kept_samples_carry_their_scores():
   s = mk(cot="three plus four 是", scores={"reward": 1.5})
-  (kept,), _ = cur.filter_samples([s], dataclasses.replace(CFG, min_language_share=0.5))
+  (kept,), _ = filters.filter_samples([s], dataclasses.replace(CFG, min_language_share=0.5))
   # share by hand: 'three', 'plus', 'four' latin, '是' one CJK word: 3 / 4.
   assert kept.scores == {"reward": 1.5, "accuracy": 1.0, "format": 1.0, "language_share": 0.75, "length": 5}
-  (ungraded,), _ = cur.filter_samples([s], CFG, ("overlong",))
+  (ungraded,), _ = filters.filter_samples([s], CFG, ("overlong",))
   assert "accuracy" not in ungraded.scores and ungraded.scores["format"] == 1.0
 
 
@@ -146,34 +148,34 @@ def test_deduplicate_exact_and_whitespace_per_prompt():
   a, a_ws, a_again = mk(cot="x y"), mk(cot="x\n  y"), mk(cot="x y", num_tokens=9)
   other_prompt = mk(cot="x y", prompt="p2")
   b = mk(cot="x z")
-  got = cur.deduplicate([a, a_ws, b, a_again, other_prompt])
-  assert got == [cur.score(s, cur.FilterConfig()) for s in (a, b, other_prompt)]  # the first one kept
-  exact = cur.deduplicate([a, a_ws, b, a_again, other_prompt], cur.FilterConfig(dedup_whitespace=False))
+  got = filters.deduplicate([a, a_ws, b, a_again, other_prompt])
+  assert got == [filters.score(s, filters.FilterConfig()) for s in (a, b, other_prompt)]  # the first one kept
+  exact = filters.deduplicate([a, a_ws, b, a_again, other_prompt], filters.FilterConfig(dedup_whitespace=False))
   assert [s.completion for s in exact] == [a.completion, a_ws.completion, b.completion, a.completion]
   assert [s.prompt for s in exact] == ["p1", "p1", "p1", "p2"]
 
 
 def test_pass_rates_and_informativeness_order():
-  assert cur.pass_rates(["a", "b", "a", "a", "b"], [1, 0, 0, 1, 0]) == {"a": 2 / 3, "b": 0.0}
+  assert selection.pass_rates(["a", "b", "a", "a", "b"], [1, 0, 0, 1, 0]) == {"a": 2 / 3, "b": 0.0}
   rates = {"never": 0.0, "f": 0.875, "half": 0.5, "always": 1.0, "q1": 0.25, "q3": 0.75, "g": 0.125}
   # |r - 0.5|: half 0, q1 = q3 = 0.25 (mapping order breaks the tie), f = g = 0.375, then 0 and 1 as given.
-  assert cur.informativeness_order(rates) == ["half", "q1", "q3", "f", "g", "never", "always"]
+  assert selection.informativeness_order(rates) == ["half", "q1", "q3", "f", "g", "never", "always"]
   flipped = dict(reversed(list(rates.items())))
-  assert cur.informativeness_order(flipped) == ["half", "q3", "q1", "g", "f", "always", "never"]
-  assert cur.informativeness_order({"x": 1e-9, "y": 1.0}) == ["x", "y"]  # strictly between
+  assert selection.informativeness_order(flipped) == ["half", "q3", "q1", "g", "f", "always", "never"]
+  assert selection.informativeness_order({"x": 1e-9, "y": 1.0}) == ["x", "y"]  # strictly between
   with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
-    cur.informativeness_order({"x": 1.5})
+    selection.informativeness_order({"x": 1.5})
 
 
 def test_select_takes_at_most_k_per_prompt_in_informativeness_order():
   samples = [mk(prompt=p, num_tokens=i + 3) for p in ("easy", "mid", "hard", "none") for i in range(3)]
   rates = {"easy": 1.0, "none": 0.0, "hard": 0.2, "mid": 0.6}
-  got = cur.select(samples, rates, n=5, per_prompt=2)
+  got = selection.select(samples, rates, n=5, per_prompt=2)
   assert [(s.prompt, s.num_tokens) for s in got] == [("mid", 3), ("mid", 4), ("hard", 3), ("hard", 4), ("easy", 3)]
-  assert len(cur.select(samples, rates, n=100, per_prompt=2)) == 8
-  assert cur.select(samples, rates, n=0, per_prompt=2) == []
+  assert len(selection.select(samples, rates, n=100, per_prompt=2)) == 8
+  assert selection.select(samples, rates, n=0, per_prompt=2) == []
   with pytest.raises(ValueError, match="no pass rate for 1 prompts"):
-    cur.select(samples, {"easy": 1.0, "none": 0.0, "hard": 0.2}, n=5, per_prompt=2)
+    selection.select(samples, {"easy": 1.0, "none": 0.0, "hard": 0.2}, n=5, per_prompt=2)
 
 
 def test_preference_pairs_priority_correct_then_language_then_concise():
@@ -186,7 +188,7 @@ def test_preference_pairs_priority_correct_then_language_then_concise():
   other = mk(prompt="p2", ans="8", num_tokens=1)  # alone in its prompt: no pair
   near = [mk(prompt="p3", num_tokens=45), mk(prompt="p3", cot="three plus four", num_tokens=50)]  # a tie
   edge = [mk(prompt="p4", num_tokens=40), mk(prompt="p4", cot="three plus four", num_tokens=50)]  # 40 = 0.8 * 50
-  pairs = cur.preference_pairs([a, b, c, d, e, other, *near, *edge])
+  pairs = selection.preference_pairs([a, b, c, d, e, other, *near, *edge])
   got = [(p.chosen, p.rejected, p.reason) for p in pairs]
   A, B, C, D, E = (s.completion for s in (a, b, c, d, e))
   assert got == [
@@ -242,7 +244,7 @@ def test_reference_samples_of_general_tasks_pass_every_filter():
 
   examples = general.generate(10, seed=3)
   samples = cur.reference_samples(examples, templates.R1_ZERO_TEMPLATE, WordTokenizer(), seed=3)
-  kept, counts = cur.filter_samples(samples, cur.FilterConfig(language="en", min_language_share=1.0))
+  kept, counts = filters.filter_samples(samples, filters.FilterConfig(language="en", min_language_share=1.0))
   assert counts["kept"] == 10 and len(kept) == 10
   s = samples[1]
   assert s.prompt == templates.format_prompt(examples[1]["question"], templates.R1_ZERO_TEMPLATE)
@@ -253,8 +255,8 @@ def test_reference_samples_of_general_tasks_pass_every_filter():
 
 def test_filter_config_errors_name_the_field():
   with pytest.raises(ValueError, match="min_language_share=1.5"):
-    cur.FilterConfig(min_language_share=1.5)
+    filters.FilterConfig(min_language_share=1.5)
   with pytest.raises(ValueError, match="max_tokens=2"):
-    cur.FilterConfig(min_tokens=3, max_tokens=2)
+    filters.FilterConfig(min_tokens=3, max_tokens=2)
   with pytest.raises(ValueError, match="language target 'klingon'"):
-    cur.FilterConfig(language="klingon")
+    filters.FilterConfig(language="klingon")

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax import checkpoint_store
 from r1jax import distributed
 from r1jax import pipelines
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding as S
 from r1jax.rl import step as TS
 from r1jax.rl.config import GRPOConfig
@@ -63,7 +64,7 @@ EXPECTED = {
 
 
 def _specs(tree):
-  return {ckpt_lib.path_str(p): x.sharding.spec for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {checkpoint_store.path_str(p): x.sharding.spec for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 # Data parallelism (the plainest table, also under tests/test_sharding.py) in the slow tier (CI time).

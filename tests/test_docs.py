@@ -25,7 +25,7 @@ from r1jax import policy as policy_lib
 from r1jax import pipelines
 from r1jax import pipeline as pipeline_lib
 from r1jax import sweep as sweep_lib
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding
 from r1jax import tokenizer as tok_lib
 

@@ -6,6 +6,7 @@ import pytest
 
 from r1jax.evaluation import metrics
 from r1jax.rewards import answer
+from r1jax.rewards import normalize
 
 
 @pytest.mark.parametrize("n,c,k,expected", [
@@ -74,7 +75,7 @@ def test_cons_at_k_votes_on_normalized_answers():
   completions = ["<answer>0.5</answer>", "<answer>2</answer>", "<answer>\\frac{1}{2}</answer>",
                  "<answer>2</answer>", "<answer>1/2</answer>", "no answer"]
   verdicts = [answer.grade(c, "1/2") for c in completions]
-  keys = [answer.normalize_answer(v.extracted) if v.extracted is not None else None for v in verdicts]
+  keys = [normalize.normalize_answer(v.extracted) if v.extracted is not None else None for v in verdicts]
   assert keys == ["1/2", "2", "1/2", "2", "1/2", None]
   assert metrics.cons_at_k(keys, [v.correct for v in verdicts]) == 1.0
   raw = [v.extracted for v in verdicts]

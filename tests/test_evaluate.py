@@ -13,7 +13,7 @@ import pytest
 from r1jax import datasets
 from r1jax import policy as policy_lib
 from r1jax.evaluation import experiment as eval_experiment
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib

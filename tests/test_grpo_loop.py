@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.sampling import rollout
 from r1jax.sampling import sampler as S
 from r1jax import sharding
 from r1jax.rl import loop as train
 from r1jax.rl import step as TS
-from r1jax.rl.config import GRPOConfig
+from r1jax.rl.config import GRPOConfig, TrainConfig
 from r1jax.rewards import combine
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789|"
@@ -139,8 +139,8 @@ def _run(tmp_path, monkeypatch, *, steps, gcfg, tcfg_kw, lr=1e-2, sampler=None, 
         reward_specs=[combine.RewardSpec("example", example_reward)], template="{prompt}",
         # A reward call's limit includes unpickling example_reward, i.e. importing this module
         # (and jax) in a fresh worker: seconds on a loaded machine. Nothing here hangs.
-        tcfg=train.TrainConfig(steps=steps, prompts_per_step=4, max_prompt_len=16, progress=False, reward_workers=1,
-                               reward_timeout_s=300.0, overlong_buffer=C, **tcfg_kw),
+        tcfg=TrainConfig(steps=steps, prompts_per_step=4, max_prompt_len=16, progress=False, reward_workers=1,
+                         reward_timeout_s=300.0, overlong_buffer=C, **tcfg_kw),
         gcfg=gcfg, ocfg=TS.OptimConfig(learning_rate=lr, weight_decay=0.0), scfg=scfg,
         ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=save_every, keep=1), mesh=mesh,
         workdir=tmp_path, **({} if ppo is None else {"ppo": ppo}))

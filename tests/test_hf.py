@@ -10,7 +10,10 @@ import transformers
 from safetensors import safe_open
 
 from r1jax.model import hf
-from r1jax.model import transformer as M
+from r1jax.model import hf_config
+from r1jax.model import hf_export
+from r1jax.model import hf_files
+from r1jax import model as M
 
 VOCAB, T = 101, 12
 
@@ -123,7 +126,7 @@ def saved(request, tmp_path_factory):
 def test_logits_match_transformers(saved):
   case, path, ref = saved
   if case.max_shard_size:
-    assert (path / hf.INDEX_FILE).exists() and len(list(path.glob("model-*.safetensors"))) > 1
+    assert (path / hf_files.INDEX_FILE).exists() and len(list(path.glob("model-*.safetensors"))) > 1
   cfg, params = hf.load_hf_checkpoint(path)
   assert cfg.qkv_bias == (case.arch == "qwen2")
   assert cfg.tie_embeddings == case.kwargs.get("tie_word_embeddings", False)
@@ -138,8 +141,8 @@ def test_export_round_trip_is_exact(saved, tmp_path):
   case, path, ref = saved
   cfg, params = hf.load_hf_checkpoint(path)
   save_dtype = "bfloat16" if case.save_dtype == torch.bfloat16 else None
-  hf.save_hf_checkpoint(params, cfg, tmp_path, dtype=save_dtype, max_shard_bytes=30_000)
-  assert (tmp_path / hf.INDEX_FILE).exists()
+  hf_export.save_hf_checkpoint(params, cfg, tmp_path, dtype=save_dtype, max_shard_bytes=30_000)
+  assert (tmp_path / hf_files.INDEX_FILE).exists()
   exported = _load_hf(tmp_path)
   assert type(exported).__name__ == {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}.get(
       case.arch, "LlamaForCausalLM")
@@ -191,23 +194,23 @@ def test_transformers4_and_5_rope_forms_agree():
   scaling = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=64)
   v4 = BASE | dict(rope_theta=5e5, rope_scaling=dict(type="llama3", **scaling))
   v5 = BASE | dict(rope_parameters=dict(rope_type="llama3", rope_theta=5e5, **scaling))
-  cfg = hf.config_from_hf(v4)
-  assert cfg == hf.config_from_hf(v5)
+  cfg = hf_config.config_from_hf(v4)
+  assert cfg == hf_config.config_from_hf(v5)
   assert cfg.rope_theta == 5e5
   assert cfg.rope_scaling == M.RopeScaling("llama3", 8.0, 1.0, 4.0, 64)
   assert not cfg.qkv_bias and cfg.head_dim == 8 and cfg.max_seq_len == 256
   # The exported config maps back to the same ModelConfig.
-  assert hf.config_from_hf(hf.config_to_hf(cfg)) == cfg
+  assert hf_config.config_from_hf(hf_config.config_to_hf(cfg)) == cfg
 
 
 def test_overrides_and_qwen2_defaults():
-  cfg = hf.config_from_hf(BASE | dict(model_type="qwen2", sliding_window=4096, use_sliding_window=False),
-                          param_dtype="bfloat16", remat="full")
+  cfg = hf_config.config_from_hf(BASE | dict(model_type="qwen2", sliding_window=4096, use_sliding_window=False),
+                                 param_dtype="bfloat16", remat="full")
   assert cfg.qkv_bias and cfg.param_dtype == "bfloat16" and cfg.remat == "full"
   with pytest.raises(ValueError, match="unknown ModelConfig override"):
-    hf.config_from_hf(BASE, n_experts=8)
+    hf_config.config_from_hf(BASE, n_experts=8)
   # A window no shorter than the context is a no-op and accepted.
-  assert hf.config_from_hf(BASE | dict(model_type="mistral", sliding_window=256)).max_seq_len == 256
+  assert hf_config.config_from_hf(BASE | dict(model_type="mistral", sliding_window=256)).max_seq_len == 256
 
 
 @pytest.mark.parametrize("change, field", [
@@ -225,9 +228,9 @@ def test_overrides_and_qwen2_defaults():
     (dict(hidden_size=None), "hidden_size"),
 ])
 def test_unsupported_configs_are_rejected(change, field):
-  hf_config = {k: v for k, v in (BASE | change).items() if v is not None}
+  config_json = {k: v for k, v in (BASE | change).items() if v is not None}
   with pytest.raises(ValueError, match=field.replace("(", r"\(").replace("[", r"\[")):
-    hf.config_from_hf(hf_config)
+    hf_config.config_from_hf(config_json)
 
 
 def test_load_rejects_shape_mismatch(saved):

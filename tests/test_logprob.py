@@ -54,7 +54,7 @@ def test_no_tile_is_larger_than_asked():
 def test_the_model_head_gives_the_same_grpo_gradient_with_either_implementation():
   """model.logprob_impl='fused' inside the policy's log-probs: same values and parameter gradients."""
   import dataclasses
-  from r1jax.model import transformer as M
+  from r1jax import model as M
   from r1jax.rl import step as train_step
   cfg = M.ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
                       tie_embeddings=True, logits_chunk=16)

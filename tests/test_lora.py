@@ -10,11 +10,13 @@ import pytest
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax.model import lora as L
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import loop as train
+from r1jax.rl import lora_state
 from r1jax.rl import step as TS
 from r1jax.rl.config import GRPOConfig
+from r1jax.rl.update import PolicyUpdate
 
 CFG = M.ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
                     logits_chunk=24, qkv_bias=True)
@@ -142,7 +144,7 @@ def test_reference_logprobs_are_the_base_models():
   params = _mesh_put(M.init_params(jax.random.key(0), CFG, std=0.2), mesh)
   g = GRPOConfig(num_generations=4, beta=0.04, max_completion_length=N, recompute_old_logp=True)
   o = TS.OptimConfig(learning_rate=1e-3)
-  state = L.init_state(params, CFG, LCFG, TS.make_optimizer(o), seed=0)
+  state = lora_state.init_state(params, CFG, LCFG, TS.make_optimizer(o), seed=0)
   state = state.replace(params=_mesh_put(_trained_adapters(), mesh))
   host = _batch()
   host.pop("ref_logp")
@@ -156,7 +158,7 @@ def test_reference_logprobs_are_the_base_models():
   want_old = np.asarray(_full_logp(L.combine(params, state.params, LCFG.scale), host))
   assert np.abs(want_ref - want_old).max() > 1e-2  # the adapters matter
   with jax.set_mesh(mesh):
-    train.PolicyUpdate(update, TS.make_logprob_fn(CFG, 1.0), g, 0, mesh)(state, host, 0)
+    PolicyUpdate(update, TS.make_logprob_fn(CFG, 1.0), g, 0, mesh)(state, host, 0)
   m = host["completion_mask"] > 0
   np.testing.assert_allclose(seen[0]["ref_logp"][m], want_ref[m], rtol=0, atol=2e-5)
   np.testing.assert_allclose(seen[0]["old_logp"][m], want_old[m], rtol=0, atol=2e-5)
@@ -165,12 +167,12 @@ def test_reference_logprobs_are_the_base_models():
 def test_merged_export_matches_the_adapted_model_in_transformers(tmp_path):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  from r1jax.model import hf
+  from r1jax.model import hf_export
   params = M.init_params(jax.random.key(0), CFG, std=0.2)
   params["layers"] = dict(params["layers"], bq=0.1 * jnp.ones_like(params["layers"]["bq"]))
   ad = _trained_adapters()
   state = TS.TrainState(ad, None, jnp.zeros((), jnp.int32), frozen=params, lora_scale=LCFG.scale)
-  hf.save_hf_checkpoint(L.merged(state), CFG, tmp_path)
+  hf_export.save_hf_checkpoint(L.merged(state), CFG, tmp_path)
   ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32,
                                                           attn_implementation="eager").eval()
   b = _batch()
@@ -193,7 +195,7 @@ def test_checkpoint_holds_only_the_adapters_and_resumes(tmp_path):
   big = M.ModelConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=256)
   params = _mesh_put(M.init_params(jax.random.key(0), big), mesh)
   o = TS.OptimConfig()
-  state = L.init_state(params, big, LCFG, TS.make_optimizer(o), seed=0)
+  state = lora_state.init_state(params, big, LCFG, TS.make_optimizer(o), seed=0)
   state = state.replace(params=jax.tree.map(lambda x: x + 1.0, state.params))
   cfg = ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=1, async_save=False)
   with ckpt_lib.Checkpointer(cfg) as c:
@@ -204,7 +206,7 @@ def test_checkpoint_holds_only_the_adapters_and_resumes(tmp_path):
   tree = train.checkpoint_tree(state)
   assert set(tree) == {"params", "opt_state", "step"}
   assert all(k.endswith(("_lora_a", "_lora_b")) for k in tree["params"]["layers"]) and set(tree["params"]) == {"layers"}
-  fresh = L.init_state(params, big, LCFG, TS.make_optimizer(o), seed=0)
+  fresh = lora_state.init_state(params, big, LCFG, TS.make_optimizer(o), seed=0)
   with ckpt_lib.Checkpointer(cfg) as c:
     got, start, pos = train.restore_latest(c, fresh, seed=0)
   assert start == 1 and pos["index"] == 4
@@ -271,7 +273,7 @@ def test_adapters_are_sharded_like_their_weights_and_the_sharded_step_equals_the
   mesh = sharding.make_mesh(sharding.MeshConfig(fsdp=4, tensor=2))
   with jax.set_mesh(mesh):
     sharded = jax.device_put(params, M.param_shardings(CFG, mesh))
-    state = L.init_state(sharded, CFG, LCFG, TS.make_optimizer(o), seed=0)
+    state = lora_state.init_state(sharded, CFG, LCFG, TS.make_optimizer(o), seed=0)
     spec = lambda x: tuple(x.sharding.spec) + (None,) * (x.ndim - len(x.sharding.spec))
     placed = 0
     for name, k in L.IN_DIMS.items():

@@ -3,7 +3,8 @@ import jax
 import pytest
 
 from r1jax import memory
-from r1jax.model import transformer as M
+from r1jax import memory_grpo
+from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import step as train_step
 from r1jax.rl.config import GRPOConfig
@@ -17,8 +18,8 @@ def _plan(ocfg=train_step.OptimConfig(), **kw):
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   g = GRPOConfig(num_generations=G, max_completion_length=N, beta=0.04)
   with jax.set_mesh(mesh):
-    return memory.plan(CFG, g, ocfg, SamplingConfig(max_new_tokens=N, num_samples=G), mesh,
-                       prompts_per_step=PROMPTS, prompt_len=P, log=lambda *a: None, **kw)
+    return memory_grpo.plan(CFG, g, ocfg, SamplingConfig(max_new_tokens=N, num_samples=G), mesh,
+                            prompts_per_step=PROMPTS, prompt_len=P, log=lambda *a: None, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +172,9 @@ def test_a_ppo_critic_is_planned_resident_and_its_update_measured(unlimited):
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   g = GRPOConfig(num_generations=G, max_completion_length=N, beta=0.04, advantage_estimator="gae")
   with jax.set_mesh(mesh):
-    p = memory.plan(CFG, g, train_step.OptimConfig(), SamplingConfig(max_new_tokens=N, num_samples=G), mesh,
-                    prompts_per_step=PROMPTS, prompt_len=P, log=lambda *a: None, limit_bytes=10 ** 12,
-                    remat="none", grad_accum=1)
+    p = memory_grpo.plan(CFG, g, train_step.OptimConfig(), SamplingConfig(max_new_tokens=N, num_samples=G), mesh,
+                         prompts_per_step=PROMPTS, prompt_len=P, log=lambda *a: None, limit_bytes=10 ** 12,
+                         remat="none", grad_accum=1)
   n = CFG.num_params()
   critic = p.state_bytes - unlimited.state_bytes
   assert critic == pytest.approx(3 * 4 * (n + CFG.d_model + 1), rel=0.01)  # fp32 body + head, AdamW mu and nu
@@ -195,9 +196,9 @@ def test_lora_auto_plans_full_fine_tuning_first_then_lora_where_it_does_not_fit(
 
   def run(limit, lcfg):
     with jax.set_mesh(mesh):
-      return memory.plan_lora(cfg, g, train_step.OptimConfig(), SamplingConfig(max_new_tokens=16, num_samples=2),
-                              mesh, prompts_per_step=2, prompt_len=16, log=lambda *a: None, remat="full",
-                              grad_accum=4, limit_bytes=limit, lora=lcfg)
+      return memory_grpo.plan_lora(cfg, g, train_step.OptimConfig(), SamplingConfig(max_new_tokens=16, num_samples=2),
+                                   mesh, prompts_per_step=2, prompt_len=16, log=lambda *a: None, remat="full",
+                                   grad_accum=4, limit_bytes=limit, lora=lcfg)
   full, chosen = run(10 ** 12, lora)
   assert chosen.rank == 0  # it fits: full fine-tuning
   low, on = run(10 ** 12, LoRAConfig(rank=4, mode="on"))

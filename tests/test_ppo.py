@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from r1jax.model import heads
-from r1jax.model import transformer as M
+from r1jax.rl import head_step
+from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import step as TS
 from r1jax.rl import advantages as A
@@ -72,18 +73,18 @@ def test_value_losses_match_numpy():
   rng = np.random.default_rng(1)
   v, t, old = (rng.normal(size=(3, 6)) for _ in range(3))
   w = (rng.random((3, 6)) > 0.3).astype(np.float32)
-  got = float(heads.value_loss(jnp.asarray(v), jnp.asarray(t), jnp.asarray(w), "mse", jnp.asarray(old), 0.2))
+  got = float(head_step.value_loss(jnp.asarray(v), jnp.asarray(t), jnp.asarray(w), "mse", jnp.asarray(old), 0.2))
   vc = old + np.clip(v - old, -0.2, 0.2)
   per = 0.5 * np.maximum((v - t) ** 2, (vc - t) ** 2)
   np.testing.assert_allclose(got, (per * w).sum() / w.sum(), rtol=1e-5)
-  got = float(heads.value_loss(jnp.asarray(v), jnp.asarray(t), jnp.asarray(w), "mse"))
+  got = float(head_step.value_loss(jnp.asarray(v), jnp.asarray(t), jnp.asarray(w), "mse"))
   np.testing.assert_allclose(got, (0.5 * (v - t) ** 2 * w).sum() / w.sum(), rtol=1e-5)
   y = (rng.random((3, 6)) > 0.5).astype(np.float64)
-  got = float(heads.value_loss(jnp.asarray(v), jnp.asarray(y), jnp.asarray(w), "bce"))
+  got = float(head_step.value_loss(jnp.asarray(v), jnp.asarray(y), jnp.asarray(w), "bce"))
   s = 1 / (1 + np.exp(-v))
   np.testing.assert_allclose(got, (-(y * np.log(s) + (1 - y) * np.log(1 - s)) * w).sum() / w.sum(), rtol=1e-5)
   with pytest.raises(ValueError, match="kind='l1'"):
-    heads.value_loss(jnp.asarray(v), jnp.asarray(t), jnp.asarray(w), "l1")
+    head_step.value_loss(jnp.asarray(v), jnp.asarray(t), jnp.asarray(w), "l1")
 
 
 def test_completion_values_columns_and_micro_batched_value_step():
@@ -110,7 +111,7 @@ def test_completion_values_columns_and_micro_batched_value_step():
   out = []
   for accum in (1, 2):
     state = TS.init_state(jax.tree.map(jnp.array, params), TS.make_optimizer(o), head=jax.tree.map(jnp.array, head))
-    step = heads.make_value_step(CFG, o, "mse", column="before", clip=0.2, grad_accum=accum)
+    step = head_step.make_value_step(CFG, o, "mse", column="before", clip=0.2, grad_accum=accum)
     new, m = step(state, batch)
     out.append((jax.device_get(new.trained()), jax.device_get(m), jax.device_get(new.opt_state)))
   np.testing.assert_allclose(out[0][1]["loss"], out[1][1]["loss"], rtol=1e-5)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from r1jax.model import heads
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import prm
 from r1jax.sampling import rollout
 from r1jax.tasks import chains

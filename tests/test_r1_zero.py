@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from r1jax import checkpoint as ckpt_lib
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.model import presets
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
 from r1jax.rl import loop as train
 from r1jax.rl import step as train_step
-from r1jax.rl.config import GRPOConfig
+from r1jax.rl.config import GRPOConfig, TrainConfig
 from r1jax.rewards import combine
 from r1jax.sampling.sampler import SamplingConfig
 from r1jax.tasks import arithmetic
@@ -47,7 +47,7 @@ def _run(setup, workdir, steps, devices=1, **grpo):
         model_cfg=cfg, params=params, tokenizer=tok, examples=train_ex,
         reward_specs=combine.default_specs({"accuracy": 1.0, "format": 1.0}),
         template=templates.R1_ZERO_TEMPLATE,
-        tcfg=train.TrainConfig(steps=steps, prompts_per_step=4, max_prompt_len=256, progress=False),
+        tcfg=TrainConfig(steps=steps, prompts_per_step=4, max_prompt_len=256, progress=False),
         gcfg=g, ocfg=train_step.OptimConfig(learning_rate=1e-2), scfg=s,
         ckcfg=ckpt_lib.CheckpointConfig(str(workdir / "ckpt"), save_every=2, keep=2), mesh=mesh, workdir=workdir)
 
@@ -208,8 +208,8 @@ def test_nonfinite_losses_stop_the_run_with_a_clear_message(setup, tmp_path):
       train.run_grpo(model_cfg=cfg, params=params, tokenizer=tok, examples=train_ex,
                      reward_specs=combine.default_specs({"accuracy": 1.0, "format": 1.0}),
                      template=templates.R1_ZERO_TEMPLATE,
-                     tcfg=train.TrainConfig(steps=8, prompts_per_step=4, max_prompt_len=256, max_nonfinite=2,
-                                            progress=False),
+                     tcfg=TrainConfig(steps=8, prompts_per_step=4, max_prompt_len=256, max_nonfinite=2,
+                                      progress=False),
                      gcfg=GRPOConfig(num_generations=4, beta=0.0, max_completion_length=8, scale_rewards="none"),
                      ocfg=train_step.OptimConfig(learning_rate=1e30, max_grad_norm=1e30), scfg=s,
                      ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=1, keep=2),
@@ -232,8 +232,8 @@ def test_dapo_variant_runs_dynamic_sampling_mu_and_minibatches(setup, tmp_path):
         model_cfg=cfg, params=params, tokenizer=tok, examples=train_ex,
         reward_specs=combine.default_specs({"accuracy": 1.0, "format": 1.0, "tag_count": 1.0}),
         template=templates.R1_ZERO_TEMPLATE,
-        tcfg=train.TrainConfig(steps=2, prompts_per_step=4, max_prompt_len=256, progress=False,
-                               overlong_weight=1.0, overlong_buffer=4, max_sampling_rounds=3),
+        tcfg=TrainConfig(steps=2, prompts_per_step=4, max_prompt_len=256, progress=False,
+                         overlong_weight=1.0, overlong_buffer=4, max_sampling_rounds=3),
         gcfg=g, ocfg=train_step.OptimConfig(learning_rate=1e-3), scfg=s,
         ckcfg=ckpt_lib.CheckpointConfig(str(tmp_path / "ckpt"), save_every=1, keep=1), mesh=mesh, workdir=tmp_path)
   assert out["state"].ref_params is None  # beta = 0: no reference model at all

@@ -13,6 +13,10 @@ import reasoning_gym
 
 from r1jax.rewards import aha
 from r1jax.rewards import answer
+from r1jax.rewards import extraction
+from r1jax.rewards import normalize
+from r1jax.rewards import solutions
+from r1jax.rewards import time_limit
 from r1jax.rewards import combine
 from r1jax.rewards import format as fmt
 from r1jax.rewards import language
@@ -41,7 +45,7 @@ HUNG = "9^{9^{9^{9}}}"
     ("", None),
 ])
 def test_extract_answer(completion, expected):
-  assert answer.extract_answer(completion) == expected
+  assert extraction.extract_answer(completion) == expected
 
 
 # ---------------------------------------------------------------- numbers
@@ -73,7 +77,7 @@ def test_numeric_forms(pred, ref, correct):
     ("2^{10}", None), ("(5)", None), ("1/0", None),
 ])
 def test_parse_number(text, value):
-  got = answer.parse_number(text)
+  got = normalize.parse_number(text)
   assert (got is None) if value is None else (got == pytest.approx(value, rel=0, abs=0))
 
 
@@ -85,17 +89,17 @@ def test_not_plain_numbers_are_not_graded_as_numbers():
 
 
 def test_normalize_answer_keys():
-  assert {answer.normalize_answer(s) for s in ["0.5", "\\frac{1}{2}", "1/2", "$0.50", "\\boxed{0.5}"]} == {"1/2"}
-  assert answer.normalize_answer("025") == answer.normalize_answer("25.0") == "25"
-  assert answer.normalize_answer("\\left( 1, 2 \\right)") == "(1,2)"
-  assert answer.normalize_answer("x + 1") == "x+1"
-  assert answer.normalize_answer("1 2") != answer.normalize_answer("12")
+  assert {normalize.normalize_answer(s) for s in ["0.5", "\\frac{1}{2}", "1/2", "$0.50", "\\boxed{0.5}"]} == {"1/2"}
+  assert normalize.normalize_answer("025") == normalize.normalize_answer("25.0") == "25"
+  assert normalize.normalize_answer("\\left( 1, 2 \\right)") == "(1,2)"
+  assert normalize.normalize_answer("x + 1") == "x+1"
+  assert normalize.normalize_answer("1 2") != normalize.normalize_answer("12")
 
 
 @pytest.mark.parametrize("a,b", [("\\left(1, 2\\right)", "(1,2)"), ("\\text{north}", "north"),
                                  ("x + 1.", "x+1")])
 def test_equal_keys_grade_as_match(a, b):
-  assert answer.normalize_answer(a) == answer.normalize_answer(b)
+  assert normalize.normalize_answer(a) == normalize.normalize_answer(b)
   assert answer.grade(f"<answer>{a}</answer>", b) == answer.Verdict(True, a, "match")
 
 
@@ -120,7 +124,7 @@ def test_latex_with_math_verify(pred, ref, correct):
 # itself (`verify(parse(gold), parse(pred))`). Where math-verify is right we agree with it; the
 # "differ" rows are where it is wrong and we deliberately are not: math-verify reads `x=a, b` as
 # Eq(x, {a, b}) and matches that only to the same text, so an equal set written otherwise (another
-# order, `k\pi` for `\pi k`, `1.0` for 1, `x \in \{..\}`) is marked wrong; `answer.solution_list`
+# order, `k\pi` for `\pi k`, `1.0` for 1, `x \in \{..\}`) is marked wrong; `solutions.solution_list`
 # turns one variable's equation list into the plain set of its roots first.
 _PI6, _PI3 = r"\frac{\pi}{6}+\pi k", r"\frac{\pi}{3}+\pi k"
 SOLUTION_LISTS = [  # (gold, pred, right answer, "agree" | "differ")
@@ -165,17 +169,17 @@ def test_solution_lists_against_math_verify(gold, pred, right, relation):
 
 def test_solution_list_leaves_other_forms_alone():
   for s in ("x=3", "x=1, y=2", "x_1=1, x_2=2", "(1,2)", r"[1,2)\cup(3,4]", "x<2", r"x \leq 2, x=3", "1, 2"):
-    assert answer.solution_list(s) == s
-  assert answer.solution_list(r"x=\frac{\pi}{6}+\pi k, k \in \mathbb{Z}") == r"x=\frac{\pi}{6}+\pi k"
-  assert answer.solution_list(r"x \in \{1, 2\}") == r"\{1, 2\}"
-  assert answer.solution_list(r"x=1 \quad x=2") == answer.solution_list("x=1 or x=2") == "1, 2"
+    assert solutions.solution_list(s) == s
+  assert solutions.solution_list(r"x=\frac{\pi}{6}+\pi k, k \in \mathbb{Z}") == r"x=\frac{\pi}{6}+\pi k"
+  assert solutions.solution_list(r"x \in \{1, 2\}") == r"\{1, 2\}"
+  assert solutions.solution_list(r"x=1 \quad x=2") == solutions.solution_list("x=1 or x=2") == "1, 2"
 
 
 def test_math_verify_agrees_with_numeric_path():
   # The fast path says \frac{1}{2} == 0.5; math-verify itself must agree.
   assert answer.grade("<answer>0.5</answer>", "\\frac{1}{2}").correct
-  assert answer.run_limited(answer._math_verify_equal, ("\\frac{1}{2}", "0.5"), 20.0) == ("ok", True)
-  assert answer.run_limited(answer._math_verify_equal, ("\\frac{1}{2}", "0.6"), 20.0) == ("ok", False)
+  assert time_limit.run_limited(answer._math_verify_equal, ("\\frac{1}{2}", "0.5"), 20.0) == ("ok", True)
+  assert time_limit.run_limited(answer._math_verify_equal, ("\\frac{1}{2}", "0.6"), 20.0) == ("ok", False)
 
 
 def test_grade_rejects_a_non_positive_time_limit():
@@ -187,7 +191,7 @@ def _allowance_s(fn=len, args=((),)):
   """Scheduling allowance for the timing bounds below: 1 s plus twice what starting a fresh
   sandbox and running `fn(*args)` in it costs now, on this machine. A loaded machine widens the
   allowance with its own slowness instead of failing the bound; a hang (minutes) still fails it."""
-  box = answer.Sandbox()
+  box = time_limit.Sandbox()
   t0 = time.perf_counter()
   status, _ = box.call(fn, args, 120.0)
   dt = time.perf_counter() - t0

@@ -14,12 +14,14 @@ import pytest
 
 from r1jax import pipelines
 from r1jax import memory
-from r1jax.model import transformer as M
+from r1jax import memory_grpo
+from r1jax import memory_sampling
+from r1jax import model as M
 from r1jax.sampling import rollout
 from r1jax import sharding
-from r1jax.rl import loop as train
 from r1jax.rl import step as train_step
-from r1jax.rl.config import GRPOConfig
+from r1jax.rl.collect import GroupCollector
+from r1jax.rl.config import GRPOConfig, TrainConfig
 from r1jax.sampling.sampler import SamplingConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -71,8 +73,8 @@ def test_a_chunked_rollout_draws_the_rows_of_the_whole_batch():
 def whole_peak():
   """The unchunked rollout's own peak (arguments + temporaries + outputs), measured."""
   with jax.set_mesh(_mesh()):
-    p = memory.plan_sampling(CFG, SamplingConfig(max_new_tokens=N, num_samples=G), _mesh(), prompts=PROMPTS,
-                             prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
+    p = memory_sampling.plan_sampling(CFG, SamplingConfig(max_new_tokens=N, num_samples=G), _mesh(), prompts=PROMPTS,
+                                      prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
   assert (p.chunks, p.num_slots) == (1, 0) and p.peak_bytes == p.phase.peak
   return p.peak_bytes
 
@@ -85,13 +87,13 @@ def test_the_plan_generates_in_the_fewest_chunks_that_fit_and_records_them(whole
   mesh = _mesh()
   g = GRPOConfig(num_generations=G, max_completion_length=N, beta=0.04)
   ocfg = train_step.OptimConfig()
-  state = memory.abstract_state(CFG, ocfg, mesh, True)
+  state = memory_grpo.abstract_state(CFG, ocfg, mesh, True)
   resident = memory.per_device_bytes(state) - memory.per_device_bytes(state.params)
   limit_gb = 0.9 * (whole_peak + resident) / memory.HEADROOM / memory.GiB
   run = dataclasses.replace(
       pipelines.validate(pipelines.base_config()), model=CFG, grpo=g, optim=ocfg,
       sampling=SamplingConfig(max_new_tokens=N, num_samples=G),
-      train=train.TrainConfig(prompts_per_step=PROMPTS, max_prompt_len=P, memory_limit_gb=limit_gb),
+      train=TrainConfig(prompts_per_step=PROMPTS, max_prompt_len=P, memory_limit_gb=limit_gb),
       remat="none", grad_accum=PROMPTS * G, rollout_chunks="auto", mesh=sharding.MeshConfig())
   with jax.set_mesh(mesh):
     planned, summary = pipelines.plan_memory(run, mesh, tmp_path)
@@ -110,23 +112,23 @@ def test_a_fixed_chunk_count_is_kept_and_still_checked(whole_peak):
   scfg = SamplingConfig(max_new_tokens=N, num_samples=G)
   limit = int(0.9 * whole_peak / memory.HEADROOM)
   with jax.set_mesh(mesh):
-    p = memory.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P, limit_bytes=limit, chunks=2,
-                             log=lambda *a: None)
+    p = memory_sampling.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P, limit_bytes=limit, chunks=2,
+                                      log=lambda *a: None)
     assert (p.chunks, [t["rollout_chunks"] for t in p.tried]) == (2, [2])
     with pytest.raises(memory.DoesNotFitError, match=r"generate needs .* GiB per device .* even in 1 chunk\(s\) "
                                                      r"of 8 prompts x 8 samples"):
-      memory.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P, limit_bytes=limit, chunks=1,
-                           log=lambda *a: None)
+      memory_sampling.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P, limit_bytes=limit, chunks=1,
+                                    log=lambda *a: None)
 
 
 def test_the_options_run_fastest_first():
   """Fewest chunks first; with continuous batching the most slots first, then more chunks at the
   fewest slots; a chunk keeps whole prompts on every data shard."""
-  assert memory.sampling_options(8, 4, 1) == [(1, 0), (2, 0), (4, 0), (8, 0)]
-  assert memory.sampling_options(8, 4, 4) == [(1, 0), (2, 0)]
-  assert memory.sampling_options(8, 4, 1, chunks=2) == [(2, 0)]
-  assert memory.sampling_options(4, 2, 2, continuous=True) == [(1, 8), (1, 4), (1, 2), (2, 2)]
-  assert memory.sampling_options(4, 2, 1, continuous=True, num_slots=3) == [(1, 3), (2, 3), (4, 3)]
+  assert memory_sampling.sampling_options(8, 4, 1) == [(1, 0), (2, 0), (4, 0), (8, 0)]
+  assert memory_sampling.sampling_options(8, 4, 4) == [(1, 0), (2, 0)]
+  assert memory_sampling.sampling_options(8, 4, 1, chunks=2) == [(2, 0)]
+  assert memory_sampling.sampling_options(4, 2, 2, continuous=True) == [(1, 8), (1, 4), (1, 2), (2, 2)]
+  assert memory_sampling.sampling_options(4, 2, 1, continuous=True, num_slots=3) == [(1, 3), (2, 3), (4, 3)]
 
 
 def test_nothing_fits_is_one_line_and_exit_status_2_before_any_work(tmp_path):
@@ -160,8 +162,8 @@ def test_the_grpo_collector_samples_in_the_planned_chunks(monkeypatch):
   from r1jax.sampling import sampler
   params = M.init_params(jax.random.key(0), SMALL)
   scfg = SamplingConfig(max_new_tokens=4, num_samples=2, prompt_buckets=(8,))
-  tcfg = train.TrainConfig(prompts_per_step=4, rollout_chunks=2)
-  collector = train.GroupCollector(SMALL, scfg, _Digits(), [{}] * 4, [[5, 6], [7], [8, 9, 10], [11]], [], tcfg, 4)
+  tcfg = TrainConfig(prompts_per_step=4, rollout_chunks=2)
+  collector = GroupCollector(SMALL, scfg, _Digits(), [{}] * 4, [[5, 6], [7], [8, 9, 10], [11]], [], tcfg, 4)
   shapes, real = [], sampler.generate
   monkeypatch.setattr(sampler, "generate", lambda p, t, *a, **k: shapes.append(t.shape) or real(p, t, *a, **k))
   with jax.set_mesh(_mesh()):
@@ -177,10 +179,10 @@ def test_continuous_batching_takes_the_most_slots_that_fit(whole_peak):
   mesh = _mesh()
   scfg = SamplingConfig(max_new_tokens=N, num_samples=G, continuous_batching=True)
   with jax.set_mesh(mesh):
-    full = memory.plan_sampling(CFG, dataclasses.replace(scfg, num_slots=PROMPTS * G), mesh, prompts=PROMPTS,
-                                prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
-    p = memory.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P,
-                             limit_bytes=int(0.8 * full.peak_bytes / memory.HEADROOM), log=lambda *a: None)
+    full = memory_sampling.plan_sampling(CFG, dataclasses.replace(scfg, num_slots=PROMPTS * G), mesh, prompts=PROMPTS,
+                                         prompt_len=P, limit_bytes=10 ** 12, chunks=1, log=lambda *a: None)
+    p = memory_sampling.plan_sampling(CFG, scfg, mesh, prompts=PROMPTS, prompt_len=P,
+                                      limit_bytes=int(0.8 * full.peak_bytes / memory.HEADROOM), log=lambda *a: None)
   tried = {(t["rollout_chunks"], t["num_slots"]): t["fits"] for t in p.tried}
   assert p.chunks == 1 and 1 <= p.num_slots < PROMPTS * G and tried[1, p.num_slots]
   assert tried[8, 1] and not tried.get((1, 2 * p.num_slots), False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from r1jax.model import attention as attn_lib
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.sampling import sampler as S
 
 CFG = M.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,

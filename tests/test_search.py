@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax.sampling import sampler as S
 from r1jax.sampling import sampling_state as SS
 from r1jax import search

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from r1jax.model import heads
-from r1jax.model import transformer as M
+from r1jax.rl import head_step
+from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import step as TS
 from r1jax.sft import data as D
@@ -76,7 +77,7 @@ def test_sft_loss_is_the_completion_cross_entropy_of_each_example_alone(packing)
 def test_bradley_terry_loss_and_sequence_scores_match_numpy():
   rng = np.random.default_rng(0)
   c, r = rng.normal(size=7).astype(np.float32), rng.normal(size=7).astype(np.float32)
-  loss, acc = heads.bradley_terry_loss(jnp.asarray(c), jnp.asarray(r))
+  loss, acc = head_step.bradley_terry_loss(jnp.asarray(c), jnp.asarray(r))
   np.testing.assert_allclose(float(loss), np.mean(-np.log(1.0 / (1.0 + np.exp(-(c.astype(np.float64) - r))))),
                              rtol=1e-6)
   assert round(float(acc) * 7) == (c > r).sum()
@@ -106,7 +107,7 @@ def test_reward_model_learns_to_order_separable_pairs():
     w0 = np.asarray(head["w"])  # the step donates its state
     o = TS.OptimConfig(learning_rate=3e-3, weight_decay=0.0)
     state = TS.init_state(params, TS.make_optimizer(o), head=head)
-    step = heads.make_reward_model_step(CFG, o, TS.state_shardings(state), mesh)
+    step = head_step.make_reward_model_step(CFG, o, TS.state_shardings(state), mesh)
     b = TS.shard_batch(batch, mesh)
     first = None
     for _ in range(30):

@@ -9,7 +9,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from r1jax.model import hf
-from r1jax.model import transformer as M
+from r1jax.model import hf_export
+from r1jax import model as M
 from r1jax import sharding as S
 
 # Every dimension but kv heads (2) divides every mesh axis, so tensor=4 exercises the fallback.
@@ -124,7 +125,7 @@ def test_param_shardings_follow_the_rules_table(sharded):
 def test_load_hf_checkpoint_onto_mesh(tmp_path, mesh_shape, param_dtype):
   """Every device's shard of every loaded parameter is the right slice of the saved values."""
   saved = M.init_params(jax.random.key(1), CFG, std=0.3)
-  hf.save_hf_checkpoint(saved, CFG, tmp_path)
+  hf_export.save_hf_checkpoint(saved, CFG, tmp_path)
   mesh = S.make_mesh(mesh_shape)
   cfg, params = hf.load_hf_checkpoint(tmp_path, mesh=mesh, param_dtype=param_dtype)
   assert cfg == dataclasses.replace(CFG, param_dtype=param_dtype)

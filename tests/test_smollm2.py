@@ -17,7 +17,8 @@ import torch
 import transformers
 
 from r1jax.model import hf
-from r1jax.model import transformer as M
+from r1jax.model import hf_export
+from r1jax import model as M
 from r1jax.sampling import rollout
 from r1jax.sampling import sampler as S
 from r1jax import templates
@@ -122,8 +123,8 @@ def test_greedy_decoding_matches_transformers_for_32_tokens(smol):
 def test_exported_policy_hf_reloads_in_transformers(smol, tmp_path):
   d, tok, hf_tok, _, cfg, params = smol
   out = tmp_path / "policy_hf"
-  hf.save_hf_checkpoint(params, cfg, out)
-  hf.save_tokenizer(tok, out, source=str(d))
+  hf_export.save_hf_checkpoint(params, cfg, out)
+  hf_export.save_tokenizer(tok, out, source=str(d))
   model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
   again = transformers.AutoTokenizer.from_pretrained(out)
   for text in TEXTS:
@@ -162,7 +163,7 @@ def test_qwen2_adds_no_bos_and_stops_on_every_generation_eos(shared_data, tmp_pa
 def test_qwen2_export_with_listed_added_tokens_loads_in_transformers(shared_data, tmp_path):
   src = _qwen2_dir(shared_data, tmp_path / "qwen2")
   tok = tok_lib.load_tokenizer(src)
-  hf.save_tokenizer(tok, tmp_path / "export", source=str(src))
+  hf_export.save_tokenizer(tok, tmp_path / "export", source=str(src))
   again = transformers.AutoTokenizer.from_pretrained(tmp_path / "export")
   for text in TEXTS:
     assert again(text, add_special_tokens=False).input_ids == tok.encode(text)
@@ -219,9 +220,9 @@ def test_pad_equal_to_eos_still_learns_the_eos(smol):
 def _r1_zero_config(overrides):
   from r1jax import experiment
   from r1jax import pipelines
-  from r1jax import config as config_lib
+  from r1jax import config_sections
   mod = experiment.load_experiment(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "r1_zero.py")
-  return pipelines, config_lib.apply_overrides(mod.get_config(), overrides, "test")
+  return pipelines, config_sections.apply_overrides(mod.get_config(), overrides, "test")
 
 
 def test_the_default_config_takes_a_checkpoints_shape(smollm2, capsys):

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from r1jax import curation
+from r1jax import curation_filters
 from r1jax import pipelines
-from r1jax import config as config_lib
+from r1jax import config_sections
 from r1jax import pipeline
 from r1jax import policy as policy_lib
 from r1jax.sampling import rollout
@@ -90,7 +91,7 @@ class StandIn:
 def world(tmp_path_factory):
   """A context of the R1 config at tiny size and its (untrained) base policy."""
   work = tmp_path_factory.mktemp("r1")
-  cfg = config_lib.apply_overrides(pipelines.r1_config(), TINY | {"workdir": str(work)}, "test")
+  cfg = config_sections.apply_overrides(pipelines.r1_config(), TINY | {"workdir": str(work)}, "test")
   ctx, run = context.build(pipelines.validate(cfg))
   with jax.set_mesh(ctx.mesh):
     base = pretrain.run(run, ctx, {}, work / "base")["policy"]
@@ -182,7 +183,7 @@ def test_rejection_sampling_mix_raw_samples_and_reward_model_pairs(world, stand_
     if p["reason"] == "correct":
       assert c.scores["accuracy"] == 1 and r.scores["accuracy"] == 0
     elif p["reason"] == "language":
-      assert curation.in_language(c, run.curation) and not curation.in_language(r, run.curation)
+      assert curation_filters.in_language(c, run.curation) and not curation_filters.in_language(r, run.curation)
     else:
       assert c.num_tokens <= 0.8 * r.num_tokens
   summary = json.loads(open(rm["summary"]).read())
@@ -292,9 +293,10 @@ def test_load_config_reads_the_model_without_its_parameters(world, tmp_path):
   """policy.load_config gives the config load_policy restores, for a policy directory and for its
   Hugging Face export (distill_vs_rl counts parameters with it)."""
   from r1jax.model import hf
+  from r1jax.model import hf_export
   run, ctx, base = world
   cfg, params, _ = policy_lib.load_policy(base, ctx.mesh)
   assert policy_lib.load_config(base) == cfg
-  hf.save_hf_checkpoint(params, cfg, tmp_path / "hf")
+  hf_export.save_hf_checkpoint(params, cfg, tmp_path / "hf")
   hf_cfg, _ = hf.load_hf_checkpoint(tmp_path / "hf")
   assert policy_lib.load_config(tmp_path / "hf") == hf_cfg and hf_cfg.num_params() == cfg.num_params()

@@ -6,7 +6,7 @@ import optax
 import pytest
 import re
 
-from r1jax.model import transformer as M
+from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import step as TS
 from r1jax.rl.config import GRPOConfig

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from r1jax import curation
+from r1jax import curation_filters
 from r1jax import templates
 from r1jax.evaluation import behaviour
 from r1jax.rewards import aha
@@ -98,7 +98,8 @@ def test_grader_on_generated_answers():
     assert r["text"].startswith(prompt)
     completion = r["text"][len(prompt):]
     assert chains.grade(completion, by_id[r["id"]]) == float(r["correct"])
-    assert curation.default_grader(completion, by_id[r["id"]]) == float(r["correct"])  # RL's accuracy reward agrees
+    # RL's accuracy reward agrees
+    assert curation_filters.default_grader(completion, by_id[r["id"]]) == float(r["correct"])
 
 
 @pytest.mark.parametrize("p,control", [(0.0, False), (0.05, False), (0.3, False), (0.05, True)])

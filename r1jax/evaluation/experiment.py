@@ -9,14 +9,14 @@ from absl import logging as absl_logging
 import jax
 import ml_collections
 
-from r1jax import config as config_lib
+from r1jax import config_sections
 from r1jax import datasets as datasets_lib
 from r1jax import errors
 from r1jax import policy as policy_lib
 from r1jax import sharding
 from r1jax import templates
 from r1jax import tokenizer as tok_lib
-from r1jax.config import to_dataclass
+from r1jax.config_sections import to_dataclass
 from r1jax.evaluation import harness
 from r1jax.tasks import arithmetic
 
@@ -31,8 +31,8 @@ def config() -> ml_collections.ConfigDict:
   c.on_bad_line = "fail"
   c.template = "r1_zero"  # 'r1_zero', 'chat' / 'chat_boxed' (the tokenizer's chat template) or text with {prompt}
   c.out_dir = "runs/eval"
-  c.mesh = config_lib.section(sharding.MeshConfig)
-  c.eval = config_lib.section(harness.EvalConfig, num_samples=4, max_new_tokens=40)
+  c.mesh = config_sections.section(sharding.MeshConfig)
+  c.eval = config_sections.section(harness.EvalConfig, num_samples=4, max_new_tokens=40)
   c.progress = True
   return c
 
@@ -53,8 +53,8 @@ def validate(cfg: ml_collections.ConfigDict) -> "EvaluationRun":
   if not pathlib.Path(where).is_dir():
     raise ValueError(f"{field}={where!r}: no such directory")
   if cfg.hf_checkpoint:
-    from r1jax.model import hf
-    hf.check_checkpoint(where, field)
+    from r1jax.model import hf_files
+    hf_files.check_checkpoint(where, field)
   else:
     policy_lib.check_dir(where, field)
   ecfg = to_dataclass(harness.EvalConfig, cfg.eval, "eval")

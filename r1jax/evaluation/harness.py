@@ -27,6 +27,8 @@ from r1jax.sampling import sampler as sampler_lib
 from r1jax.evaluation import metrics
 from r1jax.rewards import aha
 from r1jax.rewards import answer
+from r1jax.rewards import extraction
+from r1jax.rewards import normalize
 from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
 from r1jax.rewards import language as language_lib
@@ -65,17 +67,17 @@ class EvalConfig:
   language: str = "en"
   """Target language of the chain of thought for `language_consistency` (a code or script)."""
   answer_extraction: str = "tagged"
-  """'tagged' (<answer> / \\boxed{}) or 'last_number' (that, else the last number; `answer.EXTRACTIONS`)."""
+  """'tagged' (<answer> / \\boxed{}) or 'last_number' (that, else the last number; `extraction.EXTRACTIONS`)."""
   rollout_chunks: str = "auto"
   """Sequential sub-batches each sampler call's batch is generated in (the same rows): 'auto' = the
-  fewest that fit in memory (`memory.plan_sampling`; on CPU only under an explicit limit, see
+  fewest that fit in memory (`memory_sampling.plan_sampling`; on CPU only under an explicit limit, see
   `sampling_chunks`), or a count dividing batch_size."""
 
   def __post_init__(self):
     if self.num_samples < 1:
       raise ValueError(f"eval.num_samples={self.num_samples} must be >= 1 (k samples per problem)")
     language_lib.resolve_script(self.language)
-    answer.check_extraction(self.answer_extraction, "eval.answer_extraction")
+    extraction.check_extraction(self.answer_extraction, "eval.answer_extraction")
     if self.num_slots < 0 or self.grade_workers < 0:
       raise ValueError(f"eval.num_slots={self.num_slots} and eval.grade_workers={self.grade_workers} must be "
                        f">= 0 (0 = static batches / one grader a core)")
@@ -123,21 +125,23 @@ def _sample_order(prompt_ids: Sequence[Sequence[int]], fits: Sequence[bool], buc
 def sampling_chunks(params, model_cfg, scfg: SamplingConfig, ecfg: EvalConfig, prompt_len: int,
                     limit_bytes: int | None = None) -> int:
   """eval.rollout_chunks resolved for batches of eval.batch_size prompts of `prompt_len` tokens:
-  'auto' is the fewest chunks that fit beside the parameters (`memory.plan_sampling` against
+  'auto' is the fewest chunks that fit beside the parameters (`memory_sampling.plan_sampling` against
   `limit_bytes`, else the device's limit; a `DoesNotFitError` if none does). On CPU without
   `limit_bytes` 1, uncompiled: the devices share the host's memory, far above what a CPU evaluation
   samples."""
-  from r1jax import memory
+  from r1jax import memory_sampling
   if ecfg.rollout_chunks != "auto":
     return int(ecfg.rollout_chunks)
   if limit_bytes is None and jax.devices()[0].platform == "cpu":
     return 1
   mesh = getattr(jax.tree.leaves(params)[0].sharding, "mesh", None)
   mesh = mesh if isinstance(mesh, jax.sharding.Mesh) and {"data", "fsdp"} <= set(mesh.shape) else None
-  return memory.plan_sampling(model_cfg, scfg, mesh, prompts=ecfg.batch_size, prompt_len=prompt_len, params=params,
-                              limit_bytes=limit_bytes, name="evaluation sampling", resident_name="held",
-                              knobs=f"lower eval.batch_size={ecfg.batch_size}, eval.num_samples={ecfg.num_samples} "
-                                    f"or eval.max_new_tokens={ecfg.max_new_tokens}", log=lambda *a: None).chunks
+  return memory_sampling.plan_sampling(model_cfg, scfg, mesh, prompts=ecfg.batch_size, prompt_len=prompt_len,
+                                       params=params, limit_bytes=limit_bytes, name="evaluation sampling",
+                                       resident_name="held",
+                                       knobs=f"lower eval.batch_size={ecfg.batch_size}, eval.num_samples="
+                                             f"{ecfg.num_samples} or eval.max_new_tokens={ecfg.max_new_tokens}",
+                                       log=lambda *a: None).chunks
 
 
 def evaluate(params, model_cfg, tokenizer, examples: Sequence[dict], template: str, ecfg: EvalConfig, *,
@@ -265,7 +269,7 @@ def grade_texts(texts: Sequence[str], examples: Sequence[dict], ecfg: EvalConfig
     v = answer.grade(text, str(ex["final"]), timeout_s=ecfg.grade_timeout_s, extract=ecfg.answer_extraction)
     out.append({"extracted": v.extracted, "reference": str(ex["final"]), "correct": bool(v.correct),
                 "verdict": v.reason,
-                "normalized": answer.normalize_answer(v.extracted) if v.extracted is not None else None})
+                "normalized": normalize.normalize_answer(v.extracted) if v.extracted is not None else None})
   return out
 
 

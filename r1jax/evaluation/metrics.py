@@ -50,7 +50,7 @@ def majority_index(answers: Sequence[Hashable | None]) -> int | None:
 
 def cons_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool | float]) -> float:
   """Majority-vote correctness: `correct` of the first sample with the winning answer (0.0 if no
-  sample gave an answer). `answers` should be `answer.normalize_answer` keys, so that "0.5" and
+  sample gave an answer). `answers` should be `normalize.normalize_answer` keys, so that "0.5" and
   "\\frac{1}{2}" vote together."""
   if len(answers) != len(correct):
     raise ValueError(f"{len(answers)} answers but {len(correct)} correctness flags")

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 if TYPE_CHECKING:
-  from r1jax.model.transformer import ModelConfig
+  from r1jax.model.config import ModelConfig
 
 
 def _attention_impl(cfg: ModelConfig):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from r1jax.model.transformer import ModelConfig, RopeScaling
+from r1jax.model.config import ModelConfig, RopeScaling
 
 
 TRAINED_HERE = ("tiny", "tiny-r1-zero")

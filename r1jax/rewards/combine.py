@@ -21,6 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from r1jax.rewards import answer
+from r1jax.rewards import extraction
+from r1jax.rewards import time_limit
 from r1jax.rewards import code as code_lib
 from r1jax.rewards import format as format_lib
 from r1jax.rewards import language as language_lib
@@ -52,7 +54,7 @@ def _rg_scorer(name: str, config_json: str) -> Callable[[str | None, dict], floa
 def reasoning_gym_reward(completion: str, example: dict) -> float:
   """The dataset's own `score_answer` on the extracted answer, in [0, 1] (partial credit possible)."""
   scorer = _rg_scorer(example["rg_dataset"], json.dumps(example.get("rg_config"), sort_keys=True))
-  return float(scorer(answer.extract_answer(completion), example["rg_entry"]))
+  return float(scorer(extraction.extract_answer(completion), example["rg_entry"]))
 
 
 def accuracy_reward(completion: str, example: dict, *, timeout_s: float = 2.0,
@@ -107,7 +109,7 @@ class RewardsConfig:
   """Limit of one math-verify comparison."""
   answer_extraction: str = "tagged"
   """How the accuracy reward finds the answer: 'tagged' (<answer> / \\boxed{}) or 'last_number'
-  (that, else the last number: `answer.EXTRACTIONS`)."""
+  (that, else the last number: `extraction.EXTRACTIONS`)."""
   code_timeout_s: float = 10.0
   """Wall-clock limit of one program and all its tests (code rows)."""
   code_memory_mb: int = 1024
@@ -124,7 +126,7 @@ class RewardsConfig:
     for f in ("grade_timeout_s", "code_timeout_s", "code_memory_mb"):
       if getattr(self, f) <= 0:
         raise ValueError(f"rewards.{f}={getattr(self, f)} must be > 0")
-    answer.check_extraction(self.answer_extraction, "rewards.answer_extraction")
+    extraction.check_extraction(self.answer_extraction, "rewards.answer_extraction")
     if self.language > 0:
       language_lib.resolve_script(self.language_target)  # fail here, not as 0-scored errors in every worker
 
@@ -228,7 +230,7 @@ def compute_rewards(completions: Sequence[str], examples: Sequence[dict], specs:
         tasks.put((j, i))
 
   def work():
-    with answer.borrowed_sandbox() as box:
+    with time_limit.borrowed_sandbox() as box:
       while True:
         try:
           j, i = tasks.get_nowait()

@@ -1,4 +1,5 @@
-"""Hyperparameters of the GRPO update (DeepSeekMath sec. 4.1, DeepSeek-R1, DAPO, Dr. GRPO, GSPO)."""
+"""Hyperparameters of the GRPO update (DeepSeekMath sec. 4.1, DeepSeek-R1, DAPO, Dr. GRPO, GSPO), of PPO's critic,
+and of the loop around the update (`TrainConfig`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -161,3 +162,58 @@ class PPOConfig:
       raise ValueError(f"ppo.critic_warmup_steps={self.critic_warmup_steps!r} must be an int >= 0")
     if not isinstance(self.whiten_advantages, bool):
       raise ValueError(f"ppo.whiten_advantages={self.whiten_advantages!r} must be a bool")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The loop around the update step."""
+  steps: int = 100
+  """Policy updates (rollout batches) to run."""
+  prompts_per_step: int = 16
+  """Questions per rollout; rows = prompts_per_step * grpo.num_generations."""
+  max_prompt_len: int = 256
+  on_too_long: str = "skip"
+  """Prompts over max_prompt_len: 'skip' (counted) or 'fail'."""
+  seed: int = 0
+  log_every: int = 1
+  sample_log_every: int = 10
+  """Write a few completions to samples.jsonl every this many steps."""
+  max_nonfinite: int = 5
+  """Stop after this many consecutive updates with NaN/inf loss or gradient."""
+  reward_timeout_s: float = 5.0
+  reward_workers: int = 2
+  overlong_weight: float = 0.0
+  """DAPO soft overlong punishment (in tokens) added to the reward with this weight; 0 = off."""
+  overlong_buffer: int = 16
+  """Its buffer C: the penalty ramps from 0 at max_completion_length - C to -1 at the maximum."""
+  max_sampling_rounds: int = 4
+  """DAPO dynamic sampling: most rollout rounds per step to fill the batch with informative groups."""
+  progress: bool = True
+  """Progress bars (tqdm)."""
+  rollout_chunks: int = 1
+  """Generate each rollout in this many sequential sub-batches of its prompts (the same rows as one
+  batch: `rollout.sample`); experiments default to 'auto', the memory plan's choice (`memory_grpo.plan`)."""
+  memory_limit_gb: float = 0.0
+  """Per-device memory the run must fit in (the memory planner's budget); 0 = the device's own
+  limit (on CPU: the host's available memory over the CPU devices)."""
+  resume: str = "auto"
+  """A rerun of a work directory whose checkpoints were made with other settings (`r1jax.workdir`):
+  'auto' stops, naming the fields that differ; 'weights' continues these weights with the new
+  settings and records the change in <workdir>/run_config.json (a changed model shape or tokenizer
+  is refused either way)."""
+
+  def __post_init__(self):
+    for f in ("steps", "prompts_per_step", "max_prompt_len", "log_every", "sample_log_every",
+              "max_nonfinite", "reward_workers", "max_sampling_rounds"):
+      if getattr(self, f) < 1:
+        raise ValueError(f"train.{f}={getattr(self, f)} must be >= 1")
+    if isinstance(self.rollout_chunks, bool) or not isinstance(self.rollout_chunks, int) or self.rollout_chunks < 1 \
+        or self.prompts_per_step % self.rollout_chunks:
+      raise ValueError(f"train.rollout_chunks={self.rollout_chunks!r} must be 'auto' or an int >= 1 dividing "
+                       f"train.prompts_per_step={self.prompts_per_step}")
+    if self.memory_limit_gb < 0:
+      raise ValueError(f"train.memory_limit_gb={self.memory_limit_gb} must be >= 0 (0 = the device's limit)")
+    if self.resume not in ("auto", "weights"):
+      raise ValueError(f"train.resume={self.resume!r} is not one of ('auto', 'weights')")
+    if self.on_too_long not in ("skip", "fail"):
+      raise ValueError(f"train.on_too_long={self.on_too_long!r} is not one of ('skip', 'fail')")

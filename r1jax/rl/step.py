@@ -18,6 +18,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig
 from r1jax.rl import losses as loss_lib
 from r1jax.rl.config import GRPOConfig
 from r1jax.sharding import constrain, logical_to_spec
@@ -196,7 +197,7 @@ def shard_batch(batch: dict, mesh) -> dict:
 # ----------------------------------------------------------------------------- log-probs
 
 
-def completion_logprobs(params, tokens_RxT, mask_RxT, prompt_len: int, cfg: model_lib.ModelConfig,
+def completion_logprobs(params, tokens_RxT, mask_RxT, prompt_len: int, cfg: ModelConfig,
                         temperature: float = 1.0):
   """log p and entropy of the N = T - P completion tokens under `params` (R x N, float32)."""
   positions = model_lib.positions_from_mask(mask_RxT)
@@ -210,7 +211,7 @@ def strided_micro_batches(x, A: int):
   return x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1)
 
 
-def make_logprob_fn(cfg: model_lib.ModelConfig, temperature: float, micro_batches: int = 1):
+def make_logprob_fn(cfg: ModelConfig, temperature: float, micro_batches: int = 1):
   """Jitted `(params, batch) -> logp_RxN` (reference / old-policy log-probs), over the rows in
   `micro_batches` sequential micro-batches (rows j, j + A, ...: each spread over the batch-sharded
   devices, as the update's grad_accum splits them), so its temporaries are 1/A of one pass's."""
@@ -252,7 +253,7 @@ def finite_update(state, grads, loss, optimizer):
   return new, gnorm, finite
 
 
-def make_grpo_step(cfg: model_lib.ModelConfig, gcfg: GRPOConfig, ocfg: OptimConfig, temperature: float,
+def make_grpo_step(cfg: ModelConfig, gcfg: GRPOConfig, ocfg: OptimConfig, temperature: float,
                    shardings: Any | None = None, mesh=None) -> Callable:
   """Jitted GRPO update `(state, batch) -> (state, metrics)` on one minibatch.
 

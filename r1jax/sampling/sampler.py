@@ -20,6 +20,7 @@ import numpy as np
 
 from r1jax.model import attention
 from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig
 from r1jax.sharding import constrain
 
 
@@ -141,7 +142,7 @@ def _pick(logits_RxV, rows_R, t_R, key, scfg: SamplingConfig):
   return tok, _logp_of(logits, tok, scfg.temperature)
 
 
-def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: model_lib.ModelConfig, scfg: SamplingConfig):
+def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: ModelConfig, scfg: SamplingConfig):
   """Weights cast once to the compute dtype, prompt positions, the prompts' keys/values
   (L x B x P x K x H) and the logits of each prompt's next token (B x V)."""
   # Cast once, outside the loop: every decode step then reads the weights in the compute dtype
@@ -159,7 +160,7 @@ def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: model_lib.ModelConfig, sc
   return params, positions, k, v, logits_BxV
 
 
-def _cache_length(P: int, N: int, cfg: model_lib.ModelConfig) -> int:
+def _cache_length(P: int, N: int, cfg: ModelConfig) -> int:
   S = P + N
   if attention.decode_attention_impl(cfg) == "pallas":  # the kernel reads whole blocks
     S = -(-S // attention.DECODE_BLOCK) * attention.DECODE_BLOCK
@@ -187,7 +188,7 @@ _CACHE_AXES = ("batch", "act_kv_heads", "cache_length", "head_dim")
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
-def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: model_lib.ModelConfig, scfg: SamplingConfig,
+def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: ModelConfig, scfg: SamplingConfig,
              max_len_R=None, row_offset=0):
   """Sample `scfg.num_samples` completions per left-padded prompt.
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig
 from r1jax.sampling import sampler as sampler_lib
 
 
@@ -53,7 +53,7 @@ def concat(states: Sequence[SamplingState]) -> SamplingState:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "scfg", "room"))
-def prefill(params, prompt_RxP, prompt_mask_RxP, cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingConfig,
+def prefill(params, prompt_RxP, prompt_mask_RxP, cfg: ModelConfig, scfg: sampler_lib.SamplingConfig,
             room: int):
   """(decode params, state) after left-padded prompts, with `room` free cache slots per row.
 
@@ -72,7 +72,7 @@ def prefill(params, prompt_RxP, prompt_mask_RxP, cfg: model_lib.ModelConfig, scf
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def decode_step(dparams, state: SamplingState, tok_R, cfg: model_lib.ModelConfig) -> SamplingState:
+def decode_step(dparams, state: SamplingState, tok_R, cfg: ModelConfig) -> SamplingState:
   """The state after one more token per row (`tok_R`): its keys and values written at each row's
   `end_R`, the logits of the token after it. `dparams` as `prefill` returns them."""
   cache = {"k": state.k, "v": state.v, "mask": state.mask_RxS}
@@ -86,7 +86,7 @@ def decode_step(dparams, state: SamplingState, tok_R, cfg: model_lib.ModelConfig
                        logits_RxV.astype(jnp.float32))
 
 
-def sample(dparams, state: SamplingState, key, cfg: model_lib.ModelConfig, scfg: sampler_lib.SamplingConfig,
+def sample(dparams, state: SamplingState, key, cfg: ModelConfig, scfg: sampler_lib.SamplingConfig,
            steps: int):
   """`steps` tokens per row sampled onward from `state`, drawn as `sampler.generate` draws them
   (token t of row r with key fold_in(fold_in(key, r), t); no stop at EOS): (tokens R x steps,

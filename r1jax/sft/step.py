@@ -8,10 +8,11 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig
 from r1jax.rl.step import OptimConfig, finite_update, jit_step, make_optimizer, schedule
 
 
-def sft_loss(params, batch, cfg: model_lib.ModelConfig):
+def sft_loss(params, batch, cfg: ModelConfig):
   """Mean next-token cross-entropy over the target tokens: -sum(log p * w) / sum(w), w = loss_mask
   of the predicted token (a prompt-masked SFT row learns only its completion). Packed rows carry
   `segments` (attention within an example) and `positions` (counted from each example's start)."""
@@ -44,7 +45,7 @@ def _sft_grads(params, batch, cfg, grad_accum: int):
   return loss, jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
 
 
-def make_sft_step(cfg: model_lib.ModelConfig, ocfg: OptimConfig, shardings=None, mesh=None,
+def make_sft_step(cfg: ModelConfig, ocfg: OptimConfig, shardings=None, mesh=None,
                   grad_accum: int = 1) -> Callable:
   """Jitted next-token cross-entropy update (`sft_loss`) on tokens_RxT with loss_mask_RxT
   (targets to learn), in `grad_accum` micro-batches of rows. Used to pretrain the tiny default

@@ -11,6 +11,7 @@ import pathlib
 import shutil
 
 from r1jax import checkpoint as ckpt_lib
+from r1jax import checkpoint_average
 from r1jax.rl import step as train_step
 
 
@@ -39,9 +40,9 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   steps = [int(x) for x in acfg.steps.split(",") if x.strip()] or None
   tmp = out / "ckpt_avg"
   shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier attempt's partial mean
-  used = ckpt_lib.average_checkpoints(inputs["checkpoints"], tmp, abstract, steps=steps,
-                                      last_k=None if steps else acfg.last_k,
-                                      select=lambda path: path.startswith("params"))
+  used = checkpoint_average.average_checkpoints(inputs["checkpoints"], tmp, abstract, steps=steps,
+                                                last_k=None if steps else acfg.last_k,
+                                                select=lambda path: path.startswith("params"))
   with ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(tmp), save_every=1, keep=1, async_save=False)) as ck:
     avg, _ = ck.restore(None, abstract)
   policy = ctx.save(run, out / "policy_avg", max(used), avg["params"], model_cfg, hf_export=True)

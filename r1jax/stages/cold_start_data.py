@@ -1,7 +1,7 @@
 """Stage `cold_start_data`: curated long chain-of-thought examples for the cold start (DeepSeek-R1
 sec. 2.3.1). k candidates per prompt from a teacher (a policy directory such as an R1-Zero run,
 or a Hugging Face model; at the embedded default the base itself), kept when correct and readable
-(`curation.filter_samples`: not overlong, length bounds, strict format, no repetition loops,
+(`curation_filters.filter_samples`: not overlong, length bounds, strict format, no repetition loops,
 language share above the threshold, correct, no duplicate), ordered by informativeness (prompts
 the student base solves sometimes first: its pass rate over k samples strictly between 0 and 1).
 
@@ -17,6 +17,8 @@ import pathlib
 import numpy as np
 
 from r1jax import curation
+from r1jax import curation_filters
+from r1jax import curation_selection
 from r1jax import policy_samples
 
 
@@ -68,7 +70,7 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
     model_cfg, params = ctx.load(run, inputs["student"])
     student = policy_samples.policy_samples(run, ctx, params, model_cfg, prompts, cs.samples_per_prompt, cs.seed + 1,
                                       str(inputs["student"]), temperature=cs.temperature)
-  rates = curation.pass_rates([s.prompt for s in student], [s.scores["accuracy"] for s in student])
+  rates = curation_selection.pass_rates([s.prompt for s in student], [s.scores["accuracy"] for s in student])
   cands = [dataclasses.replace(s, scores={**s.scores, "student_pass_rate": rates[s.prompt]}) for s in cands]
   curation.write_jsonl(out / "candidates.jsonl", cands)
   chosen, counts = choose(cands, cs, fcfg)
@@ -77,7 +79,7 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
           f"start SFT will leave the base as it is (raise cold_start.samples_per_prompt or use a stronger teacher)")
   curation.write_jsonl(out / "data.jsonl", chosen)
   (out / "counts.json").write_text(json.dumps(counts, indent=1))
-  table = curation.format_counts({k: v for k, v in counts.items() if k != "selected"})
+  table = curation_filters.format_counts({k: v for k, v in counts.items() if k != "selected"})
   how = (f"informativeness order, <= {cs.per_prompt} per prompt" if cs.selection == "curated"
          else "uniformly at random, unfiltered")
   (out / "counts.txt").write_text(table + f"\nselected ({how}): {len(chosen)}\n")
@@ -95,8 +97,8 @@ def choose(cands, cs: ColdStartConfig, fcfg) -> tuple[list, dict]:
     chosen = [cands[i] for i in sorted(pick)]
     counts = {"total": len(cands), "kept": len(cands)}
   else:
-    kept, counts = curation.filter_samples(cands, fcfg)
-    chosen = curation.select(kept, rates, cs.max_examples, cs.per_prompt)
+    kept, counts = curation_filters.filter_samples(cands, fcfg)
+    chosen = curation_selection.select(kept, rates, cs.max_examples, cs.per_prompt)
   chosen = [dataclasses.replace(s, scores={**s.scores, "student_pass_rate": rates[s.prompt]}) for s in chosen]
   counts["selected"] = len(chosen)
   return chosen, counts

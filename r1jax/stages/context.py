@@ -19,7 +19,7 @@ import numpy as np
 from r1jax import datasets as datasets_lib
 from r1jax.config import ARCH_FIELDS
 from r1jax import errors
-from r1jax.model import transformer as model_lib
+from r1jax.model.config import ModelConfig
 from r1jax import policy as policy_lib
 from r1jax import sharding
 from r1jax import templates
@@ -50,7 +50,7 @@ class Context:
       return traces.documents(self.train_ex, self.template, run.seed, p.r1_fraction, p.wrong_fraction, run.traces)
     return pretraining_documents(self.train_ex, self.template, run.seed, p.r1_fraction, p.wrong_fraction)
 
-  def load(self, run, directory) -> tuple[model_lib.ModelConfig, Any]:
+  def load(self, run, directory) -> tuple[ModelConfig, Any]:
     """(model config, params) of a policy or Hugging Face directory; the architecture is the
     checkpoint's, every other model field (dtype, remat, attention) this run's."""
     mine = {f.name: getattr(run.model, f.name) for f in dataclasses.fields(run.model) if f.name not in ARCH_FIELDS}
@@ -99,10 +99,10 @@ def build(run) -> tuple[Context, Any]:
 
 def export_hf(params, model_cfg, tokenizer, hf_checkpoint: str, out_dir: pathlib.Path) -> None:
   """The policy as a Hugging Face directory (safetensors, config.json, tokenizer files)."""
-  from r1jax.model import hf
-  hf.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
+  from r1jax.model import hf_export
+  hf_export.save_hf_checkpoint(params, model_cfg, out_dir)  # every process (all-gathers), process 0 writes
   if jax.process_index() == 0:
-    hf.save_tokenizer(tokenizer, out_dir, source=hf_checkpoint or None)
+    hf_export.save_tokenizer(tokenizer, out_dir, source=hf_checkpoint or None)
   print(f"Hugging Face export: {out_dir}")
 
 

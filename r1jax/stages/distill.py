@@ -1,7 +1,7 @@
 """Stages `student_base` and `distill` (DeepSeek-R1 sec. 2.4): SFT of a smaller student on
 samples of the final policy, no RL. The student base is a smaller transformer pretrained here on
 the base's corpus (the embedded default; give a pretrained one with --config.inputs=student=DIR).
-The teacher's samples are kept when correct and readable (`curation.filter_samples`).
+The teacher's samples are kept when correct and readable (`curation_filters.filter_samples`).
 
 student_base: Outputs {'policy'}. distill: Inputs {'teacher', 'student'}; Outputs {'policy',
 'data': <out>/data.jsonl, 'counts'}.
@@ -15,8 +15,10 @@ import pathlib
 import jax
 
 from r1jax import curation
+from r1jax import curation_filters
 from r1jax import fine_tune
-from r1jax.model import transformer as model_lib
+from r1jax.model import config as model_config
+from r1jax.model.config import ModelConfig
 from r1jax import policy_samples
 from r1jax import pretraining
 
@@ -49,7 +51,7 @@ class DistillConfig:
                        f"{self.n_kv_heads} and distill.pretrain_steps={self.pretrain_steps} >= 0")
 
 
-def student_config(run, ctx) -> model_lib.ModelConfig:
+def student_config(run, ctx) -> ModelConfig:
   d = run.distill
   return dataclasses.replace(run.model, **{f: getattr(d, f) for f in
                                                ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff")})
@@ -60,7 +62,7 @@ def student_base(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   if run.hf_checkpoint:
     raise ValueError("student_base: with model.hf_checkpoint give a pretrained student: --config.inputs=student=DIR")
   d, cfg = run.distill, student_config(run, ctx)
-  params = model_lib.init_sharded(jax.random.key(run.seed + 1), cfg, ctx.mesh, ctx.rules)
+  params = model_config.init_sharded(jax.random.key(run.seed + 1), cfg, ctx.mesh, ctx.rules)
   pcfg = dataclasses.replace(run.pretrain, steps=d.pretrain_steps)
   if pcfg.steps:
     params = pretraining.pretrain(params, cfg, pcfg, ctx.tokenizer, lambda: ctx.docs(run), ctx.mesh, out, run.seed,
@@ -75,12 +77,12 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   raw = policy_samples.policy_samples(run, ctx, params, model_cfg, prompts, d.samples_per_prompt, d.seed,
                                       str(inputs["teacher"]))
   del params
-  kept, counts = curation.filter_samples(raw, fcfg)
+  kept, counts = curation_filters.filter_samples(raw, fcfg)
   kept = policy_samples.cap_per_prompt(kept, d.per_prompt)
   if not kept:
     print(f"warning: distill: none of the teacher's {len(raw)} samples passed the filters; the student stays as it is")
   curation.write_jsonl(out / "data.jsonl", kept)
   (out / "counts.json").write_text(json.dumps(counts | {"selected": len(kept)}, indent=1))
-  print(curation.format_counts(counts))
+  print(curation_filters.format_counts(counts))
   res = fine_tune.sft(run, ctx, inputs["student"], str(out / "data.jsonl"), out / "student", epochs=d.epochs)
   return {"policy": res["policy"], "data": str(out / "data.jsonl"), "counts": str(out / "counts.json")}

@@ -28,12 +28,14 @@ import jax
 import numpy as np
 
 from r1jax.model import heads
+from r1jax.rl import head_step
 from r1jax import logger as logger_lib
 from r1jax.sampling import rollout as rollout_lib
 from r1jax import scalar_model
 from r1jax import search as search_lib
 from r1jax.rl import step as train_step
-from r1jax.rewards import answer
+from r1jax.rewards import extraction
+from r1jax.rewards import normalize
 from r1jax.tasks import chains
 
 GRANULARITIES = ("token", "step")
@@ -183,8 +185,8 @@ def value_model(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   ocfg = dataclasses.replace(cfg.optim, total_steps=cfg.value_steps)
   head = heads.init_scalar_head(jax.random.key(cfg.seed), model_cfg, ctx.mesh)
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), head=head)
-  step_fn = heads.make_value_step(model_cfg, ocfg, "bce", column="after", shardings=train_step.state_shardings(state),
-                                  mesh=ctx.mesh)
+  step_fn = head_step.make_value_step(model_cfg, ocfg, "bce", column="after",
+                                      shardings=train_step.state_shardings(state), mesh=ctx.mesh)
   state = scalar_model.fit_head(state, step_fn, rows, out, steps=cfg.value_steps, batch_size=cfg.batch_size,
                                 seed=cfg.seed, save_every=cfg.save_every, mesh=ctx.mesh)
   N = held["target"].shape[1]
@@ -221,8 +223,8 @@ def _baseline_samples(run, ctx, params, model_cfg, value_fn, examples, seed: int
   _, rows = sample(run, ctx, params, model_cfg, examples, n, seed, P)
   values = np.concatenate([value_fn(rows["tokens"][i:i + 256], rows["mask"][i:i + 256])
                            for i in range(0, len(rows["tokens"]), 256)])
-  keys = [answer.extract_answer(t) for t in rows["texts"]]
-  keys = [answer.normalize_answer(a) if a is not None else None for a in keys]
+  keys = [extraction.extract_answer(t) for t in rows["texts"]]
+  keys = [normalize.normalize_answer(a) if a is not None else None for a in keys]
   return [{"lengths": rows["length"][j * n:(j + 1) * n].tolist(), "values": values[j * n:(j + 1) * n].tolist(),
            "answers": keys[j * n:(j + 1) * n], "correct": rows["correct"][j * n:(j + 1) * n].tolist()}
           for j in range(len(rows["texts"]) // n)]

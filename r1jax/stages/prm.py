@@ -19,6 +19,7 @@ import numpy as np
 
 from r1jax import fine_tune
 from r1jax.model import heads
+from r1jax.rl import head_step
 from r1jax import policy_samples
 from r1jax import prm as prm_lib
 from r1jax import scalar_model
@@ -95,8 +96,8 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   ocfg = dataclasses.replace(cfg.optim, total_steps=cfg.steps)
   head = heads.init_scalar_head(jax.random.key(cfg.seed), model_cfg, ctx.mesh)
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), head=head)
-  step_fn = heads.make_value_step(model_cfg, ocfg, "bce", column="after", shardings=train_step.state_shardings(state),
-                                  mesh=ctx.mesh)
+  step_fn = head_step.make_value_step(model_cfg, ocfg, "bce", column="after",
+                                      shardings=train_step.state_shardings(state), mesh=ctx.mesh)
   state = scalar_model.fit_head(state, step_fn, rows, out, steps=cfg.steps, batch_size=cfg.batch_size,
                                 seed=cfg.seed, save_every=cfg.save_every, mesh=ctx.mesh)
   N = held["target"].shape[1]

@@ -1,5 +1,5 @@
 """Stage `rejection_sampling` (DeepSeek-R1 sec. 2.3.3): n samples per prompt from the RL policy;
-kept when correct, readable, single-language and not overlong (`curation.filter_samples`), at most
+kept when correct, readable, single-language and not overlong (`curation_filters.filter_samples`), at most
 `rejection.per_prompt` per prompt, deduplicated; mixed with non-reasoning data (at the embedded
 default generated tasks of another kind answered by their reference, `tasks.general`).
 
@@ -18,6 +18,7 @@ import pathlib
 import numpy as np
 
 from r1jax import curation
+from r1jax import curation_filters
 from r1jax import policy_samples
 from r1jax.tasks import general
 
@@ -53,7 +54,7 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
                                 str(inputs["policy"]), temperature=rc.temperature)
   curation.write_jsonl(out / "samples.jsonl", raw)
   reasoning = [s for s in raw if s.example.get("task") != general.TASK]
-  kept, counts = curation.filter_samples(reasoning, fcfg)
+  kept, counts = curation_filters.filter_samples(reasoning, fcfg)
   capped = policy_samples.cap_per_prompt(kept, rc.per_prompt)
   refs = curation.reference_samples(general_ex, ctx.template, ctx.tokenizer, rc.seed)
   mix = capped + refs
@@ -64,8 +65,8 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   curation.write_jsonl(out / "data.jsonl", mix)
   counts |= {"over_per_prompt": len(kept) - len(capped), "reasoning_in_mix": len(capped), "general_in_mix": len(refs)}
   (out / "counts.json").write_text(json.dumps(counts, indent=1))
-  table = curation.format_counts({k: v for k, v in counts.items()
-                                  if k not in ("over_per_prompt", "reasoning_in_mix", "general_in_mix")})
+  table = curation_filters.format_counts({k: v for k, v in counts.items()
+                                          if k not in ("over_per_prompt", "reasoning_in_mix", "general_in_mix")})
   (out / "counts.txt").write_text(table + f"\nover {rc.per_prompt} per prompt: {counts['over_per_prompt']}; "
                                   f"SFT mix: {len(capped)} reasoning + {len(refs)} general\n")
   print(table)

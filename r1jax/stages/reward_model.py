@@ -1,6 +1,6 @@
 """Stage `reward_model`: a scalar-head transformer (`r1jax.model.heads`) trained with the Bradley-Terry
 loss on preference pairs. At the embedded default the pairs are decided by rules among a policy's
-samples of one prompt (`curation.preference_pairs`: correct, then in the target language, then
+samples of one prompt (`curation_selection.preference_pairs`: correct, then in the target language, then
 concise is preferred). The body starts from a policy; a tenth of the pairs is held out and the
 model's accuracy on them is reported. A killed run resumes from <out>/ckpt.
 
@@ -17,7 +17,9 @@ import jax
 import numpy as np
 
 from r1jax import curation
+from r1jax import curation_selection
 from r1jax.model import heads
+from r1jax.rl import head_step
 from r1jax import scalar_model
 from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
@@ -59,7 +61,7 @@ def encode_pairs(pairs, tokenizer) -> dict:
 def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   rcfg = run.reward_model
   model_cfg, params = ctx.load(run, inputs["policy"])
-  pairs = curation.preference_pairs(curation.read_samples(inputs["samples"]), run.curation)
+  pairs = curation_selection.preference_pairs(curation.read_samples(inputs["samples"]), run.curation)
   pairs = [pairs[i] for i in np.random.default_rng(rcfg.seed).permutation(len(pairs))[:rcfg.max_pairs]]
   curation.write_jsonl(out / "pairs.jsonl", pairs)
   if len(pairs) < 2:
@@ -71,7 +73,7 @@ def run(run, ctx, inputs: dict, out: pathlib.Path) -> dict:
   ocfg = dataclasses.replace(rcfg.optim, total_steps=rcfg.steps)
   head = heads.init_scalar_head(jax.random.key(rcfg.seed), model_cfg, ctx.mesh)
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), head=head)
-  step_fn = heads.make_reward_model_step(model_cfg, ocfg, train_step.state_shardings(state), ctx.mesh)
+  step_fn = head_step.make_reward_model_step(model_cfg, ocfg, train_step.state_shardings(state), ctx.mesh)
   state = scalar_model.fit_head(state, step_fn, train_rows, out, steps=rcfg.steps, batch_size=rcfg.batch_size,
                                 seed=rcfg.seed, save_every=rcfg.save_every, mesh=ctx.mesh)
   score = jax.jit(lambda p, h, t, m: heads.sequence_scores(p, h, t, m, model_cfg))

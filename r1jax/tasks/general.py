@@ -15,11 +15,11 @@ from __future__ import annotations
 import random
 import re
 
-from r1jax.rewards import answer
+from r1jax.rewards import extraction
 from r1jax.tasks.arithmetic import NAMES, THINGS
 
 TASK = "general"
-"""The `task` field of every generated example (what `curation.default_grader` dispatches on)."""
+"""The `task` field of every generated example (what `curation_filters.default_grader` dispatches on)."""
 KINDS = ("copy", "reverse", "sort", "count", "lookup")
 WORDS = NAMES + THINGS
 
@@ -73,6 +73,6 @@ def generate(n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS) -> list[dict
 
 def grade(completion: str, example: dict) -> float:
   """1.0 iff the completion's final answer has exactly the reference's words, in order."""
-  pred = answer.extract_answer(completion)
+  pred = extraction.extract_answer(completion)
   return float(pred is not None and _words(pred) == _words(str(example["final"])))
 
