@@ -141,7 +141,8 @@ def test_lora_checkpoints_are_counted_as_adapters_and_auto_is_checked_again_once
   params = M.init_params(jax.random.key(0), CFG)
   ocfg = train_step.OptimConfig()
   lcfg = lora_lib.LoRAConfig(rank=4)
-  state = lora_lib.init_state(params, CFG, lcfg, train_step.make_optimizer(ocfg), seed=0)
+  from r1jax.rl import lora_state
+  state = lora_state.init_state(params, CFG, lcfg, train_step.make_optimizer(ocfg), seed=0)
   real = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state.tree()) if np.asarray(x).dtype != object)
   need = memory.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3, lora=lcfg)
   assert need["state_bytes"] == pytest.approx(real, abs=64)
