@@ -120,3 +120,22 @@ def test_eval_throughput_benchmark_runs_and_reports(tmp_path):
   assert r["ratio"] == pytest.approx(r["r1jax"]["tokens_per_s"] / r["transformers"]["tokens_per_s"])
   # Two of the three answers the tokenizer writes equal the reference under math-verify.
   assert 0 < r["r1jax"]["pass@1"] < 1 and r["r1jax"]["timeouts"] == 0
+
+
+def test_named_configs_streams_each_run_to_its_log_and_cuts_an_overrun(tmp_path):
+  """benchmarks/named_configs.py's `stream`: every output line lands in the log as it comes, behind
+  the seconds since the start; the exit code comes back; a run past its time is killed and reported
+  as 'timeout' with what it printed before."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("named_configs", ROOT / "benchmarks" / "named_configs.py")
+  named = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(named)
+  log = tmp_path / "run.log"
+  rc, tail = named.stream([sys.executable, "-c", "import sys; print('one'); print('two', file=sys.stderr); sys.exit(3)"],
+                          log, timeout=60)
+  lines = log.read_text().splitlines()
+  assert rc == 3 and [l.split()[1] for l in lines] == ["one", "two"] and tail.splitlines() == lines
+  assert all(float(l.split()[0]) >= 0 for l in lines)
+  rc, tail = named.stream([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+                          log, timeout=2)
+  assert rc == "timeout" and "started" in tail and "started" in log.read_text()
