@@ -266,8 +266,8 @@ def test_the_pipeline_named_config_command_on_a_hugging_face_checkpoint(world):
 
 def test_the_real_model_commands(world, smollm2):
   """README's SmolLM2 commands: the conversion is the `smollm2` fixture's own command (conftest), the
-  named config runs R1-Zero briefly on the converted model with its memory planned against the host,
-  and the chat-template evaluation runs."""
+  named config runs R1-Zero briefly on the converted model with its memory planned against the host
+  (its held-out evaluations before and after included)."""
   import conftest
   (convert,) = [c for _, c in documented_commands() if "-m r1jax.model.gguf" in c]
   assert shlex.split(convert)[1:] == ["-m", "r1jax.model.gguf", conftest.SMOLLM2_SOURCE, "ckpt/smollm2-135m"]
@@ -285,6 +285,12 @@ def test_the_real_model_commands(world, smollm2):
   recorded = json.loads((run / "config.json").read_text())
   assert recorded["template"] == "chat_boxed" and recorded["grpo"]["beta"] == 0.0
   assert json.loads((run / "summary.json").read_text())["train_steps"] == 2 and "memory plan:" in out.stdout
+
+
+@pytest.mark.slow  # the full suite's (CI time); the same model's evaluation runs in CI inside the command above
+def test_the_real_model_evaluation_command(world, smollm2):
+  """README's SmolLM2 evaluation command (the chat template, the last number graded) runs."""
+  root, _ = world
   (ev,) = [c for c in _commands("evaluate.py") if "smollm2" in c]
   out = _run(ev.replace("ckpt/smollm2-135m", str(smollm2)), root / "work",
              SHORT["evaluate.py"] + [f"--config.out_dir={root / 'smol-eval'}", "--config.eval.num_slots=0"])
