@@ -23,7 +23,7 @@ for part in "$@"; do
   stamp "$part"
   case $part in
     eval)
-      timeout 200 python3 benchmarks/eval_throughput.py --preset qwen2.5-0.5b --problems 512 --k 4 \
+      timeout 300 python3 benchmarks/eval_throughput.py --preset qwen2.5-0.5b --problems 512 --k 4 \
         --max_new_tokens 512 --batch_size 256 --slots 1024 --hf_rows 128 --hf_batch 128 \
         --out "$OUT/eval_throughput.json" 2>&1 | grep -v -i warning | tee "$OUT/eval.log" | tail -n 3 ;;
     lora)
