@@ -1,7 +1,10 @@
 """The memory planner: compiled memory of sampler, reference pass and update against a budget."""
+import dataclasses
+
 import jax
 import pytest
 
+from r1jax import errors
 from r1jax import memory
 from r1jax import memory_grpo
 from r1jax import model as M
@@ -164,6 +167,17 @@ def test_lora_checkpoints_are_counted_as_adapters_and_auto_is_checked_again_once
   cfg.lora.rank = 0
   with pytest.raises(ValueError, match="disk: "):
     preflight.check_disk(cfg, pipelines.validate(cfg))  # full fine-tuning (what 'auto' may choose) does not
+  # The run: 'auto' passes the check before work; the plan chooses full fine-tuning (stood in for
+  # here: the planner's own tests measure its choice); the run stops before any stage, one config error.
+  cfg.lora.rank, cfg.data.num_train, cfg.pretrain.steps = 4, 64, 1
+  ran = []
+  monkeypatch.setattr(pipelines, "plan_memory", lambda run, mesh, workdir: (
+      dataclasses.replace(run, lora=dataclasses.replace(run.lora, rank=0)),
+      {"remat": "none", "grad_accum": 1, "rollout_chunks": 1, "num_slots": 0, "lora_rank": 0}))
+  monkeypatch.setattr(pipelines.pipeline, "run", lambda *a, **k: ran.append(1))
+  with pytest.raises(errors.ConfigError, match="disk: .*lora.mode='auto' chose full fine-tuning"):
+    pipelines.run(cfg)
+  assert not ran
 
 
 def test_a_ppo_critic_is_planned_resident_and_its_update_measured(unlimited):
