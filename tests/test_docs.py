@@ -224,7 +224,7 @@ def test_the_named_config_command_on_a_hugging_face_checkpoint(world):
   # setting) and recorded where the run's config is.
   plan = json.loads((run / "memory_plan.json").read_text())
   assert plan["asked"] == {"model.remat": "auto", "grpo.grad_accum": "auto", "train.rollout_chunks": "auto",
-                           "sampling.num_slots": 0}
+                           "sampling.num_slots": 0, "lora.rank": 0, "lora.mode": "on"}  # the 0.5B config: no LoRA
   assert (plan["remat"], plan["grad_accum"], plan["rollout_chunks"]) == ("none", 1, 1) and plan["limit_gib"] > 0
   assert "fits" in plan["reason"]
   assert (f"memory plan: model.remat={plan['remat']} grpo.grad_accum={plan['grad_accum']} "
