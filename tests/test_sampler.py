@@ -287,6 +287,16 @@ def test_nucleus_sample_draws_the_sorted_top_p_token(vocab, scale, top_p):
                                 jax.vmap(lambda l, k: _sorted_top_p_draw(l, k, top_p))(logits, keys))
 
 
+def test_nucleus_sample_ends_on_nan_logits():
+  """A diverged model's NaN logits do not keep the rounds going: the draw returns (the other rows'
+  tokens unchanged)."""
+  logits = jnp.asarray(np.random.default_rng(3).normal(size=(4, 64)), jnp.float32).at[1].set(jnp.nan)
+  key = jax.random.key(0)
+  got = jax.jit(S.nucleus_sample, static_argnums=2)(logits, key, 0.9)
+  want = jax.jit(_sorted_top_p_draw, static_argnums=2)(logits, key, 0.9)
+  np.testing.assert_array_equal(np.asarray(got)[[0, 2, 3]], np.asarray(want)[[0, 2, 3]])
+
+
 def test_greedy_next_token_is_the_argmax():
   logits = jnp.asarray(np.random.default_rng(0).normal(size=(16, 50)), jnp.float32)
   got = S.next_token(logits, jax.random.key(0), S.SamplingConfig(temperature=0.0))

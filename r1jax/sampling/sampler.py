@@ -115,7 +115,8 @@ def nucleus_sample(logits_xV, key, top_p: float):
     floor, _, _ = state
     x = jnp.argmax(jnp.where(logits_xV > floor, z, -jnp.inf), axis=-1)
     lx = jnp.take_along_axis(logits_xV, x[..., None], axis=-1)
-    inside = jnp.sum(jnp.where(logits_xV > lx, p, 0.0), axis=-1) < top_p
+    # not (>= top_p) rather than < top_p: a row of NaN logits (a diverged model) ends too
+    inside = ~(jnp.sum(jnp.where(logits_xV > lx, p, 0.0), axis=-1) >= top_p)
     return jnp.where(inside[..., None], floor, lx), x, inside
 
   rows = logits_xV.shape[:-1]
