@@ -49,7 +49,8 @@ class Run:
   workdir: str
   seed: int
   template: str
-  inputs: str
+  inputs: dict
+  """--config.inputs parsed (`given_inputs`): {NAME or STAGE.NAME: PATH}."""
   hf_checkpoint: str
   """model.hf_checkpoint: '' for a model built here."""
   remat: str | Auto
@@ -192,7 +193,7 @@ def resolve(cfg: ml_collections.ConfigDict, sections: Mapping[str, type] = types
   for name, cls in (LIBRARY_SECTIONS | dict(sections)).items():
     if name not in resolved:
       resolved[name] = to_dataclass(cls, given.get(name, cfg[name]), name, **extra.get(name, {}))
-  run = Run(stage=cfg.stage, workdir=cfg.workdir, seed=cfg.seed, template=cfg.template, inputs=cfg.inputs,
+  run = Run(stage=cfg.stage, workdir=cfg.workdir, seed=cfg.seed, template=cfg.template, inputs=given_inputs(cfg.inputs),
             hf_checkpoint=cfg.model.hf_checkpoint, remat=remat, grad_accum=grad_accum,
             rollout_chunks=rollout_chunks, from_tokenizer=(("sampling.pad_id",) if cfg.sampling.pad_id is None else ())
             + (("model.vocab_size",) if not cfg.model.hf_checkpoint and cfg.model.vocab_size is None else ()),

@@ -68,7 +68,7 @@ def abstract_critic(model_cfg, ocfg, mesh, rules=None) -> train_step.TrainState:
 
 
 def _batch(rows: int, P: int, N: int, mesh, with_ref: bool) -> dict:
-  sh = train_step.batch_sharding(mesh)
+  sh = sharding.batch_sharding(mesh)
   s = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=sh)
   b = {"tokens": s((rows, P + N), jnp.int32), "mask": s((rows, P + N), jnp.bool_),
        "completion_mask": s((rows, N), jnp.float32), "old_logp": s((rows, N), jnp.float32),

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 
 from r1jax import errors
+from r1jax import sharding
 from r1jax.memory import GiB, HEADROOM, DoesNotFitError, Phase, device_limit_bytes, phase
 from r1jax.model import config as model_config
 from r1jax.model.config import ModelConfig
-from r1jax.rl import step as train_step
 from r1jax.sampling import sampler as sampler_lib
 
 
@@ -97,7 +97,7 @@ def plan_sampling(model_cfg: ModelConfig, scfg: sampler_lib.SamplingConfig, mesh
     if opt not in measured:
       c, m = opt
       b = prompts // c
-      sh = train_step.batch_sharding(mesh) if mesh is not None and b % shards == 0 else None
+      sh = sharding.batch_sharding(mesh) if mesh is not None and b % shards == 0 else None
       toks = jax.ShapeDtypeStruct((b, prompt_len), jnp.int32, sharding=sh)
       pmask = jax.ShapeDtypeStruct((b, prompt_len), jnp.bool_, sharding=sh)
       ph = phase(name, sampler_lib.generate.lower(params, toks, pmask, key, cfg=model_cfg,

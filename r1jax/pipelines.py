@@ -139,17 +139,16 @@ def validate(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None) -> Ru
   unknown = sorted(set(cfg) - known)
   if unknown:
     raise ValueError(f"unknown config field(s) {unknown}; the top level takes {sorted(known)}")
-  config_lib.given_inputs(cfg.inputs)
   allowed = tuple(pipe.selections)
   if cfg.stage not in allowed:
     raise ValueError(f"stage={cfg.stage!r} is not one of {allowed}")
+  run = config_lib.resolve(cfg, pipe.sections)
   if cfg.stage in ("all", "r1_zero"):
-    for name in config_lib.given_inputs(cfg.inputs):
+    for name in run.inputs:
       stage, dot, _ = name.partition(".")
       if not dot or stage not in allowed:
         raise ValueError(f"inputs={cfg.inputs!r} with stage={cfg.stage!r}: {name!r} must name its stage "
                          f"(STAGE.NAME=PATH, e.g. sft.data=FILE; stages: {allowed[1:]}), or set --config.stage=NAME")
-  run = config_lib.resolve(cfg, pipe.sections)
   for field, path in preflight.policy_fields(cfg):
     if not pathlib.Path(path).is_dir():
       raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")
@@ -185,7 +184,7 @@ def run(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None, *, stages=
     names = [s.name for s in stages]
     if not only <= set(names):
       raise ValueError(f"stage={cfg.stage!r} is not part of this configuration's pipeline {names}")
-  given = config_lib.given_inputs(cfg.inputs) if given is None else given
+  given = run_cfg.inputs if given is None else given
   pipeline.check_inputs(cfg.workdir, stages, only, given)  # before the tokenizer and compiles
   workdir_lib.check_and_record(cfg)  # before anything else is written
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO

@@ -8,9 +8,10 @@ from typing import Sequence
 import jax
 
 from r1jax import curation
+from r1jax import memory_sampling
+from r1jax import templates
 from r1jax.sampling import rollout as rollout_lib
 from r1jax.sampling import sampler as sampler_lib
-from r1jax import templates
 from r1jax.rl import collect
 from r1jax.rewards import combine
 from r1jax.tasks import general
@@ -50,7 +51,6 @@ def make_collector(run, ctx, model_cfg, examples: Sequence[dict], k: int, temper
   (`memory_sampling.plan_sampling`; a fixed train.rollout_chunks is kept and checked; on CPU only under
   train.memory_limit_gb, else as the GRPO plan chose)."""
   from r1jax import memory
-  from r1jax import memory_sampling
   tcfg = run.train
   examples, prompt_ids, _ = rollout_lib.encode_prompts(examples, ctx.tokenizer, ctx.template, tcfg.max_prompt_len)
   P = sampler_lib.bucket_for(max(len(p) for p in prompt_ids), run.sampling.prompt_buckets)

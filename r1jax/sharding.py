@@ -157,3 +157,8 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   if mesh.empty:
     return x
   return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, x.shape, mesh))
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  """Rows of a batch are split over the data and fsdp mesh axes."""
+  return NamedSharding(mesh, P(("data", "fsdp")))

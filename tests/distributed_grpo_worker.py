@@ -55,7 +55,7 @@ def grpo_step(mesh, rules_name: str) -> dict[str, np.ndarray]:
               "mask": jnp.concatenate([rep(prompt["mask"]), out["mask"]], 1),
               "completion_mask": out["mask"].astype(jnp.float32), "old_logp": out["logp"], "adv": adv}
 
-    batch = jax.jit(build, out_shardings=TS.batch_sharding(mesh))(local, out, local_adv)
+    batch = jax.jit(build, out_shardings=sharding.batch_sharding(mesh))(local, out, local_adv)
     batch["ref_logp"] = TS.make_logprob_fn(CFG, 1.0)(ref, batch)
     update = TS.make_grpo_step(CFG, gcfg, ocfg, 1.0, TS.state_shardings(state), mesh)
     state, metrics = update(state, batch)

@@ -7,6 +7,7 @@ import pytest
 from r1jax import errors
 from r1jax import memory
 from r1jax import memory_grpo
+from r1jax import preflight
 from r1jax import model as M
 from r1jax import sharding
 from r1jax.rl import step as train_step
@@ -113,14 +114,14 @@ def test_disk_need_counts_what_a_run_writes_and_a_full_disk_stops_before_work(tm
   ocfg = train_step.OptimConfig()
   state = train_step.init_state(params, train_step.make_optimizer(ocfg), ref_params=params)
   real = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state.tree()) if np.asarray(x).dtype != object)
-  need = memory.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3)
+  need = preflight.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3)
   assert need["state_bytes"] == pytest.approx(real, abs=64)  # the step counter's few bytes aside
   assert need["checkpoints"] == 3  # saves at 50, 100 and the last step (120)
-  assert memory.disk_need(CFG, ocfg, True, [1000], 50, 3)["checkpoints"] == 4  # keep + the one in flight
+  assert preflight.disk_need(CFG, ocfg, True, [1000], 50, 3)["checkpoints"] == 4  # keep + the one in flight
   assert need["bytes"] == pytest.approx(3 * real + 2 * 4 * CFG.num_params(), abs=256)
-  memory.check_disk(need, tmp_path / "new" / "dir", free_bytes=need["bytes"])  # fits exactly
+  preflight.check_free_disk(need, tmp_path / "new" / "dir", free_bytes=need["bytes"])  # fits exactly
   with pytest.raises(ValueError, match=r"disk: .* GiB free, this run writes up to .* GiB \(3 checkpoints of the"):
-    memory.check_disk(need, tmp_path, free_bytes=need["bytes"] - 1)
+    preflight.check_free_disk(need, tmp_path, free_bytes=need["bytes"] - 1)
   # In validation, before anything is built: a one-line config error.
   import shutil
   monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12 - 1000, 1000))
@@ -147,16 +148,16 @@ def test_lora_checkpoints_are_counted_as_adapters_and_auto_is_checked_again_once
   from r1jax.rl import lora_state
   state = lora_state.init_state(params, CFG, lcfg, train_step.make_optimizer(ocfg), seed=0)
   real = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state.tree()) if np.asarray(x).dtype != object)
-  need = memory.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3, lora=lcfg)
+  need = preflight.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3, lora=lcfg)
   assert need["state_bytes"] == pytest.approx(real, abs=64)
-  full = memory.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3)
+  full = preflight.disk_need(CFG, ocfg, True, [120], save_every=50, keep=3)
   assert need["bytes"] - 3 * need["state_bytes"] == full["bytes"] - 3 * full["state_bytes"]  # the same policies
-  assert memory.disk_need(CFG, ocfg, True, [120], 50, 3, lora=lora_lib.LoRAConfig())["bytes"] == full["bytes"]
+  assert preflight.disk_need(CFG, ocfg, True, [120], 50, 3, lora=lora_lib.LoRAConfig())["bytes"] == full["bytes"]
   import shutil
   cfg = pipelines.base_config()
   cfg.workdir, cfg.train.steps, cfg.checkpoint.save_every, cfg.checkpoint.keep = str(tmp_path), 120, 50, 3
   run = pipelines.validate(cfg)
-  sizes = [memory.disk_need(run.model, run.optim, run.grpo.uses_reference, [120], 50, 3, lora=lo)["bytes"]
+  sizes = [preflight.disk_need(run.model, run.optim, run.grpo.uses_reference, [120], 50, 3, lora=lo)["bytes"]
            for lo in (lcfg, None)]
   free = sum(sizes) // 2  # holds LoRA's checkpoints, not full fine-tuning's
   monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12 - free, free))

@@ -179,7 +179,7 @@ def test_sft_step_in_micro_batches_equals_the_whole_batch_and_the_planner_splits
                                              rows[:8]), rel=1e-4)
     state = TS.init_state(M.init_sharded(jax.random.key(0), CFG, mesh), TS.make_optimizer(ocfg))
     cfg = L.SFTConfig(batch_size=8, seq_len=12)
-    abstract = {k: jax.ShapeDtypeStruct((8,) + v.shape[1:], v.dtype, sharding=TS.batch_sharding(mesh))
+    abstract = {k: jax.ShapeDtypeStruct((8,) + v.shape[1:], v.dtype, sharding=sharding.batch_sharding(mesh))
                 for k, v in packed.items()}
     from r1jax import memory
     peak = {a: memory.phase("sft", sft_step.make_sft_step(CFG, ocfg, TS.state_shardings(state), mesh, grad_accum=a)

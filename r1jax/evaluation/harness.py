@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from r1jax import distributed
+from r1jax import memory_sampling
 from r1jax.sampling import rollout
 from r1jax.sampling import sampler as sampler_lib
 from r1jax.evaluation import metrics
@@ -129,7 +130,6 @@ def sampling_chunks(params, model_cfg, scfg: SamplingConfig, ecfg: EvalConfig, p
   `limit_bytes`, else the device's limit; a `DoesNotFitError` if none does). On CPU without
   `limit_bytes` 1, uncompiled: the devices share the host's memory, far above what a CPU evaluation
   samples."""
-  from r1jax import memory_sampling
   if ecfg.rollout_chunks != "auto":
     return int(ecfg.rollout_chunks)
   if limit_bytes is None and jax.devices()[0].platform == "cpu":

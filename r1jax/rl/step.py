@@ -21,7 +21,7 @@ from r1jax.model import transformer as model_lib
 from r1jax.model.config import ModelConfig
 from r1jax.rl import losses as loss_lib
 from r1jax.rl.config import GRPOConfig
-from r1jax.sharding import constrain, logical_to_spec
+from r1jax.sharding import batch_sharding, constrain, logical_to_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,11 +180,6 @@ def init_state(params, optimizer: optax.GradientTransformation, *, ref_params=No
 
 def state_shardings(state: TrainState):
   return jax.tree.map(lambda x: x.sharding, state)
-
-
-def batch_sharding(mesh) -> NamedSharding:
-  """Rows of a batch are split over the data and fsdp mesh axes."""
-  return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
 
 
 def shard_batch(batch: dict, mesh) -> dict:

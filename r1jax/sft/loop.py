@@ -10,6 +10,7 @@ import numpy as np
 
 from r1jax import checkpoint as ckpt_lib
 from r1jax import logger as logger_lib
+from r1jax import sharding
 from r1jax.rl import loop as train
 from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
@@ -60,7 +61,7 @@ def plan_grad_accum(model_cfg, ocfg, state, rows: dict, cfg: SFTConfig, mesh, li
   stats = jax.local_devices()[0].memory_stats() or {}
   other = max(0, int(stats.get("bytes_in_use", 0)) - memory.per_device_bytes(state))  # held outside this step (a reference, caches)
   shards = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
-  batch = {k: jax.ShapeDtypeStruct((cfg.batch_size,) + v.shape[1:], v.dtype, sharding=train_step.batch_sharding(mesh))
+  batch = {k: jax.ShapeDtypeStruct((cfg.batch_size,) + v.shape[1:], v.dtype, sharding=sharding.batch_sharding(mesh))
            for k, v in rows.items()}
   options = [a for a in range(1, cfg.batch_size + 1) if cfg.batch_size % a == 0 and (cfg.batch_size // a) % shards == 0]
   for a in options:
