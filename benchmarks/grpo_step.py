@@ -225,11 +225,17 @@ def run_r1jax(a, ceilings_fn):
             "peak_bytes": stats.get("peak_bytes_in_use"), "bytes_limit": stats.get("bytes_limit")}
 
 
+PEERS = {"trl_cb": ("trl", "--continuous_batching", "1")}
+"""Peer names that run another peer's script with flags: trl_cb is TRL with transformers' continuous
+batching (`use_transformers_continuous_batching`) instead of `generate`."""
+
+
 def run_system(name, a):
   """One system's benchmark in its own process, so each has the device to itself: its last
   'RESULT {json}' line, or the error. r1jax is this script with --system r1jax."""
   here = os.path.dirname(os.path.abspath(__file__))
-  script = os.path.join(here, "grpo_step.py") if name == "r1jax" else os.path.join(here, "peers", f"{name}_grpo.py")
+  peer, *flags = PEERS.get(name, (name,))
+  script = os.path.join(here, "grpo_step.py") if name == "r1jax" else os.path.join(here, "peers", f"{peer}_grpo.py")
   cmd = [sys.executable, script, "--preset", a.preset, "--steps", str(a.steps), "--prompts", str(a.prompts),
          "--G", str(a.G), "--prompt_len", str(a.prompt_len), "--new_tokens", str(a.new_tokens)]
   if name == "r1jax":
@@ -240,7 +246,7 @@ def run_system(name, a):
             "--algo", a.algo, "--lora_rank", str(a.lora_rank), "--lora_base_dtype", a.lora_base_dtype]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
-    cmd += extra.get(name, "").split()
+    cmd += list(flags) + extra.get(name, "").split()
   print("running", " ".join(cmd), flush=True)
   t = time.perf_counter()
   try:
@@ -256,7 +262,7 @@ def run_system(name, a):
     tail = (p.stdout + p.stderr)[-3000:]
     print(f"{name} failed (rc {p.returncode}, {time.perf_counter() - t:.0f} s):\n{tail}", flush=True)
     return {"system": name, "error": tail[-800:]}
-  return res[-1]
+  return res[-1] | {"system": name}
 
 
 def table(results, base):
@@ -302,7 +308,7 @@ def main():
   ap.add_argument("--lora_rank", type=int, default=0,
                   help="> 0: train LoRA adapters of this rank on every projection (alpha 2 x rank), the base frozen")
   ap.add_argument("--lora_base_dtype", default="params", help="lora.base_dtype: 'params', 'bfloat16' or 'int8'")
-  ap.add_argument("--peers", default="", help="comma list of: tunix,trl")
+  ap.add_argument("--peers", default="", help="comma list of: tunix, trl, trl_cb (TRL with continuous batching)")
   ap.add_argument("--out", default="")
   ap.add_argument("--decode_splits", type=int, default=0, help="model.decode_kv_splits of the Pallas decode kernel")
   ap.add_argument("--xla_flags", default=None, help="XLA_FLAGS of the r1jax process only (the peers keep the caller's)")

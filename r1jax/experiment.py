@@ -17,7 +17,7 @@ from r1jax import distributed
 from r1jax import errors
 from r1jax import pipelines
 from r1jax import preflight
-from r1jax.rl import loop as train
+from r1jax.rl import loop as rl_loop
 
 
 def _fail(prefix: str, msg) -> None:
@@ -46,7 +46,7 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
   --sweep_index. A config error (raised by `check`, default `pipelines.validate`) prints one line and
   exits with status 2 before anything is built; so does a `UserError` (a bad file, checkpoint or
   work directory found later: `error: ...`) and a run stopped on NaN/inf updates
-  (`train.NonFiniteError`). Any other exception keeps its traceback."""
+  (`rl_loop.NonFiniteError`). Any other exception keeps its traceback."""
   import sys
   from absl import app, flags
   from ml_collections import config_flags
@@ -79,7 +79,7 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
       run_fn(cfg)
     except errors.UserError as e:
       _fail(e.prefix, e)
-    except train.NonFiniteError as e:  # training diverged: the message names the knob and the last checkpoint
+    except rl_loop.NonFiniteError as e:  # training diverged: the message names the knob and the last checkpoint
       _fail("error: training diverged: ", e)
 
   def parse(argv):  # a bad --config.x=value or an unknown config name: one line, status 2

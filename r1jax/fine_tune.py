@@ -8,7 +8,7 @@ import pathlib
 
 from r1jax import curation
 from r1jax.model import lora
-from r1jax.rl import loop as train
+from r1jax.rl import loop as rl_loop
 from r1jax.rewards import combine
 from r1jax.sft import data as data_lib
 from r1jax.sft import loop as loop_lib
@@ -27,7 +27,7 @@ def grpo(run, ctx, policy, out: pathlib.Path, *, language: bool = False, specs=N
   tcfg = run.train if steps is None else dataclasses.replace(run.train, steps=steps)
   ckcfg = checkpoint_config(run, ctx, out)
   ocfg = run.optim if learning_rate is None else dataclasses.replace(run.optim, learning_rate=learning_rate)
-  result = train.run_grpo(model_cfg=model_cfg, params=params, tokenizer=ctx.tokenizer,
+  result = rl_loop.run_grpo(model_cfg=model_cfg, params=params, tokenizer=ctx.tokenizer,
                           examples=ctx.train_ex if examples is None else examples,
                           reward_specs=specs or combine.default_specs(rcfg), template=ctx.template, tcfg=tcfg,
                           gcfg=run.grpo, ocfg=ocfg, scfg=run.sampling, ckcfg=ckcfg,

@@ -91,10 +91,10 @@ def check_disk(cfg, run) -> None:
     r = run.r1
     steps = [r.reasoning_rl_steps, r.rl_all_steps] + ([r.reasoning_rl_steps + r.rl_all_steps] if r.compare_r1_zero else [])
     need = disk_need(run.model, run.optim, g.uses_reference, steps, ck.save_every, ck.keep,
-                            policies=len(steps) * 2 + 4, sft_runs=2)
+                     policies=len(steps) * 2 + 4, sft_runs=2, lora=run.lora)
   else:
     need = disk_need(run.model, run.optim, g.uses_reference, [run.train.steps], ck.save_every, ck.keep,
-                            lora=run.lora)
+                     lora=run.lora)
   check_free_disk(need, ck.directory)
 
 

@@ -12,7 +12,7 @@ from r1jax import checkpoint as ckpt_lib
 from r1jax import logger as logger_lib
 from r1jax.model import config as model_config
 from r1jax import policy as policy_lib
-from r1jax.rl import loop as train
+from r1jax.rl import loop as rl_loop
 from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
 
@@ -43,7 +43,7 @@ def fit_head(state, step_fn, rows: dict, out: pathlib.Path, *, steps: int, batch
   the training loop of every scalar-head model (reward model, PRM, MCTS value model)."""
   ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(out / "ckpt"), save_every=save_every, keep=1,
                                                        async_save=False))
-  state, start, _ = train.restore_latest(ck, state, seed)
+  state, start, _ = rl_loop.restore_latest(ck, state, seed)
   log = logger_lib.MetricsLogger(out, tensorboard=False, resume_step=start)
   R = len(next(iter(rows.values())))
   bs = min(batch_size, R)

@@ -89,6 +89,7 @@ def test_code_sandbox_benchmark_runs_and_reports(tmp_path):
   assert r[0]["verdicts"]["passed"] == 6 and r[0]["verdicts"]["failed"] == 2  # every 4th is a wrong stub
 
 
+@pytest.mark.slow  # the full suite's (CI time): a GPU benchmark's CPU smoke
 def test_continuous_batching_benchmark_runs_and_reports(tmp_path):
   out = tmp_path / "cb.json"
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
@@ -106,6 +107,7 @@ def test_continuous_batching_benchmark_runs_and_reports(tmp_path):
     assert sum(lengths) / x["slots"] <= x["continuous_steps"] < x["static_steps"]
 
 
+@pytest.mark.slow  # the full suite's (CI time): a GPU benchmark's CPU smoke
 def test_eval_throughput_benchmark_runs_and_reports(tmp_path):
   out = tmp_path / "ev.json"
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")

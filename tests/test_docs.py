@@ -264,6 +264,7 @@ def test_the_pipeline_named_config_command_on_a_hugging_face_checkpoint(world):
   assert "held-out, after stage" in out.stdout
 
 
+@pytest.mark.slow  # the full suite's (CI time: 2.3 min); SmolLM2's parity and export tests run in CI
 def test_the_real_model_commands(world, smollm2):
   """README's SmolLM2 commands: the conversion is the `smollm2` fixture's own command (conftest), the
   named config runs R1-Zero briefly on the converted model with its memory planned against the host
@@ -287,7 +288,7 @@ def test_the_real_model_commands(world, smollm2):
   assert json.loads((run / "summary.json").read_text())["train_steps"] == 2 and "memory plan:" in out.stdout
 
 
-@pytest.mark.slow  # the full suite's (CI time); the same model's evaluation runs in CI inside the command above
+@pytest.mark.slow  # the full suite's (CI time)
 def test_the_real_model_evaluation_command(world, smollm2):
   """README's SmolLM2 evaluation command (the chat template, the last number graded) runs."""
   root, _ = world

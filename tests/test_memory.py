@@ -233,3 +233,26 @@ def test_lora_auto_plans_full_fine_tuning_first_then_lora_where_it_does_not_fit(
   assert chosen.rank == 4 and p.state_bytes == low.state_bytes and "fits" in p.reason
   with pytest.raises(memory.DoesNotFitError):
     run(between, LoRAConfig(rank=0))
+
+
+def test_the_r1_pipelines_disk_need_counts_lora_adapters_for_its_rl_checkpoints(tmp_path, monkeypatch):
+  """experiments/r1.py with LoRA: its RL stages' checkpoints hold the adapters (fine_tune.grpo passes
+  run.lora), so the check counts those; its SFT checkpoints and exported policies stay whole."""
+  import shutil
+  from r1jax import pipelines
+  cfg = pipelines.r1_config()
+  cfg.workdir, cfg.checkpoint.save_every, cfg.checkpoint.keep = str(tmp_path), 50, 3
+  full = pipelines.validate(cfg)
+  r, ck = full.r1, full.checkpoint
+  steps = [r.reasoning_rl_steps, r.rl_all_steps] + ([r.reasoning_rl_steps + r.rl_all_steps] if r.compare_r1_zero else [])
+  cfg.lora.rank = 4
+  run = pipelines.validate(cfg)
+  args = (run.model, run.optim, run.grpo.uses_reference, steps, ck.save_every, ck.keep)
+  with_lora = preflight.disk_need(*args, policies=len(steps) * 2 + 4, sft_runs=2, lora=run.lora)
+  whole = preflight.disk_need(*args, policies=len(steps) * 2 + 4, sft_runs=2)
+  assert with_lora["bytes"] < whole["bytes"] and with_lora["params_bytes"] == whole["params_bytes"]
+  free = (with_lora["bytes"] + whole["bytes"]) // 2
+  monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12 - free, free))
+  preflight.check_disk(cfg, run)  # LoRA's checkpoints fit
+  with pytest.raises(ValueError, match="disk: "):
+    preflight.check_disk(cfg, full)  # full fine-tuning's do not

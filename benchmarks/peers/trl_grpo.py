@@ -2,6 +2,7 @@
 
     python benchmarks/peers/trl_grpo.py --preset qwen2.5-0.5b --out trl_grpo.json
     python benchmarks/peers/trl_grpo.py --preset tiny --steps 1          # CPU smoke test
+    python benchmarks/peers/trl_grpo.py --preset qwen2.5-0.5b --continuous_batching 1   # TRL at its fastest without vLLM
 
 Workload, as in grpo_step.py: a Qwen2.5 shape with RANDOM weights (`transformers.Qwen2Config` ->
 `Qwen2ForCausalLM`, saved to a temporary folder so that TRL loads the policy and builds its reference model
@@ -14,7 +15,10 @@ mu = num_iterations = 1, AdamW at lr 1e-6, ONE optimizer step per GRPO step cove
 `optimizer.step()`). By default micro_batch = 128 (no accumulation, like r1jax's default grad_accum = 1) with
 gradient checkpointing on (r1jax rematerializes); with `--grad_ckpt 0` it defaults to 16. TRL runs the
 reference-model pass in chunks of micro_batch rows too. Generation is plain Hugging Face `generate` (no vLLM,
-no continuous batching). Rewards are random
+no continuous batching), or with `--continuous_batching 1` TRL's `use_transformers_continuous_batching`
+(transformers' `generate_batch`: paged KV cache, requests scheduled as they finish; TRL's fastest generation
+without vLLM, which needs a torch the GPU machine lacks; `min_new_tokens` may not hold there, so completion
+lengths are counted, not required, and tokens/s uses the tokens generated). Rewards are random
 numbers from a pure-Python function. No network: the tokenizer is a `tokenizers` WordLevel model over the
 words "t3".."t{V-1}" (ids 0/1/2 = <eos>/<pad>/<unk>) with a whitespace pre-tokenizer, so a prompt of 256
 space-separated words is exactly 256 tokens (checked, and checked again on what TRL tokenizes).
@@ -142,6 +146,8 @@ def main():
                   help="model weight dtype; default bfloat16 on GPU, float32 on CPU")
   ap.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa, eager, flash_attention_2...)")
   ap.add_argument("--workdir", default="", help="where the random model is saved (default: a temp dir)")
+  ap.add_argument("--continuous_batching", type=int, default=0,
+                  help="1: TRL's use_transformers_continuous_batching (transformers' generate_batch) instead of generate")
   a = ap.parse_args()
 
   import datasets
@@ -204,12 +210,13 @@ def main():
         log_completions=False,
         seed=a.seed,
         dataloader_num_workers=0,
+        use_transformers_continuous_batching=bool(a.continuous_batching),
     )
 
     timers = _Timers(cuda)
     steps = []  # per-step dicts
     losses = []
-    check = {"bad_prompt": 0, "bad_completion": 0, "rows": []}
+    check = {"bad_prompt": 0, "bad_completion": 0, "rows": [], "completion_tokens": []}
 
     class StepTimer(TrainerCallback):
       def __init__(self):
@@ -249,6 +256,7 @@ def main():
       check["rows"].append(len(completion_ids))
       check["bad_prompt"] += sum(len(p) != a.prompt_len for p in prompt_ids)
       check["bad_completion"] += sum(len(c) != a.new_tokens for c in completion_ids)
+      check["completion_tokens"].append(sum(len(c) for c in completion_ids))
 
     def classify_logps(model, *args, **kwargs):
       if torch.is_grad_enabled():
@@ -261,13 +269,14 @@ def main():
         "logps", trainer._get_per_token_logps_and_entropies, classify=classify_logps)
     trainer.training_step = timers.wrap("training_step", trainer.training_step)
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    policy.generate = timers.wrap("hf_generate", policy.generate)
+    gen_method = "generate_batch" if a.continuous_batching else "generate"
+    setattr(policy, gen_method, timers.wrap("hf_generate", getattr(policy, gen_method)))
 
     trainer.train()
     ref_p = next(trainer.ref_model.parameters())
 
     assert trainer.state.global_step == a.warmup + a.steps, trainer.state.global_step
-    assert check["bad_prompt"] == 0 and check["bad_completion"] == 0, check
+    assert check["bad_prompt"] == 0 and (a.continuous_batching or check["bad_completion"] == 0), check
     assert check["rows"] == [R] * (a.warmup + a.steps), check["rows"]
     meas = steps[a.warmup:]
     assert len(meas) == a.steps
@@ -283,7 +292,8 @@ def main():
     per_step_update = [s["step"] - s.get("gen_and_score", 0.0) for s in meas]
     per_step_other = [s.get("gen_and_score", 0.0) - s.get("generate", 0.0) - s.get("ref_logprobs", 0.0)
                       - s.get("old_logprobs", 0.0) for s in meas]
-    tokens = R * (a.prompt_len + a.new_tokens)
+    gen_tokens = statistics.median(check["completion_tokens"][a.warmup:])  # R * new_tokens unless short
+    tokens = R * a.prompt_len + gen_tokens
     res = {
         "preset": a.preset,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
@@ -293,7 +303,8 @@ def main():
         "update_s": statistics.median(per_step_update),
         "step_s": tot,
         "tokens_per_s": tokens / tot,
-        "generated_tokens_per_s": R * a.new_tokens / gen,
+        "generated_tokens_per_s": gen_tokens / gen,
+        "short_completions": check["bad_completion"],
         "peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
         "system": "trl",
         "trl": trl.__version__,
@@ -310,7 +321,9 @@ def main():
         "old_logprobs_passes": sum(s.get("old_logprobs#calls", 0) for s in meas),
         "prompt_len": a.prompt_len,
         "new_tokens": a.new_tokens,
-        "completion_tokens_checked": f"all {R * len(check['rows'])} completions x {a.new_tokens} tokens",
+        "completion_tokens_checked": (f"{check['bad_completion']} of {R * len(check['rows'])} completions shorter than "
+                                      f"{a.new_tokens} tokens (continuous batching does not hold min_new_tokens)"
+                                      if a.continuous_batching else f"all {R * len(check['rows'])} completions x {a.new_tokens} tokens"),
         "num_generations": a.G,
         "micro_batch": a.micro_batch,
         "grad_accum": accum,
@@ -330,7 +343,9 @@ def main():
         "measured_steps": a.steps,
         "step_s_all": [s["step"] for s in meas],
         "losses": losses,
-        "generation": "HF generate, DynamicCache, min_new_tokens=max_new_tokens (EOS masked), no vLLM",
+        "generation": ("transformers generate_batch (continuous batching, paged cache) through TRL's "
+                       "use_transformers_continuous_batching, no vLLM" if a.continuous_batching else
+                       "HF generate, DynamicCache, min_new_tokens=max_new_tokens (EOS masked), no vLLM"),
     }
   finally:
     if not a.workdir:

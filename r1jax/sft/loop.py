@@ -11,7 +11,7 @@ import numpy as np
 from r1jax import checkpoint as ckpt_lib
 from r1jax import logger as logger_lib
 from r1jax import sharding
-from r1jax.rl import loop as train
+from r1jax.rl import loop as rl_loop
 from r1jax.rl import step as train_step
 from r1jax.sft import data as data_lib
 from r1jax.sft import step as sft_step
@@ -92,7 +92,7 @@ def run_sft(model_cfg, params, rows: dict, cfg: SFTConfig, mesh, workdir, progre
   step_fn = sft_step.make_sft_step(model_cfg, ocfg, train_step.state_shardings(state), mesh, grad_accum=accum)
   ck = ckpt_lib.Checkpointer(ckpt_lib.CheckpointConfig(str(workdir / "ckpt"), save_every=cfg.save_every, keep=1,
                                                        async_save=False))
-  state, start, _ = train.restore_latest(ck, state, cfg.seed)
+  state, start, _ = rl_loop.restore_latest(ck, state, cfg.seed)
   log = logger_lib.MetricsLogger(workdir, tensorboard=False, resume_step=start)
   history = []
   try:
@@ -113,5 +113,5 @@ def run_sft(model_cfg, params, rows: dict, cfg: SFTConfig, mesh, workdir, progre
     ck.close()
     log.close()
   if history and not np.isfinite(history[-1]["loss"]):
-    raise train.NonFiniteError(f"SFT ended with a non-finite loss; lower sft.optim.learning_rate")
+    raise rl_loop.NonFiniteError(f"SFT ended with a non-finite loss; lower sft.optim.learning_rate")
   return {"state": state, "history": history}

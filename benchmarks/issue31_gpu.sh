@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Speed round 3 (the decode at the bandwidth limit, the update's memory and MFU, the peers) on one GPU,
+# in device calls of at most 10 minutes: each part capped, its output kept under $OUT.
+#   OUT=dir bash benchmarks/issue31_gpu.sh PART...   (repo root)
+# Parts (the Qwen2.5-0.5B GRPO step of benchmarks/grpo_step.py: 16 prompts x 8 samples, 256 + 512 tokens):
+#   decode   the in-step decode at 128 rows (prompt 256, 512 new tokens), Pallas attention, with the kernel
+#            profile of one decode step (what each kernel takes), and the ceilings in the same process (~1.5 min)
+#   heads    the step with the chunked vs the fused log-prob head, remat dots (~3 min)
+#   memory   the fused-head step at the update settings that could hold the peak under 40 GB: remat dots
+#            with grad_accum 2 and 4, remat full (~4.5 min)
+#   peers    the fused-head step beside Tunix, TRL and TRL with continuous batching, one process each
+#            (their wheels in .whl/: google-tunix 0.1.7, trl 1.16.0 and what the GPU machine lacks of their
+#            needs) (~6 min)
+set -uo pipefail
+OUT=${OUT:-/tmp/issue31}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/gpu.txt"
+stamp() { echo "== $(date +%T) $*"; }
+step() {  # NAME CAP ARGS...: one grpo_step.py run, its table's last lines printed
+  local name=$1 cap=$2; shift 2
+  timeout "$cap" python3 benchmarks/grpo_step.py --preset qwen2.5-0.5b --steps 3 --out "$OUT/$name.json" "$@" 2>&1 \
+    | grep -v -i warning | tee "$OUT/$name.log" | grep -E "^\||r1jax qwen|sampler vs|memory \(GB\)" | tail -n 8
+}
+for part in "$@"; do
+  stamp "$part"
+  case $part in
+    decode)
+      timeout 120 python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 --prompt_len 256 \
+        --new_tokens 512 --decode_attention pallas --unroll_decode 1 --skip prefill,train --profile \
+        --out "$OUT/decode.json" 2>&1 | grep -v -i warning | tee "$OUT/decode.log" | tail -n 40 ;;
+    heads)
+      step heads_chunked 120 --remat dots --logprob_impl chunked
+      step heads_fused 120 --remat dots --logprob_impl fused ;;
+    memory)
+      step mem_dots_ga2 100 --remat dots --logprob_impl fused --grad_accum 2
+      step mem_dots_ga4 100 --remat dots --logprob_impl fused --grad_accum 4
+      step mem_full 100 --remat full --logprob_impl fused ;;
+    peers)
+      step peers 360 --remat dots --logprob_impl fused --peers tunix,trl,trl_cb --timeout 170 \
+        --peer_args "tunix=--micro_batch 2;trl=--micro_batch 32;trl_cb=--micro_batch 32" ;;
+    *) echo "unknown part $part" ;;
+  esac
+done
+stamp done
