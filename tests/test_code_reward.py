@@ -157,7 +157,12 @@ def test_hostile_programs_score_zero_and_leave_nothing_behind(sentinels, monkeyp
   listener.setblocking(False)
   programs = hostile(sentinels, listener.getsockname()[1])
   names = list(programs)
+  # The working directories of this test's runs (the sandbox grades in threads of this process):
+  # other tests' runs, in another worker at the same time, share /tmp.
+  made, mkdtemp = [], tempfile.mkdtemp
+  monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(mkdtemp(*a, **k)) or made[-1])
   verdicts = code.grade_many([fenced(programs[n][0]) for n in names], [TASK] * len(names), FAST)
+  monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
   got = {n: v.reason for n, v in zip(names, verdicts)}
   assert got == {n: programs[n][1] for n in names}
   assert all(v.score == 0.0 for v in verdicts)
@@ -176,7 +181,8 @@ def test_hostile_programs_score_zero_and_leave_nothing_behind(sentinels, monkeyp
   # The machine is as it was: no process of any run is left, nothing escaped into the real /tmp.
   assert [n for n, v in zip(names, verdicts) if uid_processes(v.isolation["uid"])] == []
   assert not pathlib.Path(f"/tmp/r1jax-escaped-{os.getpid()}").exists()
-  assert not list(pathlib.Path(tempfile.gettempdir()).glob("r1jax-sandbox-*"))
+  assert len(made) == len(names) and all(pathlib.Path(d).name.startswith("r1jax-sandbox-") for d in made)
+  assert [d for d in made if os.path.exists(d)] == []
   # And the sandbox still grades a good program.
   assert code.grade(fenced("def f(): return 1"), TASK).passed
 
