@@ -43,8 +43,9 @@ def _unknown_field(e: Exception, argv: list[str]) -> str:
 
 def main(sweep=None, *, check=None, run_fn=None) -> None:
   """`__main__` of an experiment file: --config (this file, or `FILE:NAME` for a named config),
-  --sweep_index. A config error (raised by `check`, default `pipelines.validate`) prints one line and
-  exits with status 2 before anything is built; so does a `UserError` (a bad file, checkpoint or
+  --sweep_index. A config error (raised by `check` before `run_fn`, or without `check` by `run_fn`'s
+  own `pipelines.run`, which checks everything before any work: `pipelines.prepare`) prints one line
+  and exits with status 2 before anything is built; so does a `UserError` (a bad file, checkpoint or
   work directory found later: `error: ...`) and a run stopped on NaN/inf updates
   (`rl_loop.NonFiniteError`). Any other exception keeps its traceback."""
   import sys
@@ -54,7 +55,7 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
   # device really has, so it takes 95% (set XLA_PYTHON_CLIENT_MEM_FRACTION yourself to change it).
   # Before jax touches a device: nothing has yet.
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
-  check, run_fn = check or pipelines.validate, run_fn or pipelines.run_r1_zero
+  run_fn = run_fn or pipelines.run_r1_zero
 
   try:  # config_flags reads the --config.* overrides here already
     config_flags.DEFINE_config_file("config", sys.modules["__main__"].__file__,
@@ -70,7 +71,8 @@ def main(sweep=None, *, check=None, run_fn=None) -> None:
       cfg = with_sweep(flags.FLAGS.config, sweep() if sweep else [], flags.FLAGS.sweep_index)
       if cfg.get("distributed", False):  # before validation counts the devices of every process
         distributed.initialize()
-      preflight.check_before_work(cfg, check(cfg))
+      if check is not None:  # an entry point whose run_fn does not run pipelines.run
+        preflight.check_before_work(cfg, check(cfg))
     except errors.UserError as e:
       _fail(e.prefix, e)
     except (ValueError, FileNotFoundError) as e:

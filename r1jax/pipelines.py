@@ -175,17 +175,7 @@ def run(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None, *, stages=
   if cfg.get("distributed", False):  # before anything creates the backends
     distributed.initialize()
   pipe = pipe or of(cfg)
-  run_cfg = validate(cfg, pipe)
-  preflight.check_before_work(cfg, run_cfg)
-  chosen = stages is None  # the pipeline's stages: --config.stage selects among them
-  stages = pipe.stages(run_cfg) if stages is None else stages(run_cfg) if callable(stages) else stages
-  if chosen and only is None and pipe.selections.get(cfg.stage) is not None:
-    only = set(pipe.selections[cfg.stage])
-    names = [s.name for s in stages]
-    if not only <= set(names):
-      raise ValueError(f"stage={cfg.stage!r} is not part of this configuration's pipeline {names}")
-  given = run_cfg.inputs if given is None else given
-  pipeline.check_inputs(cfg.workdir, stages, only, given)  # before the tokenizer and compiles
+  run_cfg, stages, only, given = prepare(cfg, pipe, stages, only, given)
   workdir_lib.check_and_record(cfg)  # before anything else is written
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   ctx, run_cfg = context.build(run_cfg)
@@ -206,6 +196,29 @@ def run(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None, *, stages=
     (ctx.workdir / "config.json").write_text(resolved.to_json_best_effort(indent=1))
     out = pipeline.run(run_cfg, ctx, stages, fingerprint(cfg), only=only, given=given)
   return Result(run_cfg, ctx, out, plan)
+
+
+@errors.config_errors
+def prepare(cfg: ml_collections.ConfigDict, pipe: Pipeline, stages=None, only: set | None = None,
+            given: dict | None = None) -> tuple[Run, list, set | None, dict]:
+  """Before any work (the entry point's one check: a bad value or file is one line, status 2): the
+  config resolved (`validate`), this machine checked (`preflight`), the stages chosen and their
+  inputs found. (run, stages, the selected stage names or None, the given inputs)."""
+  run_cfg = validate(cfg, pipe)
+  try:
+    preflight.check_before_work(cfg, run_cfg)
+  except FileNotFoundError as e:
+    raise errors.ConfigError(str(e)) from e
+  chosen = stages is None  # the pipeline's stages: --config.stage selects among them
+  stages = pipe.stages(run_cfg) if stages is None else stages(run_cfg) if callable(stages) else stages
+  if chosen and only is None and pipe.selections.get(cfg.stage) is not None:
+    only = set(pipe.selections[cfg.stage])
+    names = [s.name for s in stages]
+    if not only <= set(names):
+      raise ValueError(f"stage={cfg.stage!r} is not part of this configuration's pipeline {names}")
+  given = run_cfg.inputs if given is None else given
+  pipeline.check_inputs(cfg.workdir, stages, only, given)  # before the tokenizer and compiles
+  return run_cfg, stages, only, given
 
 
 def plan_memory(run_cfg: Run, mesh, workdir: pathlib.Path) -> tuple[Run, dict]:
