@@ -287,3 +287,46 @@ def test_adapters_are_sharded_like_their_weights_and_the_sharded_step_equals_the
   np.testing.assert_allclose(float(got_m["loss"]), float(want_m["loss"]), rtol=1e-5)
   for got, want in zip(jax.tree.leaves(got_state.params), jax.tree.leaves(want_state.params)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
+
+
+def test_remat_dots_with_lora_keeps_the_projections_and_recomputes_the_low_rank_products(monkeypatch):
+  """remat 'dots' with adapters (`transformer.dots_saveable_but_rank`): the same gradients as no
+  remat and as plain 'dots'; of the activations plain 'dots' saves it drops exactly the (x A) B
+  outputs (as large as every projection's output: LoRA asked more than full fine-tuning) and keeps
+  the projections' own; XLA's compiled memory drops with them."""
+  import dataclasses
+  from jax._src.ad_checkpoint import saved_residuals
+  from r1jax.model import transformer
+  cfg = dataclasses.replace(CFG, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=512, logits_chunk=64)
+  B, T, rank = 4, 256, 4
+  params = M.init_params(jax.random.key(0), cfg)
+  adapters = L.init_adapters(jax.random.key(1), cfg, L.LoRAConfig(rank=rank, alpha=8.0))
+  adapters = {"layers": {k: v if k.endswith("_lora_a") else 0.02 * jax.random.normal(jax.random.key(2), v.shape)
+                         for k, v in adapters["layers"].items()}}
+  tokens = jax.random.randint(jax.random.key(3), (B, T), 1, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+  w = jax.random.normal(jax.random.key(4), (B, T, cfg.d_model))
+
+  def grads(remat):
+    """(gradient, bytes of the per-token activations saved for the backward pass, XLA's temporaries)."""
+    c = dataclasses.replace(cfg, remat=remat)
+    loss = lambda a: jnp.sum(transformer.hidden_states(L.combine(params, a, 2.0), tokens, pos, c)[0] * w)
+    fn = jax.jit(jax.grad(loss))
+    saved = sum(np.prod(a.shape) * a.dtype.itemsize for a, _ in saved_residuals(loss, adapters)
+                if a.shape[:3] == (cfg.n_layers, B, T))
+    return fn(adapters), saved, fn.lower(adapters).compile().memory_analysis().temp_size_in_bytes
+
+  none, _, _ = grads("none")
+  _, full_saved, _ = grads("full")
+  ours, ours_saved, ours_bytes = grads("dots")
+  monkeypatch.setattr(transformer, "dots_saveable_but_rank", lambda r: jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+  plain, plain_saved, plain_bytes = grads("dots")
+  for g in (ours, plain):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.abs(b).max())), g, none)
+  # The outputs of q, k, v, o, gate, up, down per token and layer (float32): the projections' and,
+  # of the same sizes, (x A) B's (the backward needs all but the last one's, whose output is only added).
+  out_dims = cfg.n_heads * cfg.head_dim + 2 * cfg.n_kv_heads * cfg.head_dim + cfg.d_model + 2 * cfg.d_ff + cfg.d_model
+  outputs = cfg.n_layers * B * T * out_dims * 4
+  assert plain_saved - ours_saved >= 0.75 * outputs  # the low-rank products: recomputed
+  assert ours_saved - full_saved >= 0.75 * outputs  # the projections' outputs: still saved
+  assert plain_bytes - ours_bytes >= 0.5 * outputs

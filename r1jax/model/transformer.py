@@ -111,6 +111,30 @@ _REMAT = {
 }
 
 
+def dots_saveable_but_rank(rank: int):
+  """remat 'dots' with LoRA: the matmul outputs without batch dimensions are saved, except the
+  products that contract over the adapters' rank, (x A) B, which are as large as their projection's
+  output but cost rank / d_model of its FLOPs to recompute (saving them made LoRA ask more activation
+  memory than full fine-tuning). A projection that contracts over a dimension of exactly `rank` is
+  recomputed too (only speed)."""
+  def policy(prim, *args, **params):
+    if prim is not jax.lax.dot_general_p:
+      return False
+    (lhs_c, _), (lhs_b, rhs_b) = params["dimension_numbers"]
+    contracted = 1
+    for d in lhs_c:
+      contracted *= args[0].shape[d]
+    return not lhs_b and not rhs_b and contracted != rank
+  return policy
+
+
+def lora_rank(layers) -> int:
+  """The adapters' rank in stacked layer weights (0: no adapter)."""
+  if not isinstance(layers, dict):
+    return 0
+  return next((v.shape[-1] for k, v in layers.items() if k.endswith("_lora_a")), 0)
+
+
 def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *, mask_BxT=None,
                   cache=None, segments_BxT=None):
   """Final-norm hidden states and the new keys/values of every layer.
@@ -140,7 +164,9 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
     return _block(x, layer, positions_BxT, mask_BxT, ckv, cfg, inv_freq, segments_BxT)
 
   if cfg.remat != "none":
-    body = jax.checkpoint(body, policy=_REMAT[cfg.remat], prevent_cse=False)
+    rank = lora_rank(params["layers"]) if cfg.remat == "dots" else 0
+    policy = dots_saveable_but_rank(rank) if rank else _REMAT[cfg.remat]
+    body = jax.checkpoint(body, policy=policy, prevent_cse=False)
   if cache is not None and isinstance(cache["k"], (tuple, list)):
     # One cache buffer per layer (sampler with cfg.unroll_decode): unrolled layers.
     layers = params["layers"]
