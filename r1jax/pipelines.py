@@ -6,6 +6,7 @@ stages (`pipeline.run`).
 R1_ZERO (experiments/r1_zero.py), --config.stage:
 - 'r1_zero': evaluate the base model, GRPO with the R1 template and rule rewards, evaluate
   again, print a summary table, write plots and `summary.json`.
+- 'train': the base model and GRPO, without the held-out evaluations (sweeps, timing runs).
 - 'pretrain': only build (or load) the base model.
 - 'evaluate': only evaluate the base model.
 - 'average': average the parameters of the run's last-k (or chosen) GRPO checkpoints into
@@ -58,7 +59,7 @@ class Pipeline:
 
 
 R1_ZERO = Pipeline({"average": average.AverageConfig}, lambda run: stages_lib.r1_zero(),
-                   stages_lib.R1_ZERO_SELECTIONS, planned=("r1_zero",))
+                   stages_lib.R1_ZERO_SELECTIONS, planned=("r1_zero", "train"))
 R1_SECTIONS = {"r1": stages_lib.R1Config, "cold_start": cold_start_data.ColdStartConfig,
                "curation": curation_filters.FilterConfig, "sft": sft_loop.SFTConfig,
                "rejection": rejection_sampling.RejectionConfig, "reward_model": reward_model.RewardModelConfig,
@@ -143,7 +144,7 @@ def validate(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None) -> Ru
   if cfg.stage not in allowed:
     raise ValueError(f"stage={cfg.stage!r} is not one of {allowed}")
   run = config_lib.resolve(cfg, pipe.sections)
-  if cfg.stage in ("all", "r1_zero"):
+  if cfg.stage in ("all", "r1_zero", "train"):
     for name in run.inputs:
       stage, dot, _ = name.partition(".")
       if not dot or stage not in allowed:
@@ -152,7 +153,7 @@ def validate(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None) -> Ru
   for field, path in preflight.policy_fields(cfg):
     if not pathlib.Path(path).is_dir():
       raise ValueError(f"{field}={path!r}: no such directory (give an r1jax policy or a Hugging Face model directory)")
-  if not cfg.model.hf_checkpoint and cfg.stage in ("evaluate", "r1_zero", "average") and run.pretrain.steps == 0:
+  if not cfg.model.hf_checkpoint and cfg.stage in ("evaluate", "r1_zero", "train", "average") and run.pretrain.steps == 0:
     print("note: pretrain.steps=0: the tiny base model stays randomly initialized")
   return run
 
@@ -284,6 +285,12 @@ def run_r1_zero(cfg: ml_collections.ConfigDict) -> dict:
     return {"num_params": res.run.model.num_params()}
   if cfg.stage == "average":
     return {"averaged_steps": res.outputs["average"]["averaged_steps"]}
+  if cfg.stage == "train":
+    summary = {"train_steps": res.run.train.steps, "memory_plan": {k: res.plan[k] for k in ("remat", "grad_accum", "reason")},
+               "wall_seconds": time.time() - t_start}
+    print(f"wall time {summary['wall_seconds']:.0f} s; {summary['train_steps']} GRPO steps (no held-out "
+          f"evaluation: --config.stage=r1_zero runs them); metrics and policy in {res.ctx.workdir}")
+    return summary
   base = json.loads(pathlib.Path(res.outputs["evaluate_base"]["summary"]).read_text())
   if cfg.stage == "evaluate":
     return base

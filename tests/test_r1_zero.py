@@ -301,3 +301,26 @@ def test_r1_zero_lora_smoke(tmp_path):
   assert (tmp_path / "policy_hf" / "model.safetensors").exists()
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert len(rows) == 2 and all(r["nonfinite"] == 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_the_train_stage_skips_the_evaluations_and_a_full_run_after_it_reuses_its_stages(tmp_path):
+  """--config.stage=train: the base and GRPO (memory planned, checkpoints, metrics), no held-out
+  evaluation; --config.stage=r1_zero afterwards finds both stages complete and runs the evaluations."""
+  args = [sys.executable, str(REPO / "experiments" / "r1_zero.py"), f"--config.workdir={tmp_path}",
+          "--config.train.steps=2", "--config.optim.total_steps=2", "--config.pretrain.steps=10",
+          "--config.pretrain.optim.total_steps=10", "--config.pretrain.optim.warmup_steps=2",
+          "--config.data.num_train=200", "--config.data.num_eval=8", "--config.eval.batch_size=8",
+          "--config.train.progress=False", "--config.model.n_layers=1", "--config.model.d_model=32",
+          "--config.model.head_dim=8", "--config.model.d_ff=64"]
+  out = subprocess.run(args + ["--config.stage=train"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "memory plan:" in out.stdout and "no held-out evaluation" in out.stdout
+  assert not (tmp_path / "eval_base").exists() and not (tmp_path / "eval_final").exists()
+  assert not (tmp_path / "summary.json").exists() and (tmp_path / "policy_hf" / "model.safetensors").exists()
+  assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+  full = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  assert full.returncode == 0, full.stderr[-3000:]
+  assert "stage pretrain: complete, skipped" in full.stdout and "stage r1_zero: complete, skipped" in full.stdout
+  assert "stage evaluate_final: running" in full.stdout
+  assert json.loads((tmp_path / "summary.json").read_text())["train_steps"] == 2

@@ -48,6 +48,7 @@ def r1_zero() -> list[Stage]:
 
 
 R1_ZERO_SELECTIONS = {"r1_zero": ("pretrain", "evaluate_base", "r1_zero", "evaluate_final"),
+                      "train": ("pretrain", "r1_zero"),
                       "pretrain": ("pretrain",), "evaluate": ("pretrain", "evaluate_base"), "average": ("average",)}
 """experiments/r1_zero.py's --config.stage values and the stages each runs."""
 
