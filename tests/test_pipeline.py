@@ -129,6 +129,7 @@ def lines(work) -> int:
              for s in "abc" if (pathlib.Path(work) / s / "steps.txt").exists())
 
 
+@pytest.mark.slow  # the full suite's (CI time): a separate process SIGKILLed; the in-process kill at every boundary runs in CI
 def test_sigkill_at_many_points_then_rerun_ends_as_uninterrupted(tmp_path):
   """The pipeline in its own process, SIGKILLed at several points of its progress (inside stages
   and at their boundaries: 6 and 12 steps are where a and b end), the same command rerun each

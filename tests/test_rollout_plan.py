@@ -189,6 +189,7 @@ def test_continuous_batching_takes_the_most_slots_that_fit(whole_peak):
   assert (1, 2 * p.num_slots) in tried or 2 * p.num_slots == PROMPTS * G
 
 
+@pytest.mark.slow  # the full suite's (CI time): a benchmark script's smoke
 def test_the_benchmark_script_plans_a_named_config_without_weights(tmp_path):
   """benchmarks/rollout_plan.py (the GPU measurement of a named config's plan) on the tiny default:
   the run's plan line, and memory_plan.json with the rollout's setting beside remat and grad_accum."""
