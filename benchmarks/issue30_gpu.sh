@@ -10,8 +10,10 @@
 #            to 8 problems x 64 tokens (STAGE=train: none, for the 7B / 8B runs to fit a call)
 #   lora     the GRPO step at the Qwen2.5-1.5B shape, full fine-tuning vs LoRA rank 64
 #            (benchmarks/grpo_step.py, the same workload, remat full: dots asks 132 GiB at this shape)
-#   math500  experiments/evaluate.py on MATH-500 (500 problems, 64 tokens each) with the 0.5B
-#            checkpoint the qwen2.5-0.5b part built
+#   loradots the GRPO step at the Qwen2.5-1.5B shape with LoRA rank 64 at remat dots (the adapters'
+#            products recomputed: transformer.dots_saveable_but_rank) beside LoRA at remat full
+#   math500  experiments/evaluate.py on MATH-500 (500 problems, 64 tokens each) with a random-weight
+#            checkpoint of the 0.5B shape (the qwen2.5-0.5b part's, else built)
 set -uo pipefail
 OUT=${OUT:-/tmp/issue30}
 CAP=${CAP:-240}
@@ -31,7 +33,14 @@ for part in "$@"; do
         timeout 150 python3 benchmarks/grpo_step.py --preset qwen2.5-1.5b --remat full --steps 2 --lora_rank $r \
           --out "$OUT/grpo_step_1.5b_lora$r.json" 2>&1 | grep -v -i warning | tee "$OUT/lora$r.log" | tail -n 2
       done ;;
+    loradots)
+      for remat in dots full; do
+        timeout 150 python3 benchmarks/grpo_step.py --preset qwen2.5-1.5b --remat $remat --steps 2 --lora_rank 64 \
+          --out "$OUT/grpo_step_1.5b_lora64_$remat.json" 2>&1 | grep -v -i warning | tee "$OUT/lora64_$remat.log" | tail -n 2
+      done ;;
     math500)
+      [ -e /tmp/ckpt/hf-qwen2.5-0.5b/config.json ] || python3 benchmarks/named_configs.py --names qwen2.5-0.5b \
+        --steps 0 --ckpt_root /tmp/ckpt >/dev/null
       timeout 200 python3 experiments/evaluate.py --config.hf_checkpoint=/tmp/ckpt/hf-qwen2.5-0.5b \
         --config.datasets=math500=$PWD/.gpudata/math500.jsonl:math --config.eval.num_samples=1 \
         --config.eval.max_new_tokens=64 --config.progress=False --config.out_dir="$OUT/math500" 2>&1 \
