@@ -101,6 +101,9 @@ ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "he
                "rms_eps", "qkv_bias", "qk_norm", "tie_embeddings")
 """ModelConfig fields a checkpoint fixes (an override would not load)."""
 
+WHOLE_RUN_STAGES = ("all", "r1_zero", "train")
+"""--config.stage values that run an experiment's training rather than one named stage: the checkpoints
+they write are counted before work, and their --config.inputs name the stage they feed."""
 TOP_LEVEL = ("stage", "inputs", "workdir", "seed", "template", "distributed")
 """The config's fields outside its sections."""
 

@@ -144,7 +144,7 @@ def validate(cfg: ml_collections.ConfigDict, pipe: Pipeline | None = None) -> Ru
   if cfg.stage not in allowed:
     raise ValueError(f"stage={cfg.stage!r} is not one of {allowed}")
   run = config_lib.resolve(cfg, pipe.sections)
-  if cfg.stage in ("all", "r1_zero", "train"):
+  if cfg.stage in config_lib.WHOLE_RUN_STAGES:
     for name in run.inputs:
       stage, dot, _ = name.partition(".")
       if not dot or stage not in allowed:

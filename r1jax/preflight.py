@@ -84,7 +84,7 @@ def check_disk(cfg, run) -> None:
   checkpoint); else a one-line error with the sizes and the knobs. LoRA checkpoints hold the
   adapters only; with lora.mode='auto' (full fine-tuning only if the device holds it) the check
   before work counts LoRA's, and the run checks again once the memory plan has chosen."""
-  if cfg.get("stage") not in ("all", "r1_zero", "train") or not isinstance(run, config_lib.Run):  # writes no checkpoint
+  if cfg.get("stage") not in config_lib.WHOLE_RUN_STAGES or not isinstance(run, config_lib.Run):  # writes no checkpoint
     return
   ck, g = run.checkpoint, run.grpo
   if run.is_pipeline:
