@@ -38,7 +38,9 @@ accumulator beside the gradients): `--preset qwen2.5-7b --param_dtype float32 --
 
 LoRA (`--lora_rank 64`, `--lora_base_dtype bfloat16|int8`): adapters on every projection trained,
 the base frozen and read as the reference (no copy); time it beside the full step at the same
-shape, e.g. `--preset qwen2.5-1.5b --lora_rank 64` and the same command without it.
+shape, e.g. `--preset qwen2.5-1.5b --lora_rank 64` and the same command without it. The rollout
+decodes with the adapters merged into W (`sampling.merge_lora`, an int8 base excepted);
+`--lora_merge_rollout 0` decodes with them beside W, as training runs them.
 """
 from __future__ import annotations
 
@@ -123,7 +125,7 @@ def run_r1jax(a, ceilings_fn):
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0, a.grad_accum)  # in the update's micro-batches, as the trainer runs it
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
                             suppress_eos=True, prompt_buckets=(a.prompt_len,), continuous_batching=a.slots > 0,
-                            num_slots=a.slots)
+                            num_slots=a.slots, merge_lora=bool(a.lora_merge_rollout))
     R = a.prompts * a.G
     # Completion lengths: all new_tokens, or long-tailed (each row's cap drawn once, the same every step).
     caps = (np.full(R, a.new_tokens, np.int32) if a.lengths == "fixed" else
@@ -214,6 +216,7 @@ def run_r1jax(a, ceilings_fn):
             "logprob_impl": cfg.logprob_impl,
             "decode_attention": attention.decode_attention_impl(cfg),
             "algo": a.algo, "lora_rank": a.lora_rank, "lora_base_dtype": a.lora_base_dtype if a.lora_rank else None,
+            "lora_merge_rollout": bool(a.lora_merge_rollout) if a.lora_rank else None,
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "critic_s": critic_s, "update_s": upd_s,
             "step_s": tot,
             "rollout_mismatch": {k: float(v) for k, v in mismatch.items()}, "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
@@ -245,7 +248,8 @@ def run_system(name, a):
             str(a.grad_accum), "--minibatches", str(a.minibatches), "--state_dtype", a.state_dtype, "--beta", str(a.beta), "--decode_attention", a.decode_attention, "--unroll_decode", str(a.unroll_decode),
             "--decode_splits", str(a.decode_splits),
             "--logprob_impl", a.logprob_impl, "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots),
-            "--algo", a.algo, "--lora_rank", str(a.lora_rank), "--lora_base_dtype", a.lora_base_dtype]
+            "--algo", a.algo, "--lora_rank", str(a.lora_rank), "--lora_base_dtype", a.lora_base_dtype,
+            "--lora_merge_rollout", str(a.lora_merge_rollout)]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
     cmd += list(flags) + extra.get(name, "").split()
@@ -311,6 +315,8 @@ def main():
   ap.add_argument("--lora_rank", type=int, default=0,
                   help="> 0: train LoRA adapters of this rank on every projection (alpha 2 x rank), the base frozen")
   ap.add_argument("--lora_base_dtype", default="params", help="lora.base_dtype: 'params', 'bfloat16' or 'int8'")
+  ap.add_argument("--lora_merge_rollout", type=int, default=1, choices=(0, 1),
+                  help="sampling.merge_lora: 1 generates with the adapters merged into W, 0 beside it")
   ap.add_argument("--peers", default="", help="comma list of: tunix, trl, trl_cb (TRL with continuous batching)")
   ap.add_argument("--out", default="")
   ap.add_argument("--decode_splits", type=int, default=0, help="model.decode_kv_splits of the Pallas decode kernel")

@@ -42,6 +42,9 @@ class Mutation:
 # the first failure, so a caught mutation costs only the tests before it).
 _T, _L, _S = "tests/test_train_step.py::test_", "tests/test_grpo_loop.py::test_", "tests/test_sampler.py::test_"
 LORA = ("tests/test_lora.py",)
+LORA_ROLLOUT = tuple("tests/test_lora.py::test_" + t for t in (
+    "merge_combined_is_w_plus_scaled_a_b_on_the_combined_tree", "sampler_decodes_with_the_adapters_merged",
+    "sampler_keeps_the_adapters_beside_an_int8_base"))
 CONSISTENCY = _L + "sampled_logprobs_are_the_trainers_and_rows_keep_their_prompts"
 LOOP = (_L + "loop_rewards_advantages_overlong_truncation_kl_and_minibatches",
         _L + "loop_dynamic_sampling_keeps_informative_groups_with_their_rewards")
@@ -259,12 +262,23 @@ MUTATIONS = [
              "extra = {k: scaled(v) if k.endswith(\"_lora_b\") else v", "extra = {k: v if k.endswith(\"_lora_b\") else v",
              LORA),
     Mutation("lora_merge_drops_scale", "r1jax/model/lora.py",
-             "w = w + scale * jnp.einsum(", "w = w + jnp.einsum(", LORA),
+             "w = w + scale * _low_rank(", "w = w + _low_rank(", LORA),
     Mutation("lora_int8_scale_not_applied", "r1jax/model/transformer.py", "    out = out * w[f\"{name}_qscale\"]", "    out = out",
              LORA),
     Mutation("lora_fused_decode_skips_adapters", "r1jax/model/transformer.py",
              "q, k, v = (x + _lora(h, w, n, \"btd,dnh->btnh\")", "q, k, v = (x + 0 * _lora(h, w, n, \"btd,dnh->btnh\")",
              LORA),
+    Mutation("lora_rollout_merge_subtracts", "r1jax/model/lora.py",
+             "out[name] = (layers[name].astype(jnp.float32) + _low_rank(", "out[name] = (layers[name].astype(jnp.float32) - _low_rank(",
+             LORA_ROLLOUT),
+    Mutation("lora_rollout_merges_only_q", "r1jax/model/lora.py",
+             "if f\"{n}_lora_a\" in layers and f\"{n}_qscale\" not in layers]",
+             "if f\"{n}_lora_a\" in layers and f\"{n}_qscale\" not in layers][:1]", LORA_ROLLOUT),
+    Mutation("lora_rollout_merges_an_int8_base", "r1jax/model/lora.py",
+             "if f\"{n}_lora_a\" in layers and f\"{n}_qscale\" not in layers]", "if f\"{n}_lora_a\" in layers]",
+             LORA_ROLLOUT),
+    Mutation("lora_rollout_never_merged", "r1jax/sampling/sampler.py", "  if scfg.merge_lora:\n", "  if False:\n",
+             LORA_ROLLOUT),
 ]
 
 

@@ -59,20 +59,21 @@ def test_grpo_step_benchmark_ppo_with_a_critic(tmp_path):
 
 
 @pytest.mark.slow
-def test_grpo_step_benchmark_lora(tmp_path):
-  """--lora_rank: adapters trained beside the frozen (int8) base, which is also the reference: no
-  reference copy, AdamW state of the adapters only."""
+@pytest.mark.parametrize("base_dtype", ["int8", "bfloat16"])
+def test_grpo_step_benchmark_lora(tmp_path, base_dtype):
+  """--lora_rank: adapters trained beside the frozen base, which is also the reference: no reference
+  copy, AdamW state of the adapters only; rollouts with the adapters merged (bfloat16) or beside W (int8)."""
   out = tmp_path / "lora.json"
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
   p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grpo_step.py"), "--preset", "tiny", "--prompts",
                       "2", "--G", "4", "--prompt_len", "32", "--new_tokens", "16", "--steps", "1", "--lora_rank", "8",
-                      "--lora_base_dtype", "int8", "--mesh", "1,-1,1", "--out", str(out)],
+                      "--lora_base_dtype", base_dtype, "--mesh", "1,-1,1", "--out", str(out)],
                      capture_output=True, text=True, env=env, timeout=600)
   assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
   assert "| r1jax (LoRA r=8) |" in p.stdout
   r = json.loads(out.read_text())["results"][0]
   mem = r["memory"]
-  assert r["lora_rank"] == 8 and r["lora_base_dtype"] == "int8" and mem["reference"] == 0
+  assert r["lora_rank"] == 8 and r["lora_base_dtype"] == base_dtype and mem["reference"] == 0 and r["lora_merge_rollout"]
   assert mem["optimizer_state"] == 2 * mem["params"] + 8 and 0 < mem["params"] < mem["frozen_base"]
   assert r["tokens_per_s"] > 0 and r["step_s"] >= r["generate_s"] > 0
 

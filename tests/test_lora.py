@@ -1,5 +1,6 @@
 """LoRA (`r1jax.model.lora`) against independent computations: jax.grad of the loss with the effective
 weight W + s A B written out, the base model's own log-probs, transformers on the merged export."""
+import dataclasses
 import pathlib
 
 import jax
@@ -332,3 +333,98 @@ def test_remat_dots_with_lora_keeps_the_projections_and_recomputes_the_low_rank_
   assert plain_saved - ours_saved >= 0.75 * outputs  # the low-rank products: recomputed
   assert ours_saved - full_saved >= 0.75 * outputs  # the projections' outputs: still saved
   assert plain_bytes - ours_bytes >= 0.5 * outputs
+
+
+def _merged_np(params, adapters, scale):
+  """W + s A B per adapted projection in NumPy float64 (an independent `lora.merge`)."""
+  out = {}
+  for name, k in L.IN_DIMS.items():
+    w = np.asarray(params["layers"][name], np.float64)
+    if f"{name}_lora_a" in adapters["layers"]:
+      a = np.asarray(adapters["layers"][f"{name}_lora_a"], np.float64)
+      b = np.asarray(adapters["layers"][f"{name}_lora_b"], np.float64)
+      ab = np.stack([a[l].reshape(-1, a.shape[-1]) @ b[l].reshape(b.shape[1], -1) for l in range(a.shape[0])])
+      w = w + scale * ab.reshape(w.shape)
+    out[name] = w
+  return out
+
+
+def test_merge_combined_is_w_plus_scaled_a_b_on_the_combined_tree():
+  """The sampler's merge of the tree the model runs (B already scaled by `combine`) is `lora.merge` of
+  the base and adapters, and W + s A B in float64; projections without adapters are untouched."""
+  params = M.init_params(jax.random.key(0), CFG, std=0.2)
+  lc = L.LoRAConfig(rank=4, alpha=8.0, targets="q,o,down")
+  ad = L.init_adapters(jax.random.key(1), CFG, lc)
+  ad = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(2), x.shape), ad)
+  got = L.merge_combined(L.combine(params, ad, lc.scale), jnp.float32)
+  assert set(got["layers"]) == set(params["layers"]) and got["embed"] is params["embed"]
+  want, ref = L.merge(params, ad, lc.scale), _merged_np(params, ad, lc.scale)
+  for name in L.IN_DIMS:
+    np.testing.assert_allclose(np.asarray(got["layers"][name]), ref[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got["layers"][name]), np.asarray(want["layers"][name]), rtol=1e-6, atol=1e-7)
+  assert np.abs(ref["wq"] - np.asarray(params["layers"]["wq"])).max() > 0.1  # the adapters matter
+  assert all(got["layers"][n] is params["layers"][n] for n in ("wk", "wv", "w_gate", "w_up"))
+  bf = L.merge_combined(L.combine(params, ad, lc.scale), jnp.bfloat16)["layers"]["w_down"]
+  assert bf.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(bf, np.float64), ref["w_down"], rtol=2 ** -8, atol=1e-6)
+  assert L.merge_combined(params, jnp.float32) is params  # no adapters: nothing to merge
+
+
+def _greedy(policy, scfg, cfg):
+  from r1jax.sampling import sampler as S
+  from r1jax.sampling import sampling_state
+  rng = np.random.default_rng(3)
+  prompts = [list(rng.integers(1, cfg.vocab_size, size=n)) for n in (5, 9, 3)]
+  toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
+  out = jax.device_get(S.generate(policy, toks, mask, jax.random.key(1), cfg, scfg))
+  dparams, _ = sampling_state.prefill(policy, toks, mask, cfg, scfg, 4)  # the weights it decodes with
+  layers = dparams["layers"]  # one dict per layer (cfg.unroll_decode): stacked again
+  return prompts, out, jax.tree.map(lambda *a: jnp.stack(a), *layers) if isinstance(layers, list) else layers
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_sampler_decodes_with_the_adapters_merged(fuse):
+  """sampling.merge_lora: generation reads W + A sB (no adapter left beside W, fused q/k/v and gate/up
+  too), draws the unmerged model's greedy tokens with its log-probs to 1e-5 (float32), and those are
+  the teacher-forced argmax of the weights W + s A B written out (`_effective`)."""
+  from r1jax.sampling import sampler as S
+  params = M.init_params(jax.random.key(0), CFG, std=0.2)
+  ad = _trained_adapters()
+  policy = L.combine(params, ad, LCFG.scale)
+  scfg = S.SamplingConfig(max_new_tokens=10, temperature=0.0, prompt_buckets=(16,), fuse_projections=fuse)
+  prompts, on, layers = _greedy(policy, scfg, CFG)
+  _, off, unmerged = _greedy(policy, dataclasses.replace(scfg, merge_lora=False), CFG)
+  assert not any("_lora_" in k for k in layers) and sum("_lora_" in k for k in unmerged) == 14
+  ref = _merged_np(params, ad, LCFG.scale)
+  if fuse:
+    np.testing.assert_allclose(np.asarray(layers["w_qkv"]), np.concatenate([ref[n] for n in ("wq", "wk", "wv")], -2),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layers["w_gate_up"]), np.concatenate([ref["w_gate"], ref["w_up"]], -1),
+                               rtol=1e-5, atol=1e-6)
+  for name in L.IN_DIMS:
+    if name in layers:
+      np.testing.assert_allclose(np.asarray(layers[name]), ref[name], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(on["tokens"], off["tokens"])
+  np.testing.assert_allclose(on["logp"], off["logp"], atol=1e-5)
+  eff = _effective(params, ad, LCFG.scale)
+  for i, p in enumerate(prompts):
+    seq = list(p) + list(on["tokens"][i])
+    logits = np.asarray(M.forward(eff, jnp.asarray([seq]), jnp.arange(len(seq))[None], CFG)[0][0])
+    np.testing.assert_array_equal(on["tokens"][i], logits[len(p) - 1:len(seq) - 1].argmax(-1))
+  base = jax.device_get(S.generate(params, *S.pad_prompts(prompts, (16,), 0), jax.random.key(1), CFG, scfg))
+  assert (base["tokens"] != on["tokens"]).any()  # the adapters change what is drawn
+
+
+def test_sampler_keeps_the_adapters_beside_an_int8_base():
+  """An int8 base is not merged (that would store its projections in the compute dtype): the sampler
+  decodes with the adapters beside W_int8, as with merge_lora off."""
+  from r1jax.sampling import sampler as S
+  params = M.init_params(jax.random.key(0), CFG, std=0.2)
+  lc = L.LoRAConfig(rank=4, alpha=8.0, base_dtype="int8")
+  policy = L.combine(L.frozen_base(params, lc), _trained_adapters(), lc.scale)
+  scfg = S.SamplingConfig(max_new_tokens=10, temperature=0.0, prompt_buckets=(16,))
+  _, on, layers = _greedy(policy, scfg, CFG)
+  _, off, _ = _greedy(policy, dataclasses.replace(scfg, merge_lora=False), CFG)
+  assert layers["wq"].dtype == jnp.int8 and sum("_lora_" in k for k in layers) == 14
+  np.testing.assert_array_equal(on["tokens"], off["tokens"])
+  np.testing.assert_array_equal(on["logp"], off["logp"])

@@ -138,6 +138,8 @@ def test_bad_config_and_long_prompt():
     S.SamplingConfig(num_slots=-1)
   with pytest.raises(ValueError, match="sampling.refills_per_step=0 must be an int >= 1"):
     S.SamplingConfig(refills_per_step=0)
+  with pytest.raises(ValueError, match="sampling.merge_lora=1 must be a bool"):
+    S.SamplingConfig(merge_lora=1)
   with pytest.raises(ValueError, match="prompt_buckets"):
     S.pad_prompts([[1] * 40], (16, 32), pad_id=0)
 

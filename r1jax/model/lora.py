@@ -7,9 +7,11 @@ A random, B zero, so training starts at the base). The adapters are a small pytr
 updates and what a checkpoint holds (`TrainState.params`); the base rides beside it in
 `TrainState.frozen`, never updated nor checkpointed (read from the policy at start). `combine`
 hands the model the base's tree with the adapters added under those keys; `model._block` applies
-them inside each projection, so W + s A B is never materialized (decode reads W every token).
-The reference policy of GRPO's KL is the base alone: adapters off, no second copy of the weights.
-`merge` folds the adapters into W once, for the saved policy and its Hugging Face export.
+them inside each projection, so training never materializes W + s A B. The sampler does, once per
+generate call (`merge_combined`, `SamplingConfig.merge_lora`), so that decoding runs one matmul per
+projection and token rather than three. The reference policy of GRPO's KL is the base alone:
+adapters off, no second copy of the weights. `merge` folds the adapters into W once, for the saved
+policy and its Hugging Face export.
 
 The base may be stored in bfloat16 or int8 (`base_dtype`): int8 is per-output-channel weight-only
 quantization of the projection matrices (`quantize`): an int8 W and a float32 scale per output
@@ -202,13 +204,34 @@ def merge(base: dict, adapters: dict, scale: float) -> dict:
   for name in IN_DIMS:
     w = dequantize(base["layers"], name)
     if f"{name}_lora_a" in adapters["layers"]:
-      a, b = adapters["layers"][f"{name}_lora_a"], adapters["layers"][f"{name}_lora_b"]
-      k = IN_DIMS[name]
-      in_letters, out_letters = "dn"[:k], "fgh"[:b.ndim - 2]
-      w = w + scale * jnp.einsum(f"l{in_letters}r,lr{out_letters}->l{in_letters}{out_letters}",
-                                 a.astype(jnp.float32), b.astype(jnp.float32))
+      w = w + scale * _low_rank(adapters["layers"], name)
     layers[name] = w.astype(dtype)
   return dict(base, layers=layers)
+
+
+def merge_combined(params: dict, dtype) -> dict:
+  """The tree `combine` hands the model with each adapted float projection merged: W + A (sB) (B is
+  already scaled there), computed in float32, cast to `dtype`, its adapter keys dropped; no adapters:
+  `params` itself. The sampler decodes with it (`SamplingConfig.merge_lora`): one matmul per
+  projection and token instead of three. An int8 projection (`<name>_qscale`) keeps its adapters:
+  merged, it would be stored in `dtype`, at least twice its bytes."""
+  layers = params["layers"]
+  names = [n for n in IN_DIMS if f"{n}_lora_a" in layers and f"{n}_qscale" not in layers]
+  if not names:
+    return params
+  merged = {f"{n}_lora_{x}" for n in names for x in "ab"}
+  out = {k: v for k, v in layers.items() if k not in merged}
+  for name in names:
+    out[name] = (layers[name].astype(jnp.float32) + _low_rank(layers, name)).astype(dtype)
+  return dict(params, layers=out)
+
+
+def _low_rank(layers: dict, name: str) -> jax.Array:
+  """A B of projection `name` in float32, shaped as its W (L x in... x out...)."""
+  a, b = layers[f"{name}_lora_a"], layers[f"{name}_lora_b"]
+  in_letters, out_letters = "dn"[:IN_DIMS[name]], "fgh"[:b.ndim - 2]
+  return jnp.einsum(f"l{in_letters}r,lr{out_letters}->l{in_letters}{out_letters}",
+                    a.astype(jnp.float32), b.astype(jnp.float32))
 
 
 def param_bytes(tree: Any) -> int:

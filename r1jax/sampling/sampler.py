@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.model import attention
+from r1jax.model import lora
 from r1jax.model import transformer as model_lib
 from r1jax.model.config import ModelConfig
 from r1jax.sharding import constrain
@@ -46,6 +47,16 @@ class SamplingConfig:
   copy made once per generate call; the parameters keep their layout, and with parameters already
   in the compute dtype it is one more copy of those weights while generating). Off under tensor
   parallelism, where the fused axis would mix differently sharded heads."""
+  merge_lora: bool = True
+  """With LoRA adapters in the parameters (`lora.combine`), decode with them merged into their
+  projections, W + A (sB), formed once per generate call (`lora.merge_combined`): one matmul per
+  projection and token instead of three (at Qwen2.5-1.5B, rank 64, 128 rows x 512 tokens on an H100,
+  generating with the adapters beside W took 2.52 s, full fine-tuning's model 1.87 s). Costs one
+  compute-dtype copy of the adapted projections while generating (none beyond the cast when the
+  parameters are float32 and the compute dtype narrower), and a transient float32 copy of the
+  largest while it is formed. An int8 base (`lora.base_dtype`) keeps the adapters beside W:
+  merged, it would take twice its bytes or more. The draws differ from the unmerged model's by float
+  rounding only (the trainer's log-probs, adapters beside W, by that much more)."""
   prompt_buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
   """Prompts are left-padded to the smallest bucket that fits, so shapes (and compiles) are few;
   () pads each batch to its longest prompt."""
@@ -72,8 +83,9 @@ class SamplingConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValueError(f"sampling.{name}={value!r} must be an int >= {lo}{why}")
-    if not isinstance(self.continuous_batching, bool):
-      raise ValueError(f"sampling.continuous_batching={self.continuous_batching!r} must be a bool")
+    for name in ("continuous_batching", "merge_lora"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"sampling.{name}={getattr(self, name)!r} must be a bool")
     if self.num_samples < 1:
       raise ValueError(f"sampling.num_samples={self.num_samples} must be >= 1")
     if list(self.prompt_buckets) != sorted(set(self.prompt_buckets)) or any(b < 1 for b in self.prompt_buckets):
@@ -144,8 +156,11 @@ def _pick(logits_RxV, rows_R, t_R, key, scfg: SamplingConfig):
 
 
 def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: ModelConfig, scfg: SamplingConfig):
-  """Weights cast once to the compute dtype, prompt positions, the prompts' keys/values
-  (L x B x P x K x H) and the logits of each prompt's next token (B x V)."""
+  """Weights cast once to the compute dtype (LoRA adapters merged: `scfg.merge_lora`), prompt
+  positions, the prompts' keys/values (L x B x P x K x H) and the logits of each prompt's next token
+  (B x V)."""
+  if scfg.merge_lora:
+    params = lora.merge_combined(params, cfg.compute_dtype)
   # Cast once, outside the loop: every decode step then reads the weights in the compute dtype
   # (half the bytes of an fp32 master copy); the layer scan would otherwise cast inside each step.
   params = jax.tree.map(lambda a: a.astype(cfg.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,

@@ -58,7 +58,7 @@ def prefill(params, prompt_RxP, prompt_mask_RxP, cfg: ModelConfig, scfg: sampler
   """(decode params, state) after left-padded prompts, with `room` free cache slots per row.
 
   The decode params are the weights as `sampler.generate` decodes with them (cast to the compute
-  dtype, fused or sliced per layer by `scfg` / `cfg`): pass them to `decode_step`."""
+  dtype, LoRA adapters merged, fused or sliced per layer by `scfg` / `cfg`): pass them to `decode_step`."""
   P = prompt_RxP.shape[1]
   S = sampler_lib._cache_length(P, room, cfg)
   mask = prompt_mask_RxP.astype(bool)
