@@ -12,7 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from r1jax.model.attention import cached_attention, decode_attention_impl, pallas_cached_attention, self_attention
+from r1jax.model.attention import (cache_window, cached_attention, decode_attention_impl, pallas_cached_attention,
+                                   self_attention)
 from r1jax.model.config import ModelConfig, Params
 from r1jax.model.rope import apply_rope, rope_attention_factor, rope_inv_freq
 from r1jax.sharding import constrain
@@ -64,7 +65,11 @@ def _lora(h, w, name: str, eq: str):
 
 
 def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segments=None):
-  """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values."""
+  """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values.
+
+  cache_kv: None, or (ck, cv, cmask, window) of the cache; `window`, the rows' valid cache
+  positions (`attention.cache_window`), is given for one new token decoded by the Pallas kernel
+  and None otherwise."""
   dt = cfg.compute_dtype
   w = jax.tree.map(lambda a: a.astype(dt), layer)
   h = rms_norm(x, layer["attn_norm"], cfg.rms_eps)
@@ -85,9 +90,9 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
   if cache_kv is None:
     att = self_attention(q, k, v, mask, cfg, segments)
   else:
-    ck, cv, cmask = cache_kv
-    if q.shape[1] == 1 and decode_attention_impl(cfg) == "pallas":
-      att = pallas_cached_attention(q, k, v, ck, cv, cmask, cfg.decode_kv_splits)
+    ck, cv, cmask, window = cache_kv
+    if window is not None:
+      att = pallas_cached_attention(q, k, v, ck, cv, cmask, cfg.decode_kv_splits, window)
     else:
       att = cached_attention(q, k, v, mask, ck, cv, cmask)
   x = x + _proj(att, w, "wo", "btnh,nhd->btd")
@@ -158,9 +163,13 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
   dynamic = cfg.rope_scaling is not None and cfg.rope_scaling.kind == "dynamic"
   inv_freq = rope_inv_freq(cfg, jnp.max(positions_BxT) + 1 if dynamic else None)
 
+  window = None  # the Pallas decode kernel's cache window, the same in every layer: computed once
+  if cache is not None and tokens_BxT.shape[1] == 1 and decode_attention_impl(cfg) == "pallas":
+    window = cache_window(cache["mask"])
+
   def body(x, xs):
     layer, ckv = xs
-    ckv = None if ckv is None else (ckv[0], ckv[1], cache["mask"])
+    ckv = None if ckv is None else (ckv[0], ckv[1], cache["mask"], window)
     return _block(x, layer, positions_BxT, mask_BxT, ckv, cfg, inv_freq, segments_BxT)
 
   if cfg.remat != "none":
