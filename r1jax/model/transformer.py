@@ -9,12 +9,15 @@ K kv heads, G = N // K, H head_dim, F d_ff, V vocab, L layers.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from r1jax.model.attention import (cache_window, cached_attention, decode_attention_impl, pallas_cached_attention,
                                    self_attention)
 from r1jax.model.config import ModelConfig, Params
+from r1jax.model.decode_gemm import decode_matmul
 from r1jax.model.rope import apply_rope, rope_attention_factor, rope_inv_freq
 from r1jax.sharding import constrain
 
@@ -43,10 +46,17 @@ def fuse_projections(layers: Params) -> Params:
   return layers | fused
 
 
-def _proj(h, w, name: str, eq: str):
+def _contracted(eq: str) -> str:
+  """The letters an einsum 'x,w->out' contracts."""
+  x_s, w_s = eq.split("->")[0].split(",")
+  return "".join(c for c in w_s if c in x_s)
+
+
+def _proj(h, w, name: str, eq: str, matmul=None):
   """h @ w[name] by `eq`, dequantized (an int8 base's per-channel scale on the output), plus the
-  LoRA adapter's (h @ A) @ sB when the layer carries one (`r1jax.model.lora.combine`)."""
-  out = jnp.einsum(eq, h, w[name])
+  LoRA adapter's (h @ A) @ sB when the layer carries one (`r1jax.model.lora.combine`). `matmul`:
+  the decode step's (`decode_gemm.decode_matmul`, bound to its config), or None for the einsum."""
+  out = jnp.einsum(eq, h, w[name]) if matmul is None else matmul(h, w[name], len(_contracted(eq)))
   if f"{name}_qscale" in w:
     out = out * w[f"{name}_qscale"]
   return out + _lora(h, w, name, eq)
@@ -58,7 +68,7 @@ def _lora(h, w, name: str, eq: str):
     return 0
   ins, out = eq.split("->")
   x_s, w_s = ins.split(",")
-  contracted = "".join(c for c in w_s if c in x_s)
+  contracted = _contracted(eq)
   kept = "".join(c for c in x_s if c not in contracted)
   xa = jnp.einsum(f"{x_s},{contracted}r->{kept}r", h, w[f"{name}_lora_a"])
   return jnp.einsum(f"{kept}r,r{''.join(c for c in w_s if c not in x_s)}->{out}", xa, w[f"{name}_lora_b"])
@@ -72,14 +82,17 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
   and None otherwise."""
   dt = cfg.compute_dtype
   w = jax.tree.map(lambda a: a.astype(dt), layer)
+  mm = None  # a decode step's projections: split-K and / or the Pallas GEMM (`r1jax.model.decode_gemm`)
+  if cache_kv is not None and x.shape[1] == 1 and (cfg.decode_split_k > 1 or cfg.decode_gemm == "pallas"):
+    mm = functools.partial(decode_matmul, splits=cfg.decode_split_k, gemm=cfg.decode_gemm)
   h = rms_norm(x, layer["attn_norm"], cfg.rms_eps)
   if "w_qkv" in w:  # the sampler's fused copy (`fuse_projections`): one matmul instead of three
-    q, k, v = jnp.split(_proj(h, w, "w_qkv", "btd,dmh->btmh"), [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], 2)
+    q, k, v = jnp.split(_proj(h, w, "w_qkv", "btd,dmh->btmh", mm), [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], 2)
     q, k, v = (x + _lora(h, w, n, "btd,dnh->btnh") for x, n in ((q, "wq"), (k, "wk"), (v, "wv")))
   else:
-    q = _proj(h, w, "wq", "btd,dnh->btnh")
-    k = _proj(h, w, "wk", "btd,dkh->btkh")
-    v = _proj(h, w, "wv", "btd,dkh->btkh")
+    q = _proj(h, w, "wq", "btd,dnh->btnh", mm)
+    k = _proj(h, w, "wk", "btd,dkh->btkh", mm)
+    v = _proj(h, w, "wv", "btd,dkh->btkh", mm)
   if cfg.qkv_bias:
     q, k, v = q + w["bq"], k + w["bk"], v + w["bv"]
   if cfg.qk_norm:
@@ -95,17 +108,17 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
       att = pallas_cached_attention(q, k, v, ck, cv, cmask, cfg.decode_kv_splits, window)
     else:
       att = cached_attention(q, k, v, mask, ck, cv, cmask)
-  x = x + _proj(att, w, "wo", "btnh,nhd->btd")
+  x = x + _proj(att, w, "wo", "btnh,nhd->btd", mm)
   x = constrain(x, ("batch", "length", "act_embed"))
   h = rms_norm(x, layer["mlp_norm"], cfg.rms_eps)
   if "w_gate_up" in w:
-    g, u = jnp.split(_proj(h, w, "w_gate_up", "btd,df->btf"), 2, axis=-1)
+    g, u = jnp.split(_proj(h, w, "w_gate_up", "btd,df->btf", mm), 2, axis=-1)
     g, u = g + _lora(h, w, "w_gate", "btd,df->btf"), u + _lora(h, w, "w_up", "btd,df->btf")
   else:
-    g = _proj(h, w, "w_gate", "btd,df->btf")
-    u = _proj(h, w, "w_up", "btd,df->btf")
+    g = _proj(h, w, "w_gate", "btd,df->btf", mm)
+    u = _proj(h, w, "w_up", "btd,df->btf", mm)
   act = constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"))
-  x = x + _proj(act, w, "w_down", "btf,fd->btd")
+  x = x + _proj(act, w, "w_down", "btf,fd->btd", mm)
   x = constrain(x, ("batch", "length", "act_embed"))
   return x, (k, v)
 
