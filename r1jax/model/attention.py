@@ -109,21 +109,23 @@ def pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKx
   last valid one, and returns unnormalized partial sums with their softmax statistics; the new
   token's own key is merged in afterwards. The valid cache positions of a row must be one
   contiguous window (a left-padded prompt followed by the decoded tokens: what the sampler writes);
-  `window` is `cache_window(cmask_BxS)` when the caller has it already.
+  `window` is `cache_window(cmask_BxS)` when the caller has it already. With k and v None the new
+  token is in the cache already, inside the window (`ModelConfig.decode_write_first`): the kernel
+  normalizes its output and nothing is merged.
   """
   start_B, end_B = cache_window(cmask_BxS) if window is None else window
+  args = (q_Bx1xNxH, ck_BxKxSxH, cv_BxKxSxH, start_B, end_B) + (() if k_Bx1xKxH is None else (k_Bx1xKxH, v_Bx1xKxH))
   mesh = jax.sharding.get_abstract_mesh()
   if not mesh.empty and mesh.size > 1:
     # A custom kernel has no partitioning rule: run it per shard of rows, heads gathered.
     from r1jax.sharding import logical_to_spec
     rows = lambda x: logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh)
-    args = (q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, start_B, end_B)
     return jax.shard_map(functools.partial(_pallas_cached_attention, splits=splits), mesh=mesh,
                          in_specs=tuple(rows(x) for x in args), out_specs=rows(q_Bx1xNxH), check_vma=False)(*args)
-  return _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, start_B, end_B, splits)
+  return _pallas_cached_attention(*args, splits=splits)
 
 
-def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, start_B, end_B, splits=0):
+def _pallas_cached_attention(q_Bx1xNxH, ck_BxKxSxH, cv_BxKxSxH, start_B, end_B, *new_kv, splits=0):
   from jax.experimental.pallas.ops.gpu import decode_attention as pallas_decode
   B, _, N, H = q_Bx1xNxH.shape
   K, S = ck_BxKxSxH.shape[1], ck_BxKxSxH.shape[2]
@@ -135,9 +137,12 @@ def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxK
   o, (l, m) = pallas_decode.mqa(
       q, ck_BxKxSxH.reshape(B * K, S, H), cv_BxKxSxH.reshape(B * K, S, H),
       jnp.repeat(start_B, K), jnp.repeat(end_B, K), sm_scale=H ** -0.5, block_k=DECODE_BLOCK,
-      k_splits=decode_splits(S, splits), return_residuals=True, normalize_output=False,
+      k_splits=decode_splits(S, splits), return_residuals=True, normalize_output=not new_kv,
       interpret=jax.default_backend() != "gpu")
+  if not new_kv:
+    return o.astype(q_Bx1xNxH.dtype).reshape(B, 1, N, H)
   # Merge the new token (always visible to itself) into the flash statistics.
+  k_Bx1xKxH, v_Bx1xKxH = new_kv
   kn = k_Bx1xKxH.reshape(B * K, 1, H)
   vn = v_Bx1xKxH.reshape(B * K, 1, H).astype(jnp.float32)
   s_new = jnp.einsum("bgh,bth->bg", q, kn, preferred_element_type=jnp.float32) * H ** -0.5

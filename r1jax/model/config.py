@@ -100,6 +100,12 @@ class ModelConfig:
   """The decode projections' matmul: 'xla' (a plain einsum, or with decode_split_k > 1 a batched
   matmul over the slices) or 'pallas' (`decode_gemm.pallas_matmul`, a Triton split-K kernel for
   few rows; GPU, or interpreted elsewhere; the 'xla' split under a mesh of several devices)."""
+  decode_write_first: bool = False
+  """Decode with one cache buffer per layer (unroll_decode) through the Pallas kernel: write each
+  layer's new key/value into its buffer before attention, so that the kernel's window covers the
+  new token and the kernel normalizes its own output, instead of merging the token into the
+  kernel's softmax statistics afterwards (a handful of small ops a layer). Ignored otherwise, and
+  by `sampling_state.decode_step` (the tree search's step keeps the merge)."""
   logits_chunk: int = 8192
   """Tokens (rows x positions) per chunk when computing log-probabilities from hidden states:
   the B x T x V logits are never materialized whole, only B x (logits_chunk // B) x V at a time."""

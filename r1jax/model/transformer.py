@@ -77,9 +77,10 @@ def _lora(h, w, name: str, eq: str):
 def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segments=None):
   """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values.
 
-  cache_kv: None, or (ck, cv, cmask, window) of the cache; `window`, the rows' valid cache
+  cache_kv: None, or (ck, cv, cmask, window, write) of the cache; `window`, the rows' valid cache
   positions (`attention.cache_window`), is given for one new token decoded by the Pallas kernel
-  and None otherwise."""
+  and None otherwise; `write` (or None): f(buffer, k or v) puts the new token into the cache
+  before attention, and the returned (k, v) are then the written buffers."""
   dt = cfg.compute_dtype
   w = jax.tree.map(lambda a: a.astype(dt), layer)
   mm = None  # a decode step's projections: split-K and / or the Pallas GEMM (`r1jax.model.decode_gemm`)
@@ -103,8 +104,11 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
   if cache_kv is None:
     att = self_attention(q, k, v, mask, cfg, segments)
   else:
-    ck, cv, cmask, window = cache_kv
-    if window is not None:
+    ck, cv, cmask, window, write = cache_kv
+    if write is not None:  # the token into its cache slot first: the kernel's window covers it
+      k, v = ck, cv = write(ck, k), write(cv, v)
+      att = pallas_cached_attention(q, None, None, ck, cv, cmask, cfg.decode_kv_splits, window)
+    elif window is not None:
       att = pallas_cached_attention(q, k, v, ck, cv, cmask, cfg.decode_kv_splits, window)
     else:
       att = cached_attention(q, k, v, mask, ck, cv, cmask)
@@ -154,7 +158,7 @@ def lora_rank(layers) -> int:
 
 
 def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *, mask_BxT=None,
-                  cache=None, segments_BxT=None):
+                  cache=None, segments_BxT=None, write_cache=None):
   """Final-norm hidden states and the new keys/values of every layer.
 
   Args:
@@ -164,8 +168,11 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
       and 'mask' (B x S) of earlier tokens.
     segments_BxT: optional segment id per token (packed rows, no cache): attention stays within
       a segment.
+    write_cache: optional f(buffer_BxKxSxH, x_Bx1xKxH) -> buffer that writes one new token's key
+      or value into its slot of a layer's buffer (`ModelConfig.decode_write_first`): with one
+      buffer per layer and the Pallas decode kernel only; cache['mask'] includes the slot already.
   Returns:
-    hidden_BxTxD, (k_LxBxTxKxH, v_LxBxTxKxH).
+    hidden_BxTxD, (k_LxBxTxKxH, v_LxBxTxKxH); with write_cache, the written buffers (tuples of L).
   """
   dt = cfg.compute_dtype
   if mask_BxT is None:
@@ -179,10 +186,12 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
   window = None  # the Pallas decode kernel's cache window, the same in every layer: computed once
   if cache is not None and tokens_BxT.shape[1] == 1 and decode_attention_impl(cfg) == "pallas":
     window = cache_window(cache["mask"])
+  if write_cache is not None and (window is None or not isinstance(cache["k"], (tuple, list))):
+    raise ValueError("write_cache needs one new token, a cache buffer per layer and the Pallas decode kernel")
 
   def body(x, xs):
     layer, ckv = xs
-    ckv = None if ckv is None else (ckv[0], ckv[1], cache["mask"], window)
+    ckv = None if ckv is None else (ckv[0], ckv[1], cache["mask"], window, write_cache)
     return _block(x, layer, positions_BxT, mask_BxT, ckv, cfg, inv_freq, segments_BxT)
 
   if cfg.remat != "none":
@@ -198,6 +207,8 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
     for i in range(cfg.n_layers):
       x, kv_i = body(x, (layers[i], (cache["k"][i], cache["v"][i])))
       kvs.append(kv_i)
+    if write_cache is not None:  # the written buffers, never stacked (a copy of the cache)
+      return rms_norm(x, params["final_norm"], cfg.rms_eps), tuple(zip(*kvs))
     kv = jax.tree.map(lambda *a: jnp.stack(a), *kvs)
     return rms_norm(x, params["final_norm"], cfg.rms_eps), kv
   xs = (params["layers"], None if cache is None else (cache["k"], cache["v"]))
