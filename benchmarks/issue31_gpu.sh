@@ -5,6 +5,11 @@
 # Parts (the Qwen2.5-0.5B GRPO step of benchmarks/grpo_step.py: 16 prompts x 8 samples, 256 + 512 tokens):
 #   decode   the in-step decode at 128 rows (prompt 256, 512 new tokens), Pallas attention, with the kernel
 #            profile of one decode step (what each kernel takes), and the ceilings in the same process (~1.5 min)
+#   decodevars  the same decode (no profile) with the projections split along K (model.decode_split_k 0, 2,
+#            4, 8) x through XLA or the Pallas small-M GEMM (model.decode_gemm; r1jax/model/decode_gemm.py),
+#            8 variants in one process, each line printed as it is measured (~6-8 min, unmeasured)
+#   writefirst  the same decode (no profile) with each layer's new key/value written into its cache before
+#            the Pallas kernel (model.decode_write_first 0, 1: no merge of the new token after it) (~2 min)
 #   heads    the step with the chunked vs the fused log-prob head, remat dots (~3 min)
 #   memory   the fused-head step at the update settings that could hold the peak under 40 GB: remat dots
 #            with grad_accum 2 and 4, remat full (~4.5 min)
@@ -29,6 +34,16 @@ for part in "$@"; do
       timeout 120 python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 --prompt_len 256 \
         --new_tokens 512 --decode_attention pallas --unroll_decode 1 --skip prefill,train --profile \
         --out "$OUT/decode.json" 2>&1 | grep -v -i warning | tee "$OUT/decode.log" | tail -n 40 ;;
+    decodevars)
+      timeout 570 python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 --prompt_len 256 \
+        --new_tokens 512 --decode_attention pallas --unroll_decode 1 --decode_split_k 0,2,4,8 --decode_gemm xla,pallas \
+        --skip prefill,train --out "$OUT/decodevars.json" 2>&1 | grep -v -i warning | tee "$OUT/decodevars.log" \
+        | grep -E "^device|decode|FAILED" | tail -n 20 ;;
+    writefirst)
+      timeout 300 python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 --prompt_len 256 \
+        --new_tokens 512 --decode_attention pallas --unroll_decode 1 --decode_write_first 0,1 \
+        --skip prefill,train --out "$OUT/writefirst.json" 2>&1 | grep -v -i warning | tee "$OUT/writefirst.log" \
+        | grep -E "^device|decode|FAILED" | tail -n 8 ;;
     heads)
       step heads_chunked 120 --remat dots --logprob_impl chunked
       step heads_fused 120 --remat dots --logprob_impl fused ;;

@@ -215,6 +215,9 @@ def main():
   ap.add_argument("--fuse_projections", default="1", help="comma list of 0/1: q/k/v and gate/up as one matmul each")
   ap.add_argument("--decode_splits", default="0", help="comma list of model.decode_kv_splits (0: one per cache block)")
   ap.add_argument("--unroll_decode", default="0", help="comma list of 0/1: decode with unrolled layers")
+  ap.add_argument("--decode_split_k", default="0", help="comma list of model.decode_split_k (0: no split)")
+  ap.add_argument("--decode_gemm", default="xla", help="comma list of model.decode_gemm: xla/pallas")
+  ap.add_argument("--decode_write_first", default="0", help="comma list of 0/1: model.decode_write_first")
   ap.add_argument("--skip", default="", help="comma list of: decode,prefill,train")
   ap.add_argument("--out", default="")
   ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script on CPU")
@@ -227,25 +230,31 @@ def main():
     cfg = presets.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
     params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
     if "decode" not in skip:
-      for b, variant, unroll, att, fuse, ks in [(b, v, u, da, f, k) for b in map(int, a.decode_batches.split(","))
-                                                for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")
-                                                for da in a.decode_attention.split(",")
-                                                for f in a.fuse_projections.split(",")
-                                                for k in map(int, a.decode_splits.split(","))]:
-        c = dataclasses.replace(cfg, unroll_decode=unroll == "1", decode_attention=att, decode_kv_splits=ks)
+      for b, variant, unroll, att, fuse, ks, sk, gemm, wf in [
+          (b, v, u, da, f, k, sk, g, wf) for b in map(int, a.decode_batches.split(","))
+          for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")
+          for da in a.decode_attention.split(",") for f in a.fuse_projections.split(",")
+          for k in map(int, a.decode_splits.split(",")) for sk in map(int, a.decode_split_k.split(","))
+          for g in a.decode_gemm.split(",") for wf in a.decode_write_first.split(",")]:
+        c = dataclasses.replace(cfg, unroll_decode=unroll == "1", decode_attention=att, decode_kv_splits=ks,
+                                decode_split_k=sk, decode_gemm=gemm, decode_write_first=wf == "1")
         try:
           r = decode_bench(c, params, b, a.prompt_len, a.new_tokens, variant=variant, profile=a.profile,
                            fuse=fuse == "1")
         except Exception as e:  # report and go on: one call measures many variants
-          print(f"{name} decode B={b} {att}: FAILED {type(e).__name__}: {str(e)[:1500]}", flush=True)
+          print(f"{name} decode B={b} {att} split_k={sk} gemm={gemm}: FAILED {type(e).__name__}: {str(e)[:1500]}", flush=True)
           continue
         r["unroll_decode"] = unroll == "1"
         r["decode_attention"] = att
         r["fuse_projections"] = fuse == "1"
         r["decode_kv_splits"] = ks
+        r["decode_split_k"] = c.decode_split_k  # what the measured config held
+        r["decode_gemm"] = c.decode_gemm
+        r["decode_write_first"] = c.decode_write_first
         r["roofline_frac"] = r["bytes_per_step"] / ceil["bandwidth_Bps"] / r["step_s"]
         results["runs"].append({"preset": name, "kind": "decode"} | r)
-        print(f"{name:14s} decode  B={b:5d} {variant:8s} {att:6s} unroll={unroll} fuse={fuse} splits={ks} ctx~{a.prompt_len}  "
+        print(f"{name:14s} decode  B={b:5d} {variant:8s} {att:6s} unroll={unroll} fuse={fuse} splits={ks} split_k={sk} gemm={gemm} "
+              f"write_first={wf} ctx~{a.prompt_len}  "
               f"{r['tokens_per_s']:10.0f} tok/s  step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}  "
               f"(ideal {r['bytes_per_step'] / ceil['bandwidth_Bps'] * 1e3:.2f} ms)", flush=True)
         if r["profile"]:

@@ -33,7 +33,8 @@ NOT_RECORDED_SECTIONS = ("stage", "inputs", "workdir", "distributed", "eval", "m
 NOT_RECORDED_FIELDS = ("train.steps", "train.memory_limit_gb", "train.reward_workers", "train.reward_timeout_s",
                        "train.resume", "model.remat", "grpo.grad_accum", "r1.reasoning_rl_steps", "r1.rl_all_steps",
                        "model.attention_impl", "model.decode_attention", "model.decode_kv_splits",
-                       "model.unroll_decode", "model.logits_chunk", "model.logprob_impl", "model.vocab_chunk")
+                       "model.unroll_decode", "model.decode_split_k", "model.decode_gemm", "model.decode_write_first",
+                       "model.logits_chunk", "model.logprob_impl", "model.vocab_chunk")
 NOT_RECORDED_NAMES = ("progress", "log_every", "sample_log_every", "save_every", "keep")
 """Field names that never change what a checkpoint means, in any section."""
 

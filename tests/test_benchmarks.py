@@ -91,6 +91,25 @@ def test_code_sandbox_benchmark_runs_and_reports(tmp_path):
 
 
 @pytest.mark.slow  # the full suite's (CI time): a GPU benchmark's CPU smoke
+def test_model_bench_decode_variants_run_and_report(tmp_path):
+  """The decode projections' variants (split-K x XLA / Pallas GEMM, `r1jax.model.decode_gemm`) each
+  measured and recorded, over caches written before attention; the Pallas kernels interpreted on CPU."""
+  out = tmp_path / "mb.json"
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_bench.py"), "--presets", "tiny",
+                      "--decode_batches", "4", "--prompt_len", "8", "--new_tokens", "3", "--decode_attention", "pallas",
+                      "--unroll_decode", "1", "--decode_split_k", "0,4", "--decode_gemm", "xla,pallas",
+                      "--decode_write_first", "1", "--skip",
+                      "prefill,train", "--smoke", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+  assert "FAILED" not in p.stdout and p.stdout.count("split_k=4 gemm=pallas") == 1
+  runs = json.loads(out.read_text())["runs"]
+  assert [(r["decode_split_k"], r["decode_gemm"]) for r in runs] == [(0, "xla"), (0, "pallas"), (4, "xla"), (4, "pallas")]
+  assert all(r["kind"] == "decode" and r["decode_attention"] == "pallas" and r["decode_write_first"]
+             and r["tokens_per_s"] > 0 for r in runs)
+
+
+@pytest.mark.slow  # the full suite's (CI time): a GPU benchmark's CPU smoke
 def test_continuous_batching_benchmark_runs_and_reports(tmp_path):
   out = tmp_path / "cb.json"
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")

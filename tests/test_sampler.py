@@ -144,12 +144,14 @@ def test_bad_config_and_long_prompt():
     S.pad_prompts([[1] * 40], (16, 32), pad_id=0)
 
 
-@pytest.mark.parametrize("mesh_shape,attention", [((2, 2, 2), "xla"), ((8, 1, 1), "xla"), ((2, 2, 2), "pallas")])
-def test_sharded_generation_equals_single_device(params, mesh_shape, attention):
+@pytest.mark.parametrize("mesh_shape,attention,write_first", [((2, 2, 2), "xla", False), ((8, 1, 1), "xla", False),
+                                                              ((2, 2, 2), "pallas", False), ((2, 2, 2), "pallas", True)])
+def test_sharded_generation_equals_single_device(params, mesh_shape, attention, write_first):
   """The sampler on a mesh (parameters sharded by the rules table, prompts over data x fsdp)
-  produces the same greedy tokens and log-probs as on one device (the decode kernel per shard)."""
+  produces the same greedy tokens and log-probs as on one device (the decode kernel per shard;
+  with write_first, over the cache holding the new token)."""
   from r1jax import sharding
-  cfg = dataclasses.replace(CFG, decode_attention=attention)
+  cfg = dataclasses.replace(CFG, decode_attention=attention, decode_write_first=write_first)
   scfg = S.SamplingConfig(max_new_tokens=8, temperature=0.0, num_samples=2, prompt_buckets=(16,))
   prompts = _prompts() + [[4, 5, 6]] * 5
   toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
@@ -164,12 +166,14 @@ def test_sharded_generation_equals_single_device(params, mesh_shape, attention):
   np.testing.assert_allclose(got["logp"], want["logp"], atol=1e-5)
 
 
-@pytest.mark.parametrize("attention,unroll", [("pallas", False), ("pallas", True), ("xla", True)])
-def test_decode_variants_match_teacher_forcing(params, attention, unroll):
+@pytest.mark.parametrize("attention,unroll,write_first", [("pallas", False, False), ("pallas", True, False),
+                                                          ("pallas", True, True), ("xla", True, False)])
+def test_decode_variants_match_teacher_forcing(params, attention, unroll, write_first):
   """The fused decode-attention kernel (interpreted on CPU) and the per-layer cache buffers give
   the teacher-forced greedy tokens and log-probs of the stacked XLA path, with left padding, an
-  all-padding row and (pallas) a cache rounded up to whole blocks."""
-  cfg = dataclasses.replace(CFG, decode_attention=attention, unroll_decode=unroll)
+  all-padding row and (pallas) a cache rounded up to whole blocks; write_first: the kernel over a
+  cache that holds the new token already."""
+  cfg = dataclasses.replace(CFG, decode_attention=attention, unroll_decode=unroll, decode_write_first=write_first)
   scfg = S.SamplingConfig(max_new_tokens=10, temperature=0.0, num_samples=2, prompt_buckets=(16,))
   prompts = _prompts()
   toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0, batch_size=4)
@@ -340,8 +344,9 @@ def test_each_decode_step_draws_fresh_randomness():
 def test_continuous_batching_equals_static_generation(params):
   """9 rows (3 prompts of different lengths x 3 samples) ending by EOS, by a per-row cap or at N,
   decoded in 4 slots refilled as rows end (at most 1 a step; stacked cache) and in 2 slots
-  (2 a step; per-layer buffers): the same tokens, log-probs, masks, lengths and truncation flags
-  as static generation with the same key. Static rows stopped by a cap are prefixes of uncapped ones."""
+  (2 a step; per-layer buffers; and so again through the Pallas kernel over buffers written before
+  attention): the same tokens, log-probs, masks, lengths and truncation flags as static generation
+  with the same key. Static rows stopped by a cap are prefixes of uncapped ones."""
   N = 16
   scfg = S.SamplingConfig(max_new_tokens=N, temperature=1.0, num_samples=3, eos_ids=(3, 7, 11, 19),
                           prompt_buckets=(16,))
@@ -355,9 +360,11 @@ def test_continuous_batching_equals_static_generation(params):
     np.testing.assert_array_equal(want["tokens"][r, :L], free["tokens"][r, :L])
     assert L == min(caps[r], free["length"][r]) and want["truncated"][r] == (L < free["length"][r] or free["truncated"][r])
   assert (~want["truncated"]).sum() >= 2 and (want["length"] < caps).sum() >= 2 and (want["length"] == N).sum() >= 1
-  for slots, refills, unroll in ((4, 1, False), (2, 2, True)):
+  for slots, refills, unroll, attention in ((4, 1, False, "xla"), (2, 2, True, "xla"), (2, 2, True, "pallas")):
     c = dataclasses.replace(scfg, continuous_batching=True, num_slots=slots, refills_per_step=refills)
-    got = jax.device_get(S.generate(params, toks, mask, key, dataclasses.replace(CFG, unroll_decode=unroll), c, caps))
+    cfg = dataclasses.replace(CFG, unroll_decode=unroll, decode_attention=attention,
+                              decode_write_first=attention == "pallas")
+    got = jax.device_get(S.generate(params, toks, mask, key, cfg, c, caps))
     for k in ("tokens", "mask", "length", "truncated"):
       np.testing.assert_array_equal(got[k], want[k], err_msg=k)
     np.testing.assert_allclose(got["logp"], want["logp"], atol=1e-5)

@@ -91,26 +91,41 @@ def decode_splits(S: int, want: int) -> int:
   return blocks if want <= 0 else max(d for d in range(1, min(want, blocks) + 1) if blocks % d == 0)
 
 
-def pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS, splits=0):
+def cache_window(cmask_BxS):
+  """(start_B, end_B), int32: each row's valid cache positions as the window [start, end), or
+  [0, 0) for a row with none. The window is the same in every layer, so a decode step computes it
+  once (`transformer.hidden_states`) rather than once per layer."""
+  S = cmask_BxS.shape[1]
+  start = jnp.argmax(cmask_BxS, axis=1).astype(jnp.int32)
+  end = (S - jnp.argmax(cmask_BxS[:, ::-1], axis=1)).astype(jnp.int32)
+  return start, jnp.where(jnp.any(cmask_BxS, axis=1), end, 0)
+
+
+def pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS, splits=0,
+                            window=None):
   """`cached_attention` for one new token through a fused flash-decoding kernel.
 
   Each (row, kv head) streams its cache once in blocks of `DECODE_BLOCK` positions, only up to the
   last valid one, and returns unnormalized partial sums with their softmax statistics; the new
   token's own key is merged in afterwards. The valid cache positions of a row must be one
-  contiguous window (a left-padded prompt followed by the decoded tokens: what the sampler writes).
+  contiguous window (a left-padded prompt followed by the decoded tokens: what the sampler writes);
+  `window` is `cache_window(cmask_BxS)` when the caller has it already. With k and v None the new
+  token is in the cache already, inside the window (`ModelConfig.decode_write_first`): the kernel
+  normalizes its output and nothing is merged.
   """
+  start_B, end_B = cache_window(cmask_BxS) if window is None else window
+  args = (q_Bx1xNxH, ck_BxKxSxH, cv_BxKxSxH, start_B, end_B) + (() if k_Bx1xKxH is None else (k_Bx1xKxH, v_Bx1xKxH))
   mesh = jax.sharding.get_abstract_mesh()
   if not mesh.empty and mesh.size > 1:
     # A custom kernel has no partitioning rule: run it per shard of rows, heads gathered.
     from r1jax.sharding import logical_to_spec
     rows = lambda x: logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh)
-    args = (q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS)
     return jax.shard_map(functools.partial(_pallas_cached_attention, splits=splits), mesh=mesh,
                          in_specs=tuple(rows(x) for x in args), out_specs=rows(q_Bx1xNxH), check_vma=False)(*args)
-  return _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS, splits)
+  return _pallas_cached_attention(*args, splits=splits)
 
 
-def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxKxSxH, cmask_BxS, splits=0):
+def _pallas_cached_attention(q_Bx1xNxH, ck_BxKxSxH, cv_BxKxSxH, start_B, end_B, *new_kv, splits=0):
   from jax.experimental.pallas.ops.gpu import decode_attention as pallas_decode
   B, _, N, H = q_Bx1xNxH.shape
   K, S = ck_BxKxSxH.shape[1], ck_BxKxSxH.shape[2]
@@ -118,16 +133,16 @@ def _pallas_cached_attention(q_Bx1xNxH, k_Bx1xKxH, v_Bx1xKxH, ck_BxKxSxH, cv_BxK
   if S % DECODE_BLOCK or H & (H - 1):
     raise ValueError(f"pallas decode attention needs the cache length ({S}) to be a multiple of "
                      f"{DECODE_BLOCK} and head_dim ({H}) a power of two; use model.decode_attention='xla'")
-  start = jnp.argmax(cmask_BxS, axis=1).astype(jnp.int32)
-  end = (S - jnp.argmax(cmask_BxS[:, ::-1], axis=1)).astype(jnp.int32)
-  end = jnp.where(jnp.any(cmask_BxS, axis=1), end, 0)
   q = q_Bx1xNxH.reshape(B * K, G, H)
   o, (l, m) = pallas_decode.mqa(
       q, ck_BxKxSxH.reshape(B * K, S, H), cv_BxKxSxH.reshape(B * K, S, H),
-      jnp.repeat(start, K), jnp.repeat(end, K), sm_scale=H ** -0.5, block_k=DECODE_BLOCK,
-      k_splits=decode_splits(S, splits), return_residuals=True, normalize_output=False,
+      jnp.repeat(start_B, K), jnp.repeat(end_B, K), sm_scale=H ** -0.5, block_k=DECODE_BLOCK,
+      k_splits=decode_splits(S, splits), return_residuals=True, normalize_output=not new_kv,
       interpret=jax.default_backend() != "gpu")
+  if not new_kv:
+    return o.astype(q_Bx1xNxH.dtype).reshape(B, 1, N, H)
   # Merge the new token (always visible to itself) into the flash statistics.
+  k_Bx1xKxH, v_Bx1xKxH = new_kv
   kn = k_Bx1xKxH.reshape(B * K, 1, H)
   vn = v_Bx1xKxH.reshape(B * K, 1, H).astype(jnp.float32)
   s_new = jnp.einsum("bgh,bth->bg", q, kn, preferred_element_type=jnp.float32) * H ** -0.5

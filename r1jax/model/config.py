@@ -90,6 +90,22 @@ class ModelConfig:
   instead of a stacked cache sliced inside the layer scan: each layer's attention then reads its
   buffer in place, where the scan's per-layer slice is copied in every step (measured on an H200:
   a read and write of the whole cache per decode step). Compile time grows with depth."""
+  decode_split_k: int = 0
+  """Decode projections (one new token per row, q/k/v, o, gate/up, down) as split-K matmuls: each
+  h @ W the float32 sum of products over slices of its contracted dimension, so that few rows still
+  give the GPU many output tiles (`r1jax.model.decode_gemm`). 0 or 1: one plain matmul; 'xla' takes
+  per projection the largest divisor of the contracted dimension <= this, 'pallas' up to this many
+  slices of whole BK chunks, spread as evenly as they go."""
+  decode_gemm: str = "xla"
+  """The decode projections' matmul: 'xla' (a plain einsum, or with decode_split_k > 1 a batched
+  matmul over the slices) or 'pallas' (`decode_gemm.pallas_matmul`, a Triton split-K kernel for
+  few rows; GPU, or interpreted elsewhere; the 'xla' split under a mesh of several devices)."""
+  decode_write_first: bool = False
+  """Decode with one cache buffer per layer (unroll_decode) through the Pallas kernel: write each
+  layer's new key/value into its buffer before attention, so that the kernel's window covers the
+  new token and the kernel normalizes its own output, instead of merging the token into the
+  kernel's softmax statistics afterwards (a handful of small ops a layer). Ignored otherwise, and
+  by `sampling_state.decode_step` (the tree search's step keeps the merge)."""
   logits_chunk: int = 8192
   """Tokens (rows x positions) per chunk when computing log-probabilities from hidden states:
   the B x T x V logits are never materialized whole, only B x (logits_chunk // B) x V at a time."""
@@ -108,10 +124,13 @@ class ModelConfig:
     _check(self, "attention_impl", self.attention_impl, ("xla", "cudnn", "auto"))
     _check(self, "decode_attention", self.decode_attention, ("xla", "pallas", "auto"))
     _check(self, "logprob_impl", self.logprob_impl, ("chunked", "fused"))
+    _check(self, "decode_gemm", self.decode_gemm, ("xla", "pallas"))
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
                  "max_seq_len", "logits_chunk", "vocab_chunk"):
       if getattr(self, name) < 1:
         raise ValueError(f"model.{name}={getattr(self, name)} must be >= 1")
+    if self.decode_split_k < 0:
+      raise ValueError(f"model.decode_split_k={self.decode_split_k} must be >= 0 (0: no split)")
     if self.decode_kv_splits < 0:
       raise ValueError(f"model.decode_kv_splits={self.decode_kv_splits} must be >= 0 (0: one per cache block)")
     if self.n_heads % self.n_kv_heads:

@@ -9,11 +9,15 @@ K kv heads, G = N // K, H head_dim, F d_ff, V vocab, L layers.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from r1jax.model.attention import cached_attention, decode_attention_impl, pallas_cached_attention, self_attention
+from r1jax.model.attention import (cache_window, cached_attention, decode_attention_impl, pallas_cached_attention,
+                                   self_attention)
 from r1jax.model.config import ModelConfig, Params
+from r1jax.model.decode_gemm import decode_matmul
 from r1jax.model.rope import apply_rope, rope_attention_factor, rope_inv_freq
 from r1jax.sharding import constrain
 
@@ -42,10 +46,17 @@ def fuse_projections(layers: Params) -> Params:
   return layers | fused
 
 
-def _proj(h, w, name: str, eq: str):
+def _contracted(eq: str) -> str:
+  """The letters an einsum 'x,w->out' contracts."""
+  x_s, w_s = eq.split("->")[0].split(",")
+  return "".join(c for c in w_s if c in x_s)
+
+
+def _proj(h, w, name: str, eq: str, matmul=None):
   """h @ w[name] by `eq`, dequantized (an int8 base's per-channel scale on the output), plus the
-  LoRA adapter's (h @ A) @ sB when the layer carries one (`r1jax.model.lora.combine`)."""
-  out = jnp.einsum(eq, h, w[name])
+  LoRA adapter's (h @ A) @ sB when the layer carries one (`r1jax.model.lora.combine`). `matmul`:
+  the decode step's (`decode_gemm.decode_matmul`, bound to its config), or None for the einsum."""
+  out = jnp.einsum(eq, h, w[name]) if matmul is None else matmul(h, w[name], len(_contracted(eq)))
   if f"{name}_qscale" in w:
     out = out * w[f"{name}_qscale"]
   return out + _lora(h, w, name, eq)
@@ -57,24 +68,32 @@ def _lora(h, w, name: str, eq: str):
     return 0
   ins, out = eq.split("->")
   x_s, w_s = ins.split(",")
-  contracted = "".join(c for c in w_s if c in x_s)
+  contracted = _contracted(eq)
   kept = "".join(c for c in x_s if c not in contracted)
   xa = jnp.einsum(f"{x_s},{contracted}r->{kept}r", h, w[f"{name}_lora_a"])
   return jnp.einsum(f"{kept}r,r{''.join(c for c in w_s if c not in x_s)}->{out}", xa, w[f"{name}_lora_b"])
 
 
 def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segments=None):
-  """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values."""
+  """One pre-norm transformer block. Returns (x, (k, v)) with the new keys/values.
+
+  cache_kv: None, or (ck, cv, cmask, window, write) of the cache; `window`, the rows' valid cache
+  positions (`attention.cache_window`), is given for one new token decoded by the Pallas kernel
+  and None otherwise; `write` (or None): f(buffer, k or v) puts the new token into the cache
+  before attention, and the returned (k, v) are then the written buffers."""
   dt = cfg.compute_dtype
   w = jax.tree.map(lambda a: a.astype(dt), layer)
+  mm = None  # a decode step's projections: split-K and / or the Pallas GEMM (`r1jax.model.decode_gemm`)
+  if cache_kv is not None and x.shape[1] == 1 and (cfg.decode_split_k > 1 or cfg.decode_gemm == "pallas"):
+    mm = functools.partial(decode_matmul, splits=cfg.decode_split_k, gemm=cfg.decode_gemm)
   h = rms_norm(x, layer["attn_norm"], cfg.rms_eps)
   if "w_qkv" in w:  # the sampler's fused copy (`fuse_projections`): one matmul instead of three
-    q, k, v = jnp.split(_proj(h, w, "w_qkv", "btd,dmh->btmh"), [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], 2)
+    q, k, v = jnp.split(_proj(h, w, "w_qkv", "btd,dmh->btmh", mm), [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], 2)
     q, k, v = (x + _lora(h, w, n, "btd,dnh->btnh") for x, n in ((q, "wq"), (k, "wk"), (v, "wv")))
   else:
-    q = _proj(h, w, "wq", "btd,dnh->btnh")
-    k = _proj(h, w, "wk", "btd,dkh->btkh")
-    v = _proj(h, w, "wv", "btd,dkh->btkh")
+    q = _proj(h, w, "wq", "btd,dnh->btnh", mm)
+    k = _proj(h, w, "wk", "btd,dkh->btkh", mm)
+    v = _proj(h, w, "wv", "btd,dkh->btkh", mm)
   if cfg.qkv_bias:
     q, k, v = q + w["bq"], k + w["bk"], v + w["bv"]
   if cfg.qk_norm:
@@ -85,22 +104,25 @@ def _block(x, layer, positions, mask, cache_kv, cfg: ModelConfig, inv_freq, segm
   if cache_kv is None:
     att = self_attention(q, k, v, mask, cfg, segments)
   else:
-    ck, cv, cmask = cache_kv
-    if q.shape[1] == 1 and decode_attention_impl(cfg) == "pallas":
-      att = pallas_cached_attention(q, k, v, ck, cv, cmask, cfg.decode_kv_splits)
+    ck, cv, cmask, window, write = cache_kv
+    if write is not None:  # the token into its cache slot first: the kernel's window covers it
+      k, v = ck, cv = write(ck, k), write(cv, v)
+      att = pallas_cached_attention(q, None, None, ck, cv, cmask, cfg.decode_kv_splits, window)
+    elif window is not None:
+      att = pallas_cached_attention(q, k, v, ck, cv, cmask, cfg.decode_kv_splits, window)
     else:
       att = cached_attention(q, k, v, mask, ck, cv, cmask)
-  x = x + _proj(att, w, "wo", "btnh,nhd->btd")
+  x = x + _proj(att, w, "wo", "btnh,nhd->btd", mm)
   x = constrain(x, ("batch", "length", "act_embed"))
   h = rms_norm(x, layer["mlp_norm"], cfg.rms_eps)
   if "w_gate_up" in w:
-    g, u = jnp.split(_proj(h, w, "w_gate_up", "btd,df->btf"), 2, axis=-1)
+    g, u = jnp.split(_proj(h, w, "w_gate_up", "btd,df->btf", mm), 2, axis=-1)
     g, u = g + _lora(h, w, "w_gate", "btd,df->btf"), u + _lora(h, w, "w_up", "btd,df->btf")
   else:
-    g = _proj(h, w, "w_gate", "btd,df->btf")
-    u = _proj(h, w, "w_up", "btd,df->btf")
+    g = _proj(h, w, "w_gate", "btd,df->btf", mm)
+    u = _proj(h, w, "w_up", "btd,df->btf", mm)
   act = constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"))
-  x = x + _proj(act, w, "w_down", "btf,fd->btd")
+  x = x + _proj(act, w, "w_down", "btf,fd->btd", mm)
   x = constrain(x, ("batch", "length", "act_embed"))
   return x, (k, v)
 
@@ -136,7 +158,7 @@ def lora_rank(layers) -> int:
 
 
 def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *, mask_BxT=None,
-                  cache=None, segments_BxT=None):
+                  cache=None, segments_BxT=None, write_cache=None):
   """Final-norm hidden states and the new keys/values of every layer.
 
   Args:
@@ -146,8 +168,11 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
       and 'mask' (B x S) of earlier tokens.
     segments_BxT: optional segment id per token (packed rows, no cache): attention stays within
       a segment.
+    write_cache: optional f(buffer_BxKxSxH, x_Bx1xKxH) -> buffer that writes one new token's key
+      or value into its slot of a layer's buffer (`ModelConfig.decode_write_first`): with one
+      buffer per layer and the Pallas decode kernel only; cache['mask'] includes the slot already.
   Returns:
-    hidden_BxTxD, (k_LxBxTxKxH, v_LxBxTxKxH).
+    hidden_BxTxD, (k_LxBxTxKxH, v_LxBxTxKxH); with write_cache, the written buffers (tuples of L).
   """
   dt = cfg.compute_dtype
   if mask_BxT is None:
@@ -158,9 +183,15 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
   dynamic = cfg.rope_scaling is not None and cfg.rope_scaling.kind == "dynamic"
   inv_freq = rope_inv_freq(cfg, jnp.max(positions_BxT) + 1 if dynamic else None)
 
+  window = None  # the Pallas decode kernel's cache window, the same in every layer: computed once
+  if cache is not None and tokens_BxT.shape[1] == 1 and decode_attention_impl(cfg) == "pallas":
+    window = cache_window(cache["mask"])
+  if write_cache is not None and (window is None or not isinstance(cache["k"], (tuple, list))):
+    raise ValueError("write_cache needs one new token, a cache buffer per layer and the Pallas decode kernel")
+
   def body(x, xs):
     layer, ckv = xs
-    ckv = None if ckv is None else (ckv[0], ckv[1], cache["mask"])
+    ckv = None if ckv is None else (ckv[0], ckv[1], cache["mask"], window, write_cache)
     return _block(x, layer, positions_BxT, mask_BxT, ckv, cfg, inv_freq, segments_BxT)
 
   if cfg.remat != "none":
@@ -176,6 +207,8 @@ def hidden_states(params: Params, tokens_BxT, positions_BxT, cfg: ModelConfig, *
     for i in range(cfg.n_layers):
       x, kv_i = body(x, (layers[i], (cache["k"][i], cache["v"][i])))
       kvs.append(kv_i)
+    if write_cache is not None:  # the written buffers, never stacked (a copy of the cache)
+      return rms_norm(x, params["final_norm"], cfg.rms_eps), tuple(zip(*kvs))
     kv = jax.tree.map(lambda *a: jnp.stack(a), *kvs)
     return rms_norm(x, params["final_norm"], cfg.rms_eps), kv
   xs = (params["layers"], None if cache is None else (cache["k"], cache["v"]))

@@ -190,11 +190,18 @@ def _per_layer(f, cfg, *trees):
   return jax.vmap(f)(*trees)
 
 
-def _decode(params, tok_R, pos_R, cache, cfg):
-  """One token per row through the model over the cache: next logits and the token's k, v."""
+def _write_first(cfg) -> bool:
+  """Whether a decode step writes the new keys/values into the cache before attention (`ModelConfig.decode_write_first`)."""
+  return cfg.decode_write_first and cfg.unroll_decode and attention.decode_attention_impl(cfg) == "pallas"
+
+
+def _decode(params, tok_R, pos_R, cache, cfg, put=None):
+  """One token per row through the model over the cache: next logits and the token's k, v; with
+  `put` (f(buffer, x) writing the token into a layer's buffer, the mask covering it already) the
+  layers write it before attention and the written buffers come back instead."""
   R = tok_R.shape[0]
   h, kv = model_lib.hidden_states(params, tok_R[:, None], pos_R[:, None], cfg, mask_BxT=jnp.ones((R, 1), bool),
-                                  cache=cache)
+                                  cache=cache, write_cache=put)
   return model_lib.logits_from_hidden(params, h, cfg)[:, 0], kv
 
 
@@ -260,13 +267,17 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: ModelConfig, scfg: S
   def body(s):
     t = s["step"]
     prev = jax.lax.dynamic_index_in_dim(s["tokens"], t - 1, axis=1, keepdims=False)
-    logits, (k1, v1) = _decode(params, prev, next_pos_R + t - 1, s["cache"], cfg)
     c = s["cache"]
     slot = P + t - 1
     put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.swapaxes(-2, -3).astype(buf.dtype),
                                                      (0,) * (buf.ndim - 2) + (slot, 0))
-    cache = {"k": _per_layer(put, cfg, c["k"], k1), "v": _per_layer(put, cfg, c["v"], v1),
-             "mask": jax.lax.dynamic_update_slice(c["mask"], jnp.ones((R, 1), bool), (0, slot))}
+    mask = jax.lax.dynamic_update_slice(c["mask"], jnp.ones((R, 1), bool), (0, slot))
+    if _write_first(cfg):
+      logits, (ks, vs) = _decode(params, prev, next_pos_R + t - 1, dict(c, mask=mask), cfg, put)
+      cache = {"k": ks, "v": vs, "mask": mask}
+    else:
+      logits, (k1, v1) = _decode(params, prev, next_pos_R + t - 1, c, cfg)
+      cache = {"k": _per_layer(put, cfg, c["k"], k1), "v": _per_layer(put, cfg, c["v"], v1), "mask": mask}
     tok, lp = pick(logits, t, s["done"])
     upd = lambda buf, x: jax.lax.dynamic_update_slice_in_dim(buf, x[:, None], t, axis=1)
     eos_t = s["eos"] | (~s["done"] & jnp.isin(tok, eos))
@@ -343,13 +354,17 @@ def _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg: Sa
     hit = jnp.isin(tok, eos)
     fin = active & (hit | (t + 1 >= cap_R[row]))
     done_row = jnp.where(fin, row, R)
-    logits, (k1, v1) = _decode(params, tok, next_pos_B[row // n] + t, s["cache"], cfg)
     put_row = jax.vmap(lambda buf, x, p: jax.lax.dynamic_update_slice(buf, x.swapaxes(0, 1).astype(buf.dtype),
                                                                       (0, p, 0)))
     put = lambda buf, x: put_row(buf, x, jnp.minimum(P + t, S - 1))  # a drained slot's t stops
     c = s["cache"]
-    cache = {"k": _per_layer(put, cfg, c["k"], k1), "v": _per_layer(put, cfg, c["v"], v1),
-             "mask": c["mask"].at[jnp.arange(M), jnp.minimum(P + t, S - 1)].set(True)}
+    mask = c["mask"].at[jnp.arange(M), jnp.minimum(P + t, S - 1)].set(True)
+    if _write_first(cfg):
+      logits, (ks, vs) = _decode(params, tok, next_pos_B[row // n] + t, dict(c, mask=mask), cfg, put)
+      cache = {"k": ks, "v": vs, "mask": mask}
+    else:
+      logits, (k1, v1) = _decode(params, tok, next_pos_B[row // n] + t, c, cfg)
+      cache = {"k": _per_layer(put, cfg, c["k"], k1), "v": _per_layer(put, cfg, c["v"], v1), "mask": mask}
     s = dict(s, cache=cache, logits=logits, t=jnp.where(active, t + 1, t), active=active & ~fin, steps=s["steps"] + 1,
              tokens=s["tokens"].at[out, t].set(tok, mode="drop"), logp=s["logp"].at[out, t].set(lp, mode="drop"),
              length=s["length"].at[done_row].set(t + 1, mode="drop"),
