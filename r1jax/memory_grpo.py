@@ -114,6 +114,17 @@ def _accum_options(rows_per_update: int, shards: int, fixed) -> list[int]:
   return out or [1]
 
 
+def _state_knobs(model_cfg: ModelConfig, ocfg, lora) -> str:
+  """The end of every refusal's advice: the train state's knobs not already at their smallest (a
+  bf16 named config is not told to use bf16), then more devices."""
+  knobs = []
+  if model_cfg.param_dtype != "bfloat16":
+    knobs += ["optim.state_dtype='bfloat16'"] * (ocfg.state_dtype != "bfloat16") + ["model.param_dtype='bfloat16'"]
+  if lora is None or not lora.enabled:
+    knobs.append("LoRA (lora.rank=64)")
+  return (f"use {' or '.join(knobs)}, or " if knobs else "or ") + "add devices (mesh.fsdp)"
+
+
 def plan(model_cfg: ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, mesh, *,
          prompts_per_step: int, prompt_len: int, remat="auto", grad_accum="auto",
          limit_bytes: int | None = None, temperature: float = 1.0, rules=None, log=print,
@@ -154,6 +165,7 @@ def plan(model_cfg: ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, m
   critic = (abstract_critic(base, ocfg, mesh, rules) if getattr(gcfg, "advantage_estimator", "grpo") == "gae"
             else None)
   critic_bytes = 0 if critic is None else per_device_bytes(critic)
+  more = _state_knobs(model_cfg, ocfg, lora)
   state_bytes = per_device_bytes(state) + critic_bytes
   phases: dict[str, Phase] = {}
   params_bytes = per_device_bytes(state.policy())
@@ -162,8 +174,7 @@ def plan(model_cfg: ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, m
                         resident_bytes=state_bytes - params_bytes, params=state.policy(), chunks=rollout_chunks,
                         resident_name="the rest of the train state", log=log, knobs=(
       f"lower train.prompts_per_step={prompts_per_step}, grpo.num_generations={G} or "
-      f"grpo.max_completion_length={N}, use optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add "
-      f"devices (mesh.fsdp)"))
+      f"grpo.max_completion_length={N}, {more}"))
   phases["generate"] = splan.phase
   # The reference pass (the trainer's pi_old is the same program) runs in grad_accum x
   # num_minibatches micro-batches of rows, as the update does: measured here at the most frugal
@@ -190,8 +201,7 @@ def plan(model_cfg: ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, m
           f"{k} needs {pk / GiB:.2f} GiB per device (train state {state_bytes / GiB:.2f} GiB, "
           f"{k} temporaries {phases[k].temporaries / GiB:.2f} GiB) but the limit is {budget / GiB:.2f} GiB "
           f"({HEADROOM:.0%} of {limit / GiB:.2f}); lower train.prompts_per_step={prompts_per_step}, "
-          f"grpo.num_generations={G} or grpo.max_completion_length={N}, use optim.state_dtype='bfloat16' or "
-          f"model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
+          f"grpo.num_generations={G} or grpo.max_completion_length={N}, {more}")
   tried = []
   upd_state = state  # the reference rides through the update (donated, aliased): among its arguments
   mb = _batch(rows_update, P, N, mesh, with_ref)
@@ -253,8 +263,7 @@ def plan(model_cfg: ModelConfig, gcfg, ocfg, scfg: sampler_lib.SamplingConfig, m
       f"no setting fits: the update needs >= {min(t['update_peak_gib'] for t in tried):.2f} GiB per device "
       f"(tried remat {list(remats)} x grad_accum {accums}; train state {state_bytes / GiB:.2f} GiB) but the "
       f"limit is {budget / GiB:.2f} GiB; lower train.prompts_per_step={prompts_per_step} or "
-      f"grpo.max_completion_length={N}, raise grpo.num_minibatches={gcfg.num_minibatches}, use "
-      f"optim.state_dtype='bfloat16' or model.param_dtype='bfloat16', or add devices (mesh.fsdp)")
+      f"grpo.max_completion_length={N}, raise grpo.num_minibatches={gcfg.num_minibatches}, {more}")
 
 
 def plan_lora(model_cfg, gcfg, ocfg, scfg, mesh, *, lora, log=print, **kwargs):

@@ -82,8 +82,17 @@ def test_the_reference_pass_is_measured_in_the_updates_micro_batches(unlimited):
       p.phases["reference"].peak + p.state_bytes)
 
 def test_nothing_fits_stops_before_any_work_naming_sizes_and_knobs():
-  with pytest.raises(memory.DoesNotFitError, match=r"generate needs .* GiB per device .* lower train.prompts_per_step"):
+  with pytest.raises(memory.DoesNotFitError, match=r"generate needs .* GiB per device .* lower train.prompts_per_step") as e:
     _plan(limit_bytes=2 * 1024 ** 2)
+  # an fp32 model without LoRA is told both; a bf16 state with bf16 moments (the 7B named configs) and
+  # LoRA on is told neither, only more devices
+  assert "optim.state_dtype='bfloat16' or model.param_dtype='bfloat16' or LoRA (lora.rank=64), or add devices" in str(e.value)
+  from r1jax.model.lora import LoRAConfig
+  bf16 = dataclasses.replace(CFG, param_dtype="bfloat16")
+  said = memory_grpo._state_knobs(bf16, train_step.OptimConfig(), LoRAConfig(rank=8))
+  assert said == "or add devices (mesh.fsdp)"
+  assert memory_grpo._state_knobs(CFG, train_step.OptimConfig(state_dtype="bfloat16"), None) == (
+      "use model.param_dtype='bfloat16' or LoRA (lora.rank=64), or add devices (mesh.fsdp)")
 
 
 @pytest.mark.slow  # the full suite's (CI time): the planner against the host; its choices under explicit limits run in CI
