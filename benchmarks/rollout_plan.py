@@ -3,7 +3,7 @@
     python benchmarks/rollout_plan.py --name qwen3-1.7b --out plan_dir
 
 The named config (experiments/r1_zero.py; `--name tiny`: the embedded default, what
-tests/test_rollout_plan.py runs on CPU) is validated with the preset's vocabulary standing in
+tests/test_benchmarks.py runs on CPU) is validated with the preset's vocabulary standing in
 for its checkpoint, and `pipelines.plan_memory` runs as the run would before its first rollout
 (abstract shapes: nothing is allocated). Prints the plan's line; writes plan_dir/memory_plan.json.
 """

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import re
 import shlex
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+import documented
 from r1jax import curation
 from r1jax import experiment
 from r1jax import policy as policy_lib
@@ -64,19 +64,9 @@ SHORT = {
 
 def documented_commands() -> list[tuple[str, str]]:
   """(where, command) for every `python ...` command in README.md and the experiments' docstrings."""
-  out = []
   sources = [("README.md", (REPO / "README.md").read_text())]
-  for f in EXPERIMENTS:
-    text = f.read_text()
-    doc = re.match(r'^r?"""(.*?)"""', text, re.S)
-    sources.append((f"experiments/{f.name}", doc.group(1) if doc else ""))
-  for where, text in sources:
-    text = re.sub(r"\\\n\s*", " ", text)  # join continued lines
-    for line in text.splitlines():
-      line = " ".join(line.split("  #")[0].split())
-      if re.match(r"(python3? |python3 -m venv)", line):
-        out.append((where, line))
-  return out
+  sources += [(f"experiments/{f.name}", documented.module_docstring(f.read_text())) for f in EXPERIMENTS]
+  return [(where, line) for where, text in sources for line in documented.commands_in(text)]
 
 
 def test_readme_opens_with_the_two_fresh_machine_commands_and_ci_runs_them():
@@ -140,13 +130,13 @@ def world(tmp_path_factory, shared_data):
 
 
 def _run(cmd: str, cwd: pathlib.Path, extra: list[str], timeout=900):
-  argv = shlex.split(cmd)
-  argv = [sys.executable if a in ("python", "python3") else a for a in argv]
+  env, argv = documented.split_command(cmd)
   # Relative paths as a user types them from the checkout's root: `cwd/experiments` is the repo's.
   if not (cwd / "experiments").exists():
     (cwd / "experiments").symlink_to(REPO / "experiments")
   # One device, as a user has; compiled at LLVM level 0 as the suite is (tests/conftest.py).
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+  env = ({k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+         | {"XLA_FLAGS": "--xla_backend_optimization_level=0"} | env)
   out = subprocess.run(argv + extra, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
   assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
   return out

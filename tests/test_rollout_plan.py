@@ -187,17 +187,3 @@ def test_continuous_batching_takes_the_most_slots_that_fit(whole_peak):
   assert p.chunks == 1 and 1 <= p.num_slots < PROMPTS * G and tried[1, p.num_slots]
   assert tried[8, 1] and not tried.get((1, 2 * p.num_slots), False)
   assert (1, 2 * p.num_slots) in tried or 2 * p.num_slots == PROMPTS * G
-
-
-@pytest.mark.slow  # the full suite's (CI time): a benchmark script's smoke
-def test_the_benchmark_script_plans_a_named_config_without_weights(tmp_path):
-  """benchmarks/rollout_plan.py (the GPU measurement of a named config's plan) on the tiny default:
-  the run's plan line, and memory_plan.json with the rollout's setting beside remat and grad_accum."""
-  out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rollout_plan.py"), "--name", "tiny", "--out",
-                        str(tmp_path), "--set", "train.rollout_chunks=2"], capture_output=True, text=True,
-                       env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
-  assert out.returncode == 0, out.stderr[-2000:]
-  plan = json.loads((tmp_path / "memory_plan.json").read_text())
-  assert plan["rollout_chunks"] == 2 and plan["asked"]["train.rollout_chunks"] == 2
-  assert [t["rollout_chunks"] for t in plan["rollout_tried"]] == [2]
-  assert f"grpo.grad_accum={plan['grad_accum']} train.rollout_chunks=2 " in out.stdout
