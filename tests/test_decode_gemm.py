@@ -93,25 +93,6 @@ def test_sampler_with_split_k_projections_equals_plain(gemm, split_k, fuse):
   assert len(np.unique(want["tokens"])) > 5  # not a degenerate sequence
 
 
-def test_sharded_sampler_with_split_k_equals_single_device():
-  """On a (data, fsdp, tensor) mesh, heads split over 'tensor': the split-K projections (the Pallas
-  GEMM falls back to XLA's split) give the single-device plain tokens and log-probs."""
-  from r1jax import sharding
-  params = M.init_params(jax.random.key(0), CFG, std=0.3)
-  scfg = S.SamplingConfig(max_new_tokens=8, temperature=0.0, num_samples=2, prompt_buckets=(16,))
-  toks, mask = S.pad_prompts([[5, 9, 3], [4, 5, 6, 7, 8], [11] * 9, [2, 3]], (16,), pad_id=0)
-  want = jax.device_get(S.generate(params, toks, mask, jax.random.key(0), CFG, scfg))
-  cfg = dataclasses.replace(CFG, decode_split_k=4, decode_gemm="pallas", decode_attention="pallas")
-  mesh = sharding.make_mesh((2, 2, 2))
-  with jax.set_mesh(mesh):
-    sp = jax.device_put(params, M.param_shardings(CFG, mesh))
-    bs = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
-    got = jax.device_get(S.generate(sp, jax.device_put(toks, bs), jax.device_put(mask, bs), jax.random.key(0),
-                                    cfg, scfg))
-  np.testing.assert_array_equal(got["tokens"], want["tokens"])
-  np.testing.assert_allclose(got["logp"], want["logp"], atol=1e-5)
-
-
 def test_config_errors():
   with pytest.raises(ValueError, match="model.decode_split_k=-1"):
     dataclasses.replace(CFG, decode_split_k=-1)

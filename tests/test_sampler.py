@@ -144,14 +144,17 @@ def test_bad_config_and_long_prompt():
     S.pad_prompts([[1] * 40], (16, 32), pad_id=0)
 
 
-@pytest.mark.parametrize("mesh_shape,attention,write_first", [((2, 2, 2), "xla", False), ((8, 1, 1), "xla", False),
-                                                              ((2, 2, 2), "pallas", False), ((2, 2, 2), "pallas", True)])
-def test_sharded_generation_equals_single_device(params, mesh_shape, attention, write_first):
+@pytest.mark.parametrize("mesh_shape,decode", [
+    ((2, 2, 2), {"decode_attention": "xla"}), ((8, 1, 1), {"decode_attention": "xla"}),
+    ((2, 2, 2), {"decode_attention": "pallas"}), ((2, 2, 2), {"decode_attention": "pallas", "decode_write_first": True}),
+    ((2, 2, 2), {"decode_attention": "pallas", "decode_split_k": 4, "decode_gemm": "pallas"})])
+def test_sharded_generation_equals_single_device(params, mesh_shape, decode):
   """The sampler on a mesh (parameters sharded by the rules table, prompts over data x fsdp)
   produces the same greedy tokens and log-probs as on one device (the decode kernel per shard;
-  with write_first, over the cache holding the new token)."""
+  with write_first, over the cache holding the new token; split-K projections with heads split over
+  'tensor', where the Pallas GEMM falls back to XLA's split)."""
   from r1jax import sharding
-  cfg = dataclasses.replace(CFG, decode_attention=attention, decode_write_first=write_first)
+  cfg = dataclasses.replace(CFG, **decode)
   scfg = S.SamplingConfig(max_new_tokens=8, temperature=0.0, num_samples=2, prompt_buckets=(16,))
   prompts = _prompts() + [[4, 5, 6]] * 5
   toks, mask = S.pad_prompts(prompts, scfg.prompt_buckets, pad_id=0)
