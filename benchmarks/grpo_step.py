@@ -41,6 +41,10 @@ the base frozen and read as the reference (no copy); time it beside the full ste
 shape, e.g. `--preset qwen2.5-1.5b --lora_rank 64` and the same command without it. The rollout
 decodes with the adapters merged into W (`sampling.merge_lora`, an int8 base excepted);
 `--lora_merge_rollout 0` decodes with them beside W, as training runs them.
+
+`--rollout_weights int8|fp8` (`sampling.rollout_weights`): the sampler decodes with an 8-bit copy of
+the projections, the trainer keeps its weights; `rollout_mismatch` in the output then includes the
+quantization's, and the decode roofline counts the 8-bit bytes (`decode_weights_bytes`).
 """
 from __future__ import annotations
 
@@ -125,7 +129,7 @@ def run_r1jax(a, ceilings_fn):
     ref_fn = TS.make_logprob_fn(ref_cfg, 1.0, a.grad_accum)  # in the update's micro-batches, as the trainer runs it
     scfg = S.SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0, num_samples=a.G, eos_ids=(0,),
                             suppress_eos=True, prompt_buckets=(a.prompt_len,), continuous_batching=a.slots > 0,
-                            num_slots=a.slots, merge_lora=bool(a.lora_merge_rollout))
+                            num_slots=a.slots, merge_lora=bool(a.lora_merge_rollout), rollout_weights=a.rollout_weights)
     R = a.prompts * a.G
     # Completion lengths: all new_tokens, or long-tailed (each row's cap drawn once, the same every step).
     caps = (np.full(R, a.new_tokens, np.int32) if a.lengths == "fixed" else
@@ -191,7 +195,9 @@ def run_r1jax(a, ceilings_fn):
     # Against the limits.
     ref = state.frozen if lcfg.enabled else ref
     itemsize = jnp.dtype(cfg.dtype).itemsize
-    w_bytes = nbytes(ref) + (ref["embed"].nbytes if cfg.tie_embeddings else 0)
+    # The weights the decode reads (the 8-bit projections with --rollout_weights int8 / fp8).
+    dweights = jax.eval_shape(lambda p: S.decode_weights(p, cfg, scfg), state.policy())
+    w_bytes = nbytes(dweights) + (dweights["embed"].size * dweights["embed"].dtype.itemsize if cfg.tie_embeddings else 0)
     ctx = a.prompt_len + a.new_tokens / 2
     kv_step = 2 * cfg.n_layers * R * ctx * cfg.n_kv_heads * cfg.head_dim * itemsize
     decode_step_s = gen_s / a.new_tokens  # includes the (small) prefill
@@ -217,6 +223,7 @@ def run_r1jax(a, ceilings_fn):
             "decode_attention": attention.decode_attention_impl(cfg),
             "algo": a.algo, "lora_rank": a.lora_rank, "lora_base_dtype": a.lora_base_dtype if a.lora_rank else None,
             "lora_merge_rollout": bool(a.lora_merge_rollout) if a.lora_rank else None,
+            "rollout_weights": a.rollout_weights, "decode_weights_bytes": w_bytes,
             "generate_s": gen_s, "ref_logprobs_s": lp_s, "critic_s": critic_s, "update_s": upd_s,
             "step_s": tot,
             "rollout_mismatch": {k: float(v) for k, v in mismatch.items()}, "lengths": a.lengths, "slots": a.slots, "generated_tokens": int(caps.sum()),
@@ -249,7 +256,7 @@ def run_system(name, a):
             "--decode_splits", str(a.decode_splits),
             "--logprob_impl", a.logprob_impl, "--lengths", a.lengths, "--mean_len", str(a.mean_len), "--slots", str(a.slots),
             "--algo", a.algo, "--lora_rank", str(a.lora_rank), "--lora_base_dtype", a.lora_base_dtype,
-            "--lora_merge_rollout", str(a.lora_merge_rollout)]
+            "--lora_merge_rollout", str(a.lora_merge_rollout), "--rollout_weights", a.rollout_weights]
   else:
     extra = dict(x.split("=", 1) for x in filter(None, a.peer_args.split(";")))
     cmd += list(flags) + extra.get(name, "").split()
@@ -280,7 +287,8 @@ def table(results, base):
       continue
     ratio = base["tokens_per_s"] / r["tokens_per_s"]
     name = r["system"] + (" (PPO)" if r.get("algo") == "ppo" else "") + (
-        f" (LoRA r={r['lora_rank']})" if r.get("lora_rank") else "")
+        f" (LoRA r={r['lora_rank']})" if r.get("lora_rank") else "") + (
+        f" ({r['rollout_weights']} rollout)" if r.get("rollout_weights", "compute") != "compute" else "")
     critic = f"{r['critic_s']:.2f}" if r.get("algo") == "ppo" else "-"
     lines.append(f"| {name} | {r['step_s']:.2f} | {r['generate_s']:.2f} | {r['ref_logprobs_s']:.2f} | {critic} | "
                  f"{r['update_s']:.2f} | {r['tokens_per_s']:,.0f} | {ratio:.2f}x | "
@@ -317,6 +325,8 @@ def main():
   ap.add_argument("--lora_base_dtype", default="params", help="lora.base_dtype: 'params', 'bfloat16' or 'int8'")
   ap.add_argument("--lora_merge_rollout", type=int, default=1, choices=(0, 1),
                   help="sampling.merge_lora: 1 generates with the adapters merged into W, 0 beside it")
+  ap.add_argument("--rollout_weights", default="compute", choices=tuple(S.ROLLOUT_WEIGHTS),
+                  help="sampling.rollout_weights: the decode's projections in the compute dtype, int8 or fp8 (e4m3)")
   ap.add_argument("--peers", default="", help="comma list of: tunix, trl, trl_cb (TRL with continuous batching)")
   ap.add_argument("--out", default="")
   ap.add_argument("--decode_splits", type=int, default=0, help="model.decode_kv_splits of the Pallas decode kernel")

@@ -10,6 +10,10 @@
 #            8 variants in one process, each line printed as it is measured (~6-8 min, unmeasured)
 #   writefirst  the same decode (no profile) with each layer's new key/value written into its cache before
 #            the Pallas kernel (model.decode_write_first 0, 1: no merge of the new token after it) (~2 min)
+#   fp8      the rollout's weights (sampling.rollout_weights): the step with the sampler decoding bf16, int8 and
+#            fp8 (e4m3) projections, one process each, the trainer-vs-sampler log-prob mismatch of each in its
+#            output (rollout_mismatch); then the decode alone with the three, each program's temporary
+#            bytes recorded (a bf16 copy of the 8-bit weights hoisted out of the loop would show there) (~6 min)
 #   heads    the step with the chunked vs the fused log-prob head, remat dots (~3 min)
 #   memory   the fused-head step at the update settings that could hold the peak under 40 GB: remat dots
 #            with grad_accum 2 and 4, remat full (~4.5 min)
@@ -43,6 +47,14 @@ for part in "$@"; do
       timeout 300 python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 --prompt_len 256 \
         --new_tokens 512 --decode_attention pallas --unroll_decode 1 --decode_write_first 0,1 \
         --skip prefill,train --out "$OUT/writefirst.json" 2>&1 | grep -v -i warning | tee "$OUT/writefirst.log" \
+        | grep -E "^device|decode|FAILED" | tail -n 8 ;;
+    fp8)
+      for w in compute int8 fp8; do
+        step "fp8_step_$w" 110 --remat dots --logprob_impl fused --rollout_weights "$w"
+      done
+      timeout 200 python3 benchmarks/model_bench.py --presets qwen2.5-0.5b --decode_batches 128 --prompt_len 256 \
+        --new_tokens 512 --decode_attention pallas --unroll_decode 1 --rollout_weights compute,int8,fp8 --temp_bytes \
+        --skip prefill,train --out "$OUT/fp8_decode.json" 2>&1 | grep -v -i warning | tee "$OUT/fp8_decode.log" \
         | grep -E "^device|decode|FAILED" | tail -n 8 ;;
     heads)
       step heads_chunked 120 --remat dots --logprob_impl chunked

@@ -128,15 +128,20 @@ def attn_flops_fwd(cfg: M.ModelConfig, T: int) -> float:
   return 2 * 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T / 2
 
 
-def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="threefry", profile=False, fuse=True):
-  """variant: 'threefry' (default PRNG), 'rbg' (jax's fast unsafe_rbg PRNG), 'greedy' (no noise)."""
+def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="threefry", profile=False, fuse=True,
+                 rollout_weights="compute", temp_bytes=False):
+  """variant: 'threefry' (default PRNG), 'rbg' (jax's fast unsafe_rbg PRNG), 'greedy' (no noise).
+  rollout_weights: `sampling.rollout_weights` (the projections decoded in 8 bits); the weight bytes
+  per step are those of the copy the decode reads (`sampler.decode_weights`). temp_bytes: record the
+  generate program's temporary buffers (XLA's memory analysis, one more compile): a compute-dtype
+  copy of 8-bit weights made once before the loop would show there."""
   # GRPO-shaped: batch / group prompts, each sampled `group` times from one shared prefill.
   group = group if batch % group == 0 else 1
   prompt = jax.random.randint(jax.random.key(3), (batch // group, prompt_len), 0, cfg.vocab_size)
   mask = jnp.ones_like(prompt, bool)
   mk = lambda n: S.SamplingConfig(max_new_tokens=n, temperature=0.0 if variant == "greedy" else 1.0,
                                   eos_ids=(0,), suppress_eos=True, num_samples=group,
-                                  prompt_buckets=(prompt_len,), fuse_projections=fuse)
+                                  prompt_buckets=(prompt_len,), fuse_projections=fuse, rollout_weights=rollout_weights)
   key = jax.random.key(0, impl="unsafe_rbg" if variant == "rbg" else None)
   gen = lambda s: (lambda p, t, m: S.generate(p, t, m, key, cfg, s))
   t_full = bench(gen(mk(new_tokens)), params, prompt, mask, warmup=1, iters=3)
@@ -145,13 +150,19 @@ def decode_bench(cfg, params, batch, prompt_len, new_tokens, group=8, variant="t
   dt = (t_full - t_one) / steps
   prof = kernel_profile(gen(mk(new_tokens)), params, prompt, mask, steps=new_tokens) if profile else None
   itemsize = jnp.dtype(cfg.dtype).itemsize
-  w_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+  decoded = jax.eval_shape(lambda p: S.decode_weights(p, cfg, mk(1)), params)
+  w_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(decoded))
   if cfg.tie_embeddings:  # the embedding is read again as the output projection
-    w_bytes += params["embed"].nbytes
+    w_bytes += decoded["embed"].size * decoded["embed"].dtype.itemsize
+  temp = None
+  if temp_bytes:
+    temp = int(S.generate.lower(params, prompt, mask, key, cfg, mk(new_tokens)).compile()
+               .memory_analysis().temp_size_in_bytes)
   ctx = prompt_len + new_tokens / 2
   kv_bytes = 2 * cfg.n_layers * batch * ctx * cfg.n_kv_heads * cfg.head_dim * itemsize
   return {"batch": batch, "variant": variant, "step_s": dt, "tokens_per_s": batch / dt, "bytes_per_step": w_bytes + kv_bytes,
-          "weights_bytes": w_bytes, "kv_bytes": kv_bytes, "total_s": t_full, "profile": prof}
+          "weights_bytes": w_bytes, "kv_bytes": kv_bytes, "total_s": t_full, "profile": prof,
+          "rollout_weights": rollout_weights, "generate_temp_bytes": temp}
 
 
 def kernel_profile(fn, *args, steps=1, top=18):
@@ -218,6 +229,9 @@ def main():
   ap.add_argument("--decode_split_k", default="0", help="comma list of model.decode_split_k (0: no split)")
   ap.add_argument("--decode_gemm", default="xla", help="comma list of model.decode_gemm: xla/pallas")
   ap.add_argument("--decode_write_first", default="0", help="comma list of 0/1: model.decode_write_first")
+  ap.add_argument("--rollout_weights", default="compute",
+                  help="comma list of sampling.rollout_weights: compute/int8/fp8 (the projections decoded in 8 bits)")
+  ap.add_argument("--temp_bytes", action="store_true", help="record each decode program's temporary buffer bytes")
   ap.add_argument("--skip", default="", help="comma list of: decode,prefill,train")
   ap.add_argument("--out", default="")
   ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script on CPU")
@@ -230,19 +244,20 @@ def main():
     cfg = presets.preset(name, dtype="bfloat16", param_dtype="bfloat16", attention_impl=a.attention)
     params = jax.jit(lambda k: M.init_params(k, cfg))(jax.random.key(0))
     if "decode" not in skip:
-      for b, variant, unroll, att, fuse, ks, sk, gemm, wf in [
-          (b, v, u, da, f, k, sk, g, wf) for b in map(int, a.decode_batches.split(","))
+      for b, variant, unroll, att, fuse, ks, sk, gemm, wf, rw in [
+          (b, v, u, da, f, k, sk, g, wf, rw) for b in map(int, a.decode_batches.split(","))
           for v in a.decode_variants.split(",") for u in a.unroll_decode.split(",")
           for da in a.decode_attention.split(",") for f in a.fuse_projections.split(",")
           for k in map(int, a.decode_splits.split(",")) for sk in map(int, a.decode_split_k.split(","))
-          for g in a.decode_gemm.split(",") for wf in a.decode_write_first.split(",")]:
+          for g in a.decode_gemm.split(",") for wf in a.decode_write_first.split(",")
+          for rw in a.rollout_weights.split(",")]:
         c = dataclasses.replace(cfg, unroll_decode=unroll == "1", decode_attention=att, decode_kv_splits=ks,
                                 decode_split_k=sk, decode_gemm=gemm, decode_write_first=wf == "1")
         try:
           r = decode_bench(c, params, b, a.prompt_len, a.new_tokens, variant=variant, profile=a.profile,
-                           fuse=fuse == "1")
+                           fuse=fuse == "1", rollout_weights=rw, temp_bytes=a.temp_bytes)
         except Exception as e:  # report and go on: one call measures many variants
-          print(f"{name} decode B={b} {att} split_k={sk} gemm={gemm}: FAILED {type(e).__name__}: {str(e)[:1500]}", flush=True)
+          print(f"{name} decode B={b} {att} split_k={sk} gemm={gemm} weights={rw}: FAILED {type(e).__name__}: {str(e)[:1500]}", flush=True)
           continue
         r["unroll_decode"] = unroll == "1"
         r["decode_attention"] = att
@@ -254,9 +269,11 @@ def main():
         r["roofline_frac"] = r["bytes_per_step"] / ceil["bandwidth_Bps"] / r["step_s"]
         results["runs"].append({"preset": name, "kind": "decode"} | r)
         print(f"{name:14s} decode  B={b:5d} {variant:8s} {att:6s} unroll={unroll} fuse={fuse} splits={ks} split_k={sk} gemm={gemm} "
-              f"write_first={wf} ctx~{a.prompt_len}  "
+              f"write_first={wf} weights={rw} ctx~{a.prompt_len}  "
               f"{r['tokens_per_s']:10.0f} tok/s  step {r['step_s'] * 1e3:7.2f} ms  roofline {r['roofline_frac']:.0%}  "
-              f"(ideal {r['bytes_per_step'] / ceil['bandwidth_Bps'] * 1e3:.2f} ms)", flush=True)
+              f"(ideal {r['bytes_per_step'] / ceil['bandwidth_Bps'] * 1e3:.2f} ms)"
+              + (f"  temp {r['generate_temp_bytes'] / 1e6:.0f} MB" if r["generate_temp_bytes"] is not None else ""),
+              flush=True)
         if r["profile"]:
           p = r["profile"]
           print(f"  wall {r['step_s'] * 1e6:.0f} us per decode step; GPU kernels {p['kernels_busy_us_per_step']:.0f} us "

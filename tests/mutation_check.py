@@ -282,6 +282,28 @@ MUTATIONS = [
 ]
 
 
+# ---- sampling.rollout_weights: the rollout's 8-bit copy of the projections
+ROLLOUT_W = ("tests/test_rollout_weights.py",)
+MUTATIONS += [
+    Mutation("rollout_weights_scale_forgotten", "r1jax/sampling/sampler.py",
+             "layers[name], layers[f\"{name}_qscale\"] = lora.quantize(layers[name], in_dims, qdtype)",
+             "layers[name], _ = lora.quantize(layers[name], in_dims, qdtype)", ROLLOUT_W),
+    Mutation("rollout_weights_scale_wrong_axis", "r1jax/model/lora.py", "  axes = tuple(range(1, 1 + in_dims))\n  w32",
+             "  axes = tuple(range(2, 2 + in_dims))\n  w32", ROLLOUT_W),
+    Mutation("rollout_weights_fp8_scaled_to_127", "r1jax/model/lora.py",
+             "qmax = float(jnp.iinfo(dtype).max if integer else jnp.finfo(dtype).max)", "qmax = 127.0", ROLLOUT_W),
+    Mutation("rollout_weights_fp8_rounded_to_integers", "r1jax/model/lora.py",
+             "jnp.clip(jnp.round(y) if integer else y,", "jnp.clip(jnp.round(y),", ROLLOUT_W),
+    Mutation("rollout_weights_cast_back_in_decode_weights", "r1jax/sampling/sampler.py",
+             "if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype.itemsize > 1 else a, params)",
+             "if jnp.issubdtype(a.dtype, jnp.number) else a, params)", ROLLOUT_W),
+    Mutation("rollout_weights_cast_back_in_prefill", "r1jax/sampling/sampler.py",
+             "  params = decode_weights(params, cfg, scfg)\n",
+             "  params = jax.tree.map(lambda a: a.astype(cfg.compute_dtype), decode_weights(params, cfg, scfg))\n",
+             ROLLOUT_W),
+]
+
+
 # ---- the embedded world of issue 14 (chains, traces, second language), behaviour metrics, sweeps
 _CHAINS, _TRACES, _LANG2 = "r1jax/tasks/chains.py", "r1jax/tasks/traces.py", "r1jax/tasks/second_language.py"
 _BEHAVIOUR, _SWEEP = "r1jax/evaluation/behaviour.py", "r1jax/sweep.py"

@@ -131,6 +131,37 @@ def test_grpo_step_benchmark_lora(tmp_path, base_dtype):
   assert r["tokens_per_s"] > 0 and r["step_s"] >= r["generate_s"] > 0
 
 
+@pytest.mark.slow
+def test_grpo_step_benchmark_fp8_rollout(tmp_path):
+  """--rollout_weights fp8: the sampler decodes an fp8 copy of the projections, the trainer its float
+  weights; the mismatch between their log-probs is then the quantization's, measured (nonzero, where
+  the float32 sampler of the compute path matches to < 2e-5), and the decode reads fewer bytes than
+  the float32 parameters."""
+  (cmd,) = _commands("grpo_step.py")
+  _run(cmd, tmp_path, ["--rollout_weights", "fp8", "--mesh", "1,-1,1"])
+  r = json.loads((tmp_path / "grpo.json").read_text())["results"][0]
+  assert r["rollout_weights"] == "fp8" and r["rollout_mismatch"]["mismatch/abs_mean"] > 1e-4
+  # (the bytes' split between the projections and the rest: test_model_bench_decode_rollout_weights)
+  assert 0 < r["decode_weights_bytes"] < r["memory"]["params"]
+
+
+@pytest.mark.slow  # a GPU benchmark's CPU smoke
+def test_model_bench_decode_rollout_weights(tmp_path):
+  """--rollout_weights compute,int8,fp8: each decode measured with the weights it reads, the 8-bit
+  projections half the compute dtype's bytes, and the program's temporary bytes recorded."""
+  out = tmp_path / "mb.json"
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_bench.py"), "--presets", "tiny",
+                      "--decode_batches", "2", "--prompt_len", "8", "--new_tokens", "3", "--rollout_weights",
+                      "compute,int8,fp8", "--temp_bytes", "--skip", "prefill,train", "--smoke", "--out", str(out)],
+                     capture_output=True, text=True, env=env, timeout=600)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+  runs = json.loads(out.read_text())["runs"]
+  assert [r["rollout_weights"] for r in runs] == ["compute", "int8", "fp8"] and "FAILED" not in p.stdout
+  assert runs[1]["weights_bytes"] == runs[2]["weights_bytes"] < runs[0]["weights_bytes"]
+  assert all(r["tokens_per_s"] > 0 and r["generate_temp_bytes"] > 0 for r in runs)
+
+
 def test_code_sandbox_benchmark_runs_and_reports(tmp_path):
   (cmd,) = _commands("code_sandbox.py")
   p = _run(cmd, tmp_path, timeout=300)

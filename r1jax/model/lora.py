@@ -164,19 +164,25 @@ def combine(base: dict, adapters: dict, scale: float) -> dict:
 # ----------------------------------------------------------------------------- the frozen base
 
 
-def quantize(w: jax.Array, in_dims: int) -> tuple[jax.Array, jax.Array]:
-  """Symmetric per-output-channel int8 of a stacked projection L x in... x out...: (int8 W, scale of
-  shape L x out..., float32) with W ~= W_int8 * scale; the scale is max|W| over the input dims / 127."""
+def quantize(w: jax.Array, in_dims: int, dtype=jnp.int8) -> tuple[jax.Array, jax.Array]:
+  """Symmetric per-output-channel 8-bit copy of a stacked projection L x in... x out...: (W_q in
+  `dtype`, scale of shape L x out..., float32) with W ~= W_q * scale; the scale is max|W| over the
+  input dims / the format's largest value. int8: 127, W / scale rounded to the nearest integer;
+  float8_e4m3fn: 448, rounded to the nearest of its values (3 mantissa bits) by the conversion."""
+  dtype = jnp.dtype(dtype)
+  integer = jnp.issubdtype(dtype, jnp.integer)
+  qmax = float(jnp.iinfo(dtype).max if integer else jnp.finfo(dtype).max)
   axes = tuple(range(1, 1 + in_dims))
   w32 = w.astype(jnp.float32)
-  scale = jnp.max(jnp.abs(w32), axis=axes) / 127.0
+  scale = jnp.max(jnp.abs(w32), axis=axes) / qmax
   scale = jnp.where(scale > 0, scale, 1.0)
-  q = jnp.clip(jnp.round(w32 / jnp.expand_dims(scale, axes)), -127, 127).astype(jnp.int8)
+  y = w32 / jnp.expand_dims(scale, axes)
+  q = jnp.clip(jnp.round(y) if integer else y, -qmax, qmax).astype(dtype)
   return q, scale
 
 
 def dequantize(layers: dict, name: str) -> jax.Array:
-  """A projection as float32 (W_int8 * scale when quantized)."""
+  """A projection as float32 (W_q * scale when quantized, int8 or float8)."""
   w = layers[name]
   if f"{name}_qscale" not in layers:
     return w.astype(jnp.float32)

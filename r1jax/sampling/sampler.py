@@ -25,6 +25,10 @@ from r1jax.model.config import ModelConfig
 from r1jax.sharding import constrain
 
 
+ROLLOUT_WEIGHTS = {"compute": None, "int8": jnp.int8, "fp8": jnp.float8_e4m3fn}
+"""`SamplingConfig.rollout_weights` -> the storage dtype of the decode's projections (None: compute dtype)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
   """How completions are drawn."""
@@ -69,6 +73,22 @@ class SamplingConfig:
   refills_per_step: int = 2
   """Slots refilled per decode step at most (each copies its prompt's cache); another finished slot
   waits a step."""
+  rollout_weights: str = "compute"
+  """The projections (wq, wk, wv, wo, w_gate, w_up, w_down) the sampler decodes with: 'compute'
+  (cast to model.compute_dtype), or an 8-bit copy with a scale per output channel, made once per
+  generate call after the LoRA merge (`decode_weights`, `lora.quantize`, the scale computed in
+  float32): 'int8' (127 levels of max |W| over the input dims) or 'fp8' (float8_e4m3fn, max |W|
+  scaled to 448). The 8-bit arrays go into the decode as they are, converted to the compute dtype
+  at each matmul inside the jitted loop (XLA may fuse that convert into the GEMM), the scale (in the
+  compute dtype, as every layer weight in `model._block`) applied to its output. What it should
+  buy: half the projection bytes read per decoded token on a bandwidth-bound decode (Qwen2.5-0.5B:
+  ~29 MB of projections per layer and token in bf16), to be measured on the GPU
+  (benchmarks/issue31_gpu.sh fp8). What it costs: the rollout's policy is no longer the trainer's,
+  so the sampler's log-probs (those of the quantized model, as it draws) differ from the trainer's
+  by more than float rounding: grpo_step's `rollout_mismatch` measures it, `grpo.tis` corrects the
+  update for it; and the 8-bit copy is held beside the trainer's weights while generating.
+  Embeddings, norms and the LM head stay in the compute dtype; an int8 LoRA base (its '_qscale'
+  already there) is decoded as it is."""
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -86,6 +106,8 @@ class SamplingConfig:
     for name in ("continuous_batching", "merge_lora"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f"sampling.{name}={getattr(self, name)!r} must be a bool")
+    if self.rollout_weights not in ROLLOUT_WEIGHTS:
+      raise ValueError(f"sampling.rollout_weights={self.rollout_weights!r} is not one of {tuple(ROLLOUT_WEIGHTS)}")
     if self.num_samples < 1:
       raise ValueError(f"sampling.num_samples={self.num_samples} must be >= 1")
     if list(self.prompt_buckets) != sorted(set(self.prompt_buckets)) or any(b < 1 for b in self.prompt_buckets):
@@ -155,16 +177,31 @@ def _pick(logits_RxV, rows_R, t_R, key, scfg: SamplingConfig):
   return tok, _logp_of(logits, tok, scfg.temperature)
 
 
-def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: ModelConfig, scfg: SamplingConfig):
-  """Weights cast once to the compute dtype (LoRA adapters merged: `scfg.merge_lora`), prompt
-  positions, the prompts' keys/values (L x B x P x K x H) and the logits of each prompt's next token
-  (B x V)."""
+def decode_weights(params, cfg: ModelConfig, scfg: SamplingConfig):
+  """The weights the decode reads, made once per generate call: LoRA adapters merged
+  (`scfg.merge_lora`), the projections in 8 bits with their '<name>_qscale' (`scfg.rollout_weights`),
+  every other float weight cast to the compute dtype."""
   if scfg.merge_lora:
     params = lora.merge_combined(params, cfg.compute_dtype)
+  qdtype = ROLLOUT_WEIGHTS[scfg.rollout_weights]
+  if qdtype is not None:
+    layers = dict(params["layers"])
+    for name, in_dims in lora.IN_DIMS.items():
+      if f"{name}_qscale" not in layers:  # (an int8 LoRA base is decoded as it is)
+        layers[name], layers[f"{name}_qscale"] = lora.quantize(layers[name], in_dims, qdtype)
+    params = dict(params, layers=layers)
   # Cast once, outside the loop: every decode step then reads the weights in the compute dtype
   # (half the bytes of an fp32 master copy); the layer scan would otherwise cast inside each step.
-  params = jax.tree.map(lambda a: a.astype(cfg.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-                        params)
+  # 8-bit weights are left as they are: `model._block` converts them at the matmul, inside the step.
+  return jax.tree.map(lambda a: a.astype(cfg.compute_dtype)
+                      if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype.itemsize > 1 else a, params)
+
+
+def _prefill(params, prompt_BxP, prompt_mask_BxP, cfg: ModelConfig, scfg: SamplingConfig):
+  """Weights as the decode reads them (`decode_weights`: cast once to the compute dtype, LoRA
+  adapters merged, 8-bit projections), prompt positions, the prompts' keys/values (L x B x P x K x H)
+  and the logits of each prompt's next token (B x V)."""
+  params = decode_weights(params, cfg, scfg)
   mesh = jax.sharding.get_abstract_mesh()
   if scfg.fuse_projections and (mesh.empty or mesh.shape.get("tensor", 1) == 1):
     params = dict(params, layers=model_lib.fuse_projections(params["layers"]))
