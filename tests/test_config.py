@@ -31,7 +31,7 @@ EVALUATE = REPO / "experiments" / "evaluate.py"
 SPECIAL = {
     "stage": "evaluate", "workdir": "/tmp/r1jax-cfg", "template": "Q: {prompt} A:",
     "model.dtype": "bfloat16", "model.param_dtype": "bfloat16", "model.remat": "full",
-    "model.attention_impl": "xla", "model.decode_attention": "xla", "model.decode_gemm": "pallas",
+    "model.attention_impl": "xla", "model.decode_attention": "xla", "model.decode_gemm": "pallas", "sampling.rollout_weights": "fp8",
     "model.rope_scaling.kind": "linear",
     "model.vocab_size": 600, "model.d_model": 64, "model.n_layers": 2, "model.n_heads": 2, "model.n_kv_heads": 1,
     "model.head_dim": 16, "model.d_ff": 96, "model.max_seq_len": 1024, "model.logits_chunk": 1024,
