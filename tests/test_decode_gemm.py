@@ -70,8 +70,8 @@ CFG = M.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads
                     qkv_bias=True)
 
 
-@pytest.mark.parametrize("gemm,split_k,fuse", [("xla", 4, False), ("xla", 4, True), ("pallas", 4, True),
-                                               ("pallas", 0, False)])
+@pytest.mark.parametrize("gemm,split_k,fuse", [("xla", 4, False), ("pallas", 4, True)] + [  # the rest: CI time
+    pytest.param(*a, marks=pytest.mark.slow) for a in (("xla", 4, True), ("pallas", 0, False))])
 def test_sampler_with_split_k_projections_equals_plain(gemm, split_k, fuse):
   """Greedy decoding at float32 of a LoRA-adapted int8 base (adapters and scales applied after the
   split matmul): the same tokens and log-probs as the plain einsum projections."""

@@ -382,7 +382,7 @@ def _greedy(policy, scfg, cfg):
   return prompts, out, jax.tree.map(lambda *a: jnp.stack(a), *layers) if isinstance(layers, list) else layers
 
 
-@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("fuse", [False, pytest.param(True, marks=pytest.mark.slow)])  # CI time
 def test_sampler_decodes_with_the_adapters_merged(fuse):
   """sampling.merge_lora: generation reads W + A sB (no adapter left beside W, fused q/k/v and gate/up
   too), draws the unmerged model's greedy tokens with its log-probs to 1e-5 (float32), and those are
@@ -415,6 +415,7 @@ def test_sampler_decodes_with_the_adapters_merged(fuse):
   assert (base["tokens"] != on["tokens"]).any()  # the adapters change what is drawn
 
 
+@pytest.mark.slow  # the full suite's (CI time): test_rollout_weights checks the int8 base's projections are kept
 def test_sampler_keeps_the_adapters_beside_an_int8_base():
   """An int8 base is not merged (that would store its projections in the compute dtype): the sampler
   decodes with the adapters beside W_int8, as with merge_lora off."""

@@ -138,6 +138,7 @@ def _critic_values(params, head, tokens, mask):
   return v[:, P - 1:P - 1 + N]
 
 
+@pytest.mark.slow  # the full suite's (CI time): the PPO loop end to end; its value step runs in CI
 def test_ppo_loop_advantages_come_from_the_critic_and_the_critic_learns_the_returns(tmp_path, monkeypatch):
   """Two steps of PPO (mu = 1, one minibatch): step 1's update batch carries adv = whiten(GAE(the
   row's own reward on its last token, V of the initial critic = the policy's weights + a fresh

@@ -218,6 +218,7 @@ def test_nonfinite_losses_stop_the_run_with_a_clear_message(setup, tmp_path):
   assert rows[-1]["nonfinite"] == 1 and rows[-2]["nonfinite"] == 1
 
 
+@pytest.mark.slow  # the full suite's (CI time): the loop's dynamic sampling test runs in CI
 def test_dapo_variant_runs_dynamic_sampling_mu_and_minibatches(setup, tmp_path):
   """DAPO settings through the loop: token-mean loss, clip-higher, no reference, dynamic sampling,
   overlong punishment, mu = 2 inner iterations over 2 minibatches, truncated completions masked."""

@@ -280,7 +280,7 @@ def _sorted_top_p_draw(logits, key, top_p):
 
 
 @pytest.mark.parametrize("vocab,scale,top_p", [(50, 1.0, 0.9), (1000, 3.0, 0.95), (7, 0.5, 0.5), (300, 4.0, 0.99),
-                                               (152064, 1.0, 0.95)])
+                                               pytest.param(152064, 1.0, 0.95, marks=pytest.mark.slow)])  # CI time
 def test_nucleus_sample_draws_the_sorted_top_p_token(vocab, scale, top_p):
   """The sort-free top-p draw is token for token the sort-based one under the same key: flat and
   peaked rows, rows with tied logits, one key for a batch and a key per row (as the sampler vmaps)."""

@@ -248,6 +248,7 @@ def test_the_cached_token_env_expands_and_searches_as_the_prefix_recomputing_env
     np.testing.assert_allclose([q for _, q, _ in b.children], [q for _, q, _ in a.children], atol=2e-5)
 
 
+@pytest.mark.slow  # the full suite's (CI time): the cached token env's search runs in CI
 def test_the_cached_step_env_draws_and_searches_as_the_prefix_recomputing_env():
   """`CachedStepEnv` (k steps drawn onward from the node's saved state, each child keeping the state
   after its step) against `StepEnv` (`sampler.generate` over the recomputed prefix) under the same

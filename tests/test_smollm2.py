@@ -105,6 +105,7 @@ def test_prompt_ids_match_transformers(smol, name):
   assert ids == want
 
 
+@pytest.mark.slow  # the full suite's (CI time): the logits' parity with transformers runs in CI
 def test_greedy_decoding_matches_transformers_for_32_tokens(smol):
   _, tok, hf_tok, model, cfg, params = smol
   prompts = [hf_tok("Question: What is 17 + 25?\nAnswer:").input_ids,

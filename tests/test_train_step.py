@@ -169,6 +169,7 @@ def test_bf16_moments_with_fp32_master_weights():
       np.testing.assert_allclose(np.asarray(p[k]), want[k], rtol=0, atol=2e-6, err_msg=(dtype, k))
 
 
+@pytest.mark.slow  # the full suite's (CI time): bf16 moments on one device run in CI
 def test_bf16_moments_follow_their_parameters_on_a_mesh():
   """Under FSDP the bf16 moments are sharded like their parameters (no replicated copy), stay bf16
   through a GRPO update, and that update equals the un-sharded one."""
