@@ -242,6 +242,17 @@ def _decode(params, tok_R, pos_R, cache, cfg, put=None):
   return model_lib.logits_from_hidden(params, h, cfg)[:, 0], kv
 
 
+def _decode_into(params, tok_R, pos_R, cache, mask, put, cfg):
+  """One decode step and the cache after it: `put` (f(buffer, x)) writes each layer's new key and
+  value into its buffer, before attention with `ModelConfig.decode_write_first` (the kernel's window
+  then covers the token), after the step otherwise; `mask` is the cache mask with the new slot set."""
+  if _write_first(cfg):
+    logits, (ks, vs) = _decode(params, tok_R, pos_R, dict(cache, mask=mask), cfg, put)
+    return logits, {"k": ks, "v": vs, "mask": mask}
+  logits, (k1, v1) = _decode(params, tok_R, pos_R, cache, cfg)
+  return logits, {"k": _per_layer(put, cfg, cache["k"], k1), "v": _per_layer(put, cfg, cache["v"], v1), "mask": mask}
+
+
 # kv-head-major cache, R x K x S x H per layer (see attention.cached_attention): stacked L x ... for
 # the layer scan, or one buffer per layer (cfg.unroll_decode) that each layer reads in place.
 _CACHE_AXES = ("batch", "act_kv_heads", "cache_length", "head_dim")
@@ -309,12 +320,7 @@ def generate(params, prompt_BxP, prompt_mask_BxP, key, cfg: ModelConfig, scfg: S
     put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x.swapaxes(-2, -3).astype(buf.dtype),
                                                      (0,) * (buf.ndim - 2) + (slot, 0))
     mask = jax.lax.dynamic_update_slice(c["mask"], jnp.ones((R, 1), bool), (0, slot))
-    if _write_first(cfg):
-      logits, (ks, vs) = _decode(params, prev, next_pos_R + t - 1, dict(c, mask=mask), cfg, put)
-      cache = {"k": ks, "v": vs, "mask": mask}
-    else:
-      logits, (k1, v1) = _decode(params, prev, next_pos_R + t - 1, c, cfg)
-      cache = {"k": _per_layer(put, cfg, c["k"], k1), "v": _per_layer(put, cfg, c["v"], v1), "mask": mask}
+    logits, cache = _decode_into(params, prev, next_pos_R + t - 1, c, mask, put, cfg)
     tok, lp = pick(logits, t, s["done"])
     upd = lambda buf, x: jax.lax.dynamic_update_slice_in_dim(buf, x[:, None], t, axis=1)
     eos_t = s["eos"] | (~s["done"] & jnp.isin(tok, eos))
@@ -396,12 +402,7 @@ def _generate_continuous(params, prompt_BxP, prompt_mask_BxP, key, cfg, scfg: Sa
     put = lambda buf, x: put_row(buf, x, jnp.minimum(P + t, S - 1))  # a drained slot's t stops
     c = s["cache"]
     mask = c["mask"].at[jnp.arange(M), jnp.minimum(P + t, S - 1)].set(True)
-    if _write_first(cfg):
-      logits, (ks, vs) = _decode(params, tok, next_pos_B[row // n] + t, dict(c, mask=mask), cfg, put)
-      cache = {"k": ks, "v": vs, "mask": mask}
-    else:
-      logits, (k1, v1) = _decode(params, tok, next_pos_B[row // n] + t, c, cfg)
-      cache = {"k": _per_layer(put, cfg, c["k"], k1), "v": _per_layer(put, cfg, c["v"], v1), "mask": mask}
+    logits, cache = _decode_into(params, tok, next_pos_B[row // n] + t, c, mask, put, cfg)
     s = dict(s, cache=cache, logits=logits, t=jnp.where(active, t + 1, t), active=active & ~fin, steps=s["steps"] + 1,
              tokens=s["tokens"].at[out, t].set(tok, mode="drop"), logp=s["logp"].at[out, t].set(lp, mode="drop"),
              length=s["length"].at[done_row].set(t + 1, mode="drop"),
